@@ -1,0 +1,1 @@
+"""Decisions: which deployments answer a request, in which order, with which budgets."""

@@ -1,0 +1,153 @@
+"""Carrying out a `DeploymentPlan`: each target in turn, with retries, under one deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from policies.plan import DeploymentPlan, Target
+from policies.retry import Attempt, Decision, call_with_retries, classify
+from providers.base import Provider
+from providers.errors import Failure, UpstreamError
+from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Trace:
+    """What happened to one client request: its deadline, every attempt, who answered."""
+
+    deadline: float
+    attempts: list[Attempt] = field(default_factory=list)
+    target: Target | None = None
+    stream_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStream:
+    """A stream whose first chunk has arrived: from here on the client is committed."""
+
+    first: JSONObject
+    rest: AsyncGenerator[JSONObject, None]
+
+
+class Dispatcher:
+    def __init__(self, providers: Mapping[str, Provider]) -> None:
+        self._providers = providers
+
+    def start_trace(self, plan: DeploymentPlan) -> Trace:
+        return Trace(deadline=asyncio.get_running_loop().time() + plan.deadline_s)
+
+    async def complete(
+        self, plan: DeploymentPlan, endpoint: Endpoint, body: Mapping[str, Any], trace: Trace
+    ) -> ProviderResponse:
+        async def attempt(provider: Provider, target: Target) -> ProviderResponse:
+            return await provider.complete(_request(endpoint, body, target))
+
+        return await self._walk(plan, trace, attempt)
+
+    async def open_stream(
+        self, plan: DeploymentPlan, endpoint: Endpoint, body: Mapping[str, Any], trace: Trace
+    ) -> OpenStream:
+        """Fail over until some deployment yields a first chunk; nothing reached the client
+        before that, so every failure up to here is still the plan's to handle."""
+
+        async def attempt(provider: Provider, target: Target) -> OpenStream:
+            rest = provider.stream(_request(endpoint, body, target))
+            try:
+                first = await anext(rest)
+            except StopAsyncIteration:
+                raise UpstreamError.stream_broken(f"{target.label}: empty stream") from None
+            except BaseException:
+                await rest.aclose()
+                raise
+            return OpenStream(first, rest)
+
+        return await self._walk(plan, trace, attempt)
+
+    async def relay(self, opened: OpenStream, trace: Trace) -> AsyncIterator[JSONObject]:
+        """The committed stream, chunk by chunk, still under the request's deadline.
+        Closing this iterator (the client went away) closes the upstream call at once."""
+        try:
+            yield opened.first
+            while True:
+                async with asyncio.timeout_at(trace.deadline):
+                    chunk = await anext(opened.rest, None)
+                if chunk is None:
+                    return
+                yield chunk
+        except TimeoutError:
+            trace.stream_error = "deadline exceeded mid-stream"
+            raise UpstreamError.timeout("the request's total deadline passed mid-stream") from None
+        except UpstreamError as exc:
+            trace.stream_error = exc.summary()
+            raise
+        finally:
+            await opened.rest.aclose()
+
+    async def _walk(
+        self,
+        plan: DeploymentPlan,
+        trace: Trace,
+        attempt: Callable[[Provider, Target], Awaitable[T]],
+    ) -> T:
+        queue = list(plan.targets)
+        rerouted = False
+        last: UpstreamError | None = None
+        try:
+            async with asyncio.timeout_at(trace.deadline):
+                index = 0
+                while index < len(queue):
+                    target = queue[index]
+                    index += 1
+                    provider = self._providers[target.deployment.provider]
+                    try:
+                        result = await call_with_retries(
+                            lambda: attempt(provider, target),  # noqa: B023 - awaited here
+                            label=target.label,
+                            policy=plan.retry,
+                            deadline=trace.deadline,
+                            attempts=trace.attempts,
+                        )
+                    except UpstreamError as exc:
+                        last = exc
+                        decision = classify(exc)
+                        if decision is Decision.FINAL:
+                            raise
+                        if decision is Decision.CONTEXT_WINDOW:
+                            if rerouted or not plan.context_window_targets:
+                                raise
+                            queue, index, rerouted = list(plan.context_window_targets), 0, True
+                        continue
+                    trace.target = target
+                    return result
+        except TimeoutError:
+            last = UpstreamError.timeout(
+                f"no deployment answered within the request deadline of {plan.deadline_s:g}s"
+            )
+        raise _exhausted(last, trace.attempts)
+
+
+def _request(endpoint: Endpoint, body: Mapping[str, Any], target: Target) -> ProviderRequest:
+    return ProviderRequest(endpoint=endpoint, body={**body, "model": target.deployment.model})
+
+
+def _exhausted(last: UpstreamError | None, attempts: list[Attempt]) -> UpstreamError:
+    """One error that says what every attempt got, with the last failure's status and type."""
+    if last is None:  # an empty plan cannot be configured; kept for a clear message anyway
+        return UpstreamError(
+            "no deployment to try", failure=Failure.PROTOCOL, status=503, type="server_error"
+        )
+    tried = "; ".join(f"{a.deployment}: {a.outcome}" for a in attempts) or "none"
+    return UpstreamError(
+        f"{last.message} (all deployments failed after {len(attempts)} attempt(s): {tried})",
+        failure=last.failure,
+        status=last.status,
+        type=last.type,
+        code=last.code,
+        param=last.param,
+        retry_after=last.retry_after,
+    )

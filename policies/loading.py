@@ -1,0 +1,83 @@
+"""Reading the YAML config: `${ENV}` interpolation and errors that name file and key path."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from policies.config import TurnoutConfig
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+
+
+class ConfigError(Exception):
+    """The config cannot be used; the message names the file, the key path and the need."""
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> TurnoutConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    resolved = _interpolate(raw, os.environ if env is None else env, path, "")
+    try:
+        return TurnoutConfig.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigError(_describe(path, exc)) from None
+
+
+def _interpolate(value: Any, env: Mapping[str, str], path: Path, where: str) -> Any:
+    if isinstance(value, str):
+        return _VAR.sub(lambda m: _lookup(m, env, path, where), value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, path, _join(where, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, path, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _lookup(match: re.Match[str], env: Mapping[str, str], path: Path, where: str) -> str:
+    name, default = match.group(1), match.group(2)
+    if name in env:
+        return env[name]
+    if default is not None:
+        return default
+    raise ConfigError(
+        f"{path}: {where}: environment variable {name} is not set "
+        f"(set it, or write ${{{name}:-default}})"
+    )
+
+
+def _describe(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid config ({exc.error_count()} problem(s)):"]
+    for error in exc.errors(include_url=False):
+        where = ""
+        for part in error["loc"]:
+            where = f"{where}[{part}]" if isinstance(part, int) else _join(where, str(part))
+        message = error["msg"]
+        if error["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        shown = error["type"] != "missing" and where
+        got = f" (got {error.get('input')!r:.80})" if shown else ""
+        lines.append(f"  {where or '<top level>'}: {message}{got}")
+    return "\n".join(lines)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key

@@ -1,0 +1,71 @@
+"""Turning a request's model name into an ordered plan of deployments."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from policies.config import Deployment, RetrySettings, TurnoutConfig
+from policies.errors import ApiError, model_not_found
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One deployment to try, and the model name it was reached through."""
+
+    model_name: str
+    deployment: Deployment
+
+    @property
+    def label(self) -> str:
+        return self.deployment.label
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentPlan:
+    """Deployments in the order to try them, and the budgets for trying.
+
+    `targets` are the model's deployments, then its configured fallbacks', then those the
+    request added. `context_window_targets` replace the rest of the chain when a
+    deployment says the prompt is too long for it.
+    """
+
+    model: str
+    targets: tuple[Target, ...]
+    context_window_targets: tuple[Target, ...]
+    retry: RetrySettings
+    deadline_s: float
+
+
+def plan_request(
+    config: TurnoutConfig, model: str, request_fallbacks: Sequence[str] = ()
+) -> DeploymentPlan:
+    route = config.models.get(model)
+    if route is None:
+        raise model_not_found(model)
+    for i, name in enumerate(request_fallbacks):
+        if name not in config.models:
+            raise ApiError(
+                f"Fallback model `{name}` does not exist or you do not have access to it.",
+                status=400,
+                param=f"fallbacks[{i}]",
+                code="model_not_found",
+            )
+    chain = _unique([model, *route.fallbacks, *request_fallbacks])
+    return DeploymentPlan(
+        model=model,
+        targets=tuple(_targets(config, chain)),
+        context_window_targets=tuple(_targets(config, _unique(route.context_window_fallbacks))),
+        retry=config.retry,
+        deadline_s=config.timeouts.total,
+    )
+
+
+def _targets(config: TurnoutConfig, models: Iterable[str]) -> Iterable[Target]:
+    for name in models:
+        for deployment in config.models[name].deployments:
+            yield Target(name, deployment)
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(names))

@@ -1,0 +1,1 @@
+"""Backend adapters behind one `Provider` interface; see `providers.base`."""

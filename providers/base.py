@@ -1,0 +1,37 @@
+"""The one interface every backend adapter implements."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncGenerator
+
+from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
+
+
+class Provider(abc.ABC):
+    """A backend: a remote API or an in-process model.
+
+    `complete` returns a whole response; `stream` yields OpenAI-shaped chunk objects and
+    raises `UpstreamError` on failure, before its first chunk or after. Both must be
+    cancellable at any await: a client that goes away cancels the call.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    @abc.abstractmethod
+    def endpoints(self) -> frozenset[Endpoint]:
+        """The endpoints this backend serves natively."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook, most adapters need none
+        """Open pools or load models; called once when the app starts."""
+
+    @abc.abstractmethod
+    async def complete(self, request: ProviderRequest) -> ProviderResponse: ...
+
+    @abc.abstractmethod
+    def stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]: ...
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...

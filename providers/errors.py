@@ -1,0 +1,67 @@
+"""Turnout's own error type for failed backend calls.
+
+Every adapter maps its backend's failures (HTTP statuses, transport errors, broken
+streams) into `UpstreamError` at its seam, so retry and failover decisions never look
+at a foreign library's exceptions.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Failure(StrEnum):
+    """What went wrong, as far as retry and failover decisions care."""
+
+    STATUS = "status"  # the backend answered with an error status or an error payload
+    CONNECT = "connect"  # no connection, or it was refused or reset before a response
+    TIMEOUT = "timeout"  # connect, first byte or stream-idle timeout
+    PROTOCOL = "protocol"  # the backend's answer was not what its wire format promises
+    STREAM_BROKEN = "stream_broken"  # a stream failed after it had started
+
+
+class UpstreamError(Exception):
+    """A backend call failed. Carries OpenAI's error fields for the client."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failure: Failure,
+        status: int,
+        type: str,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.failure = failure
+        self.status = status
+        self.type = type
+        self.code = code
+        self.param = param
+        self.retry_after = retry_after
+
+    def summary(self) -> str:
+        """A short phrase for attempt logs and the final error message."""
+        detail = self.code or self.type
+        if self.failure is Failure.STATUS:
+            return f"{self.status} {detail}"
+        return f"{self.failure.value}: {self.message}"
+
+    @classmethod
+    def connect(cls, message: str) -> UpstreamError:
+        return cls(message, failure=Failure.CONNECT, status=502, type="upstream_connect_error")
+
+    @classmethod
+    def timeout(cls, message: str) -> UpstreamError:
+        return cls(message, failure=Failure.TIMEOUT, status=504, type="upstream_timeout")
+
+    @classmethod
+    def protocol(cls, message: str) -> UpstreamError:
+        return cls(message, failure=Failure.PROTOCOL, status=502, type="upstream_protocol_error")
+
+    @classmethod
+    def stream_broken(cls, message: str) -> UpstreamError:
+        return cls(message, failure=Failure.STREAM_BROKEN, status=502, type="upstream_stream_error")

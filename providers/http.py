@@ -1,0 +1,96 @@
+"""The HTTP seam shared by remote adapters: pooled aiohttp sessions, read timeouts, and
+the one place where transport failures become `UpstreamError`.
+
+aiohttp rather than httpx's default transport: see bench/transport/RESULTS.md, where
+httpx's default async transport collapses at 32+ concurrent requests on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+
+import aiohttp
+
+from providers.errors import UpstreamError
+from providers.timeouts import UpstreamTimeouts
+
+MAX_RETRY_AFTER_HEADER = 24 * 3600.0
+
+
+def open_session(timeouts: UpstreamTimeouts, max_connections: int) -> aiohttp.ClientSession:
+    """One pooled session per provider, opened and closed with the app."""
+    connector = aiohttp.TCPConnector(
+        limit=max_connections, ttl_dns_cache=300, keepalive_timeout=30, enable_cleanup_closed=True
+    )
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=timeouts.connect, sock_connect=timeouts.connect
+    )
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, auto_decompress=True, raise_for_status=False
+    )
+
+
+@contextmanager
+def mapped_transport_errors(what: str, *, started: bool = False) -> Iterator[None]:
+    """Translate aiohttp/OS failures into `UpstreamError`; `started` marks a body in flight."""
+    try:
+        yield
+    except UpstreamError:
+        raise
+    except TimeoutError as exc:
+        phase = "stream went idle" if started else "no response"
+        raise UpstreamError.timeout(f"{what}: {phase} within the timeout") from exc
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+        if started:
+            raise UpstreamError.stream_broken(f"{what}: connection lost mid-body ({exc})") from exc
+        raise UpstreamError.connect(f"{what}: connection closed ({exc})") from exc
+    except (aiohttp.ClientConnectionError, OSError) as exc:
+        if started:
+            raise UpstreamError.stream_broken(f"{what}: connection lost mid-body ({exc})") from exc
+        raise UpstreamError.connect(f"{what}: {exc.__class__.__name__}: {exc}") from exc
+    except aiohttp.ClientResponseError as exc:
+        raise UpstreamError.protocol(f"{what}: {exc}") from exc
+
+
+async def read_body(response: aiohttp.ClientResponse, idle: float) -> bytes:
+    """The whole body; every gap between reads bounded by `idle`."""
+    parts = [chunk async for chunk in iter_body(response, idle)]
+    return b"".join(parts)
+
+
+async def iter_body(response: aiohttp.ClientResponse, idle: float) -> AsyncIterator[bytes]:
+    """Body bytes as they arrive; raises TimeoutError when a read waits past `idle`."""
+    content = response.content
+    while True:
+        async with asyncio.timeout(idle):
+            chunk = await content.readany()
+        if not chunk:
+            return
+        yield chunk
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the backend asked us to wait: `retry-after-ms`, else `Retry-After`
+    (delta-seconds or an HTTP date)."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, min(float(millis) / 1000.0, MAX_RETRY_AFTER_HEADER))
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, min(float(value), MAX_RETRY_AFTER_HEADER))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, min(when.timestamp() - time.time(), MAX_RETRY_AFTER_HEADER))

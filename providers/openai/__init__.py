@@ -1,0 +1,1 @@
+"""Adapter for any OpenAI-compatible HTTP API (OpenAI, vLLM, llama.cpp, Ollama, ...)."""

@@ -1,0 +1,88 @@
+"""Pure translation between Turnout's normalized types and OpenAI's wire format."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from providers.errors import Failure, UpstreamError
+from providers.sse import SSEEvent
+from providers.types import JSONObject
+
+DONE = "[DONE]"
+
+_DEFAULT_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_exceeded",
+}
+
+
+def to_wire(body: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(body)
+
+
+def error_from_response(
+    status: int, content: bytes, retry_after: float | None, origin: str
+) -> UpstreamError:
+    """An error status from the backend, keeping its type, code, param and message."""
+    payload: Any = None
+    try:
+        payload = orjson.loads(content) if content else None
+    except orjson.JSONDecodeError:
+        payload = None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        return _error_from_fields(error, status, Failure.STATUS, retry_after)
+    if isinstance(error, str):  # some servers send {"error": "message"}
+        return _error_from_fields({"message": error}, status, Failure.STATUS, retry_after)
+    text = content[:500].decode("utf-8", errors="replace").strip() or f"HTTP {status}"
+    return _error_from_fields({"message": f"{origin}: {text}"}, status, Failure.STATUS, retry_after)
+
+
+def error_from_payload(payload: JSONObject, *, in_stream: bool) -> UpstreamError | None:
+    """An `{"error": ...}` object sent with a 200 or as a stream event, if `payload` is one."""
+    error = payload.get("error")
+    if error is None:
+        return None
+    fields = error if isinstance(error, dict) else {"message": str(error)}
+    code = fields.get("code")
+    status = code if isinstance(code, int) else 502
+    failure = Failure.STREAM_BROKEN if in_stream else Failure.STATUS
+    return _error_from_fields(fields, status, failure, None)
+
+
+def parse_event(event: SSEEvent) -> JSONObject | str | None:
+    """An event's JSON object; `DONE` at the end marker; None when it is not JSON."""
+    data = event.data.strip()
+    if data == DONE:
+        return DONE
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _error_from_fields(
+    fields: Mapping[str, Any], status: int, failure: Failure, retry_after: float | None
+) -> UpstreamError:
+    code = fields.get("code")
+    param = fields.get("param")
+    return UpstreamError(
+        str(fields.get("message") or f"upstream error {status}"),
+        failure=failure,
+        status=status if 400 <= status <= 599 else 502,
+        type=str(fields.get("type") or _DEFAULT_TYPES.get(status, "server_error")),
+        code=None if code is None else str(code),
+        param=None if param is None else str(param),
+        retry_after=retry_after,
+    )

@@ -1,0 +1,39 @@
+"""Provider kinds: adding a backend kind is one folder and one entry here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import BaseModel
+
+from providers.base import Provider
+from providers.openai.adapter import OpenAIProvider
+from providers.openai.settings import OpenAISettings
+from providers.timeouts import UpstreamTimeouts
+
+Factory = Callable[[str, Any, UpstreamTimeouts], Provider]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderKind:
+    settings: type[BaseModel]
+    factory: Factory
+
+
+KINDS = MappingProxyType(
+    {
+        "openai": ProviderKind(OpenAISettings, OpenAIProvider),
+    }
+)
+
+# The config's `providers.<name>` value: one settings model per kind, chosen by `kind`
+# (a discriminated union once there are several kinds).
+ProviderSettings = OpenAISettings
+
+
+def build_provider(name: str, settings: BaseModel, timeouts: UpstreamTimeouts) -> Provider:
+    kind = KINDS[getattr(settings, "kind")]  # noqa: B009 - every settings model has `kind`
+    return kind.factory(name, settings, timeouts)

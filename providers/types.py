@@ -1,0 +1,56 @@
+"""Normalized request and response types shared by every provider.
+
+Turnout speaks OpenAI's wire format on both sides of most calls, and must forward
+fields it does not know (clients send them with `extra_body`). Bodies therefore travel
+as JSON objects rather than closed models: the router validates them against the
+OpenAI schema before they get here, and adapters translate them to their backend's
+wire format in pure functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+JSONObject = dict[str, Any]
+
+
+class Endpoint(StrEnum):
+    """The OpenAI endpoints a provider may serve."""
+
+    COMPLETIONS = "completions"
+    CHAT = "chat"
+    EMBEDDINGS = "embeddings"
+
+    @property
+    def path(self) -> str:
+        return _PATHS[self]
+
+
+_PATHS = {
+    Endpoint.COMPLETIONS: "/completions",
+    Endpoint.CHAT: "/chat/completions",
+    Endpoint.EMBEDDINGS: "/embeddings",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRequest:
+    """One call to one deployment: an OpenAI-shaped body whose `model` is the upstream id."""
+
+    endpoint: Endpoint
+    body: Mapping[str, Any]
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderResponse:
+    """A whole (non-streamed) OpenAI-shaped response body."""
+
+    body: JSONObject
+    headers: Mapping[str, str] = field(default_factory=dict)

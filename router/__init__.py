@@ -1,0 +1,1 @@
+"""Turnout's HTTP front end: wire schemas, validation, SSE, error envelopes, CLI."""

@@ -1,0 +1,87 @@
+"""`turnout serve` and `turnout check-config`; `python -m router` is the same."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from policies.config import TurnoutConfig
+from policies.loading import DEFAULT_CONFIG, ConfigError, load_config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(Path(args.path))
+    return _serve(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="turnout", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the router")
+    serve.add_argument("--config", type=Path, default=None, help=f"default: {DEFAULT_CONFIG}")
+    serve.add_argument("--host", default=None, help="default: server.host, else 127.0.0.1")
+    serve.add_argument("--port", type=int, default=None, help="default: server.port, else 8000")
+    serve.add_argument(
+        "--allow-open", action="store_true", help="serve without keys on a non-loopback address"
+    )
+    serve.add_argument("--log-level", default="info")
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("path")
+    return parser
+
+
+def _check_config(path: Path) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(
+        f"{path}: ok ({len(config.providers)} providers, {len(config.models)} models, "
+        f"{len(config.keys)} keys)"
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    path = args.config or DEFAULT_CONFIG
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    host = args.host or config.server.host
+    port = config.server.port if args.port is None else args.port
+    refusal = open_access_refusal(config, host, allow_open=args.allow_open)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 2
+    from router.server import run  # the server stack loads only when serving
+
+    run(config, host=host, port=port, log_level=args.log_level)
+    return 0
+
+
+def open_access_refusal(config: TurnoutConfig, host: str, *, allow_open: bool) -> str | None:
+    """Why Turnout will not start open to the network, or None when it may start."""
+    if config.keys or allow_open or _is_loopback(host):
+        return None
+    return (
+        f"refusing to serve {host}: no keys are configured, so anyone who can reach this "
+        "address could use every backend. Add `keys:` to the config, bind a loopback "
+        "address (127.0.0.1), or pass --allow-open if that is really intended."
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,1 @@
+"""OpenAI request schemas: every documented field with its range; unknown fields kept."""

@@ -1,0 +1,80 @@
+"""Fields and checks shared by the OpenAI request schemas."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+Temperature = Annotated[float, Field(ge=0, le=2)]
+TopP = Annotated[float, Field(ge=0, le=1)]
+Penalty = Annotated[float, Field(ge=-2, le=2)]
+Seed = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+Stop = str | Annotated[list[str], Field(max_length=4)]
+LogitBias = dict[
+    Annotated[str, Field(pattern=r"^-?\d+$")], Annotated[float, Field(ge=-100, le=100)]
+]
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: StrictBool | None = None
+    include_obfuscation: StrictBool | None = None
+
+
+class OpenAIRequest(BaseModel):
+    """Base of every request: unknown fields are kept and forwarded upstream."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    model: str = Field(min_length=1)
+    user: str | None = None
+    # Turnout's own: more model names to fall back to for this call (not forwarded).
+    fallbacks: list[str] | None = None
+
+
+class SamplingRequest(OpenAIRequest):
+    """Fields completions and chat share."""
+
+    frequency_penalty: Penalty | None = None
+    presence_penalty: Penalty | None = None
+    logit_bias: LogitBias | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    seed: Seed | None = None
+    stop: Stop | None = None
+    stream: StrictBool | None = None
+    stream_options: StreamOptions | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> Self:
+        if self.stream_options is not None and not self.stream:
+            raise ParamError(
+                "stream_options",
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            )
+        return self
+
+
+class ParamError(ValueError):
+    """A cross-field check that failed; names the parameter for the error envelope."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+        self.message = message
+
+
+def router_only_fields() -> frozenset[str]:
+    """Body keys Turnout consumes itself and never forwards."""
+    return frozenset({"fallbacks"})
+
+
+def forwardable(body: dict[str, Any]) -> dict[str, Any]:
+    drop = router_only_fields()
+    return {k: v for k, v in body.items() if k not in drop}
