@@ -89,7 +89,9 @@ async def call_with_retries(
         stop=stop_after_attempt(policy.attempts) | _StopAtDeadline(loop, deadline),
         wait=_RetryAfterWait(
             wait_exponential_jitter(
-                policy.backoff_initial, policy.backoff_max, jitter=policy.backoff_initial
+                multiplier=policy.backoff_initial,
+                max=policy.backoff_max,
+                jitter=policy.backoff_initial,
             )
         ),
         retry=retry_if_exception(retryable),

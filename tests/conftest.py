@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.fakes.openai_upstream import FakeOpenAIUpstream
+from tests.turnout_server import RunningTurnout
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeOpenAIUpstream]:
+    with FakeOpenAIUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def upstream_b() -> Iterator[FakeOpenAIUpstream]:
+    with FakeOpenAIUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def turnout() -> Iterator[Callable[[dict[str, Any]], RunningTurnout]]:
+    """Factory: `turnout(config_dict)` starts a real Turnout; all are stopped at teardown."""
+    running: list[RunningTurnout] = []
+
+    def start(config: dict[str, Any]) -> RunningTurnout:
+        server = RunningTurnout(config).start()
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        server.stop()

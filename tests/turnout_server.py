@@ -1,0 +1,91 @@
+"""Run a real Turnout (uvicorn, loopback, free port) inside the test process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import httpx
+import openai
+import uvicorn
+
+from policies.config import TurnoutConfig
+from router.app import create_app
+
+
+class RunningTurnout:
+    def __init__(self, config: TurnoutConfig | dict[str, Any]) -> None:
+        if isinstance(config, dict):
+            config = TurnoutConfig.model_validate(config)
+        self.config = config
+        self.app = create_app(config)
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                host="127.0.0.1",
+                port=0,
+                loop="uvloop",
+                http="httptools",
+                log_level="warning",
+                access_log=False,
+                lifespan="on",
+            )
+        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self.port = 0
+
+    def start(self) -> RunningTurnout:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("Turnout did not start")
+            time.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def client(self, api_key: str = "unused", **kwargs: Any) -> openai.OpenAI:
+        kwargs.setdefault("max_retries", 0)
+        kwargs.setdefault("timeout", 20)
+        return openai.OpenAI(base_url=self.base_url, api_key=api_key, **kwargs)
+
+    def async_client(self, api_key: str = "unused", **kwargs: Any) -> openai.AsyncOpenAI:
+        kwargs.setdefault("max_retries", 0)
+        kwargs.setdefault("timeout", 20)
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=api_key, **kwargs)
+
+    def http(self, **kwargs: Any) -> httpx.Client:
+        kwargs.setdefault("timeout", 20)
+        return httpx.Client(base_url=self.url, **kwargs)
+
+
+def simple_config(
+    upstreams: dict[str, str],
+    models: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A config dict: each upstream name → an OpenAI provider at that base URL; `models`
+    defaults to one model `m` served by every upstream in order. Timeouts are short so
+    failure tests stay fast; override any top-level key with keyword arguments."""
+    config: dict[str, Any] = {
+        "providers": {name: {"kind": "openai", "base_url": url} for name, url in upstreams.items()},
+        "models": models
+        or {"m": {"deployments": [{"provider": n, "model": f"{n}-model"} for n in upstreams]}},
+        "timeouts": {"connect": 2, "first_byte": 3, "stream_idle": 2, "total": 15},
+        "retry": {"attempts": 3, "backoff_initial": 0.01, "backoff_max": 0.05},
+    }
+    config.update(overrides)
+    return config
