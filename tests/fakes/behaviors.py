@@ -1,0 +1,218 @@
+"""Scripted behaviours for :class:`tests.fakes.openai_upstream.FakeOpenAIUpstream`.
+
+Each behaviour is an immutable value; the fake consumes one per request (FIFO).
+Stream-only misbehaviours (``StallMidStream``, ``CutStream``, ``MalformedEvent``,
+``MidStreamError``) also do something analogous on non-streaming requests; see
+their docstrings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from types import MappingProxyType
+from typing import Any, Final, TypeAlias
+
+__all__ = [
+    "MID_STREAM_ERROR",
+    "Behavior",
+    "CutStream",
+    "MalformedEvent",
+    "MidStreamError",
+    "Ok",
+    "Reset",
+    "Silence",
+    "StallMidStream",
+    "Status",
+    "content_policy_violation",
+    "context_length_exceeded",
+    "rate_limited",
+]
+
+
+def _no_headers() -> Mapping[str, str]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Ok:
+    """A normal answer (JSON, or SSE when the request has ``stream: true``).
+
+    ``text`` replaces the default ``"echo: <input>"`` answer; ``delay`` sleeps before
+    the response head; ``chunk_delay`` sleeps between SSE events; ``crlf`` uses CRLF
+    line endings; ``comments`` puts ``: keep-alive`` comments between events;
+    ``split`` writes every event in two TCP writes split mid ``data:`` line;
+    ``no_done`` ends the (complete, well-framed) stream without ``data: [DONE]``.
+    """
+
+    text: str | None = None
+    delay: float = 0.0
+    chunk_delay: float = 0.0
+    crlf: bool = False
+    comments: bool = False
+    split: bool = False
+    no_done: bool = False
+    headers: Mapping[str, str] = field(default_factory=_no_headers)
+
+
+_DEFAULT_TYPE: Final = MappingProxyType(
+    {401: "invalid_request_error", 403: "permission_error", 429: "requests"}
+)
+_DEFAULT_CODE: Final = MappingProxyType({401: "invalid_api_key", 429: "rate_limit_exceeded"})
+_DEFAULT_MESSAGE: Final = MappingProxyType(
+    {
+        401: "Incorrect API key provided.",
+        429: "Rate limit reached for requests.",
+        500: "The server had an error while processing your request. Sorry about that!",
+        503: "The engine is currently overloaded, please try again later.",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Status:
+    """Reply with HTTP ``code`` and an OpenAI error envelope (or ``body`` verbatim).
+
+    Defaults derive from the status: 429 → type ``requests`` / code
+    ``rate_limit_exceeded``; 5xx → ``server_error``; other 4xx →
+    ``invalid_request_error``. ``headers`` are added to the response.
+    """
+
+    code: int
+    type: str | None = None
+    code_str: str | None = None
+    message: str | None = None
+    param: str | None = None
+    headers: Mapping[str, str] = field(default_factory=_no_headers)
+    body: bytes | None = None
+
+    def envelope(self) -> dict[str, Any]:
+        """The ``{"error": {...}}`` object this status sends (ignores ``body``)."""
+        if self.type is not None:
+            etype = self.type
+        else:
+            etype = _DEFAULT_TYPE.get(
+                self.code, "server_error" if self.code >= 500 else "invalid_request_error"
+            )
+        try:
+            phrase = HTTPStatus(self.code).phrase
+        except ValueError:
+            phrase = f"HTTP {self.code}"
+        return {
+            "error": {
+                "message": self.message
+                if self.message is not None
+                else _DEFAULT_MESSAGE.get(self.code, phrase),
+                "type": etype,
+                "param": self.param,
+                "code": self.code_str
+                if self.code_str is not None
+                else _DEFAULT_CODE.get(self.code),
+            }
+        }
+
+    def payload(self) -> bytes:
+        """The exact response body bytes."""
+        if self.body is not None:
+            return self.body
+        return json.dumps(self.envelope(), separators=(",", ":")).encode()
+
+
+def context_length_exceeded() -> Status:
+    return Status(
+        400,
+        type="invalid_request_error",
+        code_str="context_length_exceeded",
+        param="messages",
+        message=(
+            "This model's maximum context length is 4096 tokens. "
+            "However, your messages resulted in 5000 tokens."
+        ),
+    )
+
+
+def content_policy_violation() -> Status:
+    return Status(
+        400,
+        type="invalid_request_error",
+        code_str="content_policy_violation",
+        message="Your request was rejected as a result of our safety system.",
+    )
+
+
+def rate_limited(retry_after: str | None = None, retry_after_ms: str | None = None) -> Status:
+    """429 ``rate_limit_exceeded``, optionally with ``retry-after``/``retry-after-ms``."""
+    headers: dict[str, str] = {}
+    if retry_after is not None:
+        headers["retry-after"] = retry_after
+    if retry_after_ms is not None:
+        headers["retry-after-ms"] = retry_after_ms
+    return Status(429, headers=headers)
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Read the request, then abort the TCP connection with RST; no response at all."""
+
+
+@dataclass(frozen=True)
+class Silence:
+    """Read the request and say nothing for ``seconds`` (then close; stop() cancels it)."""
+
+    seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class StallMidStream:
+    """Send ``after_events`` SSE events, go silent for ``seconds``, then finish normally.
+
+    Non-streaming: send the head and the first half of the JSON body, stall, send the rest.
+    """
+
+    after_events: int = 2
+    seconds: float = 3600.0
+
+
+@dataclass(frozen=True)
+class CutStream:
+    """Send ``after_events`` SSE events, then RST the connection (no chunk terminator).
+
+    ``pause`` waits that long after the events are flushed before the RST, so the client
+    surely reads them first (a reader that sees data and RST together may drop the data).
+    Non-streaming: send the head (full Content-Length) and half the body, then RST.
+    """
+
+    after_events: int = 2
+    pause: float = 0.0
+
+
+@dataclass(frozen=True)
+class MalformedEvent:
+    """After ``after_events`` events insert ``data: {this is not json``, then go on to [DONE].
+
+    Non-streaming: a 200 whose body is ``{this is not json``.
+    """
+
+    after_events: int = 1
+
+
+@dataclass(frozen=True)
+class MidStreamError:
+    """After ``after_events`` events send an ``{"error": ...}`` event and ``[DONE]``.
+
+    Non-streaming: a 200 whose body is that error envelope.
+    """
+
+    after_events: int = 1
+
+
+#: The exact ``data:`` payload sent by :class:`MidStreamError`.
+MID_STREAM_ERROR: Final = (
+    '{"error":{"message":"upstream broke","type":"server_error","param":null,"code":null}}'
+)
+
+Behavior: TypeAlias = (
+    Ok | Status | Reset | Silence | StallMidStream | CutStream | MalformedEvent | MidStreamError
+)

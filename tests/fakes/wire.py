@@ -1,0 +1,227 @@
+"""OpenAI wire-format payload builders used by :mod:`tests.fakes.openai_upstream`.
+
+Each builder takes the parsed request body and an optional answer override and returns
+either a JSON object or, for ``stream: true``, the list of SSE ``data:`` payloads
+(ending with ``[DONE]``). Invalid requests raise :class:`InvalidRequest`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+import struct
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Final
+
+from .behaviors import Status
+
+Json = dict[str, Any]
+
+
+class InvalidRequest(Exception):
+    """Raised by the builders; the server answers with ``status``."""
+
+    def __init__(self, status: Status) -> None:
+        super().__init__(status.message)
+        self.status = status
+
+
+def invalid(message: str, param: str | None = None, code: int = 400) -> InvalidRequest:
+    return InvalidRequest(Status(code, message=message, param=param))
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _pieces(text: str) -> list[str]:
+    """Word pieces ("echo:", " hello", ...) that concatenate back to ``text``."""
+    return re.findall(r"\s*\S+|\s+$", text)
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def _inputs(body: Json, key: str) -> list[str | list[int]]:
+    """str | list[str] | list[int] | list[list[int]] → one item per batch element."""
+    value = body.get(key)
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value:
+        if all(isinstance(x, int) for x in value):
+            return [value]
+        if all(
+            isinstance(x, str) or (isinstance(x, list) and all(isinstance(t, int) for t in x))
+            for x in value
+        ):
+            return list(value)
+    raise invalid(f"Invalid value for '{key}'.", key)
+
+
+def _item_text(item: str | list[int]) -> str:
+    return item if isinstance(item, str) else " ".join(map(str, item))
+
+
+def _item_tokens(item: str | list[int]) -> int:
+    return _words(item) if isinstance(item, str) else len(item)
+
+
+def _model(body: Json) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid("you must provide a model parameter", "model")
+    return model
+
+
+def _n(body: Json) -> int:
+    n = body.get("n", 1)
+    if n is None:
+        return 1
+    if not isinstance(n, int) or n < 1:
+        raise invalid("Invalid 'n': must be a positive integer.", "n")
+    return n
+
+
+def _include_usage(body: Json) -> bool:
+    opts = body.get("stream_options")
+    return isinstance(opts, dict) and opts.get("include_usage") is True
+
+
+def _usage(prompt: int, completion: int) -> Json:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def chat(body: Json, text: str | None) -> Json | list[str]:
+    model, n = _model(body), _n(body)
+    messages = body.get("messages")
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(isinstance(m, dict) for m in messages)
+    ):
+        raise invalid("'messages' must be a non-empty array of message objects.", "messages")
+    if text is None:
+        users = [m for m in messages if m.get("role") == "user"]
+        text = "echo: " + (_content_text(users[-1].get("content")) if users else "")
+    usage = _usage(sum(_words(_content_text(m.get("content"))) for m in messages), _words(text) * n)
+    head: Json = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
+    if not body.get("stream"):
+        message = {"role": "assistant", "content": text, "refusal": None}
+        choices = [
+            {"index": i, "message": message, "logprobs": None, "finish_reason": "stop"}
+            for i in range(n)
+        ]
+        return {
+            **head,
+            "object": "chat.completion",
+            "system_fingerprint": None,
+            "choices": choices,
+            "usage": usage,
+        }
+    head = {**head, "object": "chat.completion.chunk", "system_fingerprint": None}
+    extra: Json = {"usage": None} if _include_usage(body) else {}
+
+    def chunk(i: int, delta: Json, finish: str | None) -> str:
+        choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return dumps({**head, "choices": [choice], **extra})
+
+    events: list[str] = []
+    for i in range(n):
+        events.append(chunk(i, {"role": "assistant", "content": ""}, None))
+        events.extend(chunk(i, {"content": piece}, None) for piece in _pieces(text))
+        events.append(chunk(i, {}, "stop"))
+    if extra:
+        events.append(dumps({**head, "choices": [], "usage": usage}))
+    return [*events, "[DONE]"]
+
+
+def completions(body: Json, text: str | None) -> Json | list[str]:
+    model, n = _model(body), _n(body)
+    prompts = _inputs(body, "prompt")
+    answers = [
+        text if text is not None else "echo: " + _item_text(p) for p in prompts for _ in range(n)
+    ]
+    usage = _usage(sum(_item_tokens(p) for p in prompts), sum(_words(a) for a in answers))
+    head: Json = {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+    }
+    head["model"] = model
+    if not body.get("stream"):
+        choices = [
+            {"text": a, "index": i, "logprobs": None, "finish_reason": "stop"}
+            for i, a in enumerate(answers)
+        ]
+        return {**head, "choices": choices, "usage": usage}
+    extra: Json = {"usage": None} if _include_usage(body) else {}
+    events: list[str] = []
+    for i, answer in enumerate(answers):
+        for piece, finish in [*((p, None) for p in _pieces(answer)), ("", "stop")]:
+            choice = {"text": piece, "index": i, "logprobs": None, "finish_reason": finish}
+            events.append(dumps({**head, "choices": [choice], **extra}))
+    if extra:
+        events.append(dumps({**head, "choices": [], "usage": usage}))
+    return [*events, "[DONE]"]
+
+
+def _vector(item: str | list[int], dims: int) -> list[float]:
+    """Deterministic unit vector (exactly representable as float32) derived from ``item``."""
+    key = dumps(item).encode()
+    raw = b"".join(hashlib.sha256(key + bytes([i])).digest() for i in range(math.ceil(dims / 16)))
+    vals = [int.from_bytes(raw[2 * k : 2 * k + 2], "little") / 32767.5 - 1.0 for k in range(dims)]
+    norm = math.sqrt(sum(v * v for v in vals)) or 1.0
+    return list(struct.unpack(f"<{dims}f", struct.pack(f"<{dims}f", *(v / norm for v in vals))))
+
+
+def embeddings(body: Json, text: str | None) -> Json:
+    model, inputs = _model(body), _inputs(body, "input")
+    dims = body.get("dimensions") or 8
+    if not isinstance(dims, int) or not 0 < dims <= 4096:
+        raise invalid("Invalid 'dimensions'.", "dimensions")
+    b64 = body.get("encoding_format") == "base64"
+    data = []
+    for i, item in enumerate(inputs):
+        vec = _vector(item, dims)
+        emb: Any = base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode() if b64 else vec
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    tokens = sum(_item_tokens(x) for x in inputs)
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+Builder = Callable[[Json, "str | None"], "Json | list[str]"]
+
+#: POST path → builder.
+ROUTES: Final[Mapping[str, Builder]] = MappingProxyType(
+    {"/v1/chat/completions": chat, "/v1/completions": completions, "/v1/embeddings": embeddings}
+)
+
+
+def model_object(model: str) -> Json:
+    return {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "turnout-fake"}
