@@ -113,7 +113,7 @@ class Dispatcher:
                             attempts=trace.attempts,
                         )
                     except UpstreamError as exc:
-                        last = exc
+                        last, trace.target = exc, target  # who gave the answer so far
                         decision = classify(exc)
                         if decision is Decision.FINAL:
                             raise

@@ -69,3 +69,23 @@ def _targets(config: TurnoutConfig, models: Iterable[str]) -> Iterable[Target]:
 
 def _unique(names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
+
+
+class Planner:
+    """Plans are pure functions of (model, request fallbacks) under a frozen config, so
+    each distinct pair is planned once per app."""
+
+    MAX_CACHED = 4096
+
+    def __init__(self, config: TurnoutConfig) -> None:
+        self._config = config
+        self._plans: dict[tuple[str, tuple[str, ...]], DeploymentPlan] = {}
+
+    def plan(self, model: str, request_fallbacks: Sequence[str] = ()) -> DeploymentPlan:
+        key = (model, tuple(request_fallbacks))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = plan_request(self._config, model, request_fallbacks)
+            if len(self._plans) < self.MAX_CACHED:
+                self._plans[key] = plan
+        return plan

@@ -29,14 +29,21 @@ class RequestRecord:
     trace: Trace | None = None
     started: float = field(default_factory=time.perf_counter)
 
+    @classmethod
+    def begin(cls, endpoint: str, incoming_id: str | None) -> RequestRecord:
+        """A record for a new request, keeping the client's `x-request-id` if it sent one."""
+        record = cls(endpoint=endpoint)
+        if incoming_id and len(incoming_id) <= 128:
+            record.request_id = incoming_id
+        return record
+
     def headers(self) -> dict[str, str]:
         headers = {REQUEST_ID: self.request_id}
         trace = self.trace
-        if trace is not None:
-            headers[ATTEMPTS] = str(len(trace.attempts))
-            if trace.target is not None:
-                headers[DEPLOYMENT] = trace.target.label
-                headers[ANSWERED_BY_MODEL] = trace.target.model_name
+        headers[ATTEMPTS] = str(len(trace.attempts)) if trace is not None else "0"
+        if trace is not None and trace.target is not None:
+            headers[DEPLOYMENT] = trace.target.label
+            headers[ANSWERED_BY_MODEL] = trace.target.model_name
         return headers
 
     def emit(self, status: int, *, usage: Any = None, outcome: str = "ok", **extra: Any) -> None:

@@ -14,25 +14,6 @@ from router.schemas.common import ParamError
 
 M = TypeVar("M", bound=BaseModel)
 
-# Discriminator values pydantic writes into an error's location; they are not params.
-_TAGS = frozenset(
-    {
-        "system",
-        "developer",
-        "user",
-        "assistant",
-        "tool",
-        "function",
-        "text",
-        "image_url",
-        "input_audio",
-        "file",
-        "refusal",
-        "json_object",
-        "json_schema",
-    }
-)
-
 
 async def read_json_object(request: Request[Any, Any, Any], limit: int) -> dict[str, Any]:
     """The body as a JSON object; 413 as soon as it passes `limit` bytes (never buffered
@@ -65,48 +46,60 @@ def validate(schema: type[M], body: dict[str, Any]) -> M:
     try:
         return schema.model_validate(body)
     except ValidationError as exc:
-        raise _first_problem(exc) from None
+        raise _most_specific_problem(exc, body) from None
 
 
-def _first_problem(exc: ValidationError) -> ApiError:
-    error = exc.errors(include_url=False)[0]
+def _most_specific_problem(exc: ValidationError, body: dict[str, Any]) -> ApiError:
+    """One error for the client. A value that fits no member of a union yields an error per
+    member; the one that reached deepest into what the client sent is the one that
+    explains it (a 5-item `stop` list is too long, not "not a string")."""
+    located = [(_locate(error, body), error) for error in exc.errors(include_url=False)]
+    (path, _), error = max(
+        located, key=lambda item: (item[0][1], not item[1]["type"].endswith("_type"))
+    )
     cause = (error.get("ctx") or {}).get("error")
-    location = _param(error)
     if isinstance(cause, ParamError):
-        param = f"{location}.{cause.param}" if location else cause.param
+        param = f"{path}.{cause.param}" if path else cause.param
         return ApiError(cause.message, param=param, code="invalid_value")
     if error["type"] == "missing":
         return ApiError(
-            f"Missing required parameter: '{location}'.",
-            param=location,
-            code="missing_required_parameter",
+            f"Missing required parameter: '{path}'.", param=path, code="missing_required_parameter"
         )
     shown = repr(error.get("input"))
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     return ApiError(
-        f"Invalid value for '{location}': {error['msg']} (got {shown}).",
-        param=location,
+        f"Invalid value for '{path}': {error['msg']} (got {shown}).",
+        param=path,
         code="invalid_type" if error["type"].endswith("_type") else "invalid_value",
     )
 
 
-def _param(error: ErrorDetails) -> str:
+def _locate(error: ErrorDetails, body: Any) -> tuple[str, int]:
+    """The error's parameter path, and how many of its parts exist in the body.
+
+    pydantic's error locations mix field names with union-member names ("str",
+    "constrained-str") and discriminator tags ("user", "json_schema"). Walking the body
+    along the location tells them apart: a part is a field or index only if the data
+    there has it. A missing field's name is the one part the data cannot have."""
     path = ""
-    previous: object = None
-    for part in error["loc"]:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif "[" in part or part in {"str", "int", "float", "bool"}:
-            pass  # a union member's name, not a field
-        elif isinstance(previous, int) and part in _TAGS:
-            pass  # a discriminated union's tag
-        else:
-            path = f"{path}.{part}" if path else part
-        previous = part
+    depth = 0
+    node = body
+    loc = error["loc"]
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and isinstance(node, list) and -len(node) <= part < len(node):
+            path, node, depth = f"{path}[{part}]", node[part], depth + 1
+        elif isinstance(part, str) and isinstance(node, dict) and part in node:
+            path, node, depth = _join(path, part), node[part], depth + 1
+        elif error["type"] == "missing" and i == len(loc) - 1:
+            path, depth = _join(path, str(part)), depth + 1
     if error["type"] in {"union_tag_invalid", "union_tag_not_found"}:
-        discriminator = (error.get("ctx") or {}).get("discriminator", "type")
-        path = f"{path}.{str(discriminator).strip(chr(39))}"
-    return path
+        discriminator = str((error.get("ctx") or {}).get("discriminator", "type")).strip("'")
+        path = _join(path, discriminator)
+    return path, depth
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def _too_large(limit: int) -> ApiError:

@@ -2,38 +2,63 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import orjson
 from litestar import Request, Response, get
+from litestar.params import FromPath
 
-from policies.errors import model_not_found
+from policies.errors import ApiError, model_not_found
+from router.accounting import RequestRecord
 from router.auth import authenticate
+from router.errors import from_api_error
 from router.gateway import Gateway
 
 AnyRequest = Request[Any, Any, Any]
 
 
-def _model_object(gateway: Gateway, name: str) -> dict[str, Any]:
-    route = gateway.config.models[name]
-    return {"id": name, "object": "model", "created": gateway.created, "owned_by": route.owned_by}
-
-
 @get("/v1/models")
-async def list_models(request: AnyRequest) -> dict[str, Any]:
-    gateway: Gateway = request.app.state.gateway
-    authenticate(request, gateway)
-    data = [_model_object(gateway, name) for name in gateway.config.models]
-    return {"object": "list", "data": data}
+async def list_models(request: AnyRequest) -> Response[Any]:
+    def answer(gateway: Gateway) -> dict[str, Any]:
+        data = [_model_object(gateway, name) for name in gateway.config.models]
+        return {"object": "list", "data": data}
+
+    return _answer(request, "models", answer)
 
 
 @get("/v1/models/{model_id:path}")
-async def retrieve_model(request: AnyRequest, model_id: str) -> dict[str, Any]:
-    gateway: Gateway = request.app.state.gateway
-    authenticate(request, gateway)
+async def retrieve_model(request: AnyRequest, model_id: FromPath[str]) -> Response[Any]:
     name = model_id.lstrip("/")
-    if name not in gateway.config.models:
-        raise model_not_found(name)
-    return _model_object(gateway, name)
+
+    def answer(gateway: Gateway) -> dict[str, Any]:
+        if name not in gateway.config.models:
+            raise model_not_found(name)
+        return _model_object(gateway, name)
+
+    return _answer(request, "model", answer)
+
+
+def _answer(
+    request: AnyRequest, endpoint: str, build: Callable[[Gateway], dict[str, Any]]
+) -> Response[Any]:
+    gateway: Gateway = request.app.state.gateway
+    record = RequestRecord.begin(endpoint, request.headers.get("x-request-id"))
+    try:
+        authenticate(request, gateway)
+        body = build(gateway)
+    except ApiError as exc:
+        record.emit(exc.status, outcome="rejected", error=exc.code or exc.type)
+        response = from_api_error(exc)
+        response.headers.update(record.headers())
+        return response
+    record.emit(200)
+    return Response(orjson.dumps(body), media_type="application/json", headers=record.headers())
+
+
+def _model_object(gateway: Gateway, name: str) -> dict[str, Any]:
+    route = gateway.config.models[name]
+    return {"id": name, "object": "model", "created": gateway.created, "owned_by": route.owned_by}
 
 
 @get("/health/live")

@@ -12,7 +12,6 @@ from litestar import Request, Response, post
 from litestar.response import Stream
 
 from policies.errors import ApiError
-from policies.plan import plan_request
 from providers.errors import UpstreamError
 from providers.types import Endpoint, JSONObject
 from router.accounting import RequestRecord
@@ -53,16 +52,13 @@ async def _serve(
     request: AnyRequest, endpoint: Endpoint, schema: type[OpenAIRequest]
 ) -> Response[Any]:
     gateway: Gateway = request.app.state.gateway
-    record = RequestRecord(endpoint=endpoint.value)
-    incoming_id = request.headers.get("x-request-id")
-    if incoming_id and len(incoming_id) <= 128:
-        record.request_id = incoming_id
+    record = RequestRecord.begin(endpoint.value, request.headers.get("x-request-id"))
     try:
         authenticate(request, gateway)
         body = await read_json_object(request, gateway.config.server.max_body_bytes)
         record.model = body.get("model") if isinstance(body.get("model"), str) else None
         parsed = validate(schema, body)
-        plan = plan_request(gateway.config, parsed.model, parsed.fallbacks or ())
+        plan = gateway.planner.plan(parsed.model, parsed.fallbacks or ())
         record.trace = trace = gateway.dispatcher.start_trace(plan)
         forward = forwardable(body)
         if body.get("stream") is True:
@@ -72,7 +68,9 @@ async def _serve(
             )
             frames = sse_frames(
                 gateway.dispatcher.relay(opened, trace),
-                lambda outcome: record.emit(200, outcome=outcome, stream_error=trace.stream_error),
+                lambda outcome, usage: record.emit(
+                    200, outcome=outcome, usage=usage, stream_error=trace.stream_error
+                ),
             )
             return Stream(
                 frames, media_type="text/event-stream", headers={**SSE_HEADERS, **record.headers()}
@@ -94,19 +92,32 @@ async def _serve(
 
 
 async def _unless_disconnected(request: AnyRequest, work: Awaitable[T]) -> T:
-    """Run `work`, cancelling it the moment the client disconnects (it would be wasted)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    """Await `work`, cancelling it the moment the client disconnects (it would be wasted).
+
+    One watcher task per request; `work` runs in the handler's own task, which the
+    watcher cancels, so the upstream call unwinds through its own cleanup."""
+    handler = asyncio.current_task()
+    if handler is None:  # pragma: no cover - always inside a task under an ASGI server
+        return await work
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _disconnected(request)
+        gone = True
+        handler.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if gone and handler.uncancel() == 0:
+            raise ApiError(
+                "The client closed the connection.", status=499, code="client_closed"
+            ) from None
+        raise
     finally:
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.wait((task,))  # let the upstream call unwind before we go on
-    if task.cancelled():
-        raise ApiError("The client closed the connection.", status=499, code="client_closed")
-    return task.result()
 
 
 async def _disconnected(request: AnyRequest) -> None:

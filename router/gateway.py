@@ -14,6 +14,7 @@ import structlog
 
 from policies.config import TurnoutConfig
 from policies.dispatch import Dispatcher
+from policies.plan import Planner
 from providers.base import Provider
 from providers.registry import build_provider
 
@@ -25,6 +26,7 @@ class Gateway:
     config: TurnoutConfig
     providers: dict[str, Provider]
     dispatcher: Dispatcher
+    planner: Planner
     key_digests: frozenset[bytes]
     created: int = field(default_factory=lambda: int(time()))
     ready: bool = False
@@ -36,7 +38,7 @@ class Gateway:
             for name, settings in config.providers.items()
         }
         digests = frozenset(digest(k.key) for k in config.keys)
-        return cls(config, providers, Dispatcher(providers), digests)
+        return cls(config, providers, Dispatcher(providers), Planner(config), digests)
 
     @property
     def open_access(self) -> bool:

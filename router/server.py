@@ -20,5 +20,6 @@ def run(config: TurnoutConfig, *, host: str, port: int, log_level: str = "info")
         log_level="warning",
         access_log=False,
         lifespan="on",
+        proxy_headers=False,  # Turnout is the edge; client addresses are not used
         timeout_graceful_shutdown=10,
     )

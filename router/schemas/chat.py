@@ -10,7 +10,7 @@ from router.schemas.common import ParamError, SamplingRequest
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class TextPart(_Open):

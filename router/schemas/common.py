@@ -20,16 +20,19 @@ LogitBias = dict[
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     include_usage: StrictBool | None = None
     include_obfuscation: StrictBool | None = None
 
 
 class OpenAIRequest(BaseModel):
-    """Base of every request: unknown fields are kept and forwarded upstream."""
+    """Base of every request: unknown fields are kept and forwarded upstream.
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    Strict: the body is forwarded as the client sent it, so a value of the wrong JSON
+    type (`"temperature": "0.5"`) must be refused here, not coerced and passed on."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, strict=True)
 
     model: str = Field(min_length=1)
     user: str | None = None

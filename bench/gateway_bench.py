@@ -1,0 +1,222 @@
+"""Turnout's overhead against a fast mock upstream, measured in one interleaved run.
+
+Starts the mock upstream (bench/transport/mock_upstream.py) and one Turnout process, then:
+1. sequential non-streaming requests, alternating direct / through Turnout → added p50, p99;
+2. sequential streaming requests, alternating → added time to first token (first content
+   chunk) and to the end of the stream;
+3. wrk at 32 and 128 connections, direct and through Turnout interleaved, non-streaming and
+   streaming → sustained requests/s, p50, p99, errors.
+
+    python bench/gateway_bench.py [--sequential 2000] [--duration 8] [--rounds 2]
+
+Only 127.0.0.1 is ever contacted; every phase is bounded in count or time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MOCK = HERE / "transport" / "mock_upstream.py"
+LUA = {False: HERE / "transport" / "post.lua", True: HERE / "transport" / "post_stream.lua"}
+BODY = json.loads(re.search(r"wrk.body = '(.*)'", LUA[False].read_text()).group(1))  # type: ignore[union-attr]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(port: int, path: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", path)
+            if conn.getresponse().status < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing ready on port {port}")
+
+
+@contextmanager
+def processes(mock_port: int, turnout_port: int) -> Iterator[None]:
+    config = {
+        "providers": {"mock": {"kind": "openai", "base_url": f"http://127.0.0.1:{mock_port}/v1"}},
+        "models": {"mock-model": {"deployments": [{"provider": "mock", "model": "mock-model"}]}},
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        json.dump(config, f)  # JSON is YAML
+    mock = subprocess.Popen([sys.executable, str(MOCK), "--port", str(mock_port)])
+    turnout = subprocess.Popen(
+        [sys.executable, "-m", "router", "serve", "--config", f.name, "--port", str(turnout_port)],
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,  # the per-request JSON log line is still rendered
+    )
+    try:
+        wait_ready(mock_port, "/v1/models")
+        wait_ready(turnout_port, "/health/ready")
+        yield
+    finally:
+        for p in (turnout, mock):
+            p.terminate()
+            p.wait(timeout=10)
+        os.unlink(f.name)
+
+
+def one_request(conn: http.client.HTTPConnection, stream: bool) -> tuple[float, float]:
+    """(seconds to first content chunk or whole body, seconds to the end)."""
+    body = json.dumps({**BODY, "stream": stream}).encode()
+    start = time.perf_counter()
+    conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+    response = conn.getresponse()
+    if response.status != 200:
+        raise RuntimeError(f"status {response.status}: {response.read()[:200]!r}")
+    if not stream:
+        response.read()
+        end = time.perf_counter() - start
+        return end, end
+    first = 0.0
+    while line := response.readline():
+        if (
+            not first
+            and line.startswith(b"data:")
+            and b'"content":"' in line
+            and b'"content":""' not in line
+        ):
+            first = time.perf_counter() - start
+    return first, time.perf_counter() - start
+
+
+def sequential(ports: dict[str, int], count: int, stream: bool) -> dict[str, dict[str, float]]:
+    conns = {name: http.client.HTTPConnection("127.0.0.1", port) for name, port in ports.items()}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in ports}
+    for i in range(count + 200):
+        order = list(ports) if i % 2 == 0 else list(reversed(ports))
+        for name in order:
+            sample = one_request(conns[name], stream)
+            if i >= 200:  # warm-up discarded
+                samples[name].append(sample)
+    return {name: summarize(values) for name, values in samples.items()}
+
+
+def summarize(values: list[tuple[float, float]]) -> dict[str, float]:
+    def pct(xs: list[float], q: float) -> float:
+        xs = sorted(xs)
+        return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000.0
+
+    first = [v[0] for v in values]
+    total = [v[1] for v in values]
+    return {
+        "first_p50_ms": pct(first, 0.5),
+        "first_p99_ms": pct(first, 0.99),
+        "p50_ms": pct(total, 0.5),
+        "p99_ms": pct(total, 0.99),
+        "mean_ms": statistics.fmean(total) * 1000.0,
+    }
+
+
+def wrk(port: int, connections: int, duration: int, stream: bool) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--latency",
+            "-s",
+            str(LUA[stream]),
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 30,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "p50_ms": to_ms(lat["50"]),
+        "p99_ms": to_ms(lat["99"]),
+        "non_2xx": float(errors.group(1)) if errors else 0.0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",  # type: ignore[dict-item]
+    }
+
+
+def to_ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sequential", type=int, default=2000)
+    parser.add_argument("--duration", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
+    args = parser.parse_args()
+    mock_port, turnout_port = free_port(), free_port()
+    ports = {"direct": mock_port, "turnout": turnout_port}
+    results: dict[str, object] = {}
+    with processes(mock_port, turnout_port):
+        for stream in (False, True):
+            kind = "stream" if stream else "json"
+            seq = sequential(ports, args.sequential, stream)
+            results[f"sequential_{kind}"] = seq
+            report_sequential(kind, seq)
+        for stream in (False, True):
+            for connections in (32, 128):
+                runs: dict[str, list[dict[str, float]]] = {"direct": [], "turnout": []}
+                for _ in range(args.rounds):
+                    for name, port in ports.items():
+                        runs[name].append(wrk(port, connections, args.duration, stream))
+                key = f"wrk_{'stream' if stream else 'json'}_c{connections}"
+                results[key] = runs
+                report_wrk(key, runs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"\nraw results: {args.out}")
+
+
+def report_sequential(kind: str, seq: dict[str, dict[str, float]]) -> None:
+    d, t = seq["direct"], seq["turnout"]
+    print(f"\n## sequential, {kind}")
+    for key in ("p50_ms", "p99_ms", "first_p50_ms", "first_p99_ms"):
+        print(
+            f"{key:>14}: direct {d[key]:7.3f}  turnout {t[key]:7.3f}  added {t[key] - d[key]:+7.3f}"
+        )
+
+
+def report_wrk(key: str, runs: dict[str, list[dict[str, float]]]) -> None:
+    print(f"\n## {key}")
+    for i, (d, t) in enumerate(zip(runs["direct"], runs["turnout"], strict=True)):
+        print(
+            f"round {i}: direct {d['rps']:8.0f} rps p50 {d['p50_ms']:6.2f} "
+            f"p99 {d['p99_ms']:6.2f} | "
+            f"turnout {t['rps']:8.0f} rps p50 {t['p50_ms']:6.2f} p99 {t['p99_ms']:6.2f} "
+            f"non2xx {t['non_2xx']:.0f} {t['socket_errors']} | ratio {t['rps'] / d['rps']:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
