@@ -57,25 +57,31 @@ def wait_ready(port: int, path: str, timeout: float = 60.0) -> None:
 
 
 @contextmanager
-def processes(mock_port: int, turnout_port: int) -> Iterator[None]:
+def processes(mock_port: int, turnouts: dict[str, int]) -> Iterator[None]:
+    """The mock upstream and one Turnout process per ASGI server named in `turnouts`."""
     config = {
         "providers": {"mock": {"kind": "openai", "base_url": f"http://127.0.0.1:{mock_port}/v1"}},
         "models": {"mock-model": {"deployments": [{"provider": "mock", "model": "mock-model"}]}},
     }
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         json.dump(config, f)  # JSON is YAML
-    mock = subprocess.Popen([sys.executable, str(MOCK), "--port", str(mock_port)])
-    turnout = subprocess.Popen(
-        [sys.executable, "-m", "router", "serve", "--config", f.name, "--port", str(turnout_port)],
-        cwd=ROOT,
-        stderr=subprocess.DEVNULL,  # the per-request JSON log line is still rendered
-    )
+    procs = [subprocess.Popen([sys.executable, str(MOCK), "--port", str(mock_port)])]
+    for server, port in turnouts.items():
+        command = ["-m", "router", "serve", "--config", f.name, "--port", str(port)]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, *command, "--server", server],
+                cwd=ROOT,
+                stderr=subprocess.DEVNULL,  # the per-request JSON log line is still rendered
+            )
+        )
     try:
         wait_ready(mock_port, "/v1/models")
-        wait_ready(turnout_port, "/health/ready")
+        for port in turnouts.values():
+            wait_ready(port, "/health/ready")
         yield
     finally:
-        for p in (turnout, mock):
+        for p in reversed(procs):
             p.terminate()
             p.wait(timeout=10)
         os.unlink(f.name)
@@ -173,12 +179,13 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=2000)
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--servers", default="granian,uvicorn", help="Turnout under each")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
     args = parser.parse_args()
-    mock_port, turnout_port = free_port(), free_port()
-    ports = {"direct": mock_port, "turnout": turnout_port}
+    turnouts = {name: free_port() for name in args.servers.split(",")}
+    ports = {"direct": free_port(), **turnouts}
     results: dict[str, object] = {}
-    with processes(mock_port, turnout_port):
+    with processes(ports["direct"], turnouts):
         for stream in (False, True):
             kind = "stream" if stream else "json"
             seq = sequential(ports, args.sequential, stream)
@@ -186,7 +193,7 @@ def main() -> None:
             report_sequential(kind, seq)
         for stream in (False, True):
             for connections in (32, 128):
-                runs: dict[str, list[dict[str, float]]] = {"direct": [], "turnout": []}
+                runs: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
                 for _ in range(args.rounds):
                     for name, port in ports.items():
                         runs[name].append(wrk(port, connections, args.duration, stream))
@@ -199,23 +206,28 @@ def main() -> None:
 
 
 def report_sequential(kind: str, seq: dict[str, dict[str, float]]) -> None:
-    d, t = seq["direct"], seq["turnout"]
-    print(f"\n## sequential, {kind}")
+    direct = seq["direct"]
+    print(f"\n## sequential, {kind} (ms; added = through Turnout minus direct)")
     for key in ("p50_ms", "p99_ms", "first_p50_ms", "first_p99_ms"):
-        print(
-            f"{key:>14}: direct {d[key]:7.3f}  turnout {t[key]:7.3f}  added {t[key] - d[key]:+7.3f}"
-        )
+        cells = [f"direct {direct[key]:7.3f}"]
+        for name, t in seq.items():
+            if name != "direct":
+                cells.append(f"{name} {t[key]:7.3f} (added {t[key] - direct[key]:+7.3f})")
+        print(f"{key:>14}: " + "  ".join(cells))
 
 
 def report_wrk(key: str, runs: dict[str, list[dict[str, float]]]) -> None:
     print(f"\n## {key}")
-    for i, (d, t) in enumerate(zip(runs["direct"], runs["turnout"], strict=True)):
-        print(
-            f"round {i}: direct {d['rps']:8.0f} rps p50 {d['p50_ms']:6.2f} "
-            f"p99 {d['p99_ms']:6.2f} | "
-            f"turnout {t['rps']:8.0f} rps p50 {t['p50_ms']:6.2f} p99 {t['p99_ms']:6.2f} "
-            f"non2xx {t['non_2xx']:.0f} {t['socket_errors']} | ratio {t['rps'] / d['rps']:.3f}"
-        )
+    for i, direct in enumerate(runs["direct"]):
+        cells = [f"direct {direct['rps']:7.0f} rps p99 {direct['p99_ms']:6.2f}"]
+        for name, rounds in runs.items():
+            if name != "direct":
+                t = rounds[i]
+                cells.append(
+                    f"{name} {t['rps']:6.0f} rps p50 {t['p50_ms']:6.2f} p99 {t['p99_ms']:6.2f} "
+                    f"non2xx {t['non_2xx']:.0f} {t['socket_errors']}".rstrip()
+                )
+        print(f"round {i}: " + " | ".join(cells))
 
 
 if __name__ == "__main__":

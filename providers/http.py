@@ -56,10 +56,11 @@ def mapped_transport_errors(what: str, *, started: bool = False) -> Iterator[Non
         raise UpstreamError.protocol(f"{what}: {exc}") from exc
 
 
-async def read_body(response: aiohttp.ClientResponse, idle: float) -> bytes:
-    """The whole body; every gap between reads bounded by `idle`."""
-    parts = [chunk async for chunk in iter_body(response, idle)]
-    return b"".join(parts)
+async def read_body(response: aiohttp.ClientResponse, limit: float) -> bytes:
+    """The whole (non-streamed) body, which must arrive within `limit` seconds of the
+    headers; one timer for the whole read rather than one per network read."""
+    async with asyncio.timeout(limit):
+        return await response.read()
 
 
 async def iter_body(response: aiohttp.ClientResponse, idle: float) -> AsyncIterator[bytes]:

@@ -4,7 +4,7 @@ structured log line every request ends with."""
 from __future__ import annotations
 
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,19 +23,20 @@ ATTEMPTS = "x-turnout-attempts"
 @dataclass(slots=True)
 class RequestRecord:
     endpoint: str
-    request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
+    request_id: str
     model: str | None = None
     stream: bool = False
     trace: Trace | None = None
     started: float = field(default_factory=time.perf_counter)
 
     @classmethod
-    def begin(cls, endpoint: str, incoming_id: str | None) -> RequestRecord:
+    def begin(
+        cls, endpoint: str, incoming_id: str | None, new_id: Callable[[], str]
+    ) -> RequestRecord:
         """A record for a new request, keeping the client's `x-request-id` if it sent one."""
-        record = cls(endpoint=endpoint)
         if incoming_id and len(incoming_id) <= 128:
-            record.request_id = incoming_id
-        return record
+            return cls(endpoint=endpoint, request_id=incoming_id)
+        return cls(endpoint=endpoint, request_id=new_id())
 
     def headers(self) -> dict[str, str]:
         headers = {REQUEST_ID: self.request_id}

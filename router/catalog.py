@@ -43,7 +43,9 @@ def _answer(
     request: AnyRequest, endpoint: str, build: Callable[[Gateway], dict[str, Any]]
 ) -> Response[Any]:
     gateway: Gateway = request.app.state.gateway
-    record = RequestRecord.begin(endpoint, request.headers.get("x-request-id"))
+    record = RequestRecord.begin(
+        endpoint, request.headers.get("x-request-id"), gateway.new_request_id
+    )
     try:
         authenticate(request, gateway)
         body = build(gateway)

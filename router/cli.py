@@ -10,6 +10,7 @@ from pathlib import Path
 
 from policies.config import TurnoutConfig
 from policies.loading import DEFAULT_CONFIG, ConfigError, load_config
+from router.server import SERVERS, run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-open", action="store_true", help="serve without keys on a non-loopback address"
     )
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--server", choices=SERVERS, default=SERVERS[0], help="ASGI server (default: %(default)s)"
+    )
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path")
     return parser
@@ -61,9 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
     if refusal:
         print(refusal, file=sys.stderr)
         return 2
-    from router.server import run  # the server stack loads only when serving
-
-    run(config, host=host, port=port, log_level=args.log_level)
+    run(str(path), host=host, port=port, server=args.server, log_level=args.log_level)
     return 0
 
 

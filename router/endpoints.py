@@ -52,7 +52,9 @@ async def _serve(
     request: AnyRequest, endpoint: Endpoint, schema: type[OpenAIRequest]
 ) -> Response[Any]:
     gateway: Gateway = request.app.state.gateway
-    record = RequestRecord.begin(endpoint.value, request.headers.get("x-request-id"))
+    record = RequestRecord.begin(
+        endpoint.value, request.headers.get("x-request-id"), gateway.new_request_id
+    )
     try:
         authenticate(request, gateway)
         body = await read_json_object(request, gateway.config.server.max_body_bytes)

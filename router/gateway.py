@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
+import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from time import time
 
@@ -30,6 +33,12 @@ class Gateway:
     key_digests: frozenset[bytes]
     created: int = field(default_factory=lambda: int(time()))
     ready: bool = False
+    _id_prefix: str = field(default_factory=lambda: secrets.token_hex(6))
+    _id_counter: Iterator[int] = field(default_factory=itertools.count)
+
+    def new_request_id(self) -> str:
+        """Unique across processes (random prefix per app) without a syscall per request."""
+        return f"req_{self._id_prefix}{next(self._id_counter):010x}"
 
     @classmethod
     def from_config(cls, config: TurnoutConfig) -> Gateway:
