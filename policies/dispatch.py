@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from policies.plan import DeploymentPlan, Target
-from policies.retry import Attempt, Decision, call_with_retries, classify
+from policies.retry import CANCELLED, Attempt, Decision, call_with_retries, classify
 from providers.base import Provider
 from providers.errors import Failure, UpstreamError
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
@@ -125,6 +125,9 @@ class Dispatcher:
                     trace.target = target
                     return result
         except TimeoutError:
+            if trace.attempts and trace.attempts[-1].outcome == CANCELLED:
+                cut = trace.attempts[-1]
+                trace.attempts[-1] = replace(cut, outcome="timeout: request deadline", status=504)
             last = UpstreamError.timeout(
                 f"no deployment answered within the request deadline of {plan.deadline_s:g}s"
             )

@@ -54,6 +54,9 @@ def classify(error: UpstreamError) -> Decision:
     return Decision.FINAL
 
 
+CANCELLED = "cancelled"
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One try of one deployment, for logs, headers and the final error."""
@@ -95,6 +98,9 @@ async def call_with_retries(
             result = await call()
         except UpstreamError as exc:
             attempts.append(Attempt(label, exc.summary(), exc.status, _ms(started)))
+            raise
+        except asyncio.CancelledError:
+            attempts.append(Attempt(label, CANCELLED, 499, _ms(started)))
             raise
         attempts.append(Attempt(label, "ok", 200, _ms(started)))
         return result

@@ -29,6 +29,8 @@ class SSEDecoder:
         self._event = ""
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if not chunk:
+            return []
         if self._skip_lf and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._skip_lf = False
@@ -36,7 +38,7 @@ class SSEDecoder:
         self._pending = b""
         if lines and not lines[-1].endswith((b"\n", b"\r")):
             self._pending = lines.pop()
-        if lines and lines[-1].endswith(b"\r"):
+        elif lines and lines[-1].endswith(b"\r"):
             # A CR that ends a read may be the first half of a CRLF.
             self._skip_lf = True
         events: list[SSEEvent] = []
