@@ -72,7 +72,10 @@ async def live() -> dict[str, str]:
 async def ready(request: AnyRequest) -> Response[dict[str, Any]]:
     gateway: Gateway = request.app.state.gateway
     status = 200 if gateway.ready else 503
-    body = {"status": "ready" if gateway.ready else "starting", "providers": len(gateway.providers)}
+    state = "ready" if gateway.ready else ("failed" if gateway.startup_error else "starting")
+    body: dict[str, Any] = {"status": state, "providers": len(gateway.providers)}
+    if gateway.startup_error:
+        body["error"] = gateway.startup_error
     return Response(body, status_code=status)
 
 

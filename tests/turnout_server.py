@@ -43,6 +43,10 @@ class RunningTurnout:
                 raise RuntimeError("Turnout did not start")
             time.sleep(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        while httpx.get(f"{self.url}/health/ready", timeout=5).status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError("Turnout did not become ready")
+            time.sleep(0.01)
         return self
 
     def stop(self) -> None:

@@ -11,7 +11,7 @@ import orjson
 import structlog
 
 from providers.base import Provider
-from providers.errors import UpstreamError
+from providers.errors import Failure, UpstreamError
 from providers.http import (
     iter_body,
     mapped_transport_errors,
@@ -108,7 +108,12 @@ class OpenAIProvider(Provider):
     @asynccontextmanager
     async def _post(self, request: ProviderRequest) -> AsyncIterator[aiohttp.ClientResponse]:
         if self._session is None:
-            raise RuntimeError(f"provider {self.name} used before start()")
+            raise UpstreamError(
+                f"{self.name}: not started yet",
+                failure=Failure.CONNECT,
+                status=503,
+                type="service_unavailable",
+            )
         url = self._settings.base_url + request.endpoint.path
         with mapped_transport_errors(self.name):
             async with asyncio.timeout(self._timeouts.first_byte):

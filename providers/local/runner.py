@@ -1,0 +1,92 @@
+"""What the continuous-batching engine needs from a framework: a model that runs prefill
+and batched decode steps over per-slot KV caches, and a sampler that turns logits into
+tokens. `providers.torch` implements both; a JAX implementation implements the same.
+
+Slots: the runner owns `max_slots` KV-cache slots of `max_context` positions each. A
+sequence occupies one slot from prefill until `free`. Candidates of one request (n, best_of)
+share one prefill: the engine prefills one slot and `copy_slot`s it to the others.
+
+The sampling pipeline, in this order, for every row of a decode batch (vLLM's order):
+  1. logprobs: log_softmax of the raw logits — the *model's* distribution, before any of
+     the steps below; this is what `logprobs`/`top_logprobs` report (as vLLM does);
+  2. logit_bias: added to the logits (-100 bans a token, +100 forces it);
+  3. penalties: logit[j] -= count[j] * frequency_penalty + (count[j] > 0) * presence_penalty,
+     counts over the tokens generated so far by this candidate (not the prompt);
+  4. temperature: 0 → greedy (argmax after steps 2-3); otherwise logits / temperature;
+  5. top_p: keep the smallest set of tokens whose probability mass reaches top_p;
+  6. sample from the softmax with the row's own seeded generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class RowSampling:
+    """Per-row sampling settings and state, owned by the engine, read by the sampler."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    seed: int | None = None
+    top_logprobs: int = 0  # how many alternatives to report per position (0: none)
+    generated: list[int] = field(default_factory=list)  # tokens generated so far
+    generator: Any = None  # the framework's RNG state for this row, created by the sampler
+
+
+@dataclass(frozen=True, slots=True)
+class Sampled:
+    """One row's outcome: the token, its logprob under the model's distribution, and the
+    `top_logprobs` most likely alternatives as (token id, logprob), best first."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PromptScores:
+    """Logprobs of a prompt's own tokens (for `echo` with `logprobs`): entry i scores
+    token i given tokens < i; entry 0 is None (nothing precedes the first token)."""
+
+    logprobs: tuple[float | None, ...]
+    top: tuple[tuple[tuple[int, float], ...] | None, ...]
+
+
+class ModelRunner(Protocol):
+    max_slots: int
+    max_context: int
+    vocab_size: int
+
+    def prefill(self, slot: int, tokens: Sequence[int]) -> Any:
+        """Fill `slot`'s cache with `tokens`; return the logits of every position [L, V]."""
+        ...
+
+    def decode(self, slots: Sequence[int], tokens: Sequence[int]) -> Any:
+        """Append one token to each slot; return next-token logits [len(slots), V]."""
+        ...
+
+    def copy_slot(self, source: int, target: int) -> None:
+        """Make `target`'s cache a copy of `source`'s (same length)."""
+        ...
+
+    def free(self, slot: int) -> None: ...
+
+
+class Sampler(Protocol):
+    def new_generator(self, seed: int | None) -> Any:
+        """A per-row RNG; seeded rows reproduce exactly."""
+        ...
+
+    def sample(self, logits: Any, rows: Sequence[RowSampling]) -> list[Sampled]:
+        """Run the pipeline above on logits [len(rows), V]; one `Sampled` per row."""
+        ...
+
+    def score_prompt(self, logits: Any, tokens: Sequence[int], top: int) -> PromptScores:
+        """Logprobs of `tokens` under prefill logits [L, V] (position i-1 scores token i)."""
+        ...
