@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from policies.config import TurnoutConfig
+from policies.error_paths import join, locate
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
@@ -39,14 +40,14 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Turno
     try:
         return TurnoutConfig.model_validate(resolved)
     except ValidationError as exc:
-        raise ConfigError(_describe(path, exc)) from None
+        raise ConfigError(_describe(path, exc, resolved)) from None
 
 
 def _interpolate(value: Any, env: Mapping[str, str], path: Path, where: str) -> Any:
     if isinstance(value, str):
         return _VAR.sub(lambda m: _lookup(m, env, path, where), value)
     if isinstance(value, dict):
-        return {k: _interpolate(v, env, path, _join(where, str(k))) for k, v in value.items()}
+        return {k: _interpolate(v, env, path, join(where, str(k))) for k, v in value.items()}
     if isinstance(value, list):
         return [_interpolate(v, env, path, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
@@ -64,12 +65,10 @@ def _lookup(match: re.Match[str], env: Mapping[str, str], path: Path, where: str
     )
 
 
-def _describe(path: Path, exc: ValidationError) -> str:
+def _describe(path: Path, exc: ValidationError, data: dict[str, Any]) -> str:
     lines = [f"{path}: invalid config ({exc.error_count()} problem(s)):"]
     for error in exc.errors(include_url=False):
-        where = ""
-        for part in error["loc"]:
-            where = f"{where}[{part}]" if isinstance(part, int) else _join(where, str(part))
+        where, _ = locate(error, data)
         message = error["msg"]
         if error["type"] == "value_error":
             message = message.removeprefix("Value error, ")
@@ -77,7 +76,3 @@ def _describe(path: Path, exc: ValidationError) -> str:
         got = f" (got {error.get('input')!r:.80})" if shown else ""
         lines.append(f"  {where or '<top level>'}: {message}{got}")
     return "\n".join(lines)
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from providers.base import Provider
 from providers.openai.adapter import OpenAIProvider
 from providers.openai.settings import OpenAISettings
 from providers.timeouts import UpstreamTimeouts
+from providers.torch.factory import build_torch_provider
+from providers.torch.settings import TorchSettings
 
 Factory = Callable[[str, Any, UpstreamTimeouts], Provider]
 
@@ -26,12 +28,12 @@ class ProviderKind:
 KINDS = MappingProxyType(
     {
         "openai": ProviderKind(OpenAISettings, OpenAIProvider),
+        "torch": ProviderKind(TorchSettings, build_torch_provider),
     }
 )
 
-# The config's `providers.<name>` value: one settings model per kind, chosen by `kind`
-# (a discriminated union once there are several kinds).
-ProviderSettings = OpenAISettings
+# The config's `providers.<name>` value: one settings model per kind, chosen by `kind`.
+ProviderSettings = Annotated[OpenAISettings | TorchSettings, Field(discriminator="kind")]
 
 
 def build_provider(name: str, settings: BaseModel, timeouts: UpstreamTimeouts) -> Provider:

@@ -7,8 +7,8 @@ from typing import Any, TypeVar
 import orjson
 from litestar import Request
 from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
 
+from policies.error_paths import locate
 from policies.errors import ApiError
 from router.schemas.common import ParamError
 
@@ -53,7 +53,7 @@ def _most_specific_problem(exc: ValidationError, body: dict[str, Any]) -> ApiErr
     """One error for the client. A value that fits no member of a union yields an error per
     member; the one that reached deepest into what the client sent is the one that
     explains it (a 5-item `stop` list is too long, not "not a string")."""
-    located = [(_locate(error, body), error) for error in exc.errors(include_url=False)]
+    located = [(locate(error, body), error) for error in exc.errors(include_url=False)]
     (path, _), error = max(
         located, key=lambda item: (item[0][1], not item[1]["type"].endswith("_type"))
     )
@@ -72,34 +72,6 @@ def _most_specific_problem(exc: ValidationError, body: dict[str, Any]) -> ApiErr
         param=path,
         code="invalid_type" if error["type"].endswith("_type") else "invalid_value",
     )
-
-
-def _locate(error: ErrorDetails, body: Any) -> tuple[str, int]:
-    """The error's parameter path, and how many of its parts exist in the body.
-
-    pydantic's error locations mix field names with union-member names ("str",
-    "constrained-str") and discriminator tags ("user", "json_schema"). Walking the body
-    along the location tells them apart: a part is a field or index only if the data
-    there has it. A missing field's name is the one part the data cannot have."""
-    path = ""
-    depth = 0
-    node = body
-    loc = error["loc"]
-    for i, part in enumerate(loc):
-        if isinstance(part, int) and isinstance(node, list) and -len(node) <= part < len(node):
-            path, node, depth = f"{path}[{part}]", node[part], depth + 1
-        elif isinstance(part, str) and isinstance(node, dict) and part in node:
-            path, node, depth = _join(path, part), node[part], depth + 1
-        elif error["type"] == "missing" and i == len(loc) - 1:
-            path, depth = _join(path, str(part)), depth + 1
-    if error["type"] in {"union_tag_invalid", "union_tag_not_found"}:
-        discriminator = str((error.get("ctx") or {}).get("discriminator", "type")).strip("'")
-        path = _join(path, discriminator)
-    return path, depth
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 def _too_large(limit: int) -> ApiError:

@@ -63,11 +63,14 @@ class Gateway:
         return self._startup
 
     async def _start_all(self) -> None:
-        results = await asyncio.gather(
-            *(self._start_one(name, p) for name, p in self.providers.items()),
-            return_exceptions=True,
-        )
-        failed = [r for r in results if isinstance(r, BaseException)]
+        # One at a time: loading two local models at once races inside transformers' lazy
+        # imports ("cannot import name 'AutoModel'"), and they would share the same cores.
+        failed: list[BaseException] = []
+        for name, provider in self.providers.items():
+            try:
+                await self._start_one(name, provider)
+            except Exception as exc:
+                failed.append(exc)
         if failed:
             self.startup_error = "; ".join(str(r) for r in failed)
             return

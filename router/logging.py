@@ -7,6 +7,7 @@ import sys
 
 import orjson
 import structlog
+import structlog.tracebacks
 
 
 def configure_logging(level: str = "info") -> None:
@@ -17,7 +18,10 @@ def configure_logging(level: str = "info") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks,
+            # Never log frame locals: they hold request bodies and provider API keys.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             structlog.processors.JSONRenderer(serializer=orjson.dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

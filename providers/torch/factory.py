@@ -1,0 +1,48 @@
+"""`kind: torch`: builds the in-process provider for a configured model. Torch and
+transformers are imported only when the model loads (at app start, on a worker thread)."""
+
+from __future__ import annotations
+
+import json
+
+from providers.base import Provider
+from providers.local.embeddings import Embedder, LocalEmbedder
+from providers.local.provider import LocalGenerator, LocalModel
+from providers.timeouts import UpstreamTimeouts
+from providers.torch.packaged import ModelSource, resolve_model
+from providers.torch.settings import TorchSettings
+
+
+def build_torch_provider(name: str, settings: TorchSettings, _: UpstreamTimeouts) -> Provider:
+    source = resolve_model(settings.model)
+    if _is_encoder(source):
+        return LocalEmbedder(name, lambda: _load_embedder(source, settings))
+    return LocalGenerator(name, lambda: _load_generator(source, settings))
+
+
+def _is_encoder(source: ModelSource) -> bool:
+    """A model directory whose architectures are not causal LMs serves embeddings."""
+    if source.format != "hf":
+        return False
+    config = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
+    architectures = config.get("architectures") or []
+    return not any(str(a).endswith("ForCausalLM") for a in architectures)
+
+
+def _load_generator(source: ModelSource, settings: TorchSettings) -> LocalModel:
+    from providers.local.tokenizer import TokenizerAdapter
+    from providers.torch.loading import load_causal_lm
+    from providers.torch.runner import TorchRunner
+    from providers.torch.sampling import TorchSampler
+
+    loaded = load_causal_lm(source, device=settings.device, dtype=settings.dtype)
+    runner = TorchRunner.from_loaded(
+        loaded, max_slots=settings.max_slots, max_context=settings.max_context
+    )
+    return LocalModel(runner, TorchSampler(loaded.device), TokenizerAdapter(loaded.tokenizer))
+
+
+def _load_embedder(source: ModelSource, settings: TorchSettings) -> Embedder:
+    from providers.torch.embedder import TorchEmbedder
+
+    return TorchEmbedder.load(source, device=settings.device)

@@ -1,0 +1,65 @@
+"""`TorchRunner`: the engine's `ModelRunner` on the PyTorch Llama forward pass, counting its
+forward passes so tests can prove what shares a prefill."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from providers.torch.llama import DEFAULT_MAX_SLOTS, LlamaForward
+from providers.torch.loading import LoadedModel
+
+
+@dataclass(slots=True)
+class ForwardCounts:
+    """Forward passes run so far: calls, and tokens they processed."""
+
+    prefills: int = 0
+    decodes: int = 0
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
+
+
+class TorchRunner:
+    """Prefill and batched decode over `max_slots` KV-cache slots (see `ModelRunner`)."""
+
+    def __init__(self, forward: LlamaForward) -> None:
+        self.forward = forward
+        self.max_slots = forward.max_slots
+        self.max_context = forward.max_context
+        self.vocab_size = forward.vocab_size
+        self.counts = ForwardCounts()
+
+    @classmethod
+    def from_loaded(
+        cls,
+        loaded: LoadedModel,
+        *,
+        max_slots: int = DEFAULT_MAX_SLOTS,
+        max_context: int | None = None,
+    ) -> TorchRunner:
+        return cls(LlamaForward(loaded.model, max_slots=max_slots, max_context=max_context))
+
+    def prefill(self, slot: int, tokens: Sequence[int]) -> torch.Tensor:
+        logits = self.forward.prefill(slot, tokens)
+        self.counts.prefills += 1
+        self.counts.prefill_tokens += len(tokens)
+        return logits
+
+    def decode(self, slots: Sequence[int], tokens: Sequence[int]) -> torch.Tensor:
+        logits = self.forward.decode(slots, tokens)
+        self.counts.decodes += 1
+        self.counts.decode_tokens += len(tokens)
+        return logits
+
+    def copy_slot(self, source: int, target: int) -> None:
+        self.forward.copy_slot(source, target)
+
+    def free(self, slot: int) -> None:
+        self.forward.free(slot)
+
+    def length(self, slot: int) -> int:
+        """How many positions `slot` holds."""
+        return self.forward.length(slot)
