@@ -43,8 +43,11 @@ class RunningTurnout:
                 raise RuntimeError("Turnout did not start")
             time.sleep(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        # Local models load after the server starts; converting a GGUF on a machine with an
+        # empty model cache takes ~20 s, so readiness gets a deadline of its own.
+        ready_by = time.monotonic() + 300
         while httpx.get(f"{self.url}/health/ready", timeout=5).status_code != 200:
-            if time.monotonic() > deadline:
+            if time.monotonic() > ready_by:
                 raise RuntimeError("Turnout did not become ready")
             time.sleep(0.01)
         return self

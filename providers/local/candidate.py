@@ -15,7 +15,8 @@ from providers.local.tokenizer import TokenizerAdapter
 
 @dataclass(frozen=True, slots=True)
 class Delta:
-    """New text for candidate `candidate`; `logprobs_end` = entries available so far."""
+    """New text for candidate `candidate`; `logprobs_end` = entries whose text has been
+    sent (a token held back as the possible start of a stop string waits with its text)."""
 
     candidate: int
     text: str
@@ -57,11 +58,15 @@ class CandidateOutput:
         self._stops = StopFilter(StopMatcher(stops))
         self.logprobs = LogprobsAccumulator(adapter, prefix_ids=prompt_ids) if logprobs else None
         self.generated = 0  # every sampled token, end-of-sequence included (usage)
-        self.logprob_sum = 0.0  # over the tokens that make up the text (best_of ranking)
-        self.text_tokens = 0
+        # (offset into the generated text, logprob) of each token that makes up the text:
+        # best_of ranks candidates by their mean, over exactly the tokens returned.
+        self._scores: list[tuple[int, float]] = []
+        self._produced_chars = 0  # detokenized text so far, before any stop cut
         self.finish_reason: str | None = None
         self._prompt_entries = 0  # logprob entries of an echoed prompt come first
         self._text_base = 0  # ... and generated tokens' offsets start after its text
+        self._sent_chars = 0  # generated text handed out in `Delta`s so far
+        self._sent_entries = 0  # logprob entries handed out in `Delta`s so far
 
     @property
     def text(self) -> str:
@@ -69,7 +74,9 @@ class CandidateOutput:
 
     @property
     def mean_logprob(self) -> float:
-        return self.logprob_sum / self.text_tokens if self.text_tokens else float("-inf")
+        if not self._scores:
+            return float("-inf")
+        return sum(score for _, score in self._scores) / len(self._scores)
 
     def add_prompt_scores(self, prompt_ids: list[int], scores: PromptScores, text: str) -> None:
         if self.logprobs is not None:
@@ -81,16 +88,20 @@ class CandidateOutput:
         self.generated += 1
         if sampled.token in self._eos:
             return "stop"
-        self.logprob_sum += sampled.logprob
-        self.text_tokens += 1
+        self._scores.append((self._produced_chars, sampled.logprob))
         if self.logprobs is not None:
             self.logprobs.add_sampled(sampled)
-        sent = self._stops.push(self._detokenizer.feed(sampled.token))
+        delta = self._detokenizer.feed(sampled.token)
+        self._produced_chars += len(delta)
+        sent = self._stops.push(delta)
         if self._stops.stopped:
             self._trim_logprobs()
             return "stop"
-        if sent or self.logprobs is not None:
-            self._emit(Delta(self.candidate, sent, self._logprobs_end()))
+        self._sent_chars += len(sent)
+        entries = self._sent_logprobs_end()
+        if sent or entries > self._sent_entries:
+            self._sent_entries = entries
+            self._emit(Delta(self.candidate, sent, entries))
         return None
 
     def on_finish(self, reason: str) -> None:
@@ -107,9 +118,26 @@ class CandidateOutput:
     def _logprobs_end(self) -> int:
         return len(self.logprobs) if self.logprobs is not None else 0
 
+    def _sent_logprobs_end(self) -> int:
+        """How many entries belong to text already sent: a token whose text is held back
+        may yet turn out to start a stop string, and then it is not part of the answer."""
+        if self.logprobs is None:
+            return 0
+        sent_to = self._text_base + self._sent_chars
+        entries = self.logprobs.entries
+        end = len(entries)
+        while end > max(self._sent_entries, self._prompt_entries) and (
+            entries[end - 1].text_offset >= sent_to
+        ):
+            end -= 1
+        return end
+
     def _trim_logprobs(self) -> None:
-        """Drop the entries of tokens that begin at or after a stop string's start: their
-        text is not in the answer."""
+        """Drop the scores and logprob entries of tokens that begin at or after a stop
+        string's start: their text is not in the answer."""
+        kept = len(self._stops.text)
+        while self._scores and self._scores[-1][0] >= kept:
+            self._scores.pop()
         if self.logprobs is None:
             return
         end = self._text_base + len(self._stops.text)

@@ -11,9 +11,10 @@ candidate's sink. Candidates finish on a sink's word (stop string, end-of-sequen
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -77,6 +78,8 @@ class Engine:
         self._name = name
         self._waiting: deque[Job] = deque()
         self._active: list[_Candidate] = []
+        # A min-heap: the lowest free slots first, so a batch's slots tend to be contiguous
+        # and the runner can take a view of its cache rows instead of gathering them.
         self._free = list(range(runner.max_slots))
         self._wake = threading.Condition()
         self._closing = False
@@ -152,11 +155,14 @@ class Engine:
                 if not self._waiting or len(self._waiting[0].rows) > len(self._free):
                     return
                 job = self._waiting.popleft()
-                slots = [self._free.pop() for _ in job.rows]
+                slots = [heapq.heappop(self._free) for _ in job.rows]
             try:
                 self._start(job, slots)
             except Exception as exc:
-                self._free.extend(slots)
+                # Candidates started before the failure stop too, and a slot that one of
+                # them already gave back (finished at its first token) is not freed twice.
+                self._active = [c for c in self._active if c.job is not job]
+                self._release(slot for slot in slots if slot not in self._free)
                 self._fail(job, exc)
 
     def _start(self, job: Job, slots: list[int]) -> None:
@@ -164,7 +170,7 @@ class Engine:
         if job.score_prompt is not None and job.on_prompt_scores is not None:
             job.on_prompt_scores(self._sampler.score_prompt(logits, job.prompt, job.score_prompt))
         if job.max_new_tokens <= 0:
-            self._free.extend(slots)
+            self._release(slots)
             for sink in job.sinks:
                 sink.on_finish("length")
             return
@@ -208,8 +214,12 @@ class Engine:
 
     def _finish(self, candidate: _Candidate, reason: str) -> None:
         self._runner.free(candidate.slot)
-        self._free.append(candidate.slot)
+        self._release([candidate.slot])
         candidate.sink.on_finish(reason)
+
+    def _release(self, slots: Iterable[int]) -> None:
+        for slot in slots:
+            heapq.heappush(self._free, slot)
 
     def _fail(self, job: Job, exc: BaseException) -> None:
         if job.on_error is not None:
@@ -219,7 +229,7 @@ class Engine:
         failed = {id(c.job): c.job for c in self._active}
         for candidate in self._active:
             self._runner.free(candidate.slot)
-            self._free.append(candidate.slot)
+            self._release([candidate.slot])
         self._active = []
         with self._wake:
             failed.update({id(j): j for j in self._waiting})
