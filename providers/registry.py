@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from providers.anthropic.adapter import AnthropicProvider
+from providers.anthropic.settings import AnthropicSettings
 from providers.base import Provider
 from providers.openai.adapter import OpenAIProvider
 from providers.openai.settings import OpenAISettings
@@ -28,12 +30,15 @@ class ProviderKind:
 KINDS = MappingProxyType(
     {
         "openai": ProviderKind(OpenAISettings, OpenAIProvider),
+        "anthropic": ProviderKind(AnthropicSettings, AnthropicProvider),
         "torch": ProviderKind(TorchSettings, build_torch_provider),
     }
 )
 
 # The config's `providers.<name>` value: one settings model per kind, chosen by `kind`.
-ProviderSettings = Annotated[OpenAISettings | TorchSettings, Field(discriminator="kind")]
+ProviderSettings = Annotated[
+    OpenAISettings | AnthropicSettings | TorchSettings, Field(discriminator="kind")
+]
 
 
 def build_provider(name: str, settings: BaseModel, timeouts: UpstreamTimeouts) -> Provider:
