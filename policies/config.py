@@ -7,6 +7,8 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from policies.translation import Mode
+from providers.capabilities import CapabilityOverrides
 from providers.registry import ProviderSettings
 from providers.timeouts import UpstreamTimeouts
 
@@ -37,6 +39,7 @@ class RetrySettings(_Strict):
 class Deployment(_Strict):
     provider: str
     model: str
+    capabilities: CapabilityOverrides | None = None
 
     @property
     def label(self) -> str:
@@ -48,6 +51,7 @@ class ModelRoute(_Strict):
     fallbacks: list[str] = Field(default_factory=list)
     context_window_fallbacks: list[str] = Field(default_factory=list)
     owned_by: str = "turnout"
+    translation: Mode = Mode.EMULATE
 
 
 class KeySettings(_Strict):

@@ -7,9 +7,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from policies.errors import ApiError
 from policies.plan import DeploymentPlan, Target
 from policies.retry import CANCELLED, Attempt, Decision, call_with_retries, classify
+from policies.translation import Mode, Refusal, Translation, translate
 from providers.base import Provider
+from providers.capabilities import Capabilities
+from providers.emulation import EMULABLE, with_emulations
 from providers.errors import Failure, UpstreamError
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
 
@@ -24,6 +28,9 @@ class Trace:
     attempts: list[Attempt] = field(default_factory=list)
     target: Target | None = None
     stream_error: str | None = None
+    mode: Mode | None = None  # the request's own translation mode, if it chose one
+    translation: Translation | None = None  # what was done for the deployment that answered
+    refusals: list[tuple[str, Refusal]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +42,15 @@ class OpenStream:
 
 
 class Dispatcher:
-    def __init__(self, providers: Mapping[str, Provider]) -> None:
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        capabilities: Mapping[str, Capabilities] | None = None,
+    ) -> None:
+        """`capabilities`: each deployment's (by label), config overrides applied; a
+        deployment not listed has its provider's declared capabilities."""
         self._providers = providers
+        self._capabilities = dict(capabilities or {})
 
     def start_trace(self, plan: DeploymentPlan) -> Trace:
         return Trace(deadline=asyncio.get_running_loop().time() + plan.deadline_s)
@@ -44,10 +58,10 @@ class Dispatcher:
     async def complete(
         self, plan: DeploymentPlan, endpoint: Endpoint, body: Mapping[str, Any], trace: Trace
     ) -> ProviderResponse:
-        async def attempt(provider: Provider, target: Target) -> ProviderResponse:
-            return await provider.complete(_request(endpoint, body, target))
+        async def attempt(provider: Provider, request: ProviderRequest) -> ProviderResponse:
+            return await provider.complete(request)
 
-        return await self._walk(plan, trace, attempt)
+        return await self._walk(plan, trace, endpoint, body, attempt)
 
     async def open_stream(
         self, plan: DeploymentPlan, endpoint: Endpoint, body: Mapping[str, Any], trace: Trace
@@ -55,18 +69,18 @@ class Dispatcher:
         """Fail over until some deployment yields a first chunk; nothing reached the client
         before that, so every failure up to here is still the plan's to handle."""
 
-        async def attempt(provider: Provider, target: Target) -> OpenStream:
-            rest = provider.stream(_request(endpoint, body, target))
+        async def attempt(provider: Provider, request: ProviderRequest) -> OpenStream:
+            rest = provider.stream(request)
             try:
                 first = await anext(rest)
             except StopAsyncIteration:
-                raise UpstreamError.stream_broken(f"{target.label}: empty stream") from None
+                raise UpstreamError.stream_broken(f"{provider.name}: empty stream") from None
             except BaseException:
                 await rest.aclose()
                 raise
             return OpenStream(first, rest)
 
-        return await self._walk(plan, trace, attempt)
+        return await self._walk(plan, trace, endpoint, body, attempt)
 
     async def relay(self, opened: OpenStream, trace: Trace) -> AsyncIterator[JSONObject]:
         """The committed stream, chunk by chunk, still under the request's deadline.
@@ -92,7 +106,9 @@ class Dispatcher:
         self,
         plan: DeploymentPlan,
         trace: Trace,
-        attempt: Callable[[Provider, Target], Awaitable[T]],
+        endpoint: Endpoint,
+        body: Mapping[str, Any],
+        attempt: Callable[[Provider, ProviderRequest], Awaitable[T]],
     ) -> T:
         queue = list(plan.targets)
         rerouted = False
@@ -104,9 +120,19 @@ class Dispatcher:
                     target = queue[index]
                     index += 1
                     provider = self._providers[target.deployment.provider]
+                    fit = self._translate(plan, trace, endpoint, body, target, provider)
+                    if fit is None:
+                        continue  # cannot honour this request: skipped, never called
+                    if fit.emulated:
+                        provider = with_emulations(
+                            provider, fit.emulated, self._capabilities_of(target, provider)
+                        )
+                    request = ProviderRequest(
+                        endpoint, {**fit.body, "model": target.deployment.model}
+                    )
                     try:
                         result = await call_with_retries(
-                            lambda: attempt(provider, target),  # noqa: B023 - awaited here
+                            lambda: attempt(provider, request),  # noqa: B023 - awaited here
                             label=target.label,
                             policy=plan.retry,
                             deadline=trace.deadline,
@@ -122,7 +148,7 @@ class Dispatcher:
                                 raise
                             queue, index, rerouted = list(plan.context_window_targets), 0, True
                         continue
-                    trace.target = target
+                    trace.target, trace.translation = target, fit
                     return result
         except TimeoutError:
             if trace.attempts and trace.attempts[-1].outcome == CANCELLED:
@@ -131,11 +157,46 @@ class Dispatcher:
             last = UpstreamError.timeout(
                 f"no deployment answered within the request deadline of {plan.deadline_s:g}s"
             )
+        if last is None and trace.refusals:
+            raise _refused(trace.refusals)
         raise _exhausted(last, trace.attempts)
 
+    def _capabilities_of(self, target: Target, provider: Provider) -> Capabilities:
+        return self._capabilities.get(target.label) or provider.capabilities
 
-def _request(endpoint: Endpoint, body: Mapping[str, Any], target: Target) -> ProviderRequest:
-    return ProviderRequest(endpoint=endpoint, body={**body, "model": target.deployment.model})
+    def _translate(
+        self,
+        plan: DeploymentPlan,
+        trace: Trace,
+        endpoint: Endpoint,
+        body: Mapping[str, Any],
+        target: Target,
+        provider: Provider,
+    ) -> Translation | None:
+        capabilities = self._capabilities_of(target, provider)
+        fit = translate(endpoint, body, capabilities, trace.mode or plan.mode, EMULABLE)
+        if isinstance(fit, Refusal):
+            trace.refusals.append((target.label, fit))
+            return None
+        return fit
+
+
+def _refused(refusals: list[tuple[str, Refusal]]) -> ApiError:
+    """No deployment can honour the request: name the first option that stood in the way."""
+    _, first = refusals[0]
+    where = "; ".join(f"{label}: {refusal.message}" for label, refusal in refusals)
+    if first.param == "model":
+        return ApiError(
+            f"No deployment of this model serves this endpoint ({where}).",
+            param="model",
+            code="unsupported_endpoint",
+        )
+    return ApiError(
+        f"`{first.param}` cannot be honoured by any deployment of this model ({where}). "
+        'Send {"router": {"translation": "drop"}} to drop what a deployment cannot do.',
+        param=first.param,
+        code="unsupported_parameter",
+    )
 
 
 def _exhausted(last: UpstreamError | None, attempts: list[Attempt]) -> UpstreamError:

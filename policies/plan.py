@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from policies.config import Deployment, RetrySettings, TurnoutConfig
 from policies.errors import ApiError, model_not_found
+from policies.translation import Mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,7 @@ class DeploymentPlan:
     context_window_targets: tuple[Target, ...]
     retry: RetrySettings
     deadline_s: float
+    mode: Mode = Mode.EMULATE
 
 
 def plan_request(
@@ -58,6 +60,7 @@ def plan_request(
         context_window_targets=tuple(_targets(config, _unique(route.context_window_fallbacks))),
         retry=config.retry,
         deadline_s=config.timeouts.total,
+        mode=route.translation,
     )
 
 

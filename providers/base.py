@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncGenerator
 
+from providers.capabilities import Capabilities
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
 
 
@@ -23,6 +24,16 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     def endpoints(self) -> frozenset[Endpoint]:
         """The endpoints this backend serves natively."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this backend supports natively (adapters that lack options narrow it)."""
+        served = self.endpoints
+        return Capabilities(
+            completions=Endpoint.COMPLETIONS in served,
+            chat=Endpoint.CHAT in served,
+            embeddings=Endpoint.EMBEDDINGS in served,
+        )
 
     async def start(self) -> None:  # noqa: B027 - optional hook, most adapters need none
         """Open pools or load models; called once when the app starts."""

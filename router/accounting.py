@@ -18,6 +18,9 @@ REQUEST_ID = "x-request-id"
 DEPLOYMENT = "x-turnout-deployment"
 ANSWERED_BY_MODEL = "x-turnout-model"
 ATTEMPTS = "x-turnout-attempts"
+EMULATED = "x-turnout-emulated"
+DROPPED = "x-turnout-dropped"
+CLAMPED = "x-turnout-clamped"
 
 
 @dataclass(slots=True)
@@ -45,6 +48,15 @@ class RequestRecord:
         if trace is not None and trace.target is not None:
             headers[DEPLOYMENT] = trace.target.label
             headers[ANSWERED_BY_MODEL] = trace.target.model_name
+        translation = trace.translation if trace is not None else None
+        if translation is not None:
+            for name, items in (
+                (EMULATED, translation.emulated),
+                (DROPPED, translation.dropped),
+                (CLAMPED, translation.clamped),
+            ):
+                if items:
+                    headers[name] = ", ".join(items)
         return headers
 
     def emit(self, status: int, *, usage: Any = None, outcome: str = "ok", **extra: Any) -> None:

@@ -12,6 +12,7 @@ from litestar import Request, Response, post
 from litestar.response import Stream
 
 from policies.errors import ApiError
+from policies.translation import Mode
 from providers.errors import UpstreamError
 from providers.types import Endpoint, JSONObject
 from router.accounting import RequestRecord
@@ -62,6 +63,8 @@ async def _serve(
         parsed = validate(schema, body)
         plan = gateway.planner.plan(parsed.model, parsed.fallbacks or ())
         record.trace = trace = gateway.dispatcher.start_trace(plan)
+        if parsed.router is not None and parsed.router.translation is not None:
+            trace.mode = Mode(parsed.router.translation)
         forward = forwardable(body)
         if body.get("stream") is True:
             record.stream = True

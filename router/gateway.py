@@ -20,6 +20,7 @@ from policies.config import TurnoutConfig
 from policies.dispatch import Dispatcher
 from policies.plan import Planner
 from providers.base import Provider
+from providers.capabilities import Capabilities
 from providers.registry import build_provider
 
 log = structlog.get_logger("turnout.gateway")
@@ -50,7 +51,8 @@ class Gateway:
             for name, settings in config.providers.items()
         }
         digests = frozenset(digest(k.key) for k in config.keys)
-        return cls(config, providers, Dispatcher(providers), Planner(config), digests)
+        dispatcher = Dispatcher(providers, deployment_capabilities(config, providers))
+        return cls(config, providers, dispatcher, Planner(config), digests)
 
     @property
     def open_access(self) -> bool:
@@ -102,6 +104,23 @@ def _freeze_startup_heap() -> None:
     at 21 full collections of up to 64 ms in 8 s of load, which set the p99 latency."""
     gc.collect()
     gc.freeze()
+
+
+def deployment_capabilities(
+    config: TurnoutConfig, providers: dict[str, Provider]
+) -> dict[str, Capabilities]:
+    """Each deployment's native capabilities: its adapter's declaration, then the provider's
+    `capabilities:` overrides, then the deployment's own."""
+    result: dict[str, Capabilities] = {}
+    for route in config.models.values():
+        for deployment in route.deployments:
+            settings = config.providers[deployment.provider]
+            result[deployment.label] = (
+                providers[deployment.provider]
+                .capabilities.with_overrides(settings.capabilities)
+                .with_overrides(deployment.capabilities)
+            )
+    return result
 
 
 def digest(key: str) -> bytes:

@@ -16,6 +16,7 @@ from providers.anthropic.settings import AnthropicSettings
 from providers.anthropic.stream import StreamTranslator
 from providers.anthropic.wire import from_wire, to_wire
 from providers.base import Provider
+from providers.capabilities import UNLIMITED_STOP, Capabilities
 from providers.errors import Failure, UpstreamError
 from providers.http import (
     iter_body,
@@ -27,6 +28,25 @@ from providers.http import (
 from providers.sse import SSEDecoder, SSEEvent
 from providers.timeouts import UpstreamTimeouts
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
+
+# The Messages API: chat only, one candidate, no logprobs, bias, seed or penalties,
+# temperature up to 1, any number of stop sequences, no JSON-schema output.
+ANTHROPIC_CAPABILITIES = Capabilities(
+    completions=False,
+    embeddings=False,
+    max_n=1,
+    best_of=False,
+    echo=False,
+    suffix=False,
+    max_logprobs=-1,
+    max_top_logprobs=-1,
+    logit_bias=False,
+    seed=False,
+    max_stop=UNLIMITED_STOP,
+    max_temperature=1.0,
+    penalties=False,
+    response_format=False,
+)
 
 log = structlog.get_logger("turnout.providers.anthropic")
 
@@ -49,6 +69,10 @@ class AnthropicProvider(Provider):
     @property
     def endpoints(self) -> frozenset[Endpoint]:
         return frozenset({Endpoint.CHAT})
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return ANTHROPIC_CAPABILITIES
 
     async def start(self) -> None:
         if self._session is None:

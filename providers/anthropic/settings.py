@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from providers.capabilities import CapabilityOverrides
 from providers.timeouts import UpstreamTimeouts
 
 
@@ -24,6 +25,7 @@ class AnthropicSettings(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     max_connections: int = Field(512, ge=1)
     timeouts: UpstreamTimeouts | None = None
+    capabilities: CapabilityOverrides | None = None
 
     @field_validator("base_url")
     @classmethod

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from providers.base import Provider
+from providers.capabilities import Capabilities
 from providers.errors import Failure, UpstreamError
 from providers.local.bad_request import bad_request
 from providers.local.candidate import CandidateOutput, Delta, Finished
@@ -42,15 +43,22 @@ class LocalModel:
 
 
 class LocalGenerator(Provider):
-    def __init__(self, name: str, load: Callable[[], LocalModel]) -> None:
+    def __init__(
+        self, name: str, load: Callable[[], LocalModel], capabilities: Capabilities
+    ) -> None:
         super().__init__(name)
         self._load = load
+        self._capabilities = capabilities
         self._model: LocalModel | None = None
         self._engine: Engine | None = None
 
     @property
     def endpoints(self) -> frozenset[Endpoint]:
         return frozenset({Endpoint.COMPLETIONS, Endpoint.CHAT})
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
 
     @property
     def engine(self) -> Engine | None:

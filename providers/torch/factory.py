@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from providers.base import Provider
+from providers.capabilities import UNLIMITED_STOP, Capabilities
 from providers.local.embeddings import Embedder, LocalEmbedder
 from providers.local.provider import LocalGenerator, LocalModel
 from providers.timeouts import UpstreamTimeouts
@@ -17,7 +18,9 @@ def build_torch_provider(name: str, settings: TorchSettings, _: UpstreamTimeouts
     source = resolve_model(settings.model)
     if _is_encoder(source):
         return LocalEmbedder(name, lambda: _load_embedder(source, settings))
-    return LocalGenerator(name, lambda: _load_generator(source, settings))
+    # Every option is native; candidates per prompt are bounded by the KV-cache slots.
+    capabilities = Capabilities(embeddings=False, max_n=settings.max_slots, max_stop=UNLIMITED_STOP)
+    return LocalGenerator(name, lambda: _load_generator(source, settings), capabilities)
 
 
 def _is_encoder(source: ModelSource) -> bool:

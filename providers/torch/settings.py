@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from providers.capabilities import CapabilityOverrides
+
 
 class TorchSettings(BaseModel):
     """Which model to run in-process with PyTorch, where, and how much KV cache to hold."""
@@ -22,3 +24,4 @@ class TorchSettings(BaseModel):
     max_slots: int = Field(default=16, ge=1)
     # None: the model's context window, capped at 2048 to bound KV-cache memory.
     max_context: int | None = Field(default=None, ge=1)
+    capabilities: CapabilityOverrides | None = None

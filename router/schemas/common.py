@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
@@ -26,6 +26,12 @@ class StreamOptions(BaseModel):
     include_obfuscation: StrictBool | None = None
 
 
+class RouterOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    translation: Literal["emulate", "strict", "drop"] | None = None
+
+
 class OpenAIRequest(BaseModel):
     """Base of every request: unknown fields are kept and forwarded upstream.
 
@@ -36,8 +42,10 @@ class OpenAIRequest(BaseModel):
 
     model: str = Field(min_length=1)
     user: str | None = None
-    # Turnout's own: more model names to fall back to for this call (not forwarded).
+    # Turnout's own (never forwarded): more model names to fall back to for this call, and
+    # per-request routing choices.
     fallbacks: list[str] | None = None
+    router: RouterOptions | None = None
 
 
 class SamplingRequest(OpenAIRequest):
@@ -75,7 +83,7 @@ class ParamError(ValueError):
 
 def router_only_fields() -> frozenset[str]:
     """Body keys Turnout consumes itself and never forwards."""
-    return frozenset({"fallbacks"})
+    return frozenset({"fallbacks", "router"})
 
 
 def forwardable(body: dict[str, Any]) -> dict[str, Any]:

@@ -204,7 +204,7 @@ def test_completions_request_to_anthropic_model_is_400(
 ) -> None:
     with server.client() as client, pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model="c", prompt="hi")
-    assert "chat completions only" in str(caught.value)
+    assert "does not serve /v1/completions" in str(caught.value)
     assert claude.requests == []
 
 
@@ -213,5 +213,6 @@ def test_unsupported_option_is_400_naming_it(
 ) -> None:
     with server.client() as client, pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="c", messages=MESSAGES, seed=3)
-    assert "`seed` is not supported by Anthropic deployments" in str(caught.value)
+    assert "`seed` cannot be honoured by any deployment" in str(caught.value)
+    assert caught.value.body["param"] == "seed"  # type: ignore[index]
     assert claude.requests == []

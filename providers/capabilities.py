@@ -1,0 +1,109 @@
+"""What a backend supports natively, declared once per adapter and frozen; config may
+override it per provider or per deployment with a `capabilities:` mapping whose keys are
+OpenAI option names plus `completions`/`chat`/`embeddings`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
+
+from providers.types import Endpoint
+
+# Override keys: OpenAI option names (and endpoints) → the field they set.
+_KEYS = {
+    "completions": "completions",
+    "chat": "chat",
+    "embeddings": "embeddings",
+    "stream": "stream",
+    "stream_options": "stream_usage",
+    "n": "max_n",
+    "best_of": "best_of",
+    "echo": "echo",
+    "suffix": "suffix",
+    "logprobs": "max_logprobs",
+    "top_logprobs": "max_top_logprobs",
+    "logit_bias": "logit_bias",
+    "seed": "seed",
+    "stop": "max_stop",
+    "temperature": "max_temperature",
+    "frequency_penalty": "penalties",
+    "presence_penalty": "penalties",
+    "tools": "tools",
+    "response_format": "response_format",
+}
+OVERRIDE_KEYS = frozenset(_KEYS)
+UNLIMITED_STOP = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """Native support. Numeric fields are limits: `max_n` 1 means no `n`, `max_stop` 0 no
+    `stop`, `max_logprobs` -1 no completions logprobs (0 is "the sampled token only")."""
+
+    completions: bool = True
+    chat: bool = True
+    embeddings: bool = True
+    stream: bool = True
+    stream_usage: bool = True
+    max_n: int = 128
+    best_of: bool = True
+    echo: bool = True
+    suffix: bool = True
+    max_logprobs: int = 5
+    max_top_logprobs: int = 20
+    logit_bias: bool = True
+    seed: bool = True
+    max_stop: int = 4
+    max_temperature: float = 2.0
+    penalties: bool = True
+    tools: bool = True
+    response_format: bool = True
+
+    def serves(self, endpoint: Endpoint) -> bool:
+        return bool(getattr(self, endpoint.value))
+
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> Capabilities:
+        if not overrides:
+            return self
+        changes: dict[str, Any] = {}
+        defaults = Capabilities()
+        for key, value in overrides.items():
+            name = _KEYS[key]
+            default = getattr(defaults, name)
+            changes[name] = _coerce(name, value, default)
+        return replace(self, **changes)
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """`true` restores the OpenAI limit, `false` turns the option off, a number sets it."""
+    if isinstance(default, bool):
+        return bool(value)
+    if value is True:
+        return default
+    if value is False:
+        return {"max_n": 1, "max_stop": 0, "max_logprobs": -1, "max_top_logprobs": -1}.get(name, 0)
+    return type(default)(value)
+
+
+def check_overrides(overrides: dict[str, bool | int | float]) -> dict[str, bool | int | float]:
+    """Validation for config: unknown keys name the known ones."""
+    unknown = sorted(set(overrides) - OVERRIDE_KEYS)
+    if unknown:
+        raise ValueError(
+            f"unknown capabilities {', '.join(unknown)} (known: {', '.join(sorted(_KEYS))})"
+        )
+    for key, value in overrides.items():
+        if not isinstance(value, bool | int | float):
+            raise ValueError(f"capability {key} must be true, false or a number")
+    return overrides
+
+
+FULL = Capabilities()
+FIELD_NAMES = tuple(f.name for f in fields(Capabilities))
+
+
+# A config `capabilities:` mapping (per provider or per deployment).
+CapabilityOverrides = Annotated[dict[str, bool | int | float], AfterValidator(check_overrides)]

@@ -1,0 +1,182 @@
+"""`n` for a backend without it: n concurrent calls with `n: 1`, merged into one answer.
+
+Call i sends `seed + i` when the request has a seed (vLLM's rule for the i-th of n
+candidates). Choice `j` of call i becomes index `j * n + i`: for chat j is 0, for a
+completions batch j is the prompt index, so choices stay ordered by prompt as OpenAI's are.
+Usage counts the prompt once (every call read the same prompt) and sums the completions.
+`best_of` is not handled here: it is passed through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from providers.base import Provider
+from providers.emulation.wrapper import (
+    ProviderWrapper,
+    choice_index,
+    chunk_choices,
+    include_usage,
+)
+from providers.types import JSONObject, ProviderRequest, ProviderResponse
+
+T = TypeVar("T")
+_END = object()  # a call's stream ended
+
+
+class FanOutN(ProviderWrapper):
+    """Turns a request with n > 1 into n calls with n = 1, whole or streamed."""
+
+    async def complete(self, request: ProviderRequest) -> ProviderResponse:
+        n = _n(request.body)
+        if n <= 1:
+            return await self.inner.complete(request)
+        calls = [self.inner.complete(r) for r in split_request(request, n)]
+        responses = await gather_or_cancel(calls)
+        body = dict(responses[0].body)
+        body["choices"] = sorted(
+            (
+                {**choice, "index": choice_index(choice) * n + i}
+                for i, response in enumerate(responses)
+                for choice in chunk_choices(response.body)
+            ),
+            key=choice_index,
+        )
+        body["usage"] = merge_usage(r.body.get("usage") for r in responses)
+        return ProviderResponse(body=body, headers=responses[0].headers)
+
+    def stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
+        n = _n(request.body)
+        if n <= 1:
+            return self.inner.stream(request)
+        return self._merged_stream(request, n)
+
+    async def _merged_stream(
+        self, request: ProviderRequest, n: int
+    ) -> AsyncGenerator[JSONObject, None]:
+        queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue(maxsize=n)
+        pumps = [
+            asyncio.create_task(_pump(self.inner, r, i, queue))
+            for i, r in enumerate(split_request(request, n))
+        ]
+        merger = _StreamMerger(n, include_usage(request.body))
+        try:
+            ended = 0
+            while ended < n:
+                i, item = await queue.get()
+                if item is _END:
+                    ended += 1
+                elif isinstance(item, BaseException):
+                    raise item
+                elif (chunk := merger.rewrite(i, item)) is not None:
+                    yield chunk
+            if (last := merger.usage_chunk()) is not None:
+                yield last
+        finally:
+            # Consumer gone, a call failed, or all done: close every inner stream.
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+
+class _StreamMerger:
+    """Rewrites the chunks of n streams into one stream's: indices, id, usage."""
+
+    def __init__(self, n: int, with_usage: bool) -> None:
+        self.n = n
+        self.with_usage = with_usage
+        self.head: JSONObject | None = None
+        self.usages: dict[int, Any] = {}
+        self.roles: set[int] = set()
+        self.finished: set[int] = set()
+
+    def rewrite(self, call: int, chunk: JSONObject) -> JSONObject | None:
+        if self.head is None:
+            self.head = {k: chunk.get(k) for k in ("id", "object", "created", "model")}
+        if chunk.get("usage") is not None:
+            self.usages[call] = chunk["usage"]
+        choices = [c for c in (self._choice(call, c) for c in chunk_choices(chunk)) if c]
+        if not choices:
+            return None  # a per-call usage chunk, or nothing left to say
+        out = {**chunk, "id": self.head["id"], "created": self.head["created"], "choices": choices}
+        if self.with_usage:
+            out["usage"] = None
+        return out
+
+    def _choice(self, call: int, choice: JSONObject) -> JSONObject | None:
+        index = choice_index(choice) * self.n + call
+        out = {**choice, "index": index}
+        delta = choice.get("delta")
+        if isinstance(delta, dict) and "role" in delta:
+            if index in self.roles:
+                out["delta"] = {k: v for k, v in delta.items() if k != "role"}
+            self.roles.add(index)
+        if out.get("finish_reason"):
+            if index in self.finished:
+                return None
+            self.finished.add(index)
+        return out
+
+    def usage_chunk(self) -> JSONObject | None:
+        if not self.with_usage or not self.usages or self.head is None:
+            return None
+        usage = merge_usage(self.usages[i] for i in sorted(self.usages))
+        return {**self.head, "choices": [], "usage": usage}
+
+
+async def _pump(
+    inner: Provider, request: ProviderRequest, call: int, queue: asyncio.Queue[tuple[int, Any]]
+) -> None:
+    try:
+        async with contextlib.aclosing(inner.stream(request)) as chunks:
+            async for chunk in chunks:
+                await queue.put((call, chunk))
+    except Exception as exc:  # handed to the consumer, which raises it
+        await queue.put((call, exc))
+        return
+    await queue.put((call, _END))
+
+
+def _n(body: Mapping[str, Any]) -> int:
+    n = body.get("n")
+    return n if isinstance(n, int) else 1
+
+
+def split_request(request: ProviderRequest, n: int) -> list[ProviderRequest]:
+    """n copies with `n: 1`; copy i gets `seed + i` when the request has a seed."""
+    seed = request.body.get("seed")
+    requests = []
+    for i in range(n):
+        body = {**request.body, "n": 1}
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            body["seed"] = seed + i
+        requests.append(ProviderRequest(request.endpoint, body))
+    return requests
+
+
+def merge_usage(usages: Iterable[Any]) -> JSONObject | None:
+    """The first call's usage with completion tokens summed over all calls."""
+    present = [u for u in usages if isinstance(u, dict)]
+    if not present:
+        return None
+    merged = dict(present[0])
+    prompt = merged.get("prompt_tokens") or 0
+    completion = sum(u.get("completion_tokens") or 0 for u in present)
+    merged.update(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    )
+    return merged
+
+
+async def gather_or_cancel(calls: Sequence[Awaitable[T]]) -> list[T]:
+    """All results, or the first failure with the other calls cancelled."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

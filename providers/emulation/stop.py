@@ -1,0 +1,179 @@
+"""Stop sequences for a backend that has none, or fewer than a request asks for.
+
+When a request has more stop strings than the backend takes natively, none are sent
+upstream and all are matched on the output with `StopMatcher` / `StopFilter` (the same
+matching the local samplers use): whole responses are cut at the earliest match; streams
+hold back per choice only text that could still begin a stop string, and once every
+choice has stopped the upstream stream is closed, so the backend stops generating.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+from providers.base import Provider
+from providers.emulation.wrapper import (
+    ProviderWrapper,
+    choice_index,
+    chunk_choices,
+    include_usage,
+)
+from providers.local.text import StopFilter, StopMatcher
+from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
+
+
+class StopEmulation(ProviderWrapper):
+    """Matches `stop` on the output when the backend cannot take them all natively."""
+
+    def __init__(self, inner: Provider, max_native_stop: int) -> None:
+        super().__init__(inner)
+        self.max_native_stop = max_native_stop
+
+    def _emulated(self, request: ProviderRequest) -> tuple[ProviderRequest, StopMatcher] | None:
+        stops = _stops(request.body)
+        if len(stops) <= self.max_native_stop:
+            return None
+        body = {k: v for k, v in request.body.items() if k != "stop"}
+        return ProviderRequest(request.endpoint, body), StopMatcher(stops)
+
+    async def complete(self, request: ProviderRequest) -> ProviderResponse:
+        emulated = self._emulated(request)
+        if emulated is None:
+            return await self.inner.complete(request)
+        upstream, matcher = emulated
+        response = await self.inner.complete(upstream)
+        for choice in chunk_choices(response.body):
+            holder, key = _text_slot(choice, request.endpoint)
+            text = holder.get(key)
+            if isinstance(text, str):
+                kept, stopped = matcher.check(text, len(text))
+                if stopped:
+                    holder[key] = kept
+                    choice["finish_reason"] = "stop"
+        return response
+
+    def stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
+        emulated = self._emulated(request)
+        if emulated is None:
+            return self.inner.stream(request)
+        upstream, matcher = emulated
+        return self._stopped_stream(request, upstream, matcher)
+
+    async def _stopped_stream(
+        self, request: ProviderRequest, upstream: ProviderRequest, matcher: StopMatcher
+    ) -> AsyncGenerator[JSONObject, None]:
+        state = _StreamStops(matcher, request.endpoint, _choice_count(request))
+        usage_chunk: JSONObject | None = None
+        async with contextlib.aclosing(self.inner.stream(upstream)) as chunks:
+            async for chunk in chunks:
+                if chunk.get("usage") is not None and not chunk_choices(chunk):
+                    usage_chunk = chunk  # sent last, after any text still held back
+                    continue
+                out = state.filter(chunk)
+                if out is not None:
+                    yield out
+                if state.all_stopped:
+                    break  # leaving the block closes the upstream stream
+        if usage_chunk is None and state.all_stopped and include_usage(request.body):
+            usage_chunk = state.usage_chunk()
+        if usage_chunk is not None:
+            yield usage_chunk
+
+
+class _StreamStops:
+    """Per choice index: a `StopFilter`, and whether that choice has finished."""
+
+    def __init__(self, matcher: StopMatcher, endpoint: Endpoint, choices: int) -> None:
+        self.matcher = matcher
+        self.endpoint = endpoint
+        self.choices = choices
+        self.filters: dict[int, StopFilter] = {}
+        self.finished: set[int] = set()
+        self.cut = False  # a choice ended at a stop string: the backend is still generating
+        self.pieces = 0  # text-carrying chunks received: about one token each
+        self.head: JSONObject = {}
+        self.prompt_tokens = 0
+
+    @property
+    def all_stopped(self) -> bool:
+        """Every choice finished, one at least at a stop: nothing more worth reading."""
+        return self.cut and len(self.finished) >= self.choices
+
+    def filter(self, chunk: JSONObject) -> JSONObject | None:
+        if not self.head:
+            self.head = {k: chunk.get(k) for k in ("id", "object", "created", "model")}
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):  # some backends send usage on every chunk
+            self.prompt_tokens = usage.get("prompt_tokens") or self.prompt_tokens
+        choices = [c for c in (self._choice(c) for c in chunk_choices(chunk)) if c is not None]
+        return {**chunk, "choices": choices} if choices else None
+
+    def _choice(self, choice: JSONObject) -> JSONObject | None:
+        index = choice_index(choice)
+        if index in self.finished:
+            return None  # this choice already ended at a stop string
+        stop_filter = self.filters.setdefault(index, StopFilter(self.matcher))
+        out = dict(choice)
+        if self.endpoint is Endpoint.CHAT:
+            out["delta"] = dict(out.get("delta") or {})  # edited below: copy, not mutate
+        holder, key = _text_slot(out, self.endpoint)
+        text = holder.get(key)
+        sent = ""
+        if isinstance(text, str) and text:
+            self.pieces += 1
+            sent = stop_filter.push(text)
+        if stop_filter.stopped:
+            out["finish_reason"] = "stop"
+            self.cut = True
+        elif out.get("finish_reason"):
+            sent += stop_filter.finish()  # the text ended without a stop: release the rest
+        if isinstance(text, str) or sent:
+            holder[key] = sent
+        if out.get("finish_reason"):
+            self.finished.add(index)
+        return out
+
+    def usage_chunk(self) -> JSONObject:
+        # The stream was closed before the backend's usage chunk: count what was received,
+        # one token per text-carrying chunk (how OpenAI-style backends stream), and the
+        # prompt tokens only if the backend reported them on a chunk (else 0).
+        completion = self.pieces
+        usage = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
+        }
+        return {**self.head, "choices": [], "usage": usage}
+
+
+def _stops(body: Mapping[str, Any]) -> list[str]:
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list):
+        return [s for s in stop if isinstance(s, str)]
+    return []
+
+
+def _text_slot(choice: JSONObject, endpoint: Endpoint) -> tuple[dict[str, Any], str]:
+    """Where a choice (whole or chunk) keeps its text: (the object holding it, its key)."""
+    if endpoint is not Endpoint.CHAT:
+        return choice, "text"
+    for key in ("message", "delta"):
+        holder = choice.get(key)
+        if isinstance(holder, dict):
+            return holder, "content"
+    return choice.setdefault("delta", {}), "content"
+
+
+def _choice_count(request: ProviderRequest) -> int:
+    """How many choice indices the stream will have: n per prompt."""
+    n = request.body.get("n")
+    count = n if isinstance(n, int) and n > 0 else 1
+    if request.endpoint is Endpoint.COMPLETIONS:
+        prompt = request.body.get("prompt")
+        if isinstance(prompt, list) and prompt and not all(isinstance(t, int) for t in prompt):
+            count *= len(prompt)
+    return count

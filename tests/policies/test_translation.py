@@ -1,0 +1,113 @@
+"""The translation planner, as a pure function of (endpoint, body, capabilities, mode)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from policies.translation import Mode, Refusal, Translation, translate
+from providers.capabilities import Capabilities
+from providers.emulation import EMULABLE
+from providers.types import Endpoint
+
+CHAT: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+NARROW = Capabilities(
+    completions=False,
+    max_n=1,
+    seed=False,
+    max_stop=0,
+    max_temperature=1.0,
+    max_logprobs=3,
+    stream=False,
+)
+
+
+def plan(body: dict[str, Any], mode: Mode, endpoint: Endpoint = Endpoint.CHAT) -> Any:
+    return translate(endpoint, {**CHAT, **body}, NARROW, mode, EMULABLE)
+
+
+def test_a_request_within_native_capabilities_is_sent_as_it_is() -> None:
+    body = {**CHAT, "n": 2, "seed": 1, "stop": ["x"], "temperature": 1.9}
+    fit = translate(Endpoint.CHAT, body, Capabilities(), Mode.STRICT, EMULABLE)
+    assert fit == Translation(body)
+    assert isinstance(fit, Translation)
+    assert fit.body is body
+
+
+@pytest.mark.parametrize(
+    ("body", "emulated"),
+    [({"n": 3}, ("n",)), ({"stop": ["a", "b"]}, ("stop",)), ({"stream": True}, ("stream",))],
+)
+def test_emulate_mode_emulates_what_turnout_can(body: dict[str, Any], emulated: tuple[str]) -> None:
+    fit = plan(body, Mode.EMULATE)
+    assert isinstance(fit, Translation)
+    assert fit.emulated == emulated
+    assert fit.body == {**CHAT, **body}  # the emulation, not the planner, rewrites the body
+
+
+def test_emulate_mode_refuses_what_has_no_emulation() -> None:
+    assert plan({"seed": 4}, Mode.EMULATE) == Refusal(
+        "seed", "`seed` is not supported by this deployment"
+    )
+
+
+@pytest.mark.parametrize("body", [{"n": 3}, {"seed": 4}, {"stop": "x"}, {"stream": True}])
+def test_strict_mode_refuses_anything_not_native(body: dict[str, Any]) -> None:
+    refusal = plan(body, Mode.STRICT)
+    assert isinstance(refusal, Refusal)
+    assert refusal.param == next(iter(body))
+
+
+def test_drop_mode_drops_and_reports() -> None:
+    fit = plan({"seed": 4, "n": 2}, Mode.DROP)
+    assert isinstance(fit, Translation)
+    assert set(fit.dropped) == {"seed", "n"}
+    assert "seed" not in fit.body
+    assert "n" not in fit.body
+
+
+def test_a_stream_is_never_dropped_but_emulated() -> None:
+    fit = plan({"stream": True}, Mode.DROP)
+    assert isinstance(fit, Translation)
+    assert fit.emulated == ("stream",)
+    assert fit.body["stream"] is True
+
+
+def test_out_of_range_values_are_clamped_or_refused() -> None:
+    fit = plan({"temperature": 1.7}, Mode.EMULATE)
+    assert isinstance(fit, Translation)
+    assert (fit.clamped, fit.body["temperature"]) == (("temperature",), 1.0)
+    completion = translate(
+        Endpoint.COMPLETIONS, {"prompt": "x", "logprobs": 5}, Capabilities(max_logprobs=3),
+        Mode.DROP, EMULABLE,
+    )  # fmt: skip
+    assert isinstance(completion, Translation)
+    assert completion.body["logprobs"] == 3
+    refusal = plan({"temperature": 1.7}, Mode.STRICT)
+    assert isinstance(refusal, Refusal)
+    assert refusal.param == "temperature"
+
+
+def test_an_endpoint_the_deployment_does_not_serve_is_refused() -> None:
+    refusal = plan({"prompt": "x"}, Mode.DROP, Endpoint.COMPLETIONS)
+    assert isinstance(refusal, Refusal)
+    assert refusal.param == "model"
+
+
+def test_capability_overrides_from_config() -> None:
+    narrowed = Capabilities().with_overrides({"n": False, "stop": 2, "temperature": 1})
+    assert (narrowed.max_n, narrowed.max_stop, narrowed.max_temperature) == (1, 2, 1.0)
+    assert narrowed.with_overrides({"n": True}).max_n == 128
+
+
+def test_n_with_best_of_is_not_fanned_out() -> None:
+    refusal = plan({"n": 3, "best_of": 3}, Mode.EMULATE, Endpoint.COMPLETIONS)
+    assert refusal == Refusal("model", "this deployment does not serve /v1/completions")
+    full_but_n = Capabilities(max_n=2)
+    fit = translate(
+        Endpoint.COMPLETIONS, {"prompt": "x", "n": 3, "best_of": 4}, full_but_n, Mode.EMULATE,
+        EMULABLE,
+    )  # fmt: skip
+    assert isinstance(fit, Refusal)
+    assert fit.param == "n"

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from providers.openai.adapter import OpenAIProvider
+from providers.openai.settings import OpenAISettings
+from providers.timeouts import UpstreamTimeouts
+from providers.types import Endpoint, JSONObject, ProviderRequest
+from tests.fakes.openai_upstream import FakeOpenAIUpstream
+
+
+@pytest.fixture
+async def provider(upstream: FakeOpenAIUpstream) -> AsyncIterator[OpenAIProvider]:
+    real = OpenAIProvider(
+        "up", OpenAISettings(kind="openai", base_url=upstream.base_url), UpstreamTimeouts()
+    )
+    await real.start()
+    yield real
+    await real.aclose()
+
+
+def chat(content: str = "hello world", **extra: Any) -> ProviderRequest:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}], **extra}
+    return ProviderRequest(Endpoint.CHAT, body)
+
+
+def completion(prompt: str | list[str] = "hello world", **extra: Any) -> ProviderRequest:
+    return ProviderRequest(
+        Endpoint.COMPLETIONS, {"model": "gpt-4o-mini", "prompt": prompt, **extra}
+    )
+
+
+def posted(upstream: FakeOpenAIUpstream) -> list[JSONObject]:
+    """The JSON bodies the fake received, oldest first."""
+    return [r.json for r in upstream.requests if r.method == "POST"]
+
+
+def chat_texts(chunks: list[JSONObject]) -> dict[int, str]:
+    texts: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            piece = choice["delta"].get("content") or ""
+            texts[choice["index"]] = texts.get(choice["index"], "") + piece
+    return texts
+
+
+def finishes(chunks: list[JSONObject]) -> dict[int, list[str]]:
+    seen: dict[int, list[str]] = {}
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            if choice.get("finish_reason"):
+                seen.setdefault(choice["index"], []).append(choice["finish_reason"])
+    return seen
