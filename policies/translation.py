@@ -11,7 +11,7 @@ is skipped before it is called.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -82,11 +82,22 @@ def translate(
     emulable: frozenset[str] = frozenset(),
 ) -> Translation | Refusal:
     """How `capabilities` can serve `body`; `emulable` names the emulations on offer."""
-    if not capabilities.serves(endpoint):
-        if mode is Mode.EMULATE and endpoint.value in emulable:
-            return Translation(body, emulated=(endpoint.value,))
-        return Refusal("model", f"this deployment does not serve /v1/{endpoint.path[1:]}")
     draft = _Draft(dict(body), mode, emulable)
+    if not capabilities.serves(endpoint):
+        via_chat = endpoint is Endpoint.COMPLETIONS and capabilities.chat
+        if mode is Mode.STRICT or not via_chat or "completions" not in emulable:
+            return Refusal("model", f"this deployment does not serve /v1/{endpoint.path[1:]}")
+        # Each prompt becomes its own chat: completions-only options must be emulated too,
+        # and logprobs come from chat's top_logprobs.
+        draft.emulated.append("completions")
+        capabilities = replace(
+            capabilities,
+            completions=True,
+            echo=False,
+            best_of=False,
+            suffix=False,
+            max_logprobs=min(5, capabilities.max_top_logprobs),
+        )
     for check in _CHECKS:
         refusal = check(draft, capabilities, endpoint)
         if refusal is not None:
@@ -117,10 +128,24 @@ def _n(d: _Draft, c: Capabilities, _: Endpoint) -> Refusal | None:
     return d.unsupported("n", f"n={n}")
 
 
+def _completions_only(d: _Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
+    """best_of and echo can be emulated only when what they need exists: logprobs to rank
+    candidates; no prompt logprobs asked for (they cannot be made up)."""
+    if (d.body.get("best_of") or 1) > (d.body.get("n") or 1) and not c.best_of:
+        if c.max_logprobs < 0 and d.mode is not Mode.DROP:
+            return Refusal("best_of", "best_of needs logprobs, which this deployment lacks")
+        refusal = d.unsupported("best_of", "`best_of`")
+        if refusal is not None:
+            return refusal
+    if d.body.get("echo") and not c.echo:
+        if d.body.get("logprobs") is not None and d.mode is not Mode.DROP:
+            return Refusal("echo", "echo with logprobs needs prompt logprobs")
+        return d.unsupported("echo", "`echo`")
+    return None
+
+
 def _flags(d: _Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
     wanted = {
-        "best_of": (d.body.get("best_of") or 1) > 1 and not c.best_of,
-        "echo": bool(d.body.get("echo")) and not c.echo,
         "suffix": d.body.get("suffix") is not None and not c.suffix,
         "logit_bias": bool(d.body.get("logit_bias")) and not c.logit_bias,
         "seed": d.body.get("seed") is not None and not c.seed,
@@ -173,4 +198,12 @@ def _structured(body: Mapping[str, Any]) -> bool:
     return isinstance(response_format, dict) and response_format.get("type") != "text"
 
 
-_CHECKS: tuple[Check, ...] = (_stream, _n, _flags, _logprobs, _stop, _temperature)
+_CHECKS: tuple[Check, ...] = (
+    _stream,
+    _n,
+    _completions_only,
+    _flags,
+    _logprobs,
+    _stop,
+    _temperature,
+)

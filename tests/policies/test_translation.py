@@ -90,7 +90,13 @@ def test_out_of_range_values_are_clamped_or_refused() -> None:
 
 
 def test_an_endpoint_the_deployment_does_not_serve_is_refused() -> None:
-    refusal = plan({"prompt": "x"}, Mode.DROP, Endpoint.COMPLETIONS)
+    no_embeddings = Capabilities(embeddings=False)
+    embeddings = translate(
+        Endpoint.EMBEDDINGS, {"input": "x"}, no_embeddings, Mode.EMULATE, EMULABLE
+    )
+    assert isinstance(embeddings, Refusal)
+    assert embeddings.param == "model"
+    refusal = plan({"prompt": "x"}, Mode.STRICT, Endpoint.COMPLETIONS)
     assert isinstance(refusal, Refusal)
     assert refusal.param == "model"
 
@@ -103,7 +109,7 @@ def test_capability_overrides_from_config() -> None:
 
 def test_n_with_best_of_is_not_fanned_out() -> None:
     refusal = plan({"n": 3, "best_of": 3}, Mode.EMULATE, Endpoint.COMPLETIONS)
-    assert refusal == Refusal("model", "this deployment does not serve /v1/completions")
+    assert refusal == Refusal("n", "n=3 with best_of is not supported by this deployment")
     full_but_n = Capabilities(max_n=2)
     fit = translate(
         Endpoint.COMPLETIONS, {"prompt": "x", "n": 3, "best_of": 4}, full_but_n, Mode.EMULATE,
@@ -111,3 +117,40 @@ def test_n_with_best_of_is_not_fanned_out() -> None:
     )  # fmt: skip
     assert isinstance(fit, Refusal)
     assert fit.param == "n"
+
+
+CHAT_ONLY = Capabilities(
+    completions=False, embeddings=False, echo=False, best_of=False, max_top_logprobs=20
+)
+PROMPT: dict[str, Any] = {"model": "m", "prompt": "x"}
+
+
+def test_completions_on_a_chat_only_backend_are_emulated_prompt_by_prompt() -> None:
+    fit = translate(Endpoint.COMPLETIONS, PROMPT, CHAT_ONLY, Mode.EMULATE, EMULABLE)
+    assert isinstance(fit, Translation)
+    assert fit.emulated == ("completions",)
+    strict = translate(Endpoint.COMPLETIONS, PROMPT, CHAT_ONLY, Mode.STRICT, EMULABLE)
+    assert isinstance(strict, Refusal)
+    assert strict.param == "model"
+
+
+def test_echo_is_emulated_unless_prompt_logprobs_are_asked_for() -> None:
+    fit = translate(
+        Endpoint.COMPLETIONS, {**PROMPT, "echo": True}, CHAT_ONLY, Mode.EMULATE, EMULABLE
+    )
+    assert isinstance(fit, Translation)
+    assert fit.emulated == ("completions", "echo")
+    body = {**PROMPT, "echo": True, "logprobs": 1}
+    refusal = translate(Endpoint.COMPLETIONS, body, CHAT_ONLY, Mode.EMULATE, EMULABLE)
+    assert refusal == Refusal("echo", "echo with logprobs needs prompt logprobs")
+
+
+def test_best_of_is_emulated_only_where_logprobs_exist() -> None:
+    body = {**PROMPT, "best_of": 3}
+    fit = translate(Endpoint.COMPLETIONS, body, CHAT_ONLY, Mode.EMULATE, EMULABLE)
+    assert isinstance(fit, Translation)
+    assert fit.emulated == ("completions", "best_of")
+    blind = Capabilities(best_of=False, max_logprobs=-1, max_top_logprobs=-1)
+    refusal = translate(Endpoint.COMPLETIONS, body, blind, Mode.EMULATE, EMULABLE)
+    assert isinstance(refusal, Refusal)
+    assert refusal.param == "best_of"

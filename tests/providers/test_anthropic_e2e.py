@@ -199,11 +199,29 @@ def test_include_usage_gives_the_usage_chunk(server: RunningTurnout) -> None:
     assert all(c.usage is None and c.choices for c in rest)
 
 
-def test_completions_request_to_anthropic_model_is_400(
+def test_completions_on_anthropic_are_one_chat_per_prompt(
+    server: RunningTurnout, claude: FakeAnthropicUpstream
+) -> None:
+    with server.client() as client:
+        reply = client.completions.with_raw_response.create(
+            model="c", prompt=["first prompt", "second prompt"], max_tokens=20
+        )
+    completion = reply.parse()
+    assert reply.headers["x-turnout-emulated"] == "completions"
+    assert [c.text for c in completion.choices] == ["Hello from Claude"] * 2
+    assert [c.index for c in completion.choices] == [0, 1]
+    sent = sorted(r.json["messages"][0]["content"][0]["text"] for r in claude.requests)
+    assert sent == ["first prompt", "second prompt"]  # two chats, never one merged
+    assert all(len(r.json["messages"]) == 1 for r in claude.requests)
+
+
+def test_completions_on_anthropic_in_strict_mode_are_400(
     server: RunningTurnout, claude: FakeAnthropicUpstream
 ) -> None:
     with server.client() as client, pytest.raises(openai.BadRequestError) as caught:
-        client.completions.create(model="c", prompt="hi")
+        client.completions.create(
+            model="c", prompt="hi", extra_body={"router": {"translation": "strict"}}
+        )
     assert "does not serve /v1/completions" in str(caught.value)
     assert claude.requests == []
 

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from providers.base import Provider
 from providers.openai.adapter import OpenAIProvider
 from providers.openai.settings import OpenAISettings
 from providers.timeouts import UpstreamTimeouts
@@ -54,3 +55,12 @@ def finishes(chunks: list[JSONObject]) -> dict[int, list[str]]:
             if choice.get("finish_reason"):
                 seen.setdefault(choice["index"], []).append(choice["finish_reason"])
     return seen
+
+
+async def answer(provider: Provider, request: ProviderRequest) -> None:
+    """Runs the call the request asks for (streamed or whole), discarding the answer."""
+    if request.stream:
+        async for _ in provider.stream(request):
+            pass
+    else:
+        await provider.complete(request)
