@@ -4,13 +4,14 @@ the x-turnout-emulated / -dropped / -clamped headers."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import openai
 import pytest
 
-from tests.fakes.openai_upstream import FakeOpenAIUpstream, Ok
+from tests.fakes.openai_upstream import FakeOpenAIUpstream, Ok, Status
 from tests.turnout_server import RunningTurnout, simple_config
 
 StartTurnout = Callable[[dict[str, Any]], RunningTurnout]
@@ -141,3 +142,76 @@ def test_unknown_capability_keys_are_a_config_error(upstream: FakeOpenAIUpstream
 
     with pytest.raises(ValidationError, match="unknown capabilities nn"):
         TurnoutConfig.model_validate(single(upstream, nn=False))
+
+
+def _scored(texts_and_logprobs: list[tuple[str, list[float]]]) -> bytes:
+    choices = [
+        {
+            "index": i,
+            "text": text,
+            "finish_reason": "stop",
+            "logprobs": {
+                "tokens": [f"t{j}" for j in range(len(logprobs))],
+                "token_logprobs": logprobs,
+                "top_logprobs": [{} for _ in logprobs],
+                "text_offset": list(range(len(logprobs))),
+            },
+        }
+        for i, (text, logprobs) in enumerate(texts_and_logprobs)
+    ]
+    body = {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "created": 1,
+        "model": "a-model",
+        "choices": choices,
+        "usage": {"prompt_tokens": 2, "completion_tokens": 7, "total_tokens": 9},
+    }
+    return json.dumps(body).encode()
+
+
+def test_best_of_is_emulated_by_ranking_candidates_by_mean_logprob(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream
+) -> None:
+    # By sum "bad" (-3.0) would beat "long" (-3.6); by mean "short" (-0.5) wins.
+    upstream.enqueue(
+        Status(200, body=_scored([("long", [-0.9, -0.9, -0.9, -0.9]), ("short", [-0.5, -0.5]),
+                                  ("bad", [-3.0])]))
+    )  # fmt: skip
+    client = turnout(single(upstream, best_of=False)).client()
+    reply = client.completions.with_raw_response.create(model="m", prompt="x", best_of=3)
+    completion = reply.parse()
+    assert reply.headers["x-turnout-emulated"] == "best_of"
+    assert [(c.index, c.text) for c in completion.choices] == [(0, "short")]
+    assert completion.choices[0].logprobs is None  # the caller did not ask for them
+    sent = upstream.requests[0].json
+    assert (sent["n"], sent["logprobs"], "best_of" in sent) == (3, 0, False)
+
+
+def test_echo_is_emulated_for_a_backend_without_it(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream
+) -> None:
+    client = turnout(single(upstream, echo=False)).client()
+    reply = client.completions.with_raw_response.create(model="m", prompt="say hi", echo=True)
+    assert reply.headers["x-turnout-emulated"] == "echo"
+    assert reply.parse().choices[0].text == "say hi" + "echo: say hi"
+    assert "echo" not in upstream.requests[0].json
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="m", prompt="say hi", echo=True, logprobs=1)
+    assert isinstance(caught.value.body, dict)
+    assert caught.value.body["param"] == "echo"
+
+
+def test_n_streamed_through_fan_out_gives_each_index_one_finish(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream
+) -> None:
+    client = turnout(single(upstream, n=False)).client()
+    finishes: dict[int, list[str]] = {}
+    texts: dict[int, str] = {}
+    for chunk in client.chat.completions.create(model="m", messages=MESSAGES, n=3, stream=True):
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+            if choice.finish_reason:
+                finishes.setdefault(choice.index, []).append(choice.finish_reason)
+    assert finishes == {0: ["stop"], 1: ["stop"], 2: ["stop"]}
+    assert set(texts.values()) == {"echo: alpha beta gamma delta"}
