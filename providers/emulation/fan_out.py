@@ -14,7 +14,7 @@ import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from providers.base import Provider
+from providers.emulation.interleave import interleave
 from providers.emulation.wrapper import (
     ProviderWrapper,
     choice_index,
@@ -24,7 +24,6 @@ from providers.emulation.wrapper import (
 from providers.types import JSONObject, ProviderRequest, ProviderResponse
 
 T = TypeVar("T")
-_END = object()  # a call's stream ended
 
 
 class FanOutN(ProviderWrapper):
@@ -57,29 +56,14 @@ class FanOutN(ProviderWrapper):
     async def _merged_stream(
         self, request: ProviderRequest, n: int
     ) -> AsyncGenerator[JSONObject, None]:
-        queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue(maxsize=n)
-        pumps = [
-            asyncio.create_task(_pump(self.inner, r, i, queue))
-            for i, r in enumerate(split_request(request, n))
-        ]
         merger = _StreamMerger(n, include_usage(request.body))
-        try:
-            ended = 0
-            while ended < n:
-                i, item = await queue.get()
-                if item is _END:
-                    ended += 1
-                elif isinstance(item, BaseException):
-                    raise item
-                elif (chunk := merger.rewrite(i, item)) is not None:
+        # Closing `interleave` (consumer gone, a call failed) closes every inner stream.
+        async with contextlib.aclosing(interleave(self.inner, split_request(request, n))) as calls:
+            async for i, item in calls:
+                if (chunk := merger.rewrite(i, item)) is not None:
                     yield chunk
-            if (last := merger.usage_chunk()) is not None:
-                yield last
-        finally:
-            # Consumer gone, a call failed, or all done: close every inner stream.
-            for pump in pumps:
-                pump.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
+        if (last := merger.usage_chunk()) is not None:
+            yield last
 
 
 class _StreamMerger:
@@ -125,19 +109,6 @@ class _StreamMerger:
             return None
         usage = merge_usage(self.usages[i] for i in sorted(self.usages))
         return {**self.head, "choices": [], "usage": usage}
-
-
-async def _pump(
-    inner: Provider, request: ProviderRequest, call: int, queue: asyncio.Queue[tuple[int, Any]]
-) -> None:
-    try:
-        async with contextlib.aclosing(inner.stream(request)) as chunks:
-            async for chunk in chunks:
-                await queue.put((call, chunk))
-    except Exception as exc:  # handed to the consumer, which raises it
-        await queue.put((call, exc))
-        return
-    await queue.put((call, _END))
 
 
 def _n(body: Mapping[str, Any]) -> int:
