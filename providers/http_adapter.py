@@ -1,0 +1,99 @@
+"""The skeleton every HTTP backend adapter shares: a pooled session opened and closed with
+the app; a POST under the first-byte timeout whose error statuses become `UpstreamError`
+through the adapter's own parser; and the answer as one JSON value or as SSE events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import orjson
+
+from providers.base import Provider
+from providers.errors import Failure, UpstreamError
+from providers.http import (
+    iter_body,
+    mapped_transport_errors,
+    open_session,
+    parse_retry_after,
+    read_body,
+)
+from providers.sse import SSEDecoder, SSEEvent
+from providers.timeouts import UpstreamTimeouts
+
+# (status, body, retry-after seconds, provider name) → the backend's error, in our terms.
+ErrorParser = Callable[[int, bytes, float | None, str], UpstreamError]
+
+
+class HTTPProvider(Provider):
+    def __init__(
+        self,
+        name: str,
+        *,
+        timeouts: UpstreamTimeouts,
+        max_connections: int,
+        headers: dict[str, str],
+        parse_error: ErrorParser,
+    ) -> None:
+        super().__init__(name)
+        self._timeouts = timeouts
+        self._max_connections = max_connections
+        self._headers = {"content-type": "application/json", **headers}
+        self._parse_error = parse_error
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = open_session(self._timeouts, self._max_connections)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def post_json(self, url: str, body: bytes) -> Any:
+        """The whole answer, parsed; a body that is not JSON is a protocol error."""
+        async with self._post(url, body) as response:
+            with mapped_transport_errors(self.name, started=True):
+                content = await read_body(response, self._timeouts.stream_idle)
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError.protocol(f"{self.name}: response is not JSON") from exc
+
+    async def post_events(self, url: str, body: bytes) -> AsyncGenerator[SSEEvent, None]:
+        """SSE events as they arrive (an unterminated last event included when the body ends
+        cleanly). Close the generator to release the connection at once."""
+        decoder = SSEDecoder()
+        async with self._post(url, body) as response:
+            with mapped_transport_errors(self.name, started=True):
+                async for raw in iter_body(response, self._timeouts.stream_idle):
+                    for event in decoder.feed(raw):
+                        yield event
+        for event in decoder.close():
+            yield event
+
+    @asynccontextmanager
+    async def _post(self, url: str, body: bytes) -> AsyncIterator[aiohttp.ClientResponse]:
+        if self._session is None:
+            raise UpstreamError(
+                f"{self.name}: not started yet",
+                failure=Failure.CONNECT,
+                status=503,
+                type="service_unavailable",
+            )
+        with mapped_transport_errors(self.name):
+            async with asyncio.timeout(self._timeouts.first_byte):
+                response = await self._session.post(url, data=body, headers=self._headers)
+        try:
+            if response.status >= 400:
+                with mapped_transport_errors(self.name, started=True):
+                    content = await read_body(response, self._timeouts.stream_idle)
+                retry_after = parse_retry_after(response.headers)
+                raise self._parse_error(response.status, content, retry_after, self.name)
+            yield response
+        finally:
+            response.release()
