@@ -23,6 +23,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
+	sh scripts/ensure-redis.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -1,0 +1,141 @@
+"""The one interface the policy layer keeps its shared state behind.
+
+Two implementations: `MemoryStore` (one process, nothing to set up; the default) and
+`RedisStore` (several Turnout replicas share breakers, limits, statistics and cache).
+Every operation that reads and then writes is atomic in both: in memory because it runs
+with no await between the read and the write; in Redis because it is one Lua script.
+
+Time is always passed in (`now`, seconds on the wall clock) rather than read by the store,
+so tests can drive breakers and limits with an injected clock, and so every replica uses
+the same notion of time for the same key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class LimitKind(StrEnum):
+    RATE = "rate"  # a token bucket: `capacity` per `period_s`, refilled continuously
+    BUDGET = "budget"  # a fixed calendar period: `capacity` per period, reset at its end
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One limit to check and charge, e.g. team `research`'s requests per minute."""
+
+    key: str  # e.g. "rpm:team:research"; the store prefixes its own namespace
+    kind: LimitKind
+    capacity: int
+    period_s: float  # RATE: refill period; BUDGET: period length
+    period_end: float = 0.0  # BUDGET only: when the current period ends (wall clock)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """A limit after a check: what is left and when it is whole again (or resets)."""
+
+    limit: Limit
+    remaining: int
+    reset_s: float  # seconds until `remaining` is back to `capacity` (BUDGET: period end)
+    retry_after_s: float = 0.0  # when refused: seconds until the refused cost would fit
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    allowed: bool
+    states: tuple[LimitState, ...]  # one per limit, in the order given
+    refused_by: Limit | None = None  # the first limit that did not have room
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    failures: int = 3  # consecutive failures that open the breaker
+    cooldown_s: float = 5.0  # open this long before one probe is let through
+    failure_rate: float | None = None  # also open when this share of calls in `window_s` failed
+    window_s: float = 30.0
+    min_calls: int = 10  # ... among at least this many calls
+    probe_timeout_s: float = 60.0  # a half-open probe not reported by then frees its slot
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerView:
+    state: BreakerState
+    allowed: bool  # may a call go to this deployment now?
+    probe: bool = False  # this call is the one half-open probe
+    open_until: float = 0.0  # when an open breaker will let a probe through
+    consecutive_failures: int = 0
+
+
+class StateStore(Protocol):
+    # --- limits -----------------------------------------------------------------------
+    async def admit(self, limits: Sequence[Limit], costs: Sequence[int], now: float) -> Admission:
+        """All or nothing: if every limit has room for its cost, take them all; otherwise
+        take none and say which limit refused first. Never over-admits under concurrency."""
+
+    async def charge(self, limits: Sequence[Limit], costs: Sequence[int], now: float) -> None:
+        """Take (or, with a negative cost, give back) without checking: the true token
+        count once a response is known, after `admit` reserved an estimate. May go below 0."""
+
+    async def peek(self, limits: Sequence[Limit], now: float) -> tuple[LimitState, ...]:
+        """Each limit's state without changing it (for explain and headers)."""
+
+    # --- circuit breakers ---------------------------------------------------------------
+    async def breaker_acquire(
+        self, deployment: str, policy: BreakerPolicy, now: float
+    ) -> BreakerView:
+        """May a call go to `deployment`? Closed: yes. Open before its cooldown: no. Open
+        after it: the breaker half-opens and this caller (only this one) gets the probe.
+        Half-open with a probe out: no (until `probe_timeout_s` frees the slot)."""
+
+    async def breaker_record(
+        self,
+        deployment: str,
+        policy: BreakerPolicy,
+        ok: bool,
+        now: float,
+        retry_after_s: float | None = None,
+    ) -> BreakerView:
+        """The outcome of a call: success closes a half-open breaker and resets counts;
+        a failure of the probe re-opens it with the cooldown restarted; failures past the
+        threshold (or rate) open a closed one. The open period is the longer of the
+        cooldown and `retry_after_s` (a 429's Retry-After)."""
+
+    async def breaker_views(
+        self, deployments: Sequence[str], policy: BreakerPolicy, now: float
+    ) -> Mapping[str, BreakerView]:
+        """Read-only state of each, for explain and metrics (an open breaker past its
+        cooldown reads as half-open, allowed)."""
+
+    # --- statistics for routing strategies ----------------------------------------------
+    async def observe_latency(self, deployment: str, seconds: float, alpha: float) -> None:
+        """Fold one latency sample into the deployment's EWMA (weight `alpha` on the new)."""
+
+    async def latencies(self, deployments: Sequence[str]) -> Mapping[str, float]:
+        """EWMA latency of each deployment that has one (others are absent)."""
+
+    async def add_in_flight(self, deployment: str, delta: int) -> None:
+        """+1 when a call to `deployment` starts, -1 when it ends."""
+
+    async def in_flight(self, deployments: Sequence[str]) -> Mapping[str, int]:
+        """Calls in flight to each (0 when none), summed over every replica sharing the store."""
+
+    # --- response cache -----------------------------------------------------------------
+    async def cache_get(self, key: str) -> bytes | None: ...
+
+    async def cache_set(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    # --- life cycle ---------------------------------------------------------------------
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached (start-up check)."""
+
+    async def aclose(self) -> None: ...
