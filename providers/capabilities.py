@@ -18,10 +18,12 @@ _KEYS = {
     "chat": "chat",
     "embeddings": "embeddings",
     "stream": "stream",
+    "non_streaming": "non_streaming",
     "stream_options": "stream_usage",
     "n": "max_n",
     "best_of": "best_of",
     "echo": "echo",
+    "prompt_logprobs": "prompt_logprobs",
     "suffix": "suffix",
     "logprobs": "max_logprobs",
     "top_logprobs": "max_top_logprobs",
@@ -41,16 +43,22 @@ UNLIMITED_STOP = 1_000_000
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """Native support. Numeric fields are limits: `max_n` 1 means no `n`, `max_stop` 0 no
-    `stop`, `max_logprobs` -1 no completions logprobs (0 is "the sampled token only")."""
+    `stop`, `max_logprobs` -1 no completions logprobs (0 is "the sampled token only").
+
+    `non_streaming` false: the backend only streams (whole answers are assembled from its
+    stream). `prompt_logprobs`: vLLM's extension, the prompt tokens' logprobs on request
+    (`prompt_logprobs: k`, whole answers only); off unless declared."""
 
     completions: bool = True
     chat: bool = True
     embeddings: bool = True
     stream: bool = True
+    non_streaming: bool = True
     stream_usage: bool = True
     max_n: int = 128
     best_of: bool = True
     echo: bool = True
+    prompt_logprobs: bool = False
     suffix: bool = True
     max_logprobs: int = 5
     max_top_logprobs: int = 20

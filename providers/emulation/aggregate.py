@@ -3,7 +3,8 @@
 Chat: content and refusal concatenated per choice index, tool calls reassembled by their
 index (id, type and name arrive once, argument fragments are concatenated), logprob
 content lists concatenated. Completions: text and the four logprob arrays concatenated.
-The usage comes from the usage chunk, which the upstream call always asks for.
+The usage comes from the usage chunk, which the upstream call asks for unless told the
+backend cannot give one (then `usage` is null).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from providers.base import Provider
 from providers.emulation.wrapper import ProviderWrapper, choice_index, chunk_choices
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
 
@@ -74,16 +76,18 @@ class _Choice:
 class AggregatedResponse(ProviderWrapper):
     """`complete` streams from the inner provider and returns the assembled response."""
 
+    def __init__(self, inner: Provider, *, usage: bool = True) -> None:
+        super().__init__(inner)
+        self.usage = usage  # whether the inner stream can carry usage
+
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
-        options = request.body.get("stream_options")
-        body = {
-            **request.body,
-            "stream": True,
-            "stream_options": {
+        body = {**request.body, "stream": True}
+        if self.usage:
+            options = request.body.get("stream_options")
+            body["stream_options"] = {
                 **(options if isinstance(options, dict) else {}),
                 "include_usage": True,
-            },
-        }
+            }
         chat = request.endpoint is Endpoint.CHAT
         head: JSONObject = {}
         choices: dict[int, _Choice] = {}

@@ -9,7 +9,11 @@ OpenAI's are; usage is summed over the prompts (each chat read a different promp
 
 Completions-only fields are handled here: `echo` prepends the prompt (`PromptEcho`),
 `logprobs: k` asks chat for `logprobs: true, top_logprobs: k` and maps the answer back
-to completions' four arrays; `suffix` and `best_of > 1` are refused with a 400.
+to completions' four arrays; `best_of > 1` is refused with a 400. `suffix`, when the
+planner chose to emulate it, becomes an instruction: a system message asking for only the
+text that goes between the prompt and the suffix, both given in the user message. This is
+lossy — a chat model may comment, quote, or repeat the surrounding text — and the response
+says it was emulated; otherwise `suffix` is refused with a 400.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
+from providers.base import Provider
 from providers.emulation.echo import PromptEcho, text_prompts
 from providers.emulation.fan_out import gather_or_cancel
 from providers.emulation.interleave import interleave
@@ -34,10 +39,21 @@ from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderRespo
 # What chat has no field for, or means something else by; handled in this module.
 _COMPLETIONS_ONLY = frozenset({"prompt", "echo", "suffix", "best_of", "logprobs"})
 _DEFAULT_MAX_TOKENS = 16  # completions' default; chat's is "until the model stops"
+FILL_INSTRUCTION = (
+    "Fill in the gap in a text. The user gives the text before the gap in <before> and "
+    "the text after it in <after>. Reply with only the missing text that goes between "
+    "them, exactly as it would appear in place: no explanation, no quotes, no code "
+    "fences, and do not repeat the text before or after the gap."
+)
 
 
 class CompletionsViaChat(ProviderWrapper):
-    """Serves `/v1/completions` with one chat call per prompt; other endpoints pass."""
+    """Serves `/v1/completions` with one chat call per prompt; other endpoints pass.
+    `fill_suffix`: answer `suffix` with the fill-in instruction instead of a 400."""
+
+    def __init__(self, inner: Provider, *, fill_suffix: bool = False) -> None:
+        super().__init__(inner)
+        self.fill_suffix = fill_suffix
 
     @property
     def endpoints(self) -> frozenset[Endpoint]:
@@ -47,7 +63,7 @@ class CompletionsViaChat(ProviderWrapper):
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
         if request.endpoint is not Endpoint.COMPLETIONS:
             return await self.inner.complete(request)
-        plan = _Plan(request.body)
+        plan = _Plan(request.body, self.fill_suffix)
         responses = await gather_or_cancel([self.inner.complete(c) for c in plan.chats])
         first = responses[0].body
         choices = [
@@ -68,7 +84,7 @@ class CompletionsViaChat(ProviderWrapper):
         return self._text_stream(request)
 
     async def _text_stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
-        plan = _Plan(request.body)  # a 400 is raised before the first chunk
+        plan = _Plan(request.body, self.fill_suffix)  # a 400 comes before the first chunk
         rewriter = _ChunkRewriter(plan, include_usage(request.body))
         async with contextlib.aclosing(interleave(self.inner, plan.chats)) as chunks:
             async for prompt, chunk in chunks:
@@ -81,8 +97,9 @@ class CompletionsViaChat(ProviderWrapper):
 class _Plan:
     """One completions request as its chat requests, and how their choices map back."""
 
-    def __init__(self, body: Mapping[str, Any]) -> None:
-        if body.get("suffix"):
+    def __init__(self, body: Mapping[str, Any], fill_suffix: bool) -> None:
+        suffix = body.get("suffix")
+        if suffix and not fill_suffix:
             raise bad_request("suffix is not supported by this deployment.", "suffix")
         best_of = body.get("best_of")
         if isinstance(best_of, int) and best_of > 1:
@@ -99,9 +116,7 @@ class _Plan:
         if self.logprobs:
             shared.update(logprobs=True, top_logprobs=logprobs)
         self.chats = [
-            ProviderRequest(
-                Endpoint.CHAT, {**shared, "messages": [{"role": "user", "content": prompt}]}
-            )
+            ProviderRequest(Endpoint.CHAT, {**shared, "messages": _messages(prompt, suffix)})
             for prompt in prompts
         ]
 
@@ -175,6 +190,15 @@ class _ChunkRewriter:
         if not self.with_usage or not self.usages or self.head is None:
             return None
         return {**self.head, "choices": [], "usage": sum_usage(self.usages.values())}
+
+
+def _messages(prompt: str, suffix: Any) -> list[JSONObject]:
+    if not isinstance(suffix, str) or not suffix:
+        return [{"role": "user", "content": prompt}]
+    return [
+        {"role": "system", "content": FILL_INSTRUCTION},
+        {"role": "user", "content": f"<before>{prompt}</before>\n<after>{suffix}</after>"},
+    ]
 
 
 def _head(body: Mapping[str, Any]) -> JSONObject:

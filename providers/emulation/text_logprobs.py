@@ -60,3 +60,35 @@ class LogprobOffsets:
         if mapped is not None:
             self.next[index] = self.next.get(index, 0) + sum(len(t) for t in mapped["tokens"])
         return mapped
+
+
+def chat_logprobs(completion_logprobs: Any, top: int) -> JSONObject | None:
+    """The reverse: completions' four arrays as chat's token objects, each with the `top`
+    likeliest alternatives (completions lists the sampled token too, even below them)."""
+    if not isinstance(completion_logprobs, Mapping):
+        return None
+    tokens = completion_logprobs.get("tokens")
+    if not isinstance(tokens, list):
+        return None
+    logprobs = completion_logprobs.get("token_logprobs") or []
+    tops = completion_logprobs.get("top_logprobs") or []
+    content = []
+    for i, token in enumerate(tokens):
+        token = token if isinstance(token, str) else ""
+        alternatives = tops[i] if i < len(tops) and isinstance(tops[i], Mapping) else {}
+        ranked = sorted(alternatives.items(), key=lambda item: -_number(item[1]))[:top]
+        content.append(
+            {
+                **_token(token, logprobs[i] if i < len(logprobs) else None),
+                "top_logprobs": [_token(t, lp) for t, lp in ranked],
+            }
+        )
+    return {"content": content, "refusal": None}
+
+
+def _token(token: str, logprob: Any) -> JSONObject:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else float("-inf")

@@ -30,6 +30,8 @@ _END_TOKENS = (
 _FIM_STYLES = (
     ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
     ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
+    # DeepSeek Coder spells its tokens with full-width bars (\uff5c).
+    ("<\uff5cfim▁begin\uff5c>", "<\uff5cfim▁hole\uff5c>", "<\uff5cfim▁end\uff5c>"),
     ("<|fim▁begin|>", "<|fim▁hole|>", "<|fim▁end|>"),
 )
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
@@ -145,6 +147,16 @@ class TokenizerAdapter:
         """The model's chat template applied to `messages`, ending with the assistant's
         generation prompt. Tools are handed to the template; what it does with them is the
         template's business."""
+        # The template writes its own special tokens (BOS included) into the text.
+        return self.encode_text(self.chat_text(messages, tools, tool_choice))
+
+    def chat_text(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+    ) -> str:
+        """`render_chat` as text: the special tokens written out, as a prompt to send."""
         from jinja2 import TemplateError
 
         options: dict[str, Any] = {"add_generation_prompt": True, "tokenize": False}
@@ -160,8 +172,7 @@ class TokenizerAdapter:
             ) from exc
         if not isinstance(text, str):
             raise TypeError(f"apply_chat_template returned {type(text).__name__}, not str")
-        # The template writes its own special tokens (BOS included) into the text.
-        return self.encode_text(text)
+        return text
 
     # Fill in the middle (`suffix`)
 

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from .behaviors import Status
+from .logprobs import completion_logprobs, prompt_logprobs
 
 Json = dict[str, Any]
 
@@ -126,19 +127,26 @@ def chat(body: Json, text: str | None) -> Json | list[str]:
         text = "echo: " + (_content_text(users[-1].get("content")) if users else "")
     usage = _usage(sum(_words(_content_text(m.get("content"))) for m in messages), _words(text) * n)
     head: Json = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
+    prompt_top = _count(body, "prompt_logprobs")
+    if prompt_top and body.get("stream"):  # vLLM's rule (protocol.py check_logprobs)
+        raise invalid("`prompt_logprobs` are not available when `stream=True`.", "prompt_logprobs")
     if not body.get("stream"):
         message = {"role": "assistant", "content": text, "refusal": None}
         choices = [
             {"index": i, "message": message, "logprobs": None, "finish_reason": "stop"}
             for i in range(n)
         ]
-        return {
+        answer = {
             **head,
             "object": "chat.completion",
             "system_fingerprint": None,
             "choices": choices,
             "usage": usage,
         }
+        if prompt_top is not None:  # vLLM: on chat, one list at the top level
+            said = " ".join(_content_text(m.get("content")) for m in messages)
+            answer["prompt_logprobs"] = prompt_logprobs(_pieces(said), prompt_top)
+        return answer
     head = {**head, "object": "chat.completion.chunk", "system_fingerprint": None}
     extra: Json = {"usage": None} if _include_usage(body) else {}
 
@@ -156,9 +164,25 @@ def chat(body: Json, text: str | None) -> Json | list[str]:
     return [*events, "[DONE]"]
 
 
+def _count(body: Json, key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise invalid(f"`{key}` must be a positive value.", key)
+    return value
+
+
+def _item_pieces(item: str | list[int]) -> list[str]:
+    return _pieces(item) if isinstance(item, str) else [str(t) for t in item]
+
+
 def completions(body: Json, text: str | None) -> Json | list[str]:
     model, n = _model(body), _n(body)
     prompts = _inputs(body, "prompt")
+    top, prompt_top = _count(body, "logprobs"), _count(body, "prompt_logprobs")
+    if prompt_top and body.get("stream"):  # vLLM's rule (protocol.py check_logprobs)
+        raise invalid("`prompt_logprobs` are not available when `stream=True`.", "prompt_logprobs")
     answers = [
         text if text is not None else "echo: " + _item_text(p) for p in prompts for _ in range(n)
     ]
@@ -170,16 +194,27 @@ def completions(body: Json, text: str | None) -> Json | list[str]:
     }
     head["model"] = model
     if not body.get("stream"):
-        choices = [
-            {"text": a, "index": i, "logprobs": None, "finish_reason": "stop"}
-            for i, a in enumerate(answers)
-        ]
+        choices = []
+        for i, a in enumerate(answers):
+            logprobs = None if top is None else completion_logprobs(_pieces(a), top)
+            choice = {"text": a, "index": i, "logprobs": logprobs, "finish_reason": "stop"}
+            if prompt_top is not None:
+                choice["prompt_logprobs"] = prompt_logprobs(
+                    _item_pieces(prompts[i // n]), prompt_top
+                )
+            choices.append(choice)
         return {**head, "choices": choices, "usage": usage}
     extra: Json = {"usage": None} if _include_usage(body) else {}
     events: list[str] = []
     for i, answer in enumerate(answers):
-        for piece, finish in [*((p, None) for p in _pieces(answer)), ("", "stop")]:
-            choice = {"text": piece, "index": i, "logprobs": None, "finish_reason": finish}
+        pieces, offset = _pieces(answer), 0
+        for j, (piece, finish) in enumerate([*((p, None) for p in pieces), ("", "stop")]):
+            logprobs = None
+            if top is not None and piece:
+                logprobs = completion_logprobs([piece], top, start=j)
+                logprobs["text_offset"] = [offset]
+                offset += len(piece)
+            choice = {"text": piece, "index": i, "logprobs": logprobs, "finish_reason": finish}
             events.append(dumps({**head, "choices": [choice], **extra}))
     if extra:
         events.append(dumps({**head, "choices": [], "usage": usage}))

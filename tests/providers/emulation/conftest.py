@@ -6,11 +6,14 @@ from typing import Any
 import pytest
 
 from providers.base import Provider
+from providers.local.tokenizer import TokenizerAdapter
+from providers.local.tokenizer_cache import DeclaredTokenizer, TokenizerCache
 from providers.openai.adapter import OpenAIProvider
 from providers.openai.settings import OpenAISettings
 from providers.timeouts import UpstreamTimeouts
 from providers.types import Endpoint, JSONObject, ProviderRequest
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
+from tests.local_tokenizer import smollm2_tokenizer
 
 
 @pytest.fixture
@@ -21,6 +24,13 @@ async def provider(upstream: FakeOpenAIUpstream) -> AsyncIterator[OpenAIProvider
     await real.start()
     yield real
     await real.aclose()
+
+
+@pytest.fixture
+def smol() -> DeclaredTokenizer:
+    """The SmolLM2 tokenizer as a deployment would declare it (loaded once per session)."""
+    adapter = TokenizerAdapter(smollm2_tokenizer())
+    return TokenizerCache(lambda _: adapter).source("smollm2-135m-instruct")
 
 
 def chat(content: str = "hello world", **extra: Any) -> ProviderRequest:

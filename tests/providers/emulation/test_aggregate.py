@@ -53,3 +53,14 @@ async def test_streaming_passes_through(
     chunks = [c async for c in AggregatedResponse(provider).stream(chat(stream=True))]
     assert len(chunks) > 3
     assert posted(upstream)[-1].get("stream_options") is None
+
+
+async def test_a_backend_without_stream_usage_is_not_asked_for_it(
+    provider: OpenAIProvider, upstream: FakeOpenAIUpstream
+) -> None:
+    built = (await AggregatedResponse(provider, usage=False).complete(chat())).body
+    sent = posted(upstream)[-1]
+    assert sent["stream"] is True
+    assert "stream_options" not in sent
+    assert built["usage"] is None
+    assert built["choices"][0]["message"]["content"] == "echo: hello world"

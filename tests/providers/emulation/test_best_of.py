@@ -165,7 +165,11 @@ async def test_fans_out_without_native_n_and_bills_all_candidates(
 async def test_backend_without_logprobs_is_an_upstream_error(
     provider: OpenAIProvider, upstream: FakeOpenAIUpstream
 ) -> None:
-    # The fake's ordinary answer carries `"logprobs": null` whatever was asked.
+    # A backend that ignores `logprobs`: its choices carry `"logprobs": null`.
+    ignored = answer(("a", []), ("b", []))
+    for choice in ignored["choices"]:
+        choice["logprobs"] = None
+    upstream.enqueue(canned(ignored))
     with pytest.raises(UpstreamError) as caught:
         await BestOfEmulation(provider, native_n=True).complete(completion(best_of=2))
     assert (caught.value.status, caught.value.type) == (502, "upstream_protocol_error")

@@ -12,6 +12,7 @@ from openai.types import Completion
 
 from providers.base import Provider
 from providers.emulation import CompletionsViaChat
+from providers.emulation.completions_via_chat import FILL_INSTRUCTION
 from providers.errors import UpstreamError
 from providers.openai.adapter import OpenAIProvider
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
@@ -269,3 +270,18 @@ async def test_logprobs_not_asked_are_not_sent() -> None:
     body = (await CompletionsViaChat(inner).complete(completion("Say hi"))).body
     assert "logprobs" not in inner.requests[0].body
     assert body["choices"][0]["logprobs"] is None
+
+
+async def test_suffix_becomes_a_fill_in_instruction_when_emulated(
+    provider: OpenAIProvider, upstream: FakeOpenAIUpstream
+) -> None:
+    wrapper = CompletionsViaChat(provider, fill_suffix=True)
+    body = (await wrapper.complete(completion(["def f(", "x ="], suffix=" end", echo=True))).body
+    chats = [r.json["messages"] for r in upstream.requests]
+    assert sorted(m[1]["content"] for m in chats) == [
+        "<before>def f(</before>\n<after> end</after>",
+        "<before>x =</before>\n<after> end</after>",
+    ]
+    assert all(m[0] == {"role": "system", "content": FILL_INSTRUCTION} for m in chats)
+    assert all("suffix" not in r.json for r in upstream.requests)
+    assert body["choices"][0]["text"].startswith("def f(echo: <before>def f(")
