@@ -5,10 +5,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from policies.policy_config import (
+    BreakerSettings,
+    CacheSettings,
+    LimitSettings,
+    Price,
+    StateSettings,
+    Strategy,
+    TeamSettings,
+    check_key,
+)
 from policies.translation import Mode
 from providers.capabilities import CapabilityOverrides
+from providers.emulation.fim import FimSetting
+from providers.local.tokenizer_cache import TokenizerName
 from providers.registry import ProviderSettings
 from providers.timeouts import UpstreamTimeouts
 
@@ -40,6 +52,14 @@ class Deployment(_Strict):
     provider: str
     model: str
     capabilities: CapabilityOverrides | None = None
+    # Fill-in-the-middle template that emulates `suffix`: a preset (starcoder, codellama,
+    # deepseek, qwen, codestral) or a template with {prompt} and {suffix}.
+    fim: FimSetting | None = None
+    # The model's tokenizer (a packaged model name, a tokenizer directory or a .gguf):
+    # chat template for a completion-only backend, token counts, token ids and logit_bias.
+    tokenizer: TokenizerName | None = None
+    weight: float = Field(1.0, gt=0, description="For the `weighted` strategy")
+    price: Price | None = None  # for the `cost` strategy
 
     @property
     def label(self) -> str:
@@ -52,11 +72,22 @@ class ModelRoute(_Strict):
     context_window_fallbacks: list[str] = Field(default_factory=list)
     owned_by: str = "turnout"
     translation: Mode = Mode.EMULATE
+    strategy: Strategy = Strategy.PRIORITY
+    breaker: BreakerSettings | None = None  # this model's deployments; default: top-level
 
 
 class KeySettings(_Strict):
-    key: str = Field(min_length=1)
+    """A key outside any team: `admin` keys may also call the admin endpoints."""
+
+    key: str = Field(min_length=1)  # the key, or `sha256:<hex digest>`
     name: str | None = None
+    admin: bool = False
+    limits: LimitSettings | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, key: str) -> str:
+        return check_key(key)
 
 
 class TurnoutConfig(_Strict):
@@ -66,10 +97,15 @@ class TurnoutConfig(_Strict):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     models: dict[str, ModelRoute] = Field(default_factory=dict)
     keys: list[KeySettings] = Field(default_factory=list)
+    teams: dict[str, TeamSettings] = Field(default_factory=dict)
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    cache: CacheSettings | None = None  # absent: no response cache
+    state: StateSettings = Field(default_factory=StateSettings)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Self:
         problems: list[str] = []
+        problems.extend(self._team_problems())
         for name, route in self.models.items():
             for i, deployment in enumerate(route.deployments):
                 if deployment.provider not in self.providers:
@@ -87,6 +123,37 @@ class TurnoutConfig(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _team_problems(self) -> list[str]:
+        problems: list[str] = []
+        labels = {d.label for r in self.models.values() for d in r.deployments}
+        for team_name, team in self.teams.items():
+            where = f"teams.{team_name}"
+            for j, model in enumerate(team.models or ()):
+                if model not in self.models:
+                    problems.append(
+                        f"{where}.models[{j}]: unknown model {model!r} "
+                        f"(defined: {_names(self.models)})"
+                    )
+            for j, rule in enumerate(team.rules):
+                use = rule.use
+                if use.model is not None and use.model not in self.models:
+                    problems.append(f"{where}.rules[{j}].use.model: unknown model {use.model!r}")
+                for k, name in enumerate(use.deployments or ()):
+                    if name not in self.providers and name not in labels:
+                        problems.append(
+                            f"{where}.rules[{j}].use.deployments[{k}]: {name!r} is neither a "
+                            "provider nor a deployment label (provider/model)"
+                        )
+        seen: dict[str, str] = {}
+        owners = [("keys", k.key) for k in self.keys] + [
+            (f"teams.{t}.keys", key) for t, team in self.teams.items() for key in team.keys
+        ]
+        for owner, key in owners:
+            if key in seen and seen[key] != owner:
+                problems.append(f"{owner}: a key is also listed under {seen[key]}")
+            seen.setdefault(key, owner)
+        return problems
 
 
 def _names(mapping: Mapping[str, object]) -> str:

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from policies.errors import ApiError
+from policies.health import Health
 from policies.plan import DeploymentPlan, Target
 from policies.retry import CANCELLED, Attempt, Decision, call_with_retries, classify
-from policies.translation import Mode, Refusal, Translation, translate
+from policies.state.base import BreakerState
+from policies.strategies import Orderer
+from policies.translation import Mode, Refusal, Translation, declared_for, translate
 from providers.base import Provider
 from providers.capabilities import Capabilities
 from providers.emulation import EMULABLE, with_emulations
 from providers.errors import Failure, UpstreamError
+from providers.local.tokenizer_cache import TokenizerCache
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
 
 T = TypeVar("T")
@@ -31,6 +36,8 @@ class Trace:
     mode: Mode | None = None  # the request's own translation mode, if it chose one
     translation: Translation | None = None  # what was done for the deployment that answered
     refusals: list[tuple[str, Refusal]] = field(default_factory=list)
+    open_breakers: list[tuple[str, float]] = field(default_factory=list)  # (label, open until)
+    holding: Target | None = None  # a stream's deployment, counted in flight until it ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +53,18 @@ class Dispatcher:
         self,
         providers: Mapping[str, Provider],
         capabilities: Mapping[str, Capabilities] | None = None,
+        health: Health | None = None,
+        orderer: Orderer | None = None,
     ) -> None:
         """`capabilities`: each deployment's (by label), config overrides applied; a
-        deployment not listed has its provider's declared capabilities."""
+        deployment not listed has its provider's declared capabilities. `health` keeps
+        breakers and statistics (none: every deployment is always tried); `orderer`
+        applies the plan's strategy (none: config order)."""
         self._providers = providers
         self._capabilities = dict(capabilities or {})
+        self._tokenizers = TokenizerCache()  # deployments' declared tokenizers, loaded once
+        self._health = health
+        self._orderer = orderer
 
     def start_trace(self, plan: DeploymentPlan) -> Trace:
         return Trace(deadline=asyncio.get_running_loop().time() + plan.deadline_s)
@@ -98,9 +112,17 @@ class Dispatcher:
             raise UpstreamError.timeout("the request's total deadline passed mid-stream") from None
         except UpstreamError as exc:
             trace.stream_error = exc.summary()
+            if self._health is not None and trace.target is not None:
+                await self._health.failed(trace.target, exc)
             raise
         finally:
             await opened.rest.aclose()
+            await self._release(trace)
+
+    async def _release(self, trace: Trace) -> None:
+        held, trace.holding = trace.holding, None
+        if held is not None and self._health is not None:
+            await self._health.ended(held)
 
     async def _walk(
         self,
@@ -110,7 +132,7 @@ class Dispatcher:
         body: Mapping[str, Any],
         attempt: Callable[[Provider, ProviderRequest], Awaitable[T]],
     ) -> T:
-        queue = list(plan.targets)
+        queue = await self._ordered(plan.targets, plan)
         rerouted = False
         last: UpstreamError | None = None
         try:
@@ -123,20 +145,24 @@ class Dispatcher:
                     fit = self._translate(plan, trace, endpoint, body, target, provider)
                     if fit is None:
                         continue  # cannot honour this request: skipped, never called
+                    if self._health is not None and not await self._admitted(target, trace):
+                        continue  # breaker open: skipped without touching it
                     if fit.emulated:
                         provider = with_emulations(
-                            provider, fit.emulated, self._capabilities_of(target, provider)
+                            provider,
+                            fit.emulated,
+                            self._capabilities_of(target, provider),
+                            fit.declared,
                         )
                     request = ProviderRequest(
                         endpoint, {**fit.body, "model": target.deployment.model}
                     )
                     try:
-                        result = await call_with_retries(
-                            lambda: attempt(provider, request),  # noqa: B023 - awaited here
-                            label=target.label,
-                            policy=plan.retry,
-                            deadline=trace.deadline,
-                            attempts=trace.attempts,
+                        result = await self._attempts(
+                            plan,
+                            trace,
+                            target,
+                            lambda: attempt(provider, request),  # noqa: B023
                         )
                     except UpstreamError as exc:
                         last, trace.target = exc, target  # who gave the answer so far
@@ -146,7 +172,8 @@ class Dispatcher:
                         if decision is Decision.CONTEXT_WINDOW:
                             if rerouted or not plan.context_window_targets:
                                 raise
-                            queue, index, rerouted = list(plan.context_window_targets), 0, True
+                            queue = await self._ordered(plan.context_window_targets, plan)
+                            index, rerouted = 0, True
                         continue
                     trace.target, trace.translation = target, fit
                     return result
@@ -157,9 +184,84 @@ class Dispatcher:
             last = UpstreamError.timeout(
                 f"no deployment answered within the request deadline of {plan.deadline_s:g}s"
             )
+        if last is None and trace.open_breakers:
+            raise _breakers_open(trace.open_breakers, self._health)
         if last is None and trace.refusals:
             raise _refused(trace.refusals)
         raise _exhausted(last, trace.attempts)
+
+    async def _ordered(self, targets: tuple[Target, ...], plan: DeploymentPlan) -> list[Target]:
+        if self._orderer is None:
+            return list(targets)
+        return await self._orderer.order(targets, plan.strategy)
+
+    async def _admitted(self, target: Target, trace: Trace) -> bool:
+        assert self._health is not None
+        view = await self._health.acquire(target)
+        if not view.allowed:
+            trace.open_breakers.append((target.label, view.open_until))
+        return view.allowed
+
+    async def _attempts(
+        self,
+        plan: DeploymentPlan,
+        trace: Trace,
+        target: Target,
+        call: Callable[[], Awaitable[T]],
+    ) -> T:
+        """One deployment's turn: its retries, each outcome told to its breaker (which, once
+        open, ends the turn), and the call counted in flight while it runs."""
+        health = self._health
+        if health is None:
+            return await call_with_retries(
+                call,
+                label=target.label,
+                policy=plan.retry,
+                deadline=trace.deadline,
+                attempts=trace.attempts,
+            )
+        tripped = False
+
+        async def observed() -> T:
+            nonlocal tripped
+            started = time.perf_counter()
+            try:
+                result = await call()
+            except UpstreamError as exc:
+                view = await health.failed(target, exc)
+                tripped = view is not None and view.state is not BreakerState.CLOSED
+                raise
+            await health.succeeded(target, time.perf_counter() - started)
+            return result
+
+        await health.started(target)
+        held = False
+        try:
+            result = await call_with_retries(
+                observed,
+                label=target.label,
+                policy=plan.retry,
+                deadline=trace.deadline,
+                attempts=trace.attempts,
+                give_up=lambda: tripped,
+            )
+            if isinstance(result, OpenStream):
+                trace.holding, held = target, True
+            return result
+        finally:
+            if not held:
+                await health.ended(target)
+
+    def assess(
+        self, plan: DeploymentPlan, endpoint: Endpoint, body: Mapping[str, Any], target: Target
+    ) -> Translation | Refusal:
+        """How `target` would honour the request, without calling it (for explain)."""
+        provider = self._providers[target.deployment.provider]
+        return self._fit(plan, endpoint, body, target, provider, plan.mode)
+
+    @property
+    def orderer(self) -> Orderer | None:
+        return self._orderer
 
     def _capabilities_of(self, target: Target, provider: Provider) -> Capabilities:
         return self._capabilities.get(target.label) or provider.capabilities
@@ -173,12 +275,25 @@ class Dispatcher:
         target: Target,
         provider: Provider,
     ) -> Translation | None:
-        capabilities = self._capabilities_of(target, provider)
-        fit = translate(endpoint, body, capabilities, trace.mode or plan.mode, EMULABLE)
+        fit = self._fit(plan, endpoint, body, target, provider, trace.mode or plan.mode)
         if isinstance(fit, Refusal):
             trace.refusals.append((target.label, fit))
             return None
         return fit
+
+    def _fit(
+        self,
+        plan: DeploymentPlan,
+        endpoint: Endpoint,
+        body: Mapping[str, Any],
+        target: Target,
+        provider: Provider,
+        mode: Mode,
+    ) -> Translation | Refusal:
+        """How `target` can honour the request: one judgement for dispatch and explain."""
+        capabilities = self._capabilities_of(target, provider)
+        declared = declared_for(target.deployment, plan.targets[0].deployment, self._tokenizers)
+        return translate(endpoint, body, capabilities, mode, EMULABLE, declared)
 
 
 def _refused(refusals: list[tuple[str, Refusal]]) -> ApiError:
@@ -196,6 +311,21 @@ def _refused(refusals: list[tuple[str, Refusal]]) -> ApiError:
         'Send {"router": {"translation": "drop"}} to drop what a deployment cannot do.',
         param=first.param,
         code="unsupported_parameter",
+    )
+
+
+def _breakers_open(open_breakers: list[tuple[str, float]], health: Health | None) -> UpstreamError:
+    now = health.now() if health is not None else 0.0
+    wait = max(0.0, min(until for _, until in open_breakers) - now)
+    which = ", ".join(label for label, _ in open_breakers)
+    return UpstreamError(
+        f"Every deployment that could serve this request is unavailable: circuit breaker "
+        f"open ({which}). Retry in {wait:.1f}s.",
+        failure=Failure.PROTOCOL,
+        status=503,
+        type="server_error",
+        code="deployments_unavailable",
+        retry_after=max(1.0, round(wait, 1)),
     )
 
 

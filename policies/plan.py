@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from policies.config import Deployment, RetrySettings, TurnoutConfig
 from policies.errors import ApiError, model_not_found
+from policies.policy_config import Strategy
 from policies.translation import Mode
 
 
@@ -37,6 +38,7 @@ class DeploymentPlan:
     retry: RetrySettings
     deadline_s: float
     mode: Mode = Mode.EMULATE
+    strategy: Strategy = Strategy.PRIORITY
 
 
 def plan_request(
@@ -61,6 +63,7 @@ def plan_request(
         retry=config.retry,
         deadline_s=config.timeouts.total,
         mode=route.translation,
+        strategy=route.strategy,
     )
 
 

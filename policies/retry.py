@@ -74,12 +74,14 @@ async def call_with_retries(
     policy: RetrySettings,
     deadline: float,
     attempts: list[Attempt],
+    give_up: Callable[[], bool] | None = None,
 ) -> T:
     """Run `call` against one deployment, retrying what `classify` says to retry.
 
     Never retries sooner than the backend's Retry-After; a Retry-After longer than
     `policy.max_retry_after`, or a wait that would overrun `deadline` (event-loop time),
-    ends this deployment's turn instead. The last failure is re-raised.
+    ends this deployment's turn instead, as does `give_up()` turning true (its breaker
+    opened). The last failure is re-raised.
 
     The first try is made directly: building a tenacity controller costs ~25 µs, which the
     common path (first try succeeds) should not pay. A retryable first failure is replayed
@@ -89,6 +91,8 @@ async def call_with_retries(
 
     def retryable(exc: BaseException) -> bool:
         if not isinstance(exc, UpstreamError) or classify(exc) is not Decision.RETRY:
+            return False
+        if give_up is not None and give_up():
             return False
         return exc.retry_after is None or exc.retry_after <= policy.max_retry_after
 

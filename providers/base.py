@@ -35,6 +35,11 @@ class Provider(abc.ABC):
             embeddings=Endpoint.EMBEDDINGS in served,
         )
 
+    def load(self) -> int | None:
+        """Work queued or running inside this backend, if it can tell (local samplers:
+        their queue depth); None for remote APIs, whose load Turnout counts itself."""
+        return None
+
     async def start(self) -> None:  # noqa: B027 - optional hook, most adapters need none
         """Open pools or load models; called once when the app starts."""
 

@@ -1,16 +1,19 @@
-"""Per-request accounting: the response headers that say who answered, and the one
-structured log line every request ends with."""
+"""Per-request accounting: the response headers that say who answered, and what every
+request ends with: one structured log line, its metrics, and leaving the gateway."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from policies.dispatch import Trace
+from policies.routing import Route
+from policies.teams import Caller
+from router.metrics import Metrics
 
 log = structlog.get_logger("turnout.request")
 
@@ -21,6 +24,16 @@ ATTEMPTS = "x-turnout-attempts"
 EMULATED = "x-turnout-emulated"
 DROPPED = "x-turnout-dropped"
 CLAMPED = "x-turnout-clamped"
+CACHE = "x-turnout-cache"
+
+
+class InFlight(Protocol):
+    """What counts requests in flight (the gateway serving them, so a reload knows when
+    the old one has drained)."""
+
+    def enter(self) -> None: ...
+
+    def leave(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -31,18 +44,35 @@ class RequestRecord:
     stream: bool = False
     trace: Trace | None = None
     started: float = field(default_factory=time.perf_counter)
+    first_chunk_at: float | None = None  # streams: when the first chunk was ready
+    caller: Caller | None = None
+    route: Route | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)  # rate limits, cache
+    metrics: Metrics | None = None
+    in_flight: InFlight | None = None  # entered by `begin`, left by `emit`
 
     @classmethod
     def begin(
-        cls, endpoint: str, incoming_id: str | None, new_id: Callable[[], str]
+        cls,
+        endpoint: str,
+        incoming_id: str | None,
+        new_id: Callable[[], str],
+        *,
+        metrics: Metrics | None = None,
+        in_flight: InFlight | None = None,
     ) -> RequestRecord:
-        """A record for a new request, keeping the client's `x-request-id` if it sent one."""
-        if incoming_id and len(incoming_id) <= 128:
-            return cls(endpoint=endpoint, request_id=incoming_id)
-        return cls(endpoint=endpoint, request_id=new_id())
+        """A record for a new request, keeping the client's `x-request-id` if it sent one.
+        The request counts as in flight on `in_flight` until `emit`."""
+        request_id = incoming_id if incoming_id and len(incoming_id) <= 128 else new_id()
+        if in_flight is not None:
+            in_flight.enter()
+        return cls(endpoint, request_id, metrics=metrics, in_flight=in_flight)
+
+    def mark_first_chunk(self) -> None:
+        self.first_chunk_at = time.perf_counter()
 
     def headers(self) -> dict[str, str]:
-        headers = {REQUEST_ID: self.request_id}
+        headers = {REQUEST_ID: self.request_id, **self.extra_headers}
         trace = self.trace
         headers[ATTEMPTS] = str(len(trace.attempts)) if trace is not None else "0"
         if trace is not None and trace.target is not None:
@@ -60,6 +90,20 @@ class RequestRecord:
         return headers
 
     def emit(self, status: int, *, usage: Any = None, outcome: str = "ok", **extra: Any) -> None:
+        """The end of the request, called once: log line, metrics, and out of flight."""
+        elapsed = time.perf_counter() - self.started
+        in_flight, self.in_flight = self.in_flight, None
+        try:
+            self._log(status, usage, outcome, elapsed, extra)
+            if self.metrics is not None:
+                self._measure(self.metrics, status, usage, outcome, elapsed)
+        finally:
+            if in_flight is not None:
+                in_flight.leave()
+
+    def _log(
+        self, status: int, usage: Any, outcome: str, elapsed: float, extra: dict[str, Any]
+    ) -> None:
         trace = self.trace
         log.info(
             "request",
@@ -67,6 +111,9 @@ class RequestRecord:
             endpoint=self.endpoint,
             model=self.model,
             stream=self.stream,
+            key=self.caller.key_id if self.caller else None,
+            team=self.caller.team if self.caller else None,
+            rule=self.route.rule if self.route else None,
             deployment=trace.target.label if trace and trace.target else None,
             attempts=[
                 {"deployment": a.deployment, "outcome": a.outcome, "ms": a.latency_ms}
@@ -74,7 +121,24 @@ class RequestRecord:
             ],
             status=status,
             outcome=outcome,
-            latency_ms=round((time.perf_counter() - self.started) * 1000.0, 2),
+            latency_ms=round(elapsed * 1000.0, 2),
             usage=usage,
             **extra,
+        )
+
+    def _measure(
+        self, metrics: Metrics, status: int, usage: Any, outcome: str, elapsed: float
+    ) -> None:
+        # The label is the configured model the request was routed to: whatever else a
+        # client sends as `model` (unknown names included) would make it unbounded.
+        first = self.first_chunk_at
+        metrics.request_finished(
+            endpoint=self.endpoint,
+            model=self.route.plan.model if self.route is not None else "",
+            status=status,
+            outcome=outcome,
+            seconds=elapsed,
+            trace=self.trace,
+            first_token_s=None if first is None else first - self.started,
+            usage=usage,
         )

@@ -2,33 +2,47 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from litestar import Litestar
 from litestar.datastructures import State
 
 from policies.config import TurnoutConfig
-from router import catalog, endpoints
+from router import catalog, endpoints, explain, metrics
 from router.errors import EXCEPTION_HANDLERS
 from router.gateway import Gateway
+from router.metrics import Metrics
+from router.reload import reloading
 
 
-def create_app(config: TurnoutConfig) -> Litestar:
-    gateway = Gateway.from_config(config)
+def create_app(
+    config: TurnoutConfig,
+    config_path: str | Path | None = None,
+    *,
+    clock: Callable[[], float] | None = None,
+) -> Litestar:
+    """`config_path`: the file `config` came from; when given, the app reloads it on
+    SIGHUP and whenever it changes (see router.reload). `clock`: wall-clock seconds for
+    breakers and limits (tests inject one; reloads reuse it from `app.state.clock`)."""
+    observed = Metrics()  # beside the gateway, not in it: it outlives config reloads
+    gateway = Gateway.from_config(config, clock=clock, observer=observed)
 
     @asynccontextmanager
-    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
         try:
-            gateway.begin_start()
-            yield
+            startup = gateway.begin_start()
+            async with reloading(app, config_path, observed, startup):
+                yield
         finally:
-            await gateway.aclose()
+            # The gateway serving now; the reloader closed any it replaced.
+            await app.state.gateway.aclose()
 
     return Litestar(
-        route_handlers=[*endpoints.ROUTES, *catalog.ROUTES],
+        route_handlers=[*endpoints.ROUTES, *catalog.ROUTES, *metrics.ROUTES, *explain.ROUTES],
         lifespan=[lifespan],
-        state=State({"gateway": gateway}),
+        state=State({"gateway": gateway, "metrics": observed, "clock": clock}),
         exception_handlers=dict(EXCEPTION_HANDLERS),
         request_max_body_size=None,  # router.body enforces the configured limit itself
         openapi_config=None,

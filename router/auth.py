@@ -1,5 +1,6 @@
-"""Bearer-key check. Keys are compared as SHA-256 digests, so the set lookup does not
-leak a key's prefix through timing and keys are never held or logged in clear."""
+"""Bearer-key check: which caller a request comes from. Keys are looked up by SHA-256
+digest (policies/teams.py), so a lookup does not leak a key's prefix through timing and
+keys are never held or logged in clear."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from typing import Any
 from litestar import Request
 
 from policies.errors import ApiError
-from router.gateway import Gateway, digest
+from policies.teams import ANONYMOUS, Caller
+from router.gateway import Gateway
 
 
-def authenticate(request: Request[Any, Any, Any], gateway: Gateway) -> None:
+def authenticate(request: Request[Any, Any, Any], gateway: Gateway) -> Caller:
     if gateway.open_access:
-        return
+        return ANONYMOUS
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     key = key.strip()
@@ -23,10 +25,25 @@ def authenticate(request: Request[Any, Any, Any], gateway: Gateway) -> None:
             "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
             status=401,
         )
-    if digest(key) not in gateway.key_digests:
+    caller = gateway.keys.lookup(key)
+    if caller is None:
         raise ApiError(
             f"Incorrect API key provided: {_redact(key)}.", status=401, code="invalid_api_key"
         )
+    return caller
+
+
+def require_admin(request: Request[Any, Any, Any], gateway: Gateway) -> Caller:
+    """Admin endpoints: 401 without a valid key, 403 with a key that is not an admin's."""
+    caller = authenticate(request, gateway)
+    if not caller.admin:
+        raise ApiError(
+            "This endpoint needs an admin key (config `keys: [{key: ..., admin: true}]`).",
+            status=403,
+            type="permission_error",
+            code="admin_required",
+        )
+    return caller
 
 
 def _redact(key: str) -> str:

@@ -10,6 +10,7 @@ from litestar import Request, Response, get
 from litestar.params import FromPath
 
 from policies.errors import ApiError, model_not_found
+from policies.teams import Caller
 from router.accounting import RequestRecord
 from router.auth import authenticate
 from router.errors import from_api_error
@@ -20,9 +21,9 @@ AnyRequest = Request[Any, Any, Any]
 
 @get("/v1/models")
 async def list_models(request: AnyRequest) -> Response[Any]:
-    def answer(gateway: Gateway) -> dict[str, Any]:
-        data = [_model_object(gateway, name) for name in gateway.config.models]
-        return {"object": "list", "data": data}
+    def answer(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+        names = [name for name in gateway.config.models if caller.may_use(name)]
+        return {"object": "list", "data": [_model_object(gateway, name) for name in names]}
 
     return _answer(request, "models", answer)
 
@@ -31,8 +32,8 @@ async def list_models(request: AnyRequest) -> Response[Any]:
 async def retrieve_model(request: AnyRequest, model_id: FromPath[str]) -> Response[Any]:
     name = model_id.lstrip("/")
 
-    def answer(gateway: Gateway) -> dict[str, Any]:
-        if name not in gateway.config.models:
+    def answer(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+        if name not in gateway.config.models or not caller.may_use(name):
             raise model_not_found(name)
         return _model_object(gateway, name)
 
@@ -40,15 +41,14 @@ async def retrieve_model(request: AnyRequest, model_id: FromPath[str]) -> Respon
 
 
 def _answer(
-    request: AnyRequest, endpoint: str, build: Callable[[Gateway], dict[str, Any]]
+    request: AnyRequest, endpoint: str, build: Callable[[Gateway, Caller], dict[str, Any]]
 ) -> Response[Any]:
     gateway: Gateway = request.app.state.gateway
     record = RequestRecord.begin(
         endpoint, request.headers.get("x-request-id"), gateway.new_request_id
     )
     try:
-        authenticate(request, gateway)
-        body = build(gateway)
+        body = build(gateway, authenticate(request, gateway))
     except ApiError as exc:
         record.emit(exc.status, outcome="rejected", error=exc.code or exc.type)
         response = from_api_error(exc)

@@ -1,4 +1,5 @@
-"""`turnout serve` and `turnout check-config`; `python -m router` is the same."""
+"""`turnout serve`, `turnout check-config` and `turnout explain`; `python -m router` is
+the same."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from policies.config import TurnoutConfig
 from policies.loading import DEFAULT_CONFIG, ConfigError, load_config
+from router.explain_cli import explain_command
 from router.server import SERVERS, run
 
 
@@ -17,6 +19,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(Path(args.path))
+    if args.command == "explain":
+        return explain_command(args.config or DEFAULT_CONFIG, Path(args.request), args.team)
     return _serve(args)
 
 
@@ -36,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path")
+    explain = commands.add_parser(
+        "explain", help="print the routing plan for a request, calling no backend"
+    )
+    explain.add_argument("request", help="a JSON file: a request body, or an explain query")
+    explain.add_argument("--config", type=Path, default=None, help=f"default: {DEFAULT_CONFIG}")
+    explain.add_argument("--team", default=None, help="explain as this team would be routed")
     return parser
 
 
@@ -65,13 +75,23 @@ def _serve(args: argparse.Namespace) -> int:
     if refusal:
         print(refusal, file=sys.stderr)
         return 2
-    run(str(path), host=host, port=port, server=args.server, log_level=args.log_level)
+    # The embedded default is not watched: only a file the operator chose is reloaded.
+    run(
+        str(path),
+        host=host,
+        port=port,
+        server=args.server,
+        log_level=args.log_level,
+        reload=args.config is not None,
+    )
     return 0
 
 
 def open_access_refusal(config: TurnoutConfig, host: str, *, allow_open: bool) -> str | None:
     """Why Turnout will not start open to the network, or None when it may start."""
-    if config.keys or allow_open or _is_loopback(host):
+    if config.keys or any(t.keys for t in config.teams.values()) or allow_open:
+        return None
+    if _is_loopback(host):
         return None
     return (
         f"refusing to serve {host}: no keys are configured, so anyone who can reach this "

@@ -4,7 +4,7 @@ hand to the dispatcher, frame the result."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -12,16 +12,19 @@ from litestar import Request, Response, post
 from litestar.response import Stream
 
 from policies.errors import ApiError
+from policies.limits import Reservation, rate_limit_headers
+from policies.policy_config import Strategy
+from policies.routing import RouterChoices
 from policies.translation import Mode
 from providers.errors import UpstreamError
 from providers.types import Endpoint, JSONObject
-from router.accounting import RequestRecord
+from router.accounting import CACHE, RequestRecord
 from router.auth import authenticate
 from router.body import read_json_object, validate
 from router.errors import from_api_error, from_upstream_error
-from router.gateway import Gateway
+from router.gateway import Gateway, PolicyObserver
 from router.schemas.chat import ChatCompletionRequest
-from router.schemas.common import OpenAIRequest, forwardable
+from router.schemas.common import OpenAIRequest, RouterOptions, forwardable
 from router.schemas.completions import CompletionRequest
 from router.schemas.embeddings import EmbeddingRequest
 from router.sse import sse_frames
@@ -54,46 +57,124 @@ async def _serve(
 ) -> Response[Any]:
     gateway: Gateway = request.app.state.gateway
     record = RequestRecord.begin(
-        endpoint.value, request.headers.get("x-request-id"), gateway.new_request_id
+        endpoint.value,
+        request.headers.get("x-request-id"),
+        gateway.new_request_id,
+        metrics=request.app.state.metrics,
+        in_flight=gateway,
     )
+    reservation: Reservation | None = None
     try:
-        authenticate(request, gateway)
+        caller = authenticate(request, gateway)
+        record.caller = caller
         body = await read_json_object(request, gateway.config.server.max_body_bytes)
         record.model = body.get("model") if isinstance(body.get("model"), str) else None
         parsed = validate(schema, body)
-        plan = gateway.planner.plan(parsed.model, parsed.fallbacks or ())
-        record.trace = trace = gateway.dispatcher.start_trace(plan)
-        if parsed.router is not None and parsed.router.translation is not None:
-            trace.mode = Mode(parsed.router.translation)
+        route = gateway.router.route(
+            caller, body, request.headers, parsed.fallbacks or (), router_choices(parsed.router)
+        )
+        record.route = route
+        record.trace = trace = gateway.dispatcher.start_trace(route.plan)
+        reservation = await gateway.limiter.admit(caller, body, _observer(request).limit_rejected)
+        record.extra_headers.update(rate_limit_headers(reservation))
         forward = forwardable(body)
         if body.get("stream") is True:
             record.stream = True
+            if gateway.cache is not None:
+                record.extra_headers[CACHE] = "bypass"
+                _observer(request).cache("bypass")
             opened = await _unless_disconnected(
-                request, gateway.dispatcher.open_stream(plan, endpoint, forward, trace)
+                request, gateway.dispatcher.open_stream(route.plan, endpoint, forward, trace)
             )
-            frames = sse_frames(
-                gateway.dispatcher.relay(opened, trace),
-                lambda outcome, usage: record.emit(
-                    200, outcome=outcome, usage=usage, stream_error=trace.stream_error
-                ),
+            record.mark_first_chunk()
+            ended: dict[str, Any] = {}
+
+            def on_end(outcome: str, usage: Any) -> None:
+                ended["usage"] = usage
+                record.emit(200, outcome=outcome, usage=usage, stream_error=trace.stream_error)
+
+            frames = _after(
+                sse_frames(gateway.dispatcher.relay(opened, trace), on_end),
+                lambda: gateway.limiter.settle(reservation, total_tokens(ended.get("usage"))),
             )
             return Stream(
                 frames, media_type="text/event-stream", headers={**SSE_HEADERS, **record.headers()}
             )
+        choice = None
+        if gateway.cache is not None:
+            choice = gateway.cache.choose(
+                caller.team, f"{endpoint.value}:{route.plan.model}", forward, body.get("cache")
+            )
+            cached = await gateway.cache.get(choice)
+            _observer(request).cache("miss" if cached is None else "hit")
+            record.extra_headers[CACHE] = "miss" if cached is None else "hit"
+            if cached is not None:
+                await gateway.limiter.settle(reservation, 0)
+                record.emit(200, outcome="cache_hit")
+                return Response(cached, media_type="application/json", headers=record.headers())
         answer = await _unless_disconnected(
-            request, gateway.dispatcher.complete(plan, endpoint, forward, trace)
+            request, gateway.dispatcher.complete(route.plan, endpoint, forward, trace)
         )
     except ApiError as exc:
+        await gateway.limiter.settle(reservation, 0)
         record.emit(exc.status, outcome="rejected", error=exc.code or exc.type)
         return _with_headers(from_api_error(exc), record)
     except UpstreamError as exc:
+        await gateway.limiter.settle(reservation, 0)
         record.emit(exc.status, outcome="failed", error=exc.summary())
         return _with_headers(from_upstream_error(exc), record)
+    except Exception as exc:  # e.g. the shared-state store is unreachable
+        record.emit(500, outcome="error", error=type(exc).__name__)
+        raise  # router.errors answers the envelope and logs the traceback
     result: JSONObject = answer.body
     if trace.target is not None and "model" not in result:
         result["model"] = trace.target.deployment.model
-    record.emit(200, usage=result.get("usage"))
-    return Response(orjson.dumps(result), media_type="application/json", headers=record.headers())
+    usage = result.get("usage")
+    await gateway.limiter.settle(reservation, total_tokens(usage))
+    payload = orjson.dumps(result)
+    if choice is not None:
+        await gateway.cache.put(choice, payload)  # type: ignore[union-attr]
+    record.emit(200, usage=usage)
+    return Response(payload, media_type="application/json", headers=record.headers())
+
+
+def router_choices(options: RouterOptions | None) -> RouterChoices | None:
+    if options is None:
+        return None
+    return RouterChoices(
+        translation=Mode(options.translation) if options.translation else None,
+        only=options.only,
+        ignore=options.ignore,
+        strategy=Strategy(options.strategy) if options.strategy else None,
+        fallbacks=options.fallbacks or (),
+    )
+
+
+def _observer(request: AnyRequest) -> PolicyObserver:
+    metrics: PolicyObserver = request.app.state.metrics
+    return metrics
+
+
+def total_tokens(usage: Any) -> int | None:
+    """Tokens a response used, from its `usage` (None when it reported none)."""
+    if not isinstance(usage, dict):
+        return None
+    total = usage.get("total_tokens")
+    if isinstance(total, int):
+        return total
+    parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
+    return sum(p for p in parts if isinstance(p, int)) if any(parts) else None
+
+
+async def _after(
+    frames: AsyncIterator[bytes], then: Callable[[], Awaitable[None]]
+) -> AsyncIterator[bytes]:
+    """`frames`, then `then()` once they end however they end (the client may go away)."""
+    try:
+        async for item in frames:
+            yield item
+    finally:
+        await then()
 
 
 async def _unless_disconnected(request: AnyRequest, work: Awaitable[T]) -> T:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,8 +54,10 @@ def from_api_error(exc: ApiError) -> Response[bytes]:
 
 def from_upstream_error(exc: UpstreamError) -> Response[bytes]:
     headers = {}
-    if exc.status == 429 and exc.retry_after is not None:
-        headers["retry-after"] = str(max(1, round(exc.retry_after)))
+    # HTTP defines Retry-After for both: a rate limit, and every deployment unavailable.
+    if exc.status in (429, 503) and exc.retry_after is not None:
+        # Rounded up: a client told to come back too early would only be refused again.
+        headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
     return error_response(exc.status, exc.message, exc.type, exc.param, exc.code, headers)
 
 

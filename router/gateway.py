@@ -7,23 +7,43 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import itertools
+import random
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from time import perf_counter, time
+from typing import Any, Protocol
 
 import structlog
 
+from policies.cache import ResponseCache
 from policies.config import TurnoutConfig
 from policies.dispatch import Dispatcher
-from policies.plan import Planner
+from policies.health import Health
+from policies.limits import Limiter
+from policies.plan import Planner, Target
+from policies.routing import Router
+from policies.state.base import StateStore
+from policies.state.factory import build_store
+from policies.strategies import Orderer
+from policies.teams import KeyTable
 from providers.base import Provider
 from providers.capabilities import Capabilities
 from providers.registry import build_provider
+from providers.timeouts import UpstreamTimeouts
 
 log = structlog.get_logger("turnout.gateway")
+
+
+class PolicyObserver(Protocol):
+    """What the policy layer reports for metrics (router/metrics.Metrics implements it)."""
+
+    def breaker_state(self, deployment: str, state: str) -> None: ...
+
+    def limit_rejected(self, scope: str, limit: str) -> None: ...
+
+    def cache(self, result: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -32,11 +52,20 @@ class Gateway:
     providers: dict[str, Provider]
     dispatcher: Dispatcher
     planner: Planner
-    key_digests: frozenset[bytes]
+    keys: KeyTable
+    router: Router
+    limiter: Limiter
+    health: Health
+    store: StateStore
+    cache: ResponseCache | None = None
     created: int = field(default_factory=lambda: int(time()))
     ready: bool = False
     startup_error: str | None = None
     _startup: asyncio.Task[None] | None = None
+    clock: Callable[[], float] = time  # wall clock for breakers and limits; reloads keep it
+    reused: frozenset[str] = frozenset()  # providers taken, already started, from `previous`
+    _in_flight: int = 0
+    _drained: asyncio.Event | None = None
     _id_prefix: str = field(default_factory=lambda: secrets.token_hex(6))
     _id_counter: Iterator[int] = field(default_factory=itertools.count)
 
@@ -45,18 +74,52 @@ class Gateway:
         return f"req_{self._id_prefix}{next(self._id_counter):010x}"
 
     @classmethod
-    def from_config(cls, config: TurnoutConfig) -> Gateway:
-        providers = {
-            name: build_provider(name, settings, config.timeouts)
-            for name, settings in config.providers.items()
-        }
-        digests = frozenset(digest(k.key) for k in config.keys)
-        dispatcher = Dispatcher(providers, deployment_capabilities(config, providers))
-        return cls(config, providers, dispatcher, Planner(config), digests)
+    def from_config(
+        cls,
+        config: TurnoutConfig,
+        previous: Gateway | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+        observer: PolicyObserver | None = None,
+    ) -> Gateway:
+        """`previous`: the running gateway a reload replaces; its unchanged providers are
+        reused rather than built (and loaded) again."""
+        providers, reused = build_providers(config, previous)
+        store = (
+            previous.store
+            if previous is not None and previous.config.state == config.state
+            else build_store(config.state.redis_url, prefix=config.state.prefix)
+        )
+        clock = clock or (previous.clock if previous is not None else time)
+        health = Health(store, config, clock, observer.breaker_state if observer else None)
+
+        def load_of(target: Target) -> int | None:
+            return providers[target.deployment.provider].load()
+
+        orderer = Orderer(store, random.Random(), load_of)
+        dispatcher = Dispatcher(
+            providers, deployment_capabilities(config, providers), health, orderer
+        )
+        planner = Planner(config)
+        cache = ResponseCache(store, config.cache) if config.cache is not None else None
+        return cls(
+            config,
+            providers,
+            dispatcher,
+            planner,
+            KeyTable(config),
+            Router(config, planner),
+            Limiter(store, clock),
+            health,
+            store,
+            cache,
+            reused=reused,
+            clock=clock,
+        )
 
     @property
     def open_access(self) -> bool:
-        return not self.key_digests
+        return self.keys.open_access
 
     def begin_start(self) -> asyncio.Task[None]:
         """Start every provider in the background: the server answers /health/live at once
@@ -68,7 +131,14 @@ class Gateway:
         # One at a time: loading two local models at once races inside transformers' lazy
         # imports ("cannot import name 'AutoModel'"), and they would share the same cores.
         failed: list[BaseException] = []
+        try:
+            await self.store.ping()
+        except Exception as exc:
+            log.error("state_store_unreachable", error=str(exc))
+            failed.append(RuntimeError(f"state store ({self.config.state.redis_url}): {exc}"))
         for name, provider in self.providers.items():
+            if name in self.reused:
+                continue
             try:
                 await self._start_one(name, provider)
             except Exception as exc:
@@ -90,12 +160,28 @@ class Gateway:
             raise RuntimeError(f"provider {name}: {exc}") from exc
         log.info("provider_started", provider=name, seconds=round(perf_counter() - started, 2))
 
+    def enter(self) -> None:
+        """A request starts on this gateway (see `RequestRecord.begin`)."""
+        self._in_flight += 1
+
+    def leave(self) -> None:
+        self._in_flight -= 1
+        if not self._in_flight and self._drained is not None:
+            self._drained.set()
+
+    async def drained(self) -> None:
+        """Return once no request is in flight here; a replaced gateway gets no new ones."""
+        while self._in_flight:
+            self._drained = asyncio.Event()
+            await self._drained.wait()
+
     async def aclose(self) -> None:
         self.ready = False
         if self._startup is not None and not self._startup.done():
             self._startup.cancel()
             await asyncio.gather(self._startup, return_exceptions=True)
         await asyncio.gather(*(p.aclose() for p in self.providers.values()))
+        await self.store.aclose()
 
 
 def _freeze_startup_heap() -> None:
@@ -104,6 +190,30 @@ def _freeze_startup_heap() -> None:
     at 21 full collections of up to 64 ms in 8 s of load, which set the p99 latency."""
     gc.collect()
     gc.freeze()
+
+
+def build_providers(
+    config: TurnoutConfig, previous: Gateway | None
+) -> tuple[dict[str, Provider], frozenset[str]]:
+    """Every configured provider, and the names of those taken from `previous` because
+    nothing they are built from changed (settings compare by value). Only a ready
+    gateway's providers are taken: they are known to have started."""
+    old = previous if previous is not None and previous.ready else None
+    same_timeouts = old is not None and _built_with(old.config) == _built_with(config)
+    providers: dict[str, Provider] = {}
+    reused: set[str] = set()
+    for name, settings in config.providers.items():
+        if old is not None and same_timeouts and old.config.providers.get(name) == settings:
+            providers[name] = old.providers[name]
+            reused.add(name)
+        else:
+            providers[name] = build_provider(name, settings, config.timeouts)
+    return providers, frozenset(reused)
+
+
+def _built_with(config: TurnoutConfig) -> dict[str, Any]:
+    """The timeouts a provider is built with (the total deadline is the dispatcher's)."""
+    return config.timeouts.model_dump(include=set(UpstreamTimeouts.model_fields))
 
 
 def deployment_capabilities(
@@ -121,7 +231,3 @@ def deployment_capabilities(
                 .with_overrides(deployment.capabilities)
             )
     return result
-
-
-def digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()

@@ -4,7 +4,9 @@ are supported; bench/README.md has the measurements behind the default."""
 from __future__ import annotations
 
 import os
-from typing import Literal
+import signal
+import threading
+from typing import Any, Literal
 
 from litestar import Litestar
 
@@ -16,13 +18,23 @@ ServerName = Literal["granian", "uvicorn"]
 SERVERS: tuple[ServerName, ...] = ("granian", "uvicorn")
 _CONFIG_ENV = "TURNOUT_CONFIG"
 _LOG_LEVEL_ENV = "TURNOUT_LOG_LEVEL"
+_RELOAD_ENV = "TURNOUT_CONFIG_RELOAD"  # "0": serve the file as loaded, never reload it
 
 
-def run(config_path: str, *, host: str, port: int, server: ServerName, log_level: str) -> None:
+def run(
+    config_path: str,
+    *,
+    host: str,
+    port: int,
+    server: ServerName,
+    log_level: str,
+    reload: bool = True,
+) -> None:
     os.environ[_CONFIG_ENV] = str(config_path)
     os.environ[_LOG_LEVEL_ENV] = log_level
+    os.environ[_RELOAD_ENV] = "1" if reload else "0"
     if server == "granian":
-        _run_granian(host, port)
+        _run_granian(host, port, forward_sighup=reload)
     else:
         _run_uvicorn(host, port)
 
@@ -31,14 +43,20 @@ def app_from_environment() -> Litestar:
     """The app factory a server process calls: config path and log level come from the
     environment, since granian starts the app in a worker process of its own."""
     configure_logging(os.environ.get(_LOG_LEVEL_ENV, "info"))
-    return create_app(load_config(os.environ[_CONFIG_ENV]))
+    path = os.environ[_CONFIG_ENV]
+    reload = os.environ.get(_RELOAD_ENV, "1") != "0"
+    if reload and threading.current_thread() is threading.main_thread():
+        # A SIGHUP before the app's lifespan installs the reload handler would end the
+        # process (the default action); until then it is ignored.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return create_app(load_config(path), config_path=path if reload else None)
 
 
-def _run_granian(host: str, port: int) -> None:
+def _run_granian(host: str, port: int, *, forward_sighup: bool) -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
-    Granian(
+    server = Granian(
         "router.server:app_from_environment",
         factory=True,
         address=host,
@@ -48,7 +66,24 @@ def _run_granian(host: str, port: int) -> None:
         workers=1,
         log_enabled=False,
         log_access=False,
-    ).serve()
+    )
+    if forward_sighup:
+        _forward_sighup_to_workers(server)
+    server.serve()
+
+
+def _forward_sighup_to_workers(server: Any) -> None:
+    """granian answers SIGHUP by respawning its workers, which would load the config
+    without validating it first; Turnout's workers reload in place instead (router.reload),
+    so granian's main process passes the signal on to them."""
+
+    def forward(*_: object) -> None:
+        for worker in list(server.wrks):
+            pid = getattr(worker.inner, "pid", None)  # worker processes; threads have none
+            if pid:
+                os.kill(pid, signal.SIGHUP)
+
+    server.signal_handler_reload = forward  # granian installs it when `serve` starts
 
 
 def _run_uvicorn(host: str, port: int) -> None:

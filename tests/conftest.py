@@ -22,12 +22,13 @@ def upstream_b() -> Iterator[FakeOpenAIUpstream]:
 
 
 @pytest.fixture
-def turnout() -> Iterator[Callable[[dict[str, Any]], RunningTurnout]]:
-    """Factory: `turnout(config_dict)` starts a real Turnout; all are stopped at teardown."""
+def turnout() -> Iterator[Callable[..., RunningTurnout]]:
+    """Factory: `turnout(config_dict, clock=None)` starts a real Turnout (`clock`: the wall
+    clock its breakers and limits read); all are stopped at teardown."""
     running: list[RunningTurnout] = []
 
-    def start(config: dict[str, Any]) -> RunningTurnout:
-        server = RunningTurnout(config).start()
+    def start(config: dict[str, Any], clock: Callable[[], float] | None = None) -> RunningTurnout:
+        server = RunningTurnout(config, clock=clock).start()
         running.append(server)
         return server
 

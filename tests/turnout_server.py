@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,11 +16,16 @@ from router.app import create_app
 
 
 class RunningTurnout:
-    def __init__(self, config: TurnoutConfig | dict[str, Any]) -> None:
+    def __init__(
+        self,
+        config: TurnoutConfig | dict[str, Any],
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         if isinstance(config, dict):
             config = TurnoutConfig.model_validate(config)
         self.config = config
-        self.app = create_app(config)
+        self.app = create_app(config, clock=clock)
         self._server = uvicorn.Server(
             uvicorn.Config(
                 self.app,
@@ -86,13 +92,18 @@ def simple_config(
 ) -> dict[str, Any]:
     """A config dict: each upstream name → an OpenAI provider at that base URL; `models`
     defaults to one model `m` served by every upstream in order. Timeouts are short so
-    failure tests stay fast; override any top-level key with keyword arguments."""
+    failure tests stay fast; breakers never open; override any top-level key with keyword
+    arguments."""
     config: dict[str, Any] = {
         "providers": {name: {"kind": "openai", "base_url": url} for name, url in upstreams.items()},
         "models": models
         or {"m": {"deployments": [{"provider": n, "model": f"{n}-model"} for n in upstreams]}},
         "timeouts": {"connect": 2, "first_byte": 3, "stream_idle": 2, "total": 15},
         "retry": {"attempts": 3, "backoff_initial": 0.01, "backoff_max": 0.05},
+        # Tests of retries and failover count every attempt; breakers have tests of their
+        # own (tests/policies/test_breakers_e2e.py) and would otherwise carry one test's
+        # failures into the next where a server is shared.
+        "breaker": {"failures": 10_000},
     }
     config.update(overrides)
     return config

@@ -65,6 +65,10 @@ class LocalGenerator(Provider):
         """Exposes queue depth and in-flight count (least-busy routing reads them)."""
         return self._engine
 
+    def load(self) -> int | None:
+        engine = self._engine
+        return None if engine is None else engine.queue_depth + engine.in_flight
+
     async def start(self) -> None:
         model = await asyncio.to_thread(self._load)
         self._model = model

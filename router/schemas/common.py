@@ -27,9 +27,28 @@ class StreamOptions(BaseModel):
 
 
 class RouterOptions(BaseModel):
+    """Per-request routing choices, where the caller's team allows them."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
     translation: Literal["emulate", "strict", "drop"] | None = None
+    only: list[str] | None = None  # providers or provider/model labels to keep
+    ignore: list[str] | None = None  # ... or to skip
+    strategy: Literal["priority", "weighted", "least-latency", "least-busy", "cost"] | None = None
+    fallbacks: list[str] | None = None  # as the top-level `fallbacks`
+
+    def narrows(self) -> bool:
+        return any(v is not None for v in (self.only, self.ignore, self.strategy, self.fallbacks))
+
+
+class CacheOptions(BaseModel):
+    """Per-request response-cache choices (the cache must be enabled in config)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ttl: Annotated[float, Field(gt=0)] | None = None
+    no_store: StrictBool = False  # do not store this response
+    no_cache: StrictBool = False  # do not answer from the cache
 
 
 class OpenAIRequest(BaseModel):
@@ -46,6 +65,7 @@ class OpenAIRequest(BaseModel):
     # per-request routing choices.
     fallbacks: list[str] | None = None
     router: RouterOptions | None = None
+    cache: CacheOptions | None = None
 
 
 class SamplingRequest(OpenAIRequest):
@@ -83,7 +103,7 @@ class ParamError(ValueError):
 
 def router_only_fields() -> frozenset[str]:
     """Body keys Turnout consumes itself and never forwards."""
-    return frozenset({"fallbacks", "router"})
+    return frozenset({"fallbacks", "router", "cache"})
 
 
 def forwardable(body: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,110 @@
+"""Explain a routing decision without making it: for one request, the matched team and
+rule, and each deployment in the order it would be tried with why it is eligible or not
+(excluded by policy, breaker open, a capability missing) and what would be emulated,
+dropped or clamped; plus where the caller stands against its limits. No backend is called
+and nothing is counted."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from policies.dispatch import Dispatcher
+from policies.health import Health
+from policies.limits import Limiter
+from policies.plan import Target
+from policies.routing import Route
+from policies.state.base import BreakerState, LimitKind
+from policies.teams import Caller
+from policies.translation import Refusal
+from providers.types import Endpoint
+
+
+async def explain(
+    *,
+    caller: Caller,
+    route: Route,
+    endpoint: Endpoint,
+    body: Mapping[str, Any],
+    dispatcher: Dispatcher,
+    health: Health,
+    limiter: Limiter,
+) -> dict[str, Any]:
+    plan = route.plan
+    orderer = dispatcher.orderer
+    targets = (
+        await orderer.order(plan.targets, plan.strategy) if orderer is not None else plan.targets
+    )
+    views = await health.views([*targets, *plan.context_window_targets])
+    deployments = [
+        _deployment(t, dispatcher.assess(plan, endpoint, body, t), views[t.label]) for t in targets
+    ]
+    deployments += [
+        {"deployment": label, "eligible": False, "reason": f"excluded: {why}"}
+        for label, why in route.excluded
+    ]
+    overflow = [
+        _deployment(t, dispatcher.assess(plan, endpoint, body, t), views[t.label])
+        for t in plan.context_window_targets
+    ]
+    return {
+        "object": "router.explanation",
+        "endpoint": endpoint.value,
+        "caller": {"key": caller.key_id, "team": caller.team, "admin": caller.admin},
+        "rule": route.rule,
+        "model": plan.model,
+        "strategy": plan.strategy.value,
+        "translation": plan.mode.value,
+        "order_note": _order_note(plan.strategy.value),
+        "deployments": deployments,
+        "context_window_fallbacks": overflow,
+        "limits": await _limits(caller, limiter, health),
+        "would_serve": next((d["deployment"] for d in deployments if d["eligible"]), None),
+    }
+
+
+def _deployment(target: Target, fit: Any, view: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "deployment": target.label,
+        "via_model": target.model_name,
+        "breaker": view.state.value,
+    }
+    if isinstance(fit, Refusal):
+        entry.update(eligible=False, reason=f"missing capability: `{fit.param}`: {fit.message}")
+        return entry
+    if not view.allowed:
+        state = "open" if view.state is BreakerState.OPEN else "half-open, probe out"
+        entry.update(eligible=False, reason=f"breaker {state}")
+        return entry
+    entry.update(
+        eligible=True,
+        reason="eligible",
+        emulated=list(fit.emulated),
+        dropped=list(fit.dropped),
+        clamped=list(fit.clamped),
+    )
+    return entry
+
+
+async def _limits(caller: Caller, limiter: Limiter, health: Health) -> list[dict[str, Any]]:
+    now = health.now()
+    pairs = limiter.limits_for(caller, now)
+    states = await health.store.peek([limit for limit, _ in pairs], now)
+    return [
+        {
+            # The key's own scope without its id; a team's scope keeps the team's name.
+            "limit": state.limit.key.replace(f":key:{caller.key_id}", ":key"),
+            "kind": "budget" if state.limit.kind is LimitKind.BUDGET else "rate",
+            "capacity": state.limit.capacity,
+            "remaining": max(0, state.remaining),
+            "reset_s": round(state.reset_s, 3),
+            "over": state.remaining <= 0,
+        }
+        for state in states
+    ]
+
+
+def _order_note(strategy: str) -> str | None:
+    if strategy in ("weighted", "least-latency"):
+        return f"`{strategy}` draws at random: this is one order it could choose"
+    return None

@@ -1,0 +1,109 @@
+"""Deployment health: circuit breakers, latency and in-flight statistics, kept in the
+shared state store so that every replica sees the same breakers.
+
+A failure, for a breaker, is the deployment's fault: a connection error, a timeout, a
+broken stream, a 5xx or a 429, an auth or not-found error from the backend. A 400 about
+the request, a content-policy refusal or a context-window overflow are not failures: they
+are answers from a deployment that works, and count as such. A call cancelled by the
+client is not counted at all."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from policies.config import TurnoutConfig
+from policies.plan import Target
+from policies.policy_config import BreakerSettings
+from policies.retry import Decision, classify
+from policies.state.base import BreakerPolicy, BreakerView, StateStore
+from providers.errors import UpstreamError
+
+Clock = Callable[[], float]
+OnBreaker = Callable[[str, str], None]  # (deployment label, state) for metrics
+LATENCY_ALPHA = 0.3
+
+
+def breaker_policy(settings: BreakerSettings) -> BreakerPolicy:
+    return BreakerPolicy(
+        failures=settings.failures,
+        cooldown_s=settings.cooldown,
+        failure_rate=settings.failure_rate,
+        window_s=settings.window,
+        min_calls=settings.min_calls,
+    )
+
+
+def counts_as_failure(error: UpstreamError) -> bool:
+    return classify(error) in (Decision.RETRY, Decision.NEXT)
+
+
+class Health:
+    def __init__(
+        self,
+        store: StateStore,
+        config: TurnoutConfig,
+        clock: Clock,
+        on_breaker: OnBreaker | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._on_breaker = on_breaker
+        default = breaker_policy(config.breaker)
+        self._policies = {
+            name: breaker_policy(route.breaker) if route.breaker is not None else default
+            for name, route in config.models.items()
+        }
+        self._default = default
+
+    @property
+    def store(self) -> StateStore:
+        return self._store
+
+    def policy(self, target: Target) -> BreakerPolicy:
+        return self._policies.get(target.model_name, self._default)
+
+    async def acquire(self, target: Target) -> BreakerView:
+        view = await self._store.breaker_acquire(target.label, self.policy(target), self._clock())
+        self._report(target, view)
+        return view
+
+    async def succeeded(self, target: Target, seconds: float) -> None:
+        view = await self._store.breaker_record(
+            target.label, self.policy(target), True, self._clock()
+        )
+        self._report(target, view)
+        await self._store.observe_latency(target.label, seconds, LATENCY_ALPHA)
+
+    async def failed(self, target: Target, error: UpstreamError) -> BreakerView | None:
+        """Record a failed call; the breaker after it, or None when the error was not the
+        deployment's fault. Such an error is still an answer from a deployment that works
+        and is recorded as one: a probe that gets it closes the breaker rather than
+        holding the half-open slot until `probe_timeout_s`."""
+        policy, now = self.policy(target), self._clock()
+        if not counts_as_failure(error):
+            self._report(target, await self._store.breaker_record(target.label, policy, True, now))
+            return None
+        view = await self._store.breaker_record(target.label, policy, False, now, error.retry_after)
+        self._report(target, view)
+        return view
+
+    async def views(self, targets: Sequence[Target]) -> dict[str, BreakerView]:
+        result: dict[str, BreakerView] = {}
+        now = self._clock()
+        for target in targets:  # few deployments; grouped per policy would be premature
+            got = await self._store.breaker_views([target.label], self.policy(target), now)
+            result.update(got)
+        return result
+
+    async def started(self, target: Target) -> None:
+        await self._store.add_in_flight(target.label, 1)
+
+    async def ended(self, target: Target) -> None:
+        await self._store.add_in_flight(target.label, -1)
+
+    def now(self) -> float:
+        return self._clock()
+
+    def _report(self, target: Target, view: BreakerView) -> None:
+        if self._on_breaker is not None:
+            self._on_breaker(target.label, view.state.value)

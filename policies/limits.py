@@ -1,0 +1,209 @@
+"""Requests per minute, tokens per minute and token budgets, per key and per team.
+
+Admission happens before any backend is called: one atomic check of every limit that
+applies, reserving one request and an estimate of the tokens (estimated prompt tokens plus
+the completion tokens the request allows: `max_tokens`/`max_completion_tokens`, times
+`n`). Once the response is known, the estimate is corrected to the true count. A request
+refused by one limit takes nothing from the others.
+
+Rate limits are token buckets refilled continuously (a full minute's allowance at most);
+budgets are fixed calendar periods in UTC. Over a limit: 429 in OpenAI's envelope with
+`Retry-After` and OpenAI's `x-ratelimit-*` headers, which every limited response carries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from policies.errors import ApiError
+from policies.policy_config import BudgetSettings, LimitSettings
+from policies.rules import estimate_prompt_tokens
+from policies.state.base import Admission, Limit, LimitKind, LimitState, StateStore
+from policies.teams import Caller
+
+Clock = Callable[[], float]
+MINUTE = 60.0
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    limits: tuple[Limit, ...]
+    token_limits: tuple[bool, ...]  # which of `limits` count tokens (the rest: requests)
+    reserved_tokens: int
+    states: tuple[LimitState, ...]
+
+
+class Limiter:
+    def __init__(self, store: StateStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def limits_for(self, caller: Caller, now: float) -> list[tuple[Limit, bool]]:
+        result: list[tuple[Limit, bool]] = []
+        scopes = [(f"key:{caller.key_id}", caller.key_limits)]
+        if caller.team_settings is not None:
+            scopes.append((f"team:{caller.team}", caller.team_settings.limits))
+        for scope, settings in scopes:
+            if settings is not None:
+                result.extend(_limits(scope, settings, now))
+        return result
+
+    async def admit(
+        self, caller: Caller, body: Mapping[str, Any], on_refused: Callable[[str, str], None]
+    ) -> Reservation | None:
+        """Reserve one request and the estimated tokens, or raise the 429. None: no limits."""
+        now = self._clock()
+        pairs = self.limits_for(caller, now)
+        if not pairs:
+            return None
+        tokens = estimate_tokens(body)
+        limits = tuple(limit for limit, _ in pairs)
+        is_tokens = tuple(t for _, t in pairs)
+        admission = await self._store.admit(limits, [tokens if t else 1 for t in is_tokens], now)
+        reservation = Reservation(limits, is_tokens, tokens, admission.states)
+        if not admission.allowed:
+            refused = admission.refused_by
+            assert refused is not None
+            kind, scope = refused.key.split(":")[:2]
+            on_refused(scope, kind)
+            raise _too_many(admission, refused, reservation)
+        return reservation
+
+    async def settle(self, reservation: Reservation | None, actual_tokens: int | None) -> None:
+        """Correct the token estimate to what the response used (None: not known)."""
+        if reservation is None or actual_tokens is None:
+            return
+        delta = actual_tokens - reservation.reserved_tokens
+        if delta == 0 or not any(reservation.token_limits):
+            return
+        pairs = [
+            (lim, delta)
+            for lim, t in zip(reservation.limits, reservation.token_limits, strict=True)
+            if t
+        ]
+        await self._store.charge([p[0] for p in pairs], [p[1] for p in pairs], self._clock())
+
+
+def estimate_tokens(body: Mapping[str, Any]) -> int:
+    allowed = body.get("max_completion_tokens") or body.get("max_tokens")
+    if allowed is None and "prompt" in body:
+        allowed = COMPLETIONS_DEFAULT_MAX_TOKENS
+    n = body.get("best_of") or body.get("n") or 1
+    completion = int(allowed or 0) * int(n) if isinstance(n, int) else 0
+    return estimate_prompt_tokens(body) + completion
+
+
+def _limits(scope: str, settings: LimitSettings, now: float) -> list[tuple[Limit, bool]]:
+    result: list[tuple[Limit, bool]] = []
+    if settings.rpm is not None:
+        result.append((Limit(f"rpm:{scope}", LimitKind.RATE, settings.rpm, MINUTE), False))
+    if settings.tpm is not None:
+        result.append((Limit(f"tpm:{scope}", LimitKind.RATE, settings.tpm, MINUTE), True))
+    if settings.budget_tokens is not None:
+        budget = settings.budget_tokens
+        end = period_end(budget, now)
+        result.append(
+            (
+                Limit(
+                    f"budget:{scope}:{budget.per}",
+                    LimitKind.BUDGET,
+                    budget.tokens,
+                    end - period_start(budget, now),
+                    end,
+                ),
+                True,
+            )
+        )
+    return result
+
+
+def period_start(budget: BudgetSettings, now: float) -> float:
+    at = datetime.fromtimestamp(now, UTC)
+    if budget.per == "hour":
+        start = at.replace(minute=0, second=0, microsecond=0)
+    elif budget.per == "day":
+        start = at.replace(hour=0, minute=0, second=0, microsecond=0)
+    elif budget.per == "week":
+        start = (at - timedelta(days=at.weekday())).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+    else:
+        start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return start.timestamp()
+
+
+def period_end(budget: BudgetSettings, now: float) -> float:
+    start = datetime.fromtimestamp(period_start(budget, now), UTC)
+    if budget.per == "hour":
+        end = start + timedelta(hours=1)
+    elif budget.per == "day":
+        end = start + timedelta(days=1)
+    elif budget.per == "week":
+        end = start + timedelta(weeks=1)
+    else:
+        end = (start + timedelta(days=32)).replace(day=1)
+    return end.timestamp()
+
+
+def rate_limit_headers(reservation: Reservation | None) -> dict[str, str]:
+    """OpenAI's `x-ratelimit-*` headers: for requests and for tokens, the limit with the
+    least room left among those that apply (budgets are reported as tokens too)."""
+    if reservation is None:
+        return {}
+    headers: dict[str, str] = {}
+    for kind, want_tokens in (("requests", False), ("tokens", True)):
+        states = [
+            s
+            for s, t in zip(reservation.states, reservation.token_limits, strict=True)
+            if t == want_tokens
+        ]
+        if not states:
+            continue
+        tightest = min(states, key=lambda s: (s.remaining, -s.reset_s))
+        headers[f"x-ratelimit-limit-{kind}"] = str(tightest.limit.capacity)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, tightest.remaining))
+        headers[f"x-ratelimit-reset-{kind}"] = duration(tightest.reset_s)
+    return headers
+
+
+def duration(seconds: float) -> str:
+    """OpenAI's reset format: `20ms`, `1s`, `6m0s`, `1h2m3s`."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    whole = math.ceil(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _too_many(admission: Admission, refused: Limit, reservation: Reservation) -> ApiError:
+    state = next(s for s in admission.states if s.limit is refused)
+    kind = refused.key.split(":")[0]
+    scope = refused.key.split(":")[1]
+    what = {"rpm": "requests per minute", "tpm": "tokens per minute", "budget": "token budget"}
+    retry = max(1, math.ceil(state.retry_after_s))
+    message = (
+        f"Rate limit reached for {what.get(kind, kind)} on this {scope}: limit "
+        f"{refused.capacity}, remaining {max(0, state.remaining)}. Try again in {retry}s."
+    )
+    if kind == "budget":
+        message = (
+            f"Token budget of {refused.capacity} for this {scope} is used up until the period "
+            f"resets in {duration(state.reset_s)}."
+        )
+    return ApiError(
+        message,
+        status=429,
+        type="requests" if kind == "rpm" else "tokens",
+        code="rate_limit_exceeded",
+        headers={"retry-after": str(retry), **rate_limit_headers(reservation)},
+    )

@@ -1,0 +1,122 @@
+"""The policy sections of the router config: teams and their keys, limits and rules,
+routing strategies, circuit breakers, the response cache and where shared state lives."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from policies.translation import Mode
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Strategy(StrEnum):
+    PRIORITY = "priority"  # config order
+    WEIGHTED = "weighted"  # random, in proportion to each deployment's `weight`
+    LEAST_LATENCY = "least-latency"  # lowest EWMA latency, by power-of-two choices
+    LEAST_BUSY = "least-busy"  # fewest calls in flight (local samplers: their queue)
+    COST = "cost"  # cheapest `price` first
+
+
+class Price(_Strict):
+    """USD per million tokens, for the `cost` strategy."""
+
+    prompt: float = Field(0.0, ge=0)
+    completion: float = Field(0.0, ge=0)
+
+
+class BudgetSettings(_Strict):
+    per: Literal["hour", "day", "week", "month"]
+    tokens: int = Field(ge=1)
+
+
+class LimitSettings(_Strict):
+    rpm: int | None = Field(None, ge=1, description="Requests per minute")
+    tpm: int | None = Field(None, ge=1, description="Tokens (prompt + completion) per minute")
+    budget_tokens: BudgetSettings | None = None
+
+
+_SHA256 = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
+
+
+def check_key(key: str) -> str:
+    if key.startswith("sha256:") and not _SHA256.match(key):
+        raise ValueError("a hashed key is `sha256:` followed by 64 hex digits")
+    return key
+
+
+class RuleMatch(_Strict):
+    """What a rule looks at: only what the client controls. Every given condition must hold."""
+
+    metadata: dict[str, str] | None = None  # request `metadata` tags, all equal
+    user: list[str] | None = None  # request `user` is one of these
+    model: list[str] | None = None  # requested model is one of these
+    header: dict[str, str] | None = None  # request header (case-insensitive name) equals
+    stream: bool | None = None
+    has_tools: bool | None = None
+    prompt_tokens_over: int | None = Field(None, ge=0)  # estimated prompt tokens above this
+
+    @field_validator("user", "model", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
+class RuleAction(_Strict):
+    """What a matching rule does: serve another model, narrow its deployments, reorder."""
+
+    model: str | None = None
+    deployments: list[str] | None = None  # provider names or `provider/model` labels
+    strategy: Strategy | None = None
+
+    @model_validator(mode="after")
+    def _does_something(self) -> Self:
+        if self.model is None and self.deployments is None and self.strategy is None:
+            raise ValueError("a rule's `use` needs at least one of model, deployments, strategy")
+        return self
+
+
+class Rule(_Strict):
+    name: str | None = None
+    when: RuleMatch
+    use: RuleAction
+
+
+class TeamSettings(_Strict):
+    keys: list[str] = Field(default_factory=list)
+    models: list[str] | None = None  # allowed model names; None: every model
+    limits: LimitSettings | None = None  # the whole team's
+    key_limits: LimitSettings | None = None  # each of the team's keys
+    translation: Mode | None = None
+    rules: list[Rule] = Field(default_factory=list)
+    allow_router_options: bool = True  # may requests narrow/reorder with `router: {...}`
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        return [check_key(k) for k in keys]
+
+
+class BreakerSettings(_Strict):
+    failures: int = Field(3, ge=1, description="Consecutive failures that open the breaker")
+    cooldown: float = Field(5.0, gt=0, description="Seconds open before one probe")
+    failure_rate: float | None = Field(None, gt=0, le=1)
+    window: float = Field(30.0, gt=0, description="Seconds of history for failure_rate")
+    min_calls: int = Field(10, ge=1, description="Calls in the window before the rate counts")
+
+
+class CacheSettings(_Strict):
+    ttl: float = Field(gt=0, description="Seconds a cached response is served")
+    share_across_teams: bool = False
+    max_entries: int = Field(10_000, ge=1, description="In-memory store only")
+
+
+class StateSettings(_Strict):
+    redis_url: str | None = None  # absent: in memory, one process
+    prefix: str = "turnout:"

@@ -1,0 +1,144 @@
+"""From a caller and a request to a route: which model, which deployments in which order
+of preference, under which translation mode and strategy — before any backend is called.
+
+Order of decisions: the team's model list (a model outside it does not exist for the
+team), the team's first matching rule, the request's own `router` options (where the team
+allows them), then the plan for the resulting model with its fallbacks, each of which must
+also be on the team's list."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from policies.config import TurnoutConfig
+from policies.errors import ApiError, model_not_found
+from policies.plan import DeploymentPlan, Planner, Target
+from policies.policy_config import Rule, Strategy
+from policies.rules import RequestFacts, first_match
+from policies.teams import Caller
+from policies.translation import Mode
+
+
+@dataclass(frozen=True, slots=True)
+class RouterChoices:
+    """The request's `router` object, parsed (see router/schemas/common.RouterOptions)."""
+
+    translation: Mode | None = None
+    only: Sequence[str] | None = None
+    ignore: Sequence[str] | None = None
+    strategy: Strategy | None = None
+    fallbacks: Sequence[str] = ()
+
+    @property
+    def narrows(self) -> bool:
+        return bool(self.only is not None or self.ignore or self.strategy or self.fallbacks)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    plan: DeploymentPlan
+    strategy: Strategy
+    mode: Mode
+    team: str | None = None
+    rule: str | None = None  # the matched rule's name, or `rules[i]`
+    excluded: tuple[tuple[str, str], ...] = ()  # (deployment label, why) left out by policy
+
+
+class Router:
+    def __init__(self, config: TurnoutConfig, planner: Planner) -> None:
+        self._config = config
+        self._planner = planner
+
+    def route(
+        self,
+        caller: Caller,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        fallbacks: Sequence[str] = (),
+        choices: RouterChoices | None = None,
+    ) -> Route:
+        model = str(body.get("model", ""))
+        if not caller.may_use(model):
+            raise model_not_found(model)
+        choices = choices or RouterChoices()
+        rule_name: str | None = None
+        rule: Rule | None = None
+        team = caller.team_settings
+        if team is not None and team.rules:
+            found = first_match(team.rules, RequestFacts.of(body, headers))
+            if found is not None:
+                index, rule = found
+                rule_name = rule.name or f"rules[{index}]"
+                if rule.use.model is not None:
+                    model = rule.use.model
+        if choices.narrows and team is not None and not team.allow_router_options:
+            raise ApiError(
+                f"Team `{caller.team}` may not choose deployments, fallbacks or strategies "
+                "per request.",
+                status=403,
+                type="permission_error",
+                param="router",
+                code="router_options_not_allowed",
+            )
+        requested = _unique([*fallbacks, *choices.fallbacks])
+        for i, name in enumerate(requested):
+            if not caller.may_use(name):
+                raise ApiError(
+                    f"Fallback model `{name}` does not exist or you do not have access to it.",
+                    param=f"fallbacks[{i}]",
+                    code="model_not_found",
+                )
+        plan = self._planner.plan(model, requested)
+        excluded: list[tuple[str, str]] = []
+        targets = list(plan.targets)
+        if team is not None and team.models is not None:
+            allowed = {*team.models, model}  # a rule may send the team to another model
+            targets = _keep(
+                targets, excluded, lambda t: t.model_name in allowed, "model not in the team's list"
+            )
+        if rule is not None and rule.use.deployments is not None:
+            names = rule.use.deployments
+            targets = _keep(targets, excluded, lambda t: _named(t, names), f"not in {rule_name}")
+        if choices.only is not None:
+            only = choices.only
+            targets = _keep(targets, excluded, lambda t: _named(t, only), "not in router.only")
+        if choices.ignore:
+            ignore = choices.ignore
+            targets = _keep(targets, excluded, lambda t: not _named(t, ignore), "in router.ignore")
+        if not targets:
+            raise ApiError(
+                f"No deployment of `{model}` is left to try after the routing choices "
+                f"({'; '.join(f'{label}: {why}' for label, why in excluded)}).",
+                param="router",
+                code="no_deployment",
+            )
+        strategy = choices.strategy or (rule.use.strategy if rule else None) or plan.strategy
+        mode = choices.translation or caller.translation or plan.mode
+        if len(targets) != len(plan.targets) or strategy != plan.strategy or mode != plan.mode:
+            plan = replace(plan, targets=tuple(targets), strategy=strategy, mode=mode)
+        return Route(plan, strategy, mode, caller.team, rule_name, tuple(excluded))
+
+
+def _named(target: Target, names: Sequence[str]) -> bool:
+    return target.deployment.provider in names or target.label in names
+
+
+def _keep(
+    targets: list[Target],
+    excluded: list[tuple[str, str]],
+    keep: Callable[[Target], bool],
+    why: str,
+) -> list[Target]:
+    kept: list[Target] = []
+    for target in targets:
+        if keep(target):
+            kept.append(target)
+        else:
+            excluded.append((target.label, why))
+    return kept
+
+
+def _unique(names: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(names))

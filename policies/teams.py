@@ -1,0 +1,66 @@
+"""Who is calling: keys resolve to a caller — a team's key, a top-level key, or nobody
+(open access, when no key is configured at all).
+
+Keys are held only as SHA-256 digests (config may give the digest itself as
+`sha256:<hex>`), so neither a lookup's timing nor a log line can leak one."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from policies.config import TurnoutConfig
+from policies.policy_config import LimitSettings, TeamSettings
+from policies.translation import Mode
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def configured_digest(key: str) -> bytes:
+    """The digest a config entry stands for: given as `sha256:<hex>`, or computed."""
+    if key.startswith("sha256:"):
+        return bytes.fromhex(key.removeprefix("sha256:"))
+    return digest(key)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    key_id: str  # the first 12 hex digits of the key's digest: names it in limits and logs
+    name: str | None = None  # the key's configured name
+    team: str | None = None
+    admin: bool = False
+    team_settings: TeamSettings | None = None
+    key_limits: LimitSettings | None = None
+
+    def may_use(self, model: str) -> bool:
+        allowed = self.team_settings.models if self.team_settings is not None else None
+        return allowed is None or model in allowed
+
+    @property
+    def translation(self) -> Mode | None:
+        return self.team_settings.translation if self.team_settings is not None else None
+
+
+ANONYMOUS = Caller(key_id="anonymous")
+
+
+class KeyTable:
+    def __init__(self, config: TurnoutConfig) -> None:
+        callers: dict[bytes, Caller] = {}
+        for entry in config.keys:
+            d = configured_digest(entry.key)
+            callers[d] = Caller(d.hex()[:12], entry.name, None, entry.admin, None, entry.limits)
+        for team_name, team in config.teams.items():
+            for key in team.keys:
+                d = configured_digest(key)
+                callers[d] = Caller(d.hex()[:12], None, team_name, False, team, team.key_limits)
+        self._callers = callers
+
+    @property
+    def open_access(self) -> bool:
+        return not self._callers
+
+    def lookup(self, key: str) -> Caller | None:
+        return self._callers.get(digest(key))
