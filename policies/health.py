@@ -67,12 +67,15 @@ class Health:
         self._report(target, view)
         return view
 
-    async def succeeded(self, target: Target, seconds: float) -> None:
+    async def succeeded(self, target: Target, seconds: float | None = None) -> None:
+        """Record a successful call taking `seconds`; None (a health check, whose speed
+        says nothing about serving) leaves the latency statistics alone."""
         view = await self._store.breaker_record(
             target.label, self.policy(target), True, self._clock()
         )
         self._report(target, view)
-        await self._store.observe_latency(target.label, seconds, LATENCY_ALPHA)
+        if seconds is not None:
+            await self._store.observe_latency(target.label, seconds, LATENCY_ALPHA)
 
     async def failed(self, target: Target, error: UpstreamError) -> BreakerView | None:
         """Record a failed call; the breaker after it, or None when the error was not the

@@ -43,6 +43,11 @@ class Provider(abc.ABC):
     async def start(self) -> None:  # noqa: B027 - optional hook, most adapters need none
         """Open pools or load models; called once when the app starts."""
 
+    async def check(self) -> None:  # noqa: B027 - optional hook: the default has nothing to check
+        """An active health check (`health_check:` in the provider's config): return when
+        the backend is healthy, raise `UpstreamError` when it is not. Cheap and side-effect
+        free; the caller bounds it with the configured timeout."""
+
     @abc.abstractmethod
     async def complete(self, request: ProviderRequest) -> ProviderResponse: ...
 

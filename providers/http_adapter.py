@@ -1,12 +1,12 @@
 """The skeleton every HTTP backend adapter shares: a pooled session opened and closed with
-the app; a POST under the first-byte timeout whose error statuses become `UpstreamError`
+the app; a request under the first-byte timeout whose error statuses become `UpstreamError`
 through the adapter's own parser; and the answer as one JSON value or as SSE events."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -37,12 +37,16 @@ class HTTPProvider(Provider):
         max_connections: int,
         headers: dict[str, str],
         parse_error: ErrorParser,
+        check_url: str,
     ) -> None:
+        """`check_url`: what `check` GETs (the backend's model list, unless configured)."""
         super().__init__(name)
         self._timeouts = timeouts
         self._max_connections = max_connections
+        self._get_headers = dict(headers)
         self._headers = {"content-type": "application/json", **headers}
         self._parse_error = parse_error
+        self._check_url = check_url
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -54,9 +58,22 @@ class HTTPProvider(Provider):
             await self._session.close()
             self._session = None
 
+    async def check(self) -> None:
+        """Healthy when `GET check_url` answers 2xx with a JSON object; an error status
+        becomes `UpstreamError` through the adapter's parser, like a failed call's."""
+        body = await self.get_json(self._check_url)
+        if not isinstance(body, dict):
+            raise UpstreamError.protocol(f"{self.name}: health check answer is not a JSON object")
+
     async def post_json(self, url: str, body: bytes) -> Any:
         """The whole answer, parsed; a body that is not JSON is a protocol error."""
-        async with self._post(url, body) as response:
+        return await self._json(self._request("POST", url, body))
+
+    async def get_json(self, url: str) -> Any:
+        return await self._json(self._request("GET", url))
+
+    async def _json(self, request: AbstractAsyncContextManager[aiohttp.ClientResponse]) -> Any:
+        async with request as response:
             with mapped_transport_errors(self.name, started=True):
                 content = await read_body(response, self._timeouts.stream_idle)
         try:
@@ -68,7 +85,7 @@ class HTTPProvider(Provider):
         """SSE events as they arrive (an unterminated last event included when the body ends
         cleanly). Close the generator to release the connection at once."""
         decoder = SSEDecoder()
-        async with self._post(url, body) as response:
+        async with self._request("POST", url, body) as response:
             with mapped_transport_errors(self.name, started=True):
                 async for raw in iter_body(response, self._timeouts.stream_idle):
                     for event in decoder.feed(raw):
@@ -77,7 +94,9 @@ class HTTPProvider(Provider):
             yield event
 
     @asynccontextmanager
-    async def _post(self, url: str, body: bytes) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def _request(
+        self, method: str, url: str, body: bytes | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
         if self._session is None:
             raise UpstreamError(
                 f"{self.name}: not started yet",
@@ -87,7 +106,8 @@ class HTTPProvider(Provider):
             )
         with mapped_transport_errors(self.name):
             async with asyncio.timeout(self._timeouts.first_byte):
-                response = await self._session.post(url, data=body, headers=self._headers)
+                headers = self._headers if body is not None else self._get_headers
+                response = await self._session.request(method, url, data=body, headers=headers)
         try:
             if response.status >= 400:
                 with mapped_transport_errors(self.name, started=True):

@@ -8,6 +8,24 @@ from providers.capabilities import CapabilityOverrides
 from providers.timeouts import UpstreamTimeouts
 
 
+class HealthCheckSettings(BaseModel):
+    """`health_check:` on a provider: check it every `interval` seconds, each check given
+    `timeout` seconds; `path` (after `base_url`) replaces the kind's model-list path."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    interval: float = Field(15.0, gt=0, le=3600)
+    timeout: float = Field(5.0, gt=0, le=300)
+    path: str | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+
 class HTTPSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -17,6 +35,7 @@ class HTTPSettings(BaseModel):
     max_connections: int = Field(512, ge=1)
     timeouts: UpstreamTimeouts | None = None
     capabilities: CapabilityOverrides | None = None
+    health_check: HealthCheckSettings | None = None  # absent: no active checks
 
     @field_validator("base_url")
     @classmethod

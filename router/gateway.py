@@ -21,6 +21,7 @@ from policies.cache import ResponseCache
 from policies.config import TurnoutConfig
 from policies.dispatch import Dispatcher
 from policies.health import Health
+from policies.health_checks import HealthChecker
 from policies.limits import Limiter
 from policies.plan import Planner, Target
 from policies.routing import Router
@@ -58,6 +59,7 @@ class Gateway:
     health: Health
     store: StateStore
     cache: ResponseCache | None = None
+    health_checks: HealthChecker | None = None  # started once ready, stopped when closed or retired
     created: int = field(default_factory=lambda: int(time()))
     ready: bool = False
     startup_error: str | None = None
@@ -113,6 +115,7 @@ class Gateway:
             health,
             store,
             cache,
+            HealthChecker.from_config(config, providers, health),
             reused=reused,
             clock=clock,
         )
@@ -148,6 +151,8 @@ class Gateway:
             return
         _freeze_startup_heap()
         self.ready = True
+        if self.health_checks is not None:
+            self.health_checks.start()
         log.info("gateway_ready", providers=len(self.providers), models=len(self.config.models))
 
     async def _start_one(self, name: str, provider: Provider) -> None:
@@ -175,11 +180,17 @@ class Gateway:
             self._drained = asyncio.Event()
             await self._drained.wait()
 
+    async def stop_health_checks(self) -> None:
+        """This gateway no longer checks its providers (a reload's replacement does)."""
+        if self.health_checks is not None:
+            await self.health_checks.aclose()
+
     async def aclose(self) -> None:
         self.ready = False
         if self._startup is not None and not self._startup.done():
             self._startup.cancel()
             await asyncio.gather(self._startup, return_exceptions=True)
+        await self.stop_health_checks()
         await asyncio.gather(*(p.aclose() for p in self.providers.values()))
         await self.store.aclose()
 

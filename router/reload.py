@@ -182,6 +182,7 @@ async def _ready_gateway(
 
 async def _discard(new: Gateway, old: Gateway) -> None:
     """Close what a gateway that will never serve opened, and nothing it shares with `old`."""
+    await new.stop_health_checks()
     await _close(p for name, p in new.providers.items() if name not in new.reused)
     if new.store is not old.store:
         await new.store.aclose()
@@ -193,6 +194,8 @@ async def _close_when_drained(
     store: StateStore | None,
     before: asyncio.Task[None] | None,
 ) -> None:
+    # At once, not after draining: the new gateway's checks already run, on shared providers.
+    await old.stop_health_checks()
     try:
         async with asyncio.timeout(old.config.timeouts.total + DRAIN_GRACE_S):
             if before is not None:

@@ -53,6 +53,7 @@ class AnthropicProvider(HTTPProvider):
             max_connections=settings.max_connections,
             headers=headers,
             parse_error=error_from_response,
+            check_url=settings.base_url + _check_path(settings),
         )
         self._settings = settings
         self._url = f"{settings.base_url}/v1/messages"
@@ -116,3 +117,9 @@ class AnthropicProvider(HTTPProvider):
             log.warning("malformed_stream_event", provider=self.name, data=event.data[:200])
             return []
         return translator.feed(event.event, data)
+
+
+def _check_path(settings: AnthropicSettings) -> str:
+    """`GET /v1/models` (Models API): authenticated like Messages, and costs no tokens."""
+    check = settings.health_check
+    return check.path if check is not None and check.path else "/v1/models"

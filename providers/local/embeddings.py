@@ -42,15 +42,12 @@ class LocalEmbedder(Provider):
     async def aclose(self) -> None:
         self._embedder = None
 
+    async def check(self) -> None:
+        """Healthy once the model is loaded (and until the provider closes)."""
+        self._loaded()
+
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
-        embedder = self._embedder
-        if embedder is None:
-            raise UpstreamError(
-                f"{self.name}: the model is still loading",
-                failure=Failure.CONNECT,
-                status=503,
-                type="service_unavailable",
-            )
+        embedder = self._loaded()
         if request.endpoint is not Endpoint.EMBEDDINGS:
             raise bad_request(f"{self.name} only serves /v1/embeddings.", "model")
         body = request.body
@@ -77,6 +74,17 @@ class LocalEmbedder(Provider):
 
     def stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
         raise bad_request("Embeddings cannot be streamed.", "stream")
+
+    def _loaded(self) -> Embedder:
+        embedder = self._embedder
+        if embedder is None:
+            raise UpstreamError(
+                f"{self.name}: the model is still loading",
+                failure=Failure.CONNECT,
+                status=503,
+                type="service_unavailable",
+            )
+        return embedder
 
 
 def _inputs(value: Any) -> list[str | Sequence[int]]:

@@ -93,6 +93,11 @@ class Engine:
         return self._runner.max_context
 
     @property
+    def running(self) -> bool:
+        """The decode thread is alive and not shutting down (a health check reads it)."""
+        return not self._closing and self._thread.is_alive()
+
+    @property
     def queue_depth(self) -> int:
         """Jobs waiting for slots (for least-busy routing)."""
         return len(self._waiting)

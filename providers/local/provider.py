@@ -74,6 +74,17 @@ class LocalGenerator(Provider):
         self._model = model
         self._engine = Engine(model.runner, model.sampler, self.name)
 
+    async def check(self) -> None:
+        """Healthy while the engine's decode thread runs; nothing goes over a network."""
+        engine = self._engine
+        if engine is None or not engine.running:
+            raise UpstreamError(
+                f"{self.name}: the model's engine is not running",
+                failure=Failure.CONNECT,
+                status=503,
+                type="service_unavailable",
+            )
+
     async def aclose(self) -> None:
         if self._engine is not None:
             await asyncio.to_thread(self._engine.close)

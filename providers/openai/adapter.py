@@ -34,6 +34,7 @@ class OpenAIProvider(HTTPProvider):
             max_connections=settings.max_connections,
             headers=headers,
             parse_error=error_from_response,
+            check_url=settings.base_url + _check_path(settings),
         )
         self._base_url = settings.base_url
 
@@ -73,6 +74,13 @@ class OpenAIProvider(HTTPProvider):
 
     def _url(self, request: ProviderRequest) -> str:
         return self._base_url + request.endpoint.path
+
+
+def _check_path(settings: OpenAISettings) -> str:
+    """`GET /models`: listed by every OpenAI-compatible server (vLLM, llama.cpp, Ollama),
+    cheap, and answered only when the API key is good."""
+    check = settings.health_check
+    return check.path if check is not None and check.path else "/models"
 
 
 def _has_finish_reason(chunk: JSONObject) -> bool:

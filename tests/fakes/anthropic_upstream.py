@@ -1,7 +1,8 @@
 """A real loopback HTTP server that speaks Anthropic's Messages API and misbehaves on demand.
 
 aiohttp.web on its own event loop in a daemon thread, so sync and async tests can both use
-it. Each `POST /v1/messages` consumes one scripted behaviour (FIFO, then the default)::
+it. Each `POST /v1/messages` consumes one scripted behaviour (FIFO, then the default);
+`GET /v1/models` lists `models` (or answers `set_models_status`)::
 
     with FakeAnthropicUpstream() as up:
         up.enqueue(Overloaded(), Reply(text="hi"))
@@ -75,6 +76,12 @@ class MidStreamError:
 
 Behavior: TypeAlias = Reply | AnthropicStatus | MidStreamError
 
+# (id, display_name, created_at) as the Models API lists them, newest first.
+DEFAULT_MODELS = (
+    ("claude-sonnet-4-20250514", "Claude Sonnet 4", "2025-05-22T00:00:00Z"),
+    ("claude-3-5-haiku-20241022", "Claude Haiku 3.5", "2024-10-22T00:00:00Z"),
+)
+
 
 def overloaded() -> AnthropicStatus:
     return AnthropicStatus(529, "overloaded_error", "Overloaded")
@@ -100,6 +107,7 @@ class Recorded:
     path: str
     headers: dict[str, str]  # lower-case names
     json: Any
+    method: str = "POST"
 
 
 class FakeAnthropicUpstream:
@@ -107,6 +115,8 @@ class FakeAnthropicUpstream:
         self._lock = threading.Lock()
         self._queue: deque[Behavior] = deque()
         self._requests: list[Recorded] = []
+        self._models_status: AnthropicStatus | None = None
+        self.models = DEFAULT_MODELS
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -119,6 +129,11 @@ class FakeAnthropicUpstream:
     def enqueue(self, *behaviors: Behavior) -> None:
         with self._lock:
             self._queue.extend(behaviors)
+
+    def set_models_status(self, status: AnthropicStatus | None) -> None:
+        """Answer every GET /v1/models with `status` (None: the model list again)."""
+        with self._lock:
+            self._models_status = status
 
     @property
     def requests(self) -> list[Recorded]:
@@ -136,6 +151,7 @@ class FakeAnthropicUpstream:
     async def _serve(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -164,6 +180,27 @@ class FakeAnthropicUpstream:
         self.stop()
 
     # ---- server side -------------------------------------------------------------------
+    async def _models(self, request: web.Request) -> web.Response:
+        """The Models API's first page: every model, newest first, no more pages."""
+        with self._lock:
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            self._requests.append(Recorded(request.path, headers, None, request.method))
+            status = self._models_status
+        if status is not None:
+            return _error_response(status)
+        data = [
+            {"type": "model", "id": model, "display_name": name, "created_at": created}
+            for model, name, created in self.models
+        ]
+        return web.json_response(
+            {
+                "data": data,
+                "has_more": False,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
+        )
+
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         with self._lock:
@@ -172,8 +209,7 @@ class FakeAnthropicUpstream:
             )
             behavior = self._queue.popleft() if self._queue else Reply()
         if isinstance(behavior, AnthropicStatus):
-            error = {"type": "error", "error": {"type": behavior.type, "message": behavior.message}}
-            return web.json_response(error, status=behavior.code, headers=dict(behavior.headers))
+            return _error_response(behavior)
         reply = behavior if isinstance(behavior, Reply) else Reply()
         if not body.get("stream"):
             return web.json_response(message(body, reply))
@@ -187,6 +223,11 @@ class FakeAnthropicUpstream:
             await response.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
         await response.write_eof()
         return response
+
+
+def _error_response(status: AnthropicStatus) -> web.Response:
+    error = {"type": "error", "error": {"type": status.type, "message": status.message}}
+    return web.json_response(error, status=status.code, headers=dict(status.headers))
 
 
 def _blocks(reply: Reply) -> list[dict[str, Any]]:

@@ -167,6 +167,7 @@ class FakeOpenAIUpstream:
         self._cond = threading.Condition()
         self._queue: deque[Behavior] = deque()
         self._default: Behavior = Ok()
+        self._models_behavior: Behavior = Ok()
         self._requests: list[RecordedRequest] = []
         self._client_closes: list[ClientClose] = []
         self._ids = itertools.count(1)
@@ -195,6 +196,11 @@ class FakeOpenAIUpstream:
         """Behaviour used when the queue is empty (initially ``Ok()``)."""
         with self._cond:
             self._default = behavior
+
+    def set_models_behavior(self, behavior: Behavior) -> None:
+        """Behaviour of every GET /v1/models[/*] (initially ``Ok()``: the model list)."""
+        with self._cond:
+            self._models_behavior = behavior
 
     @property
     def queued(self) -> int:
@@ -228,12 +234,12 @@ class FakeOpenAIUpstream:
             return list(self._client_closes)
 
     def reset(self) -> None:
-        """Clear the queue and the recorded requests; restore the ``Ok()`` default."""
+        """Clear the queue and the recorded requests; restore the ``Ok()`` defaults."""
         with self._cond:
             self._queue.clear()
             self._requests.clear()
             self._client_closes.clear()
-            self._default = Ok()
+            self._default = self._models_behavior = Ok()
 
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self) -> FakeOpenAIUpstream:
@@ -305,7 +311,7 @@ class FakeOpenAIUpstream:
                         req.path == "/v1/models" or req.path.startswith("/v1/models/")
                     )
                     behavior = (
-                        Ok()
+                        self._models_behavior
                         if models
                         else (self._queue.popleft() if self._queue else self._default)
                     )
