@@ -8,6 +8,12 @@ Starts the mock upstream (bench/transport/mock_upstream.py) and one Turnout proc
    streaming → sustained requests/s, p50, p99, errors.
 
     python bench/gateway_bench.py [--sequential 2000] [--duration 8] [--rounds 2]
+        [--servers granian,uvicorn,granian+policy]
+
+A server name ending in `+policy` runs Turnout with the policy layer in use: a team key,
+rpm/tpm limits per key and per team (never reached), `least-latency` over two deployments
+of the mock, breakers, metrics. Every request carries the team's bearer key (the mock and
+the open Turnouts ignore it).
 
 Only 127.0.0.1 is ever contacted; every phase is bounded in count or time.
 """
@@ -33,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MOCK = HERE / "transport" / "mock_upstream.py"
 LUA = {False: HERE / "transport" / "post.lua", True: HERE / "transport" / "post_stream.lua"}
+BENCH_KEY = "sk-bench-team"
 BODY = json.loads(re.search(r"wrk.body = '(.*)'", LUA[False].read_text()).group(1))  # type: ignore[union-attr]
 
 
@@ -59,15 +66,44 @@ def wait_ready(port: int, path: str, timeout: float = 60.0) -> None:
 @contextmanager
 def processes(mock_port: int, turnouts: dict[str, int]) -> Iterator[None]:
     """The mock upstream and one Turnout process per ASGI server named in `turnouts`."""
-    config = {
-        "providers": {"mock": {"kind": "openai", "base_url": f"http://127.0.0.1:{mock_port}/v1"}},
+    base_url = f"http://127.0.0.1:{mock_port}/v1"
+    plain = {
+        "providers": {"mock": {"kind": "openai", "base_url": base_url}},
         "models": {"mock-model": {"deployments": [{"provider": "mock", "model": "mock-model"}]}},
     }
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        json.dump(config, f)  # JSON is YAML
+    policy = {
+        "providers": {
+            "mock": {"kind": "openai", "base_url": base_url},
+            "mock2": {"kind": "openai", "base_url": base_url},
+        },
+        "models": {
+            "mock-model": {
+                "strategy": "least-latency",
+                "deployments": [
+                    {"provider": "mock", "model": "mock-model"},
+                    {"provider": "mock2", "model": "mock-model"},
+                ],
+            }
+        },
+        "teams": {
+            "bench": {
+                "keys": [BENCH_KEY],
+                "models": ["mock-model"],
+                "limits": {"rpm": 100_000_000, "tpm": 10_000_000_000},
+                "key_limits": {"rpm": 100_000_000},
+            }
+        },
+    }
+    files: dict[bool, str] = {}
+    for with_policy, config in ((False, plain), (True, policy)):
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            json.dump(config, f)  # JSON is YAML
+            files[with_policy] = f.name
     procs = [subprocess.Popen([sys.executable, str(MOCK), "--port", str(mock_port)])]
-    for server, port in turnouts.items():
-        command = ["-m", "router", "serve", "--config", f.name, "--port", str(port)]
+    for name, port in turnouts.items():
+        server, _, variant = name.partition("+")
+        path = files[variant == "policy"]
+        command = ["-m", "router", "serve", "--config", path, "--port", str(port)]
         procs.append(
             subprocess.Popen(
                 [sys.executable, *command, "--server", server],
@@ -84,14 +120,16 @@ def processes(mock_port: int, turnouts: dict[str, int]) -> Iterator[None]:
         for p in reversed(procs):
             p.terminate()
             p.wait(timeout=10)
-        os.unlink(f.name)
+        for path in files.values():
+            os.unlink(path)
 
 
 def one_request(conn: http.client.HTTPConnection, stream: bool) -> tuple[float, float]:
     """(seconds to first content chunk or whole body, seconds to the end)."""
     body = json.dumps({**BODY, "stream": stream}).encode()
     start = time.perf_counter()
-    conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+    headers = {"content-type": "application/json", "authorization": f"Bearer {BENCH_KEY}"}
+    conn.request("POST", "/v1/chat/completions", body, headers)
     response = conn.getresponse()
     if response.status != 200:
         raise RuntimeError(f"status {response.status}: {response.read()[:200]!r}")

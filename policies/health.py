@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from policies.config import TurnoutConfig
+from policies.deferred import Deferred
 from policies.plan import Target
 from policies.policy_config import BreakerSettings
 from policies.retry import Decision, classify
@@ -44,9 +45,13 @@ class Health:
         config: TurnoutConfig,
         clock: Clock,
         on_breaker: OnBreaker | None = None,
+        deferred: Deferred | None = None,
     ) -> None:
+        """`deferred`: where the writes that need not hold up a response go (calls
+        counted in and out of flight, successes); none: done at once."""
         self._store = store
         self._clock = clock
+        self._deferred = deferred or Deferred(immediate=True)
         self._on_breaker = on_breaker
         default = breaker_policy(config.breaker)
         self._policies = {
@@ -70,6 +75,9 @@ class Health:
     async def succeeded(self, target: Target, seconds: float | None = None) -> None:
         """Record a successful call taking `seconds`; None (a health check, whose speed
         says nothing about serving) leaves the latency statistics alone."""
+        await self._deferred.run(self._record_success(target, seconds))
+
+    async def _record_success(self, target: Target, seconds: float | None) -> None:
         view = await self._store.breaker_record(
             target.label, self.policy(target), True, self._clock()
         )
@@ -99,10 +107,10 @@ class Health:
         return result
 
     async def started(self, target: Target) -> None:
-        await self._store.add_in_flight(target.label, 1)
+        await self._deferred.run(self._store.add_in_flight(target.label, 1))
 
     async def ended(self, target: Target) -> None:
-        await self._store.add_in_flight(target.label, -1)
+        await self._deferred.run(self._store.add_in_flight(target.label, -1))
 
     def now(self) -> float:
         return self._clock()

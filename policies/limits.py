@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from policies.deferred import Deferred
 from policies.errors import ApiError
 from policies.policy_config import BudgetSettings, LimitSettings
 from policies.rules import estimate_prompt_tokens
@@ -39,9 +40,10 @@ class Reservation:
 
 
 class Limiter:
-    def __init__(self, store: StateStore, clock: Clock) -> None:
+    def __init__(self, store: StateStore, clock: Clock, deferred: Deferred | None = None) -> None:
         self._store = store
         self._clock = clock
+        self._deferred = deferred or Deferred(immediate=True)
 
     def limits_for(self, caller: Caller, now: float) -> list[tuple[Limit, bool]]:
         result: list[tuple[Limit, bool]] = []

@@ -19,6 +19,7 @@ import structlog
 
 from policies.cache import ResponseCache
 from policies.config import TurnoutConfig
+from policies.deferred import Deferred
 from policies.dispatch import Dispatcher
 from policies.health import Health
 from policies.health_checks import HealthChecker
@@ -27,6 +28,7 @@ from policies.plan import Planner, Target
 from policies.routing import Router
 from policies.state.base import StateStore
 from policies.state.factory import build_store
+from policies.state.memory import MemoryStore
 from policies.strategies import Orderer
 from policies.teams import KeyTable
 from providers.base import Provider
@@ -64,6 +66,7 @@ class Gateway:
     ready: bool = False
     startup_error: str | None = None
     _startup: asyncio.Task[None] | None = None
+    deferred: Deferred = field(default_factory=lambda: Deferred(immediate=True))
     clock: Callable[[], float] = time  # wall clock for breakers and limits; reloads keep it
     reused: frozenset[str] = frozenset()  # providers taken, already started, from `previous`
     _in_flight: int = 0
@@ -87,13 +90,15 @@ class Gateway:
         """`previous`: the running gateway a reload replaces; its unchanged providers are
         reused rather than built (and loaded) again."""
         providers, reused = build_providers(config, previous)
-        store = (
-            previous.store
-            if previous is not None and previous.config.state == config.state
-            else build_store(config.state.redis_url, prefix=config.state.prefix)
-        )
+        if previous is not None and previous.config.state == config.state:
+            store, deferred = previous.store, previous.deferred
+        else:
+            store = build_store(config.state.redis_url, prefix=config.state.prefix)
+            deferred = Deferred(immediate=isinstance(store, MemoryStore))
         clock = clock or (previous.clock if previous is not None else time)
-        health = Health(store, config, clock, observer.breaker_state if observer else None)
+        health = Health(
+            store, config, clock, observer.breaker_state if observer else None, deferred
+        )
 
         def load_of(target: Target) -> int | None:
             return providers[target.deployment.provider].load()
@@ -111,12 +116,13 @@ class Gateway:
             planner,
             KeyTable(config),
             Router(config, planner),
-            Limiter(store, clock),
+            Limiter(store, clock, deferred),
             health,
             store,
             cache,
             HealthChecker.from_config(config, providers, health),
             reused=reused,
+            deferred=deferred,
             clock=clock,
         )
 
@@ -192,6 +198,11 @@ class Gateway:
             await asyncio.gather(self._startup, return_exceptions=True)
         await self.stop_health_checks()
         await asyncio.gather(*(p.aclose() for p in self.providers.values()))
+        await self.close_store()
+
+    async def close_store(self) -> None:
+        """Finish the deferred writes, then close the shared-state store."""
+        await self.deferred.drain()
         await self.store.aclose()
 
 

@@ -25,7 +25,6 @@ from watchfiles import Change, awatch
 
 from policies.config import TurnoutConfig
 from policies.loading import ConfigError, load_config
-from policies.state.base import StateStore
 from providers.base import Provider
 from router.gateway import Gateway
 from router.metrics import Metrics
@@ -145,8 +144,8 @@ class Reloader:
         those of any gateway retired before it, which may share the same providers)."""
         kept = {id(p) for p in new.providers.values()}
         unused = [p for p in old.providers.values() if id(p) not in kept]
-        store = old.store if old.store is not new.store else None
-        self._retiring = self._spawn(_close_when_drained(old, unused, store, self._retiring))
+        close_store = old.store is not new.store
+        self._retiring = self._spawn(_close_when_drained(old, unused, close_store, self._retiring))
 
     def _spawn(self, work: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(work)
@@ -185,13 +184,13 @@ async def _discard(new: Gateway, old: Gateway) -> None:
     await new.stop_health_checks()
     await _close(p for name, p in new.providers.items() if name not in new.reused)
     if new.store is not old.store:
-        await new.store.aclose()
+        await new.close_store()
 
 
 async def _close_when_drained(
     old: Gateway,
     unused: list[Provider],
-    store: StateStore | None,
+    close_store: bool,
     before: asyncio.Task[None] | None,
 ) -> None:
     # At once, not after draining: the new gateway's checks already run, on shared providers.
@@ -205,8 +204,8 @@ async def _close_when_drained(
         log.warning("gateway_drain_timeout", providers=[p.name for p in unused])
     finally:
         await _close(unused)
-        if store is not None:
-            await store.aclose()
+        if close_store:
+            await old.close_store()
         log.info("gateway_retired", closed=[p.name for p in unused])
 
 
