@@ -119,9 +119,8 @@ def main() -> None:
     print("policy steps per request (µs; best and median of rounds; ratio = best / baseline best)")
     for name, values in times.items():
         best = min(values)
-        print(
-            f"  {name:22s} best {best:8.1f}  median {statistics.median(values):8.1f}  x{best / base:5.2f}"
-        )
+        median = statistics.median(values)
+        print(f"  {name:22s} best {best:8.1f}  median {median:8.1f}  x{best / base:5.2f}")
 
 
 if __name__ == "__main__":
