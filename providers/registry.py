@@ -12,6 +12,8 @@ from pydantic import BaseModel, Field
 from providers.anthropic.adapter import AnthropicProvider
 from providers.anthropic.settings import AnthropicSettings
 from providers.base import Provider
+from providers.jax.factory import build_jax_provider
+from providers.jax.settings import JaxSettings
 from providers.openai.adapter import OpenAIProvider
 from providers.openai.settings import OpenAISettings
 from providers.timeouts import UpstreamTimeouts
@@ -32,12 +34,14 @@ KINDS = MappingProxyType(
         "openai": ProviderKind(OpenAISettings, OpenAIProvider),
         "anthropic": ProviderKind(AnthropicSettings, AnthropicProvider),
         "torch": ProviderKind(TorchSettings, build_torch_provider),
+        "jax": ProviderKind(JaxSettings, build_jax_provider),
     }
 )
 
 # The config's `providers.<name>` value: one settings model per kind, chosen by `kind`.
 ProviderSettings = Annotated[
-    OpenAISettings | AnthropicSettings | TorchSettings, Field(discriminator="kind")
+    OpenAISettings | AnthropicSettings | TorchSettings | JaxSettings,
+    Field(discriminator="kind"),
 ]
 
 

@@ -1,6 +1,6 @@
 """The in-process text generator as a `Provider`: OpenAI completions and chat, whole or
 streamed, over a continuous-batching `Engine`. Framework-agnostic: a loader supplies the
-runner, sampler and tokenizer (PyTorch now, JAX later)."""
+runner, sampler and tokenizer (PyTorch or JAX)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What the continuous-batching engine needs from a framework: a model that runs prefill
 and batched decode steps over per-slot KV caches, and a sampler that turns logits into
-tokens. `providers.torch` implements both; a JAX implementation implements the same.
+tokens. `providers.torch` and `providers.jax` implement both.
 
 Slots: the runner owns `max_slots` KV-cache slots of `max_context` positions each. A
 sequence occupies one slot from prefill until `free`. Candidates of one request (n, best_of)
@@ -56,6 +56,17 @@ class PromptScores:
 
     logprobs: tuple[float | None, ...]
     top: tuple[tuple[tuple[int, float], ...] | None, ...]
+
+
+@dataclass(slots=True)
+class ForwardCounts:
+    """Forward passes a runner has run so far: calls, and tokens they processed (tests read
+    them to prove what shares a prefill)."""
+
+    prefills: int = 0
+    decodes: int = 0
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
 
 
 class ModelRunner(Protocol):

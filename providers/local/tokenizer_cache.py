@@ -20,8 +20,8 @@ import structlog
 from pydantic import AfterValidator
 
 from providers.errors import Failure, UpstreamError
+from providers.local.packaged import PACKAGED_MODELS, ModelSource, resolve_model
 from providers.local.tokenizer import TokenizerAdapter
-from providers.torch.packaged import PACKAGED_MODELS, ModelSource, resolve_model
 
 log = structlog.get_logger("turnout.providers.tokenizers")
 

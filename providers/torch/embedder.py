@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from providers.local.packaged import ModelSource, resolve_model
 from providers.torch.loading import DeviceName, resolve_device
-from providers.torch.packaged import ModelSource, resolve_model
 
 log = structlog.get_logger("turnout.providers.torch")
 

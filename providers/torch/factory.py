@@ -8,9 +8,9 @@ import json
 from providers.base import Provider
 from providers.capabilities import UNLIMITED_STOP, Capabilities
 from providers.local.embeddings import Embedder, LocalEmbedder
+from providers.local.packaged import ModelSource, resolve_model
 from providers.local.provider import LocalGenerator, LocalModel
 from providers.timeouts import UpstreamTimeouts
-from providers.torch.packaged import ModelSource, resolve_model
 from providers.torch.settings import TorchSettings
 
 

@@ -67,7 +67,7 @@ def llama_shape(config: Any) -> LlamaShape:
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(
-            f"model_type {model_type!r} is not supported by the torch runner "
+            f"model_type {model_type!r} is not supported by the local runners "
             f"(supported: {', '.join(sorted(SUPPORTED_MODEL_TYPES))})"
         )
     if getattr(config, "hidden_act", "silu") != "silu":

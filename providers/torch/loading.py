@@ -27,7 +27,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from providers.torch.packaged import ModelSource, resolve_model
+from providers.local.packaged import ModelSource, resolve_model
 
 log = structlog.get_logger("turnout.providers.torch")
 

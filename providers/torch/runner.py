@@ -4,22 +4,12 @@ forward passes so tests can prove what shares a prefill."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
+from providers.local.runner import ForwardCounts
 from providers.torch.llama import DEFAULT_MAX_SLOTS, LlamaForward
 from providers.torch.loading import LoadedModel
-
-
-@dataclass(slots=True)
-class ForwardCounts:
-    """Forward passes run so far: calls, and tokens they processed."""
-
-    prefills: int = 0
-    decodes: int = 0
-    prefill_tokens: int = 0
-    decode_tokens: int = 0
 
 
 class TorchRunner:

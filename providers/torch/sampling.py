@@ -14,34 +14,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
+from providers.local.batch_flags import BatchFlags, has_penalty
 from providers.local.runner import PromptScores, RowSampling, Sampled
 
 SEED_SPACE = 2**64  # torch.Generator.manual_seed takes 64-bit seeds
-
-
-@dataclass(frozen=True, slots=True)
-class BatchFlags:
-    """Which optional steps any row of the batch needs."""
-
-    all_greedy: bool
-    any_bias: bool
-    any_penalties: bool
-    any_top_p: bool
-    max_top_logprobs: int
-
-    @classmethod
-    def of(cls, rows: Sequence[RowSampling]) -> BatchFlags:
-        return cls(
-            all_greedy=all(row.temperature == 0 for row in rows),
-            any_bias=any(row.logit_bias for row in rows),
-            any_penalties=any(_has_penalty(row) for row in rows),
-            any_top_p=any(row.top_p < 1 and row.temperature != 0 for row in rows),
-            max_top_logprobs=max((row.top_logprobs for row in rows), default=0),
-        )
 
 
 class TorchSampler:
@@ -121,7 +100,7 @@ def apply_penalties(logits: torch.Tensor, rows: Sequence[RowSampling]) -> torch.
     frequency = torch.zeros(len(rows), 1, dtype=logits.dtype, device=logits.device)
     presence = torch.zeros_like(frequency)
     for index, row in enumerate(rows):
-        if not _has_penalty(row):
+        if not has_penalty(row):
             continue
         generated = torch.tensor(row.generated, dtype=torch.long, device=logits.device)
         counts[index] = torch.bincount(generated, minlength=vocab)[:vocab].to(logits.dtype)
@@ -188,7 +167,3 @@ def _top_lists(logprobs: torch.Tensor, top: int) -> list[tuple[tuple[int, float]
         tuple(zip(row_indices, row_values, strict=True))
         for row_indices, row_values in zip(indices.tolist(), values.tolist(), strict=True)
     ]
-
-
-def _has_penalty(row: RowSampling) -> bool:
-    return bool(row.generated) and (row.frequency_penalty != 0 or row.presence_penalty != 0)

@@ -15,7 +15,7 @@ class TorchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["torch"]
-    # A packaged name (see `providers.torch.packaged`) or a path to a Hugging Face model
+    # A packaged name (see `providers.local.packaged`) or a path to a Hugging Face model
     # directory or a .gguf file.
     model: str = "smollm2-135m-instruct"
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
+from providers.local.packaged import ModelSource, resolve_model
 from providers.torch.loading import (
     LoadedModel,
     converted_cache_dir,
@@ -17,7 +18,6 @@ from providers.torch.loading import (
     resolve_dtype,
     save_atomically,
 )
-from providers.torch.packaged import ModelSource, resolve_model
 from providers.torch.settings import TorchSettings
 
 

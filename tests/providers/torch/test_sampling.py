@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from providers.local.runner import RowSampling
-from providers.torch.sampling import BatchFlags, TorchSampler, apply_penalties, apply_top_p
+from providers.torch.sampling import TorchSampler, apply_penalties, apply_top_p
 
 VOCAB = 50
 
@@ -144,21 +144,6 @@ def test_logprob_and_top_list_come_from_the_raw_distribution(sampler: TorchSampl
     best_token, best_logprob = results[0].top[0]
     assert best_token == results[0].token
     assert best_logprob == pytest.approx(results[0].logprob)
-
-
-def test_batch_flags() -> None:
-    flags = BatchFlags.of([RowSampling(temperature=0), RowSampling(temperature=0, top_p=0.5)])
-    assert flags.all_greedy
-    assert not (flags.any_bias)
-    assert not (flags.any_penalties)
-    assert not (flags.any_top_p)
-    flags = BatchFlags.of(
-        [RowSampling(top_p=0.9, top_logprobs=2), RowSampling(frequency_penalty=1, generated=[1])]
-    )
-    assert not flags.all_greedy
-    assert flags.any_top_p
-    assert flags.any_penalties
-    assert flags.max_top_logprobs == 2
 
 
 def test_score_prompt(sampler: TorchSampler) -> None:

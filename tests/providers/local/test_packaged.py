@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.torch.packaged import resolve_model
+from providers.local.packaged import resolve_model
 
 
 def test_packaged_names_resolve_to_shipped_files() -> None:

