@@ -5,25 +5,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from providers.capabilities import CapabilityOverrides
+from providers.local.settings import LocalModelSettings
 
 
-class JaxSettings(BaseModel):
-    """Which model to run in-process with JAX, where, and how much KV cache to hold."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class JaxSettings(LocalModelSettings):
+    """A model run in-process with JAX."""
 
     kind: Literal["jax"]
-    # A packaged name (see `providers.local.packaged`) or a path to a Hugging Face model
-    # directory or a .gguf file.
-    model: str = "smollm2-135m-instruct"
     # auto: JAX's default backend (a GPU or TPU when jaxlib has one, else the CPU).
     device: Literal["auto", "cpu", "gpu"] = "auto"
-    # "auto": float32 on CPU (CPU half-precision matmuls are slow and lossy), bfloat16 else.
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_slots: int = Field(default=16, ge=1)
-    # None: the model's context window, capped at 2048 to bound KV-cache memory.
-    max_context: int | None = Field(default=None, ge=1)
-    capabilities: CapabilityOverrides | None = None
