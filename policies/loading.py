@@ -72,7 +72,13 @@ def _describe(path: Path, exc: ValidationError, data: dict[str, Any]) -> str:
         message = error["msg"]
         if error["type"] == "value_error":
             message = message.removeprefix("Value error, ")
-        shown = error["type"] != "missing" and where
+        shown = error["type"] != "missing" and where and not _secret(where)
         got = f" (got {error.get('input')!r:.80})" if shown else ""
         lines.append(f"  {where or '<top level>'}: {message}{got}")
     return "\n".join(lines)
+
+
+def _secret(where: str) -> bool:
+    """Keys and API keys are never echoed back, not even in an error about them."""
+    last = where.rsplit(".", 1)[-1].split("[", 1)[0]
+    return last in ("key", "keys", "api_key") or ".keys[" in where or ".key" in where

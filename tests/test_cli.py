@@ -259,6 +259,26 @@ def test_check_config_reports_every_problem_at_once(
     assert "2 problem(s)" in stderr
 
 
+def test_check_config_never_echoes_a_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        """
+        providers:
+          up: {kind: openai, base_url: http://127.0.0.1:9/v1, api_key: [sk-api-secret]}
+        models: {m: {deployments: [{provider: up, model: x}]}}
+        keys: [{key: "sha256:sk-top-secret"}]
+        teams: {t: {keys: ["sha256:sk-team-secret"]}}
+        """,
+    )
+    stderr = check_in_process(path, capsys)
+    assert "providers.up.api_key" in stderr
+    assert "keys[0].key" in stderr
+    assert "teams.t.keys" in stderr
+    assert "secret" not in stderr
+
+
 def test_check_config_on_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "cannot read" in check_in_process(tmp_path / "nowhere.yaml", capsys)
 
