@@ -7,6 +7,7 @@ Packages are located with `importlib.util.find_spec`, never imported: `llm_smoll
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,17 @@ def resolve_model(name_or_path: str) -> ModelSource:
         f"({', '.join(sorted(PACKAGED_MODELS))}), not a directory with a config.json "
         f"and not a .gguf file (looked at {path})"
     )
+
+
+def serves_embeddings(source: ModelSource) -> bool:
+    """Whether a model is an encoder that serves embeddings rather than a causal LM that
+    generates: a model directory whose architectures are not causal LMs (a GGUF file is
+    always a generator). Every framework decides the same way, from the config alone."""
+    if source.format != "hf":
+        return False
+    config = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
+    architectures = config.get("architectures") or []
+    return not any(str(a).endswith("ForCausalLM") for a in architectures)
 
 
 def _resolve_packaged(name: str, packaged: PackagedModel) -> ModelSource:

@@ -3,12 +3,10 @@ transformers are imported only when the model loads (at app start, on a worker t
 
 from __future__ import annotations
 
-import json
-
 from providers.base import Provider
 from providers.capabilities import UNLIMITED_STOP, Capabilities
 from providers.local.embeddings import Embedder, LocalEmbedder
-from providers.local.packaged import ModelSource, resolve_model
+from providers.local.packaged import ModelSource, resolve_model, serves_embeddings
 from providers.local.provider import LocalGenerator, LocalModel
 from providers.timeouts import UpstreamTimeouts
 from providers.torch.settings import TorchSettings
@@ -16,20 +14,11 @@ from providers.torch.settings import TorchSettings
 
 def build_torch_provider(name: str, settings: TorchSettings, _: UpstreamTimeouts) -> Provider:
     source = resolve_model(settings.model)
-    if _is_encoder(source):
+    if serves_embeddings(source):
         return LocalEmbedder(name, lambda: _load_embedder(source, settings))
     # Every option is native; candidates per prompt are bounded by the KV-cache slots.
     capabilities = Capabilities(embeddings=False, max_n=settings.max_slots, max_stop=UNLIMITED_STOP)
     return LocalGenerator(name, lambda: _load_generator(source, settings), capabilities)
-
-
-def _is_encoder(source: ModelSource) -> bool:
-    """A model directory whose architectures are not causal LMs serves embeddings."""
-    if source.format != "hf":
-        return False
-    config = json.loads((source.path / "config.json").read_text(encoding="utf-8"))
-    architectures = config.get("architectures") or []
-    return not any(str(a).endswith("ForCausalLM") for a in architectures)
 
 
 def _load_generator(source: ModelSource, settings: TorchSettings) -> LocalModel:

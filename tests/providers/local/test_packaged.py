@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.local.packaged import resolve_model
+from providers.local.packaged import resolve_model, serves_embeddings
 
 
 def test_packaged_names_resolve_to_shipped_files() -> None:
@@ -36,3 +36,10 @@ def test_unknown_models_say_what_was_tried(tmp_path: Path) -> None:
         resolve_model(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match=r"not a directory with a config\.json"):
         resolve_model(str(tmp_path))  # a directory, but not a model
+
+
+def test_encoders_serve_embeddings_and_causal_lms_generate(tmp_path: Path) -> None:
+    assert serves_embeddings(resolve_model("all-minilm-l6-v2"))  # BertModel
+    assert not serves_embeddings(resolve_model("smollm2-135m-instruct"))  # a GGUF file
+    (tmp_path / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    assert not serves_embeddings(resolve_model(str(tmp_path)))
