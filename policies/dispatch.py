@@ -12,7 +12,7 @@ from policies.errors import ApiError
 from policies.health import Health
 from policies.plan import DeploymentPlan, Target
 from policies.retry import CANCELLED, Attempt, Decision, call_with_retries, classify
-from policies.state.base import BreakerState
+from policies.state.base import BreakerState, BreakerView
 from policies.strategies import Orderer
 from policies.translation import Mode, Refusal, Translation, declared_for, translate
 from providers.base import Provider
@@ -145,8 +145,6 @@ class Dispatcher:
                     fit = self._translate(plan, trace, endpoint, body, target, provider)
                     if fit is None:
                         continue  # cannot honour this request: skipped, never called
-                    if self._health is not None and not await self._admitted(target, trace):
-                        continue  # breaker open: skipped without touching it
                     if fit.emulated:
                         provider = with_emulations(
                             provider,
@@ -157,12 +155,21 @@ class Dispatcher:
                     request = ProviderRequest(
                         endpoint, {**fit.body, "model": target.deployment.model}
                     )
+                    # Nothing between the breaker's leave and `_attempts`, which owns a
+                    # granted probe from here: it is used, or given back.
+                    probe = False
+                    if self._health is not None:
+                        view = await self._admitted(target, trace)
+                        if not view.allowed:
+                            continue  # breaker open: skipped without touching it
+                        probe = view.probe
                     try:
                         result = await self._attempts(
                             plan,
                             trace,
                             target,
                             lambda: attempt(provider, request),  # noqa: B023
+                            probe,
                         )
                     except UpstreamError as exc:
                         last, trace.target = exc, target  # who gave the answer so far
@@ -195,12 +202,12 @@ class Dispatcher:
             return list(targets)
         return await self._orderer.order(targets, plan.strategy)
 
-    async def _admitted(self, target: Target, trace: Trace) -> bool:
+    async def _admitted(self, target: Target, trace: Trace) -> BreakerView:
         assert self._health is not None
         view = await self._health.acquire(target)
         if not view.allowed:
             trace.open_breakers.append((target.label, view.open_until))
-        return view.allowed
+        return view
 
     async def _attempts(
         self,
@@ -208,9 +215,15 @@ class Dispatcher:
         trace: Trace,
         target: Target,
         call: Callable[[], Awaitable[T]],
+        probe: bool = False,
     ) -> T:
         """One deployment's turn: its retries, each outcome told to its breaker (which, once
-        open, ends the turn), and the call counted in flight while it runs."""
+        open, ends the turn), and the call counted in flight while it runs.
+
+        `probe`: the breaker granted this turn its half-open probe, which the first attempt
+        is. An attempt that ends with no outcome (cancelled by the client or the deadline,
+        or an unexpected error) gives the probe back, so the deployment is not skipped
+        until the probe times out."""
         health = self._health
         if health is None:
             return await call_with_retries(
@@ -221,17 +234,20 @@ class Dispatcher:
                 attempts=trace.attempts,
             )
         tripped = False
+        probe_out = probe  # until the probe's outcome is recorded
 
         async def observed() -> T:
-            nonlocal tripped
+            nonlocal tripped, probe_out
             started = time.perf_counter()
             try:
                 result = await call()
             except UpstreamError as exc:
-                view = await health.failed(target, exc)
+                is_probe, probe_out = probe_out, False
+                view = await health.failed(target, exc, probe=is_probe)
                 tripped = view is not None and view.state is not BreakerState.CLOSED
                 raise
-            await health.succeeded(target, time.perf_counter() - started)
+            is_probe, probe_out = probe_out, False
+            await health.succeeded(target, time.perf_counter() - started, probe=is_probe)
             return result
 
         await health.started(target)
@@ -249,6 +265,8 @@ class Dispatcher:
                 trace.holding, held = target, True
             return result
         finally:
+            if probe_out:
+                await health.release_probe(target)
             if not held:
                 await health.ended(target)
 

@@ -6,7 +6,7 @@ and nothing is counted."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from policies.dispatch import Dispatcher
@@ -14,7 +14,7 @@ from policies.health import Health
 from policies.limits import Limiter
 from policies.plan import Target
 from policies.routing import Route
-from policies.state.base import BreakerState, LimitKind
+from policies.state.base import BreakerState, Limit, LimitKind, LimitState, StateUnavailable
 from policies.teams import Caller
 from policies.translation import Refusal
 from providers.types import Endpoint
@@ -88,20 +88,28 @@ def _deployment(target: Target, fit: Any, view: Any) -> dict[str, Any]:
 
 async def _limits(caller: Caller, limiter: Limiter, health: Health) -> list[dict[str, Any]]:
     now = health.now()
-    pairs = limiter.limits_for(caller, now)
-    states = await health.store.peek([limit for limit, _ in pairs], now)
-    return [
-        {
-            # The key's own scope without its id; a team's scope keeps the team's name.
-            "limit": state.limit.key.replace(f":key:{caller.key_id}", ":key"),
-            "kind": "budget" if state.limit.kind is LimitKind.BUDGET else "rate",
-            "capacity": state.limit.capacity,
-            "remaining": max(0, state.remaining),
-            "reset_s": round(state.reset_s, 3),
-            "over": state.remaining <= 0,
-        }
-        for state in states
-    ]
+    limits = [limit for limit, _ in limiter.limits_for(caller, now)]
+    try:
+        states: Sequence[LimitState | None] = await health.store.peek(limits, now)
+    except StateUnavailable:  # the limits still apply; where the caller stands is unknown
+        states = [None] * len(limits)
+    return [_limit(caller, limit, state) for limit, state in zip(limits, states, strict=True)]
+
+
+def _limit(caller: Caller, limit: Limit, state: LimitState | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        # The key's own scope without its id; a team's scope keeps the team's name.
+        "limit": limit.key.replace(f":key:{caller.key_id}", ":key"),
+        "kind": "budget" if limit.kind is LimitKind.BUDGET else "rate",
+        "capacity": limit.capacity,
+    }
+    if state is None:
+        return entry | {"remaining": None, "reset_s": None, "over": None, "state": "unavailable"}
+    return entry | {
+        "remaining": max(0, state.remaining),
+        "reset_s": round(state.reset_s, 3),
+        "over": state.remaining <= 0,
+    }
 
 
 def _order_note(strategy: str) -> str | None:

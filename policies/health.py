@@ -5,7 +5,11 @@ A failure, for a breaker, is the deployment's fault: a connection error, a timeo
 broken stream, a 5xx or a 429, an auth or not-found error from the backend. A 400 about
 the request, a content-policy refusal or a context-window overflow are not failures: they
 are answers from a deployment that works, and count as such. A call cancelled by the
-client is not counted at all."""
+client is not counted at all; if it was the half-open probe, the probe is given back.
+
+Outcomes say whether they are the probe's (`probe`, as `acquire` granted it): while a
+breaker is half-open only the probe's outcome moves it, so a late success from a call sent
+before it opened cannot close it."""
 
 from __future__ import annotations
 
@@ -72,31 +76,44 @@ class Health:
         self._report(target, view)
         return view
 
-    async def succeeded(self, target: Target, seconds: float | None = None) -> None:
+    async def succeeded(
+        self, target: Target, seconds: float | None = None, *, probe: bool = False
+    ) -> None:
         """Record a successful call taking `seconds`; None (a health check, whose speed
         says nothing about serving) leaves the latency statistics alone."""
-        await self._deferred.run(self._record_success(target, seconds))
+        await self._deferred.run(self._record_success(target, seconds, probe))
 
-    async def _record_success(self, target: Target, seconds: float | None) -> None:
+    async def _record_success(self, target: Target, seconds: float | None, probe: bool) -> None:
         view = await self._store.breaker_record(
-            target.label, self.policy(target), True, self._clock()
+            target.label, self.policy(target), True, self._clock(), probe=probe
         )
         self._report(target, view)
         if seconds is not None:
             await self._store.observe_latency(target.label, seconds, LATENCY_ALPHA)
 
-    async def failed(self, target: Target, error: UpstreamError) -> BreakerView | None:
+    async def failed(
+        self, target: Target, error: UpstreamError, *, probe: bool = False
+    ) -> BreakerView | None:
         """Record a failed call; the breaker after it, or None when the error was not the
         deployment's fault. Such an error is still an answer from a deployment that works
         and is recorded as one: a probe that gets it closes the breaker rather than
         holding the half-open slot until `probe_timeout_s`."""
         policy, now = self.policy(target), self._clock()
         if not counts_as_failure(error):
-            self._report(target, await self._store.breaker_record(target.label, policy, True, now))
+            view = await self._store.breaker_record(target.label, policy, True, now, probe=probe)
+            self._report(target, view)
             return None
-        view = await self._store.breaker_record(target.label, policy, False, now, error.retry_after)
+        view = await self._store.breaker_record(
+            target.label, policy, False, now, error.retry_after, probe=probe
+        )
         self._report(target, view)
         return view
+
+    async def release_probe(self, target: Target) -> None:
+        """Give back the probe `acquire` granted for a call that will report no outcome
+        (cancelled, or never made): the next request may probe at once, rather than after
+        `probe_timeout_s`."""
+        await self._deferred.run(self._store.breaker_release(target.label, self._clock()))
 
     async def views(self, targets: Sequence[Target]) -> dict[str, BreakerView]:
         result: dict[str, BreakerView] = {}

@@ -135,9 +135,9 @@ class HealthChecker:
             closed = view.state is BreakerState.CLOSED
             if view.probe or (closed and (error is not None or clears)):
                 if error is None:
-                    await self._health.succeeded(target)
+                    await self._health.succeeded(target, probe=view.probe)
                 else:
-                    await self._health.failed(target, error)
+                    await self._health.failed(target, error, probe=view.probe)
         return error
 
     async def _loop(self, checked: CheckedProvider) -> None:
@@ -146,7 +146,9 @@ class HealthChecker:
             await asyncio.sleep(interval * self._rng.uniform(1 - JITTER, 1 + JITTER))
             try:
                 await self.check_once(checked)
-            except Exception as exc:  # e.g. the state store unreachable: no caller to raise to
+            except (
+                Exception
+            ) as exc:  # a bug in a check must not end the loop: no caller to raise to
                 log.error("health_check_error", provider=checked.provider.name, exc_info=exc)
 
     def _note(self, provider: str, error: UpstreamError | None) -> bool:

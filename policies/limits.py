@@ -9,6 +9,10 @@ refused by one limit takes nothing from the others.
 Rate limits are token buckets refilled continuously (a full minute's allowance at most);
 budgets are fixed calendar periods in UTC. Over a limit: 429 in OpenAI's envelope with
 `Retry-After` and OpenAI's `x-ratelimit-*` headers, which every limited response carries.
+
+With the shared store unreachable, limits cannot be checked: `state.limits_when_unavailable`
+says whether to admit the request unchecked (`allow`, the default: no reservation, no
+headers) or to answer 503 `state_unavailable` with `Retry-After: 1` (`refuse`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ from policies.deferred import Deferred
 from policies.errors import ApiError
 from policies.policy_config import BudgetSettings, LimitSettings
 from policies.rules import estimate_prompt_tokens
-from policies.state.base import Admission, Limit, LimitKind, LimitState, StateStore
+from policies.state.base import (
+    Admission,
+    Limit,
+    LimitKind,
+    LimitState,
+    StateStore,
+    StateUnavailable,
+)
 from policies.teams import Caller
 
 Clock = Callable[[], float]
@@ -40,10 +51,18 @@ class Reservation:
 
 
 class Limiter:
-    def __init__(self, store: StateStore, clock: Clock, deferred: Deferred | None = None) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        clock: Clock,
+        deferred: Deferred | None = None,
+        *,
+        refuse_when_unavailable: bool = False,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._deferred = deferred or Deferred(immediate=True)
+        self._refuse_when_unavailable = refuse_when_unavailable
 
     def limits_for(self, caller: Caller, now: float) -> list[tuple[Limit, bool]]:
         result: list[tuple[Limit, bool]] = []
@@ -58,7 +77,8 @@ class Limiter:
     async def admit(
         self, caller: Caller, body: Mapping[str, Any], on_refused: Callable[[str, str], None]
     ) -> Reservation | None:
-        """Reserve one request and the estimated tokens, or raise the 429. None: no limits."""
+        """Reserve one request and the estimated tokens, or raise the 429. None: no limits
+        apply, or they could not be checked and the request is let through unchecked."""
         now = self._clock()
         pairs = self.limits_for(caller, now)
         if not pairs:
@@ -66,7 +86,14 @@ class Limiter:
         tokens = estimate_tokens(body)
         limits = tuple(limit for limit, _ in pairs)
         is_tokens = tuple(t for _, t in pairs)
-        admission = await self._store.admit(limits, [tokens if t else 1 for t in is_tokens], now)
+        try:
+            admission = await self._store.admit(
+                limits, [tokens if t else 1 for t in is_tokens], now
+            )
+        except StateUnavailable:  # counted and logged by the store (fail_open.py)
+            if self._refuse_when_unavailable:
+                raise _unavailable() from None
+            return None
         reservation = Reservation(limits, is_tokens, tokens, admission.states)
         if not admission.allowed:
             refused = admission.refused_by
@@ -185,6 +212,17 @@ def duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs}s"
     return f"{secs}s"
+
+
+def _unavailable() -> ApiError:
+    return ApiError(
+        "Rate limits cannot be checked right now (the shared state store is unreachable). "
+        "Try again in 1s.",
+        status=503,
+        type="server_error",
+        code="state_unavailable",
+        headers={"retry-after": "1"},
+    )
 
 
 def _too_many(admission: Admission, refused: Limit, reservation: Reservation) -> ApiError:

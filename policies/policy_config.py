@@ -120,3 +120,9 @@ class CacheSettings(_Strict):
 class StateSettings(_Strict):
     redis_url: str | None = None  # absent: in memory, one process
     prefix: str = "turnout:"
+    timeout: float = Field(
+        0.5, gt=0, description="Seconds Redis has to accept a connection, and to answer"
+    )
+    # While Redis is unreachable everything else fails open; limits cannot be checked:
+    # `allow` admits unchecked (and logs), `refuse` answers 503 `state_unavailable`.
+    limits_when_unavailable: Literal["allow", "refuse"] = "allow"

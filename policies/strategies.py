@@ -2,7 +2,8 @@
 
 Each model's deployments are ordered among themselves; the chain of fallback models keeps
 its order (a fallback model is tried only after the model asked for). Capability filtering
-and breakers apply on top of this order, in the dispatcher."""
+and breakers apply on top of this order, in the dispatcher. A strategy that needs the
+shared statistics while the store is unreachable falls back to config order."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from policies.plan import Target
 from policies.policy_config import Strategy
-from policies.state.base import StateStore
+from policies.state.base import StateStore, StateUnavailable
 
 LoadOf = Callable[[Target], int | None]  # a local sampler's own queue depth, if it has one
 
@@ -40,10 +41,13 @@ class Orderer:
             return weighted_order(group, self._rng)
         if strategy is Strategy.COST:
             return sorted(group, key=price_per_token)
-        if strategy is Strategy.LEAST_BUSY:
-            busy = await self._store.in_flight(labels)
-            return sorted(group, key=lambda t: max(busy.get(t.label, 0), self._load_of(t) or 0))
-        latency = await self._store.latencies(labels)
+        try:
+            if strategy is Strategy.LEAST_BUSY:
+                busy = await self._store.in_flight(labels)
+                return sorted(group, key=lambda t: max(busy.get(t.label, 0), self._load_of(t) or 0))
+            latency = await self._store.latencies(labels)
+        except StateUnavailable:
+            return group  # the statistics live in the store: without it, config order
         return two_choices_order(group, latency, self._rng)
 
 

@@ -123,7 +123,7 @@ async def _serve(
         await gateway.limiter.settle(reservation, 0)
         record.emit(exc.status, outcome="failed", error=exc.summary())
         return _with_headers(from_upstream_error(exc), record)
-    except Exception as exc:  # e.g. the shared-state store is unreachable
+    except Exception as exc:  # a bug: outages of the shared store are met by failing open
         record.emit(500, outcome="error", error=type(exc).__name__)
         raise  # router.errors answers the envelope and logs the traceback
     result: JSONObject = answer.body

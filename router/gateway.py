@@ -48,6 +48,8 @@ class PolicyObserver(Protocol):
 
     def cache(self, result: str) -> None: ...
 
+    def state_error(self, operation: str) -> None: ...
+
 
 @dataclass(slots=True)
 class Gateway:
@@ -93,7 +95,7 @@ class Gateway:
         if previous is not None and previous.config.state == config.state:
             store, deferred = previous.store, previous.deferred
         else:
-            store = build_store(config.state.redis_url, prefix=config.state.prefix)
+            store = build_store(config.state, observer.state_error if observer else None)
             deferred = Deferred(immediate=isinstance(store, MemoryStore))
         clock = clock or (previous.clock if previous is not None else time)
         health = Health(
@@ -116,7 +118,12 @@ class Gateway:
             planner,
             KeyTable(config),
             Router(config, planner),
-            Limiter(store, clock, deferred),
+            Limiter(
+                store,
+                clock,
+                deferred,
+                refuse_when_unavailable=config.state.limits_when_unavailable == "refuse",
+            ),
             health,
             store,
             cache,
@@ -139,6 +146,8 @@ class Gateway:
     async def _start_all(self) -> None:
         # One at a time: loading two local models at once races inside transformers' lazy
         # imports ("cannot import name 'AutoModel'"), and they would share the same cores.
+        # A store unreachable at start-up fails readiness (most likely a wrong URL); an
+        # outage after start is met by failing open (policies/state/fail_open.py).
         failed: list[BaseException] = []
         try:
             await self.store.ping()

@@ -125,6 +125,11 @@ class Metrics:
         self._reloads = counter(
             "config_reloads", "Config reloads: ok, unchanged or rejected.", "result"
         )
+        self._state_errors = counter(
+            "state_errors",
+            "Shared-state operations that found the store unreachable (routing failed open).",
+            "operation",
+        )
 
     def request_finished(
         self,
@@ -178,6 +183,10 @@ class Metrics:
     def cache(self, result: str) -> None:
         """One response-cache lookup: hit, miss or bypass."""
         self._cache(result).inc()
+
+    def state_error(self, operation: str) -> None:
+        """One store operation (e.g. admit, breaker_acquire) found the store unreachable."""
+        self._state_errors(operation).inc()
 
     def config_reload(self, result: str) -> None:
         self._reloads(result).inc()

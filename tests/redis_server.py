@@ -59,10 +59,12 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0) -> RedisServer:
+    def start(self, timeout_s: float = 10.0, *, port: int | None = None) -> RedisServer:
+        """`port`: this one (e.g. the port of a server stopped to simulate an outage, to
+        bring it back empty where its clients look); else a free one."""
         # The free port can be taken between probing and binding; a retry gets another.
         for _ in range(3):
-            self.port = _free_port()
+            self.port = port or _free_port()
             self._process = subprocess.Popen(
                 [
                     self._executable,

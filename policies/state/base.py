@@ -8,6 +8,9 @@ with no await between the read and the write; in Redis because it is one Lua scr
 Time is always passed in (`now`, seconds on the wall clock) rather than read by the store,
 so tests can drive breakers and limits with an injected clock, and so every replica uses
 the same notion of time for the same key.
+
+A store that cannot be reached raises `StateUnavailable` from any operation, never its
+client library's errors; what the policy layer does then is `fail_open.py`'s to decide.
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
+
+
+class StateUnavailable(Exception):
+    """The store could not be reached, or did not answer in time. Not a bug: an outage."""
 
 
 class LimitKind(StrEnum):
@@ -95,7 +102,8 @@ class StateStore(Protocol):
     ) -> BreakerView:
         """May a call go to `deployment`? Closed: yes. Open before its cooldown: no. Open
         after it: the breaker half-opens and this caller (only this one) gets the probe.
-        Half-open with a probe out: no (until `probe_timeout_s` frees the slot)."""
+        Half-open with a probe out: no (until `breaker_release`, the probe's outcome, or
+        `probe_timeout_s` frees the slot)."""
 
     async def breaker_record(
         self,
@@ -104,11 +112,20 @@ class StateStore(Protocol):
         ok: bool,
         now: float,
         retry_after_s: float | None = None,
+        probe: bool = False,
     ) -> BreakerView:
-        """The outcome of a call: success closes a half-open breaker and resets counts;
-        a failure of the probe re-opens it with the cooldown restarted; failures past the
-        threshold (or rate) open a closed one. The open period is the longer of the
-        cooldown and `retry_after_s` (a 429's Retry-After)."""
+        """The outcome of a call. Closed: failures past the threshold (or rate) open it,
+        a success resets the consecutive count. Half-open: only the probe's outcome
+        (`probe`, as `breaker_acquire` granted it) counts: success closes the breaker and
+        resets counts, failure re-opens it with the cooldown restarted. Any other outcome
+        while half-open or open is a late one, from a call sent before the breaker opened:
+        it never closes the breaker, though a failure may lengthen an open one. The open
+        period is the longer of the cooldown and `retry_after_s` (a 429's Retry-After)."""
+
+    async def breaker_release(self, deployment: str, now: float) -> None:
+        """Give back a probe that will report no outcome (its call was cancelled, or never
+        made): the breaker stays half-open and the next acquirer gets the probe. Does
+        nothing to a breaker that is not half-open."""
 
     async def breaker_views(
         self, deployments: Sequence[str], policy: BreakerPolicy, now: float
@@ -136,6 +153,6 @@ class StateStore(Protocol):
 
     # --- life cycle ---------------------------------------------------------------------
     async def ping(self) -> None:
-        """Raise if the store cannot be reached (start-up check)."""
+        """Raise `StateUnavailable` if the store cannot be reached (start-up check)."""
 
     async def aclose(self) -> None: ...

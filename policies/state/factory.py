@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from policies.policy_config import StateSettings
 from policies.state.base import StateStore
+from policies.state.fail_open import FailOpenStore, OnError
 from policies.state.memory import MemoryStore
 from policies.state.redis_store import RedisStore
 
 
-def build_store(redis_url: str | None, *, prefix: str = "turnout:") -> StateStore:
+def build_store(settings: StateSettings, on_error: OnError | None = None) -> StateStore:
     """One process needs nothing shared, so memory is the default; replicas that must agree
-    on limits and breakers point at the same Redis. The Redis store connects lazily: call
-    `ping` at start-up to fail fast on a wrong URL."""
-    if redis_url is None:
+    on limits and breakers point at the same Redis, behind `FailOpenStore` so an outage
+    does not stop routing (`on_error` counts each operation it failed). The Redis store
+    connects lazily: call `ping` at start-up to fail fast on a wrong URL."""
+    if settings.redis_url is None:
         return MemoryStore()
-    return RedisStore.from_url(redis_url, prefix=prefix)
+    redis = RedisStore.from_url(
+        settings.redis_url, prefix=settings.prefix, timeout_s=settings.timeout
+    )
+    return FailOpenStore(redis, on_error)

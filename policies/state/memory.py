@@ -231,13 +231,17 @@ class MemoryStore:
         ok: bool,
         now: float,
         retry_after_s: float | None = None,
+        probe: bool = False,
     ) -> BreakerView:
         breaker = self._breakers.pop(deployment, None) or _Breaker()
         if breaker.state is BreakerState.HALF_OPEN:
-            if ok:
+            # Only the probe's outcome moves it; any other is a late one, from a call sent
+            # before the breaker opened, and changes nothing.
+            if probe and ok:
                 return breaker_view(None, policy, now)  # closed, counts reset: nothing to keep
-            breaker.failures += 1
-            _open(breaker, policy, now, retry_after_s)
+            if probe:
+                breaker.failures += 1
+                _open(breaker, policy, now, retry_after_s)
         elif breaker.state is BreakerState.OPEN:
             # A late outcome of a call sent before the breaker opened: it may lengthen the
             # open period (a 429's Retry-After) but never closes the breaker; only the probe does.
@@ -255,6 +259,11 @@ class MemoryStore:
             self._breakers[deployment] = breaker
             _bound(self._breakers, self._max_keys)
         return breaker_view(self._breakers.get(deployment), policy, now)
+
+    async def breaker_release(self, deployment: str, now: float) -> None:
+        breaker = self._breakers.get(deployment)
+        if breaker is not None and breaker.state is BreakerState.HALF_OPEN:
+            breaker.probe_since = None
 
     async def breaker_views(
         self, deployments: Sequence[str], policy: BreakerPolicy, now: float

@@ -142,7 +142,7 @@ return v
 
 # KEYS: breaker, its window. ARGV: now, ok (1 | 0), retry_after_s ('' when none), failures,
 # cooldown_s, failure_rate ('' when none), window_s, min_calls, probe_timeout_s, window cap,
-# ttl_s. Returns the view after the outcome.
+# ttl_s, probe (1 | 0: this is the half-open probe's outcome). Returns the view after it.
 BREAKER_RECORD = (
     _BREAKER
     + """
@@ -151,6 +151,7 @@ local now, ok = tonumber(ARGV[1]), ARGV[2] == '1'
 local retry_after, threshold, cooldown = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local failure_rate, window_s, min_calls = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local probe_timeout, cap, ttl = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local probe = ARGV[12] == '1'
 local b = load(key)
 
 local function open()
@@ -176,6 +177,9 @@ local function push(calls, fails)
 end
 
 if b.state == 'half_open' then
+  -- Only the probe's outcome moves it; any other is a late one, from a call sent before
+  -- the breaker opened, and changes nothing.
+  if not probe then return view(b, now, probe_timeout) end
   if ok then
     redis.call('DEL', key, window)
     return view({state = 'closed', failures = 0, open_until = 0}, now, probe_timeout)
@@ -183,6 +187,8 @@ if b.state == 'half_open' then
   b.failures = b.failures + 1
   open()
 elseif b.state == 'open' then
+  -- A late outcome of a call sent before the breaker opened: it may lengthen the open
+  -- period (a 429's Retry-After) but never closes the breaker; only the probe does.
   if not ok then
     b.failures = b.failures + 1
     if retry_after then b.open_until = math.max(b.open_until, now + retry_after) end
@@ -206,6 +212,13 @@ redis.call('PEXPIRE', key, ttl_ms(math.max(0, b.open_until - now) + ttl))
 return view(b, now, probe_timeout)
 """
 )
+
+# KEYS: breaker. No ARGV. A half-open breaker's probe slot is freed; nothing else changes.
+BREAKER_RELEASE = """
+if redis.call('HGET', KEYS[1], 'state') == 'half_open' then
+  redis.call('HDEL', KEYS[1], 'probe_since')
+end
+"""
 
 # KEYS: breakers. ARGV: now, probe_timeout_s. Read-only: one view per key.
 BREAKER_VIEWS = (

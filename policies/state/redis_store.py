@@ -5,14 +5,22 @@ over-admit and all see one breaker per deployment. Keys live under a prefix (def
 `turnout:`) so one Redis can serve other tenants, and every key carries a TTL so a Redis
 without an eviction policy does not fill up with limits and breakers nobody uses any more.
 Redis Cluster is not supported: one `admit` touches several keys in one script.
+
+redis-py's errors stop here: an outage (no connection, no answer within `timeout_s`, a
+read-only replica, a server out of memory or still loading) is raised as `StateUnavailable`;
+anything else (a script error, a bad reply) is a bug and stays what it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from redis import exceptions
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from policies.state import redis_scripts
 from policies.state.base import (
@@ -23,6 +31,7 @@ from policies.state.base import (
     Limit,
     LimitKind,
     LimitState,
+    StateUnavailable,
 )
 from policies.state.memory import BUDGET_SLACK_S, WINDOW_CAP
 
@@ -31,6 +40,24 @@ _Arg = str | int | float
 # A breaker, its window and the statistics hashes outlive their last write by this long;
 # they are rewritten on every outcome, so only deployments nobody calls any more expire.
 STATE_TTL_S = 24 * 3600.0
+# Each command waits at most this long for a connection, and again for its answer.
+DEFAULT_TIMEOUT_S = 0.5
+_OUTAGE = (
+    exceptions.ConnectionError,  # also: authentication, still loading, no free connection
+    exceptions.TimeoutError,
+    exceptions.ReadOnlyError,
+    exceptions.OutOfMemoryError,
+    exceptions.MasterDownError,
+)
+
+
+@contextmanager
+def _reachable() -> Iterator[None]:
+    """The one place redis-py's outage errors become Turnout's."""
+    try:
+        yield
+    except _OUTAGE as exc:
+        raise StateUnavailable(f"redis: {exc or type(exc).__name__}") from exc
 
 
 class RedisStore:
@@ -42,14 +69,28 @@ class RedisStore:
         self._limits = client.register_script(redis_scripts.LIMITS)
         self._acquire = client.register_script(redis_scripts.BREAKER_ACQUIRE)
         self._record = client.register_script(redis_scripts.BREAKER_RECORD)
+        self._release = client.register_script(redis_scripts.BREAKER_RELEASE)
         self._views = client.register_script(redis_scripts.BREAKER_VIEWS)
         self._observe = client.register_script(redis_scripts.OBSERVE_LATENCY)
         self._add_in_flight = client.register_script(redis_scripts.ADD_IN_FLIGHT)
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "turnout:") -> RedisStore:
-        """E.g. `redis://localhost:6379/0`; no connection is made until the first call."""
-        return cls(Redis.from_url(url), prefix=prefix)
+    def from_url(
+        cls, url: str, *, prefix: str = "turnout:", timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> RedisStore:
+        """E.g. `redis://localhost:6379/0`; no connection is made until the first call.
+
+        A command is tried again once, at once, only when its connection broke (a pooled
+        connection Redis closed, e.g. by restarting); never after a timeout. redis-py's
+        default (10 tries with backoff) would hold a request for seconds during an outage.
+        """
+        client = Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1, supported_errors=(exceptions.ConnectionError,)),
+        )
+        return cls(client, prefix=prefix)
 
     # --- limits -----------------------------------------------------------------------
     async def admit(self, limits: Sequence[Limit], costs: Sequence[int], now: float) -> Admission:
@@ -71,7 +112,9 @@ class RedisStore:
         args: list[_Arg] = [mode, now, BUDGET_SLACK_S]
         for limit, cost in zip(limits, costs, strict=True):
             args += [limit.kind.value, limit.capacity, limit.period_s, limit.period_end, cost]
-        reply = _as_list(await self._limits(keys=[self._limit_key(x) for x in limits], args=args))
+        with _reachable():
+            reply = await self._limits(keys=[self._limit_key(x) for x in limits], args=args)
+        reply = _as_list(reply)
         states = tuple(
             LimitState(limit, int(reply[i]), float(reply[i + 1]), float(reply[i + 2]))
             for limit, i in zip(limits, range(1, len(reply), 3), strict=True)
@@ -89,7 +132,8 @@ class RedisStore:
         self, deployment: str, policy: BreakerPolicy, now: float
     ) -> BreakerView:
         args = [now, policy.probe_timeout_s, STATE_TTL_S]
-        return _view(await self._acquire(keys=[self._breaker_key(deployment)], args=args))
+        with _reachable():
+            return _view(await self._acquire(keys=[self._breaker_key(deployment)], args=args))
 
     async def breaker_record(
         self,
@@ -98,6 +142,7 @@ class RedisStore:
         ok: bool,
         now: float,
         retry_after_s: float | None = None,
+        probe: bool = False,
     ) -> BreakerView:
         key = self._breaker_key(deployment)
         args = [
@@ -112,8 +157,14 @@ class RedisStore:
             policy.probe_timeout_s,
             WINDOW_CAP,
             STATE_TTL_S,
+            int(probe),
         ]
-        return _view(await self._record(keys=[key, f"{key}:window"], args=args))
+        with _reachable():
+            return _view(await self._record(keys=[key, f"{key}:window"], args=args))
+
+    async def breaker_release(self, deployment: str, now: float) -> None:
+        with _reachable():
+            await self._release(keys=[self._breaker_key(deployment)])
 
     async def breaker_views(
         self, deployments: Sequence[str], policy: BreakerPolicy, now: float
@@ -121,7 +172,8 @@ class RedisStore:
         if not deployments:
             return {}
         keys = [self._breaker_key(d) for d in deployments]
-        reply = _as_list(await self._views(keys=keys, args=[now, policy.probe_timeout_s]))
+        with _reachable():
+            reply = _as_list(await self._views(keys=keys, args=[now, policy.probe_timeout_s]))
         return {d: _view(v) for d, v in zip(deployments, reply, strict=True)}
 
     def _breaker_key(self, deployment: str) -> str:
@@ -130,41 +182,48 @@ class RedisStore:
     # --- statistics for routing strategies ----------------------------------------------
     async def observe_latency(self, deployment: str, seconds: float, alpha: float) -> None:
         args: list[_Arg] = [deployment, seconds, alpha, STATE_TTL_S]
-        await self._observe(keys=[f"{self._prefix}latency"], args=args)
+        with _reachable():
+            await self._observe(keys=[f"{self._prefix}latency"], args=args)
 
     async def latencies(self, deployments: Sequence[str]) -> Mapping[str, float]:
         if not deployments:
             return {}
-        values = await self._redis.hmget(f"{self._prefix}latency", list(deployments))
+        with _reachable():
+            values = await self._redis.hmget(f"{self._prefix}latency", list(deployments))
         return {d: float(v) for d, v in zip(deployments, values, strict=True) if v is not None}
 
     async def add_in_flight(self, deployment: str, delta: int) -> None:
         args: list[_Arg] = [deployment, delta, STATE_TTL_S]
-        await self._add_in_flight(keys=[f"{self._prefix}in_flight"], args=args)
+        with _reachable():
+            await self._add_in_flight(keys=[f"{self._prefix}in_flight"], args=args)
 
     async def in_flight(self, deployments: Sequence[str]) -> Mapping[str, int]:
         if not deployments:
             return {}
-        values = await self._redis.hmget(f"{self._prefix}in_flight", list(deployments))
+        with _reachable():
+            values = await self._redis.hmget(f"{self._prefix}in_flight", list(deployments))
         return {d: int(v or 0) for d, v in zip(deployments, values, strict=True)}
 
     # --- response cache -----------------------------------------------------------------
     async def cache_get(self, key: str) -> bytes | None:
-        value = await self._redis.get(f"{self._prefix}cache:{key}")
+        with _reachable():
+            value = await self._redis.get(f"{self._prefix}cache:{key}")
         if value is None or isinstance(value, bytes):
             return value
         return value.encode()  # only from a client made with decode_responses=True
 
     async def cache_set(self, key: str, value: bytes, ttl_s: float) -> None:
         name = f"{self._prefix}cache:{key}"
-        if ttl_s <= 0:
-            await self._redis.delete(name)
-            return
-        await self._redis.set(name, value, px=max(1, round(ttl_s * 1000)))
+        with _reachable():
+            if ttl_s <= 0:
+                await self._redis.delete(name)
+                return
+            await self._redis.set(name, value, px=max(1, round(ttl_s * 1000)))
 
     # --- life cycle ---------------------------------------------------------------------
     async def ping(self) -> None:
-        await self._redis.ping()
+        with _reachable():
+            await self._redis.ping()
 
     async def aclose(self) -> None:
         await self._redis.aclose()

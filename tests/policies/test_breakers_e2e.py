@@ -249,3 +249,76 @@ def test_a_probe_answered_with_a_bad_request_frees_the_deployment(
         client.chat.completions.create(model="m", messages=MESSAGES)  # the probe
     assert served_by(server) == PRIMARY
     assert calls(primary) == 3
+
+
+def test_a_probe_whose_client_disconnects_frees_the_deployment_at_once(
+    turnout: StartTurnout, primary: FakeOpenAIUpstream, fallback: FakeOpenAIUpstream
+) -> None:
+    """The cancelled probe reports no outcome; it gives its slot back rather than holding
+    it for `probe_timeout_s` (60 s), so the next request probes at once."""
+    clock = ManualClock()
+    config = breakered(primary, fallback, {"failures": 1, "cooldown": 10}, retry=ONE_TRY)
+    server = turnout(config, clock)
+    primary.enqueue(Status(503), Ok(delay=5))  # opens it; then the probe hangs
+
+    assert served_by(server) == FALLBACK
+    clock.advance(10)
+    with server.client(timeout=0.3) as client, pytest.raises(openai.APITimeoutError):
+        client.chat.completions.create(model="m", messages=MESSAGES)  # the probe
+    primary.wait_for_client_closes(1)  # Turnout cancelled its call upstream
+    assert served_by(server) == PRIMARY  # the next probe, at once: it succeeds and closes
+    assert served_by(server) == PRIMARY
+    assert calls(primary) == 4
+
+
+def test_a_probe_cut_by_the_request_deadline_frees_the_deployment(
+    turnout: StartTurnout, primary: FakeOpenAIUpstream, fallback: FakeOpenAIUpstream
+) -> None:
+    clock = ManualClock()
+    timeouts = {"connect": 2, "first_byte": 5, "stream_idle": 2, "total": 0.5}
+    config = breakered(
+        primary, fallback, {"failures": 1, "cooldown": 10}, retry=ONE_TRY, timeouts=timeouts
+    )
+    server = turnout(config, clock)
+    primary.enqueue(Status(503), Ok(delay=3))
+
+    assert served_by(server) == FALLBACK
+    clock.advance(10)
+    with server.client() as client, pytest.raises(openai.APIStatusError) as cut:
+        client.chat.completions.create(model="m", messages=MESSAGES)  # the probe
+    assert cut.value.status_code == 504
+    assert served_by(server) == PRIMARY
+    assert calls(primary) == 3
+
+
+async def test_a_late_success_from_before_the_breaker_opened_does_not_close_it(
+    turnout: StartTurnout, primary: FakeOpenAIUpstream, fallback: FakeOpenAIUpstream
+) -> None:
+    """A call sent while the breaker was closed succeeds while it is half-open: only the
+    probe's outcome may close it, so the deployment stays off-limits until the probe
+    answers."""
+    clock = ManualClock()
+    config = breakered(primary, fallback, {"failures": 1, "cooldown": 10}, retry=ONE_TRY)
+    server = await asyncio.to_thread(turnout, config, clock)
+    primary.enqueue(Ok(delay=1), Status(503), Ok(delay=2))  # slow; opens it; the probe
+
+    async with server.async_client() as client:
+
+        async def deployment() -> str:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="m", messages=MESSAGES
+            )
+            return str(raw.headers["x-turnout-deployment"])
+
+        slow = asyncio.create_task(deployment())
+        await asyncio.to_thread(primary.wait_for_requests, 1)
+        assert await deployment() == FALLBACK  # the 503 opened it
+        clock.advance(10)
+        probe = asyncio.create_task(deployment())
+        await asyncio.to_thread(primary.wait_for_requests, 3)
+
+        assert await slow == PRIMARY  # answered while half-open, the probe still out ...
+        assert await deployment() == FALLBACK  # ... and the breaker did not close
+        assert await probe == PRIMARY
+        assert await deployment() == PRIMARY  # the probe's success closed it
+    assert calls(primary) == 4

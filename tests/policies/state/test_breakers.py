@@ -1,5 +1,6 @@
 """Circuit breakers in both stores: closed → open → half-open with exactly one probe →
-closed or open again, Retry-After, the failure-rate rule, stale probes, read-only views."""
+closed or open again, Retry-After, the failure-rate rule, stale and released probes, late
+outcomes that are not the probe's, read-only views."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ async def test_a_probe_success_closes_and_resets_counts(store: StateStore) -> No
     await trip(store)
     assert (await store.breaker_acquire(EAST, POLICY, T0 + 5)).probe
 
-    closed = await store.breaker_record(EAST, POLICY, True, T0 + 6)
+    closed = await store.breaker_record(EAST, POLICY, True, T0 + 6, probe=True)
 
     assert closed == BreakerView(BreakerState.CLOSED, allowed=True)
     assert all([(await store.breaker_acquire(EAST, POLICY, T0 + 6)).allowed for _ in range(3)])
@@ -74,7 +75,7 @@ async def test_a_probe_failure_reopens_with_the_cooldown_restarted(store: StateS
     await trip(store)
     assert (await store.breaker_acquire(EAST, POLICY, T0 + 10)).probe
 
-    reopened = await store.breaker_record(EAST, POLICY, False, T0 + 11)
+    reopened = await store.breaker_record(EAST, POLICY, False, T0 + 11, probe=True)
 
     assert reopened == BreakerView(BreakerState.OPEN, False, False, T0 + 16, 4)
     assert not (await store.breaker_acquire(EAST, POLICY, T0 + 15.9)).allowed
@@ -97,6 +98,66 @@ async def test_late_outcomes_while_open_never_close_it(store: StateStore) -> Non
     assert (late_ok.state, late_ok.open_until) == (BreakerState.OPEN, T0 + 5)
     late_429 = await store.breaker_record(EAST, POLICY, False, T0 + 1, retry_after_s=20.0)
     assert (late_429.state, late_429.open_until) == (BreakerState.OPEN, T0 + 21)
+
+
+async def test_while_half_open_only_the_probes_outcome_counts(store: StateStore) -> None:
+    await trip(store)
+    assert (await store.breaker_acquire(EAST, POLICY, T0 + 5)).probe
+    probe_out = BreakerView(BreakerState.HALF_OPEN, False, False, T0 + 5, 3)
+
+    # Late outcomes of calls sent before the breaker opened: no change, probe still out.
+    assert await store.breaker_record(EAST, POLICY, True, T0 + 6) == probe_out
+    assert await store.breaker_record(EAST, POLICY, False, T0 + 6, retry_after_s=30) == probe_out
+    assert not (await store.breaker_acquire(EAST, POLICY, T0 + 6)).allowed
+
+    closed = await store.breaker_record(EAST, POLICY, True, T0 + 7, probe=True)
+    assert closed == BreakerView(BreakerState.CLOSED, allowed=True)
+
+
+async def test_a_probe_outcome_on_a_breaker_no_longer_half_open_counts_as_any_other(
+    store: StateStore,
+) -> None:
+    """A stale probe reporting after another probe closed or re-opened the breaker."""
+    await trip(store)
+    late = await store.breaker_record(EAST, POLICY, True, T0 + 1, probe=True)
+    assert (late.state, late.open_until) == (BreakerState.OPEN, T0 + 5)  # open: never closes
+
+    assert (await store.breaker_acquire(EAST, POLICY, T0 + 5)).probe
+    await store.breaker_record(EAST, POLICY, True, T0 + 6, probe=True)
+    closed = await store.breaker_record(EAST, POLICY, False, T0 + 7, probe=True)
+    assert closed == BreakerView(BreakerState.CLOSED, allowed=True, consecutive_failures=1)
+
+
+async def test_a_released_probe_goes_to_the_next_acquirer(open_store: OpenStore) -> None:
+    first, second = open_store(), open_store()
+    await trip(first)
+    assert (await first.breaker_acquire(EAST, POLICY, T0 + 5)).probe
+    assert not (await second.breaker_acquire(EAST, POLICY, T0 + 6)).allowed
+
+    await first.breaker_release(EAST, T0 + 6)
+
+    freed = (await second.breaker_views([EAST], POLICY, T0 + 6))[EAST]
+    assert freed == BreakerView(BreakerState.HALF_OPEN, True, False, T0 + 5, 3)
+    assert (await second.breaker_acquire(EAST, POLICY, T0 + 6)).probe  # no 60 s wait
+    assert not (await first.breaker_acquire(EAST, POLICY, T0 + 6)).allowed
+    reopened = await second.breaker_record(EAST, POLICY, False, T0 + 7, probe=True)
+    assert (reopened.state, reopened.open_until) == (BreakerState.OPEN, T0 + 12)
+
+
+async def test_release_changes_nothing_unless_half_open(store: StateStore) -> None:
+    await store.breaker_release("never-called", T0)
+    await store.breaker_record(EAST, POLICY, False, T0)
+    await store.breaker_release(EAST, T0)
+    assert (await store.breaker_record(EAST, POLICY, False, T0)).consecutive_failures == 2
+
+    await store.breaker_record(EAST, POLICY, False, T0)  # the third: open until T0 + 5
+    await store.breaker_release(EAST, T0 + 1)
+    assert not (await store.breaker_acquire(EAST, POLICY, T0 + 4.9)).allowed
+    views = await store.breaker_views([EAST, "never-called"], POLICY, T0 + 1)
+    assert views == {
+        EAST: BreakerView(BreakerState.OPEN, False, False, T0 + 5, 3),
+        "never-called": BreakerView(BreakerState.CLOSED, allowed=True),
+    }
 
 
 async def test_failure_rate_opens_once_enough_calls_failed(store: StateStore) -> None:
