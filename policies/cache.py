@@ -3,8 +3,8 @@ normalized request and the caller's team.
 
 Normalized: the body Turnout would forward, keys sorted, without the fields that cannot
 change the answer (`stream`, `stream_options`) or that are Turnout's own. Streams are
-never served from or stored in the cache. Teams never share entries unless the config
-says `cache: {share_across_teams: true}`."""
+never served from or stored in the cache. Teams (and keys outside teams) never share
+entries unless the config says `cache: {share_across_teams: true}`."""
 
 from __future__ import annotations
 
@@ -36,17 +36,20 @@ class ResponseCache:
 
     def choose(
         self,
-        team: str | None,
-        endpoint: str,
+        scope: str,
+        decided: str,
         body: Mapping[str, Any],
         options: Mapping[str, Any] | None,
     ) -> CacheChoice:
-        """What to do for one request: its key, TTL, and whether to read and to write."""
+        """What to do for one request: its key, TTL, and whether to read and to write.
+        `scope`: whose entries these are (a team, or a key outside teams); `decided`: what
+        routing decided (endpoint, model, deployments, translation mode), so a request
+        routed or translated differently never gets another's answer."""
         options = options or {}
-        scope = "*" if self._settings.share_across_teams else (team or "-")
+        shared = "*" if self._settings.share_across_teams else scope
         normalized = {k: v for k, v in body.items() if k not in IGNORED}
         digest = hashlib.sha256(
-            orjson.dumps([scope, endpoint, normalized], option=orjson.OPT_SORT_KEYS)
+            orjson.dumps([shared, decided, normalized], option=orjson.OPT_SORT_KEYS)
         ).hexdigest()
         ttl = options.get("ttl") or self._settings.ttl
         return CacheChoice(

@@ -16,6 +16,7 @@ from policies.policy_config import (
     Strategy,
     TeamSettings,
     check_key,
+    configured_digest,
 )
 from policies.translation import Mode
 from providers.capabilities import CapabilityOverrides
@@ -145,14 +146,18 @@ class TurnoutConfig(_Strict):
                             f"{where}.rules[{j}].use.deployments[{k}]: {name!r} is neither a "
                             "provider nor a deployment label (provider/model)"
                         )
-        seen: dict[str, str] = {}
-        owners = [("keys", k.key) for k in self.keys] + [
-            (f"teams.{t}.keys", key) for t, team in self.teams.items() for key in team.keys
+        # By digest: a key and its `sha256:` form (in either case) are the same key.
+        seen: dict[bytes, str] = {}
+        owners = [(f"keys[{i}]", k.key) for i, k in enumerate(self.keys)] + [
+            (f"teams.{t}.keys[{i}]", key)
+            for t, team in self.teams.items()
+            for i, key in enumerate(team.keys)
         ]
         for owner, key in owners:
-            if key in seen and seen[key] != owner:
-                problems.append(f"{owner}: a key is also listed under {seen[key]}")
-            seen.setdefault(key, owner)
+            found = configured_digest(key)
+            if found in seen:
+                problems.append(f"{owner}: the same key is already listed at {seen[found]}")
+            seen.setdefault(found, owner)
         return problems
 
 

@@ -2,8 +2,10 @@
 
 Admission happens before any backend is called: one atomic check of every limit that
 applies, reserving one request and an estimate of the tokens (estimated prompt tokens plus
-the completion tokens the request allows: `max_tokens`/`max_completion_tokens`, times
-`n`). Once the response is known, the estimate is corrected to the true count. A request
+the completion tokens the request allows: `max_tokens`/`max_completion_tokens`, or 256 for
+a chat without one, times `n`). Once the response is known, the estimate is corrected to
+the true count (for a stream: its usage, which Turnout asks the backend for; else an
+estimate from the streamed text). A request
 refused by one limit takes nothing from the others.
 
 Rate limits are token buckets refilled continuously (a full minute's allowance at most);
@@ -40,6 +42,10 @@ from policies.teams import Caller
 Clock = Callable[[], float]
 MINUTE = 60.0
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+# A chat without max_tokens may run to the model's context; reserving all of it would
+# refuse most chats under a tpm limit, reserving nothing lets concurrent chats overrun
+# it. A typical answer's size is reserved, and corrected once the usage is known.
+CHAT_COMPLETION_RESERVE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +125,14 @@ class Limiter:
 
 
 def estimate_tokens(body: Mapping[str, Any]) -> int:
+    """Tokens to reserve before the answer is known: the prompt's estimate plus what the
+    completion may use (`max_tokens`; completions default to 16, chat without a limit
+    reserves `CHAT_COMPLETION_RESERVE`), times the candidates. Embeddings: the input."""
     allowed = body.get("max_completion_tokens") or body.get("max_tokens")
     if allowed is None and "prompt" in body:
         allowed = COMPLETIONS_DEFAULT_MAX_TOKENS
+    elif allowed is None and "messages" in body:
+        allowed = CHAT_COMPLETION_RESERVE
     n = body.get("best_of") or body.get("n") or 1
     completion = int(allowed or 0) * int(n) if isinstance(n, int) else 0
     return estimate_prompt_tokens(body) + completion

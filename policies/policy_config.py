@@ -3,6 +3,7 @@ routing strategies, circuit breakers, the response cache and where shared state 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from enum import StrEnum
 from typing import Literal, Self
@@ -43,6 +44,17 @@ class LimitSettings(_Strict):
 
 
 _SHA256 = re.compile(r"^sha256:[0-9a-fA-F]{64}$")
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def configured_digest(key: str) -> bytes:
+    """The digest a config entry stands for: given as `sha256:<hex>`, or computed."""
+    if key.startswith("sha256:"):
+        return bytes.fromhex(key.removeprefix("sha256:"))
+    return digest(key)
 
 
 def check_key(key: str) -> str:

@@ -63,16 +63,12 @@ class Router:
         if not caller.may_use(model):
             raise model_not_found(model)
         choices = choices or RouterChoices()
-        rule_name: str | None = None
-        rule: Rule | None = None
         team = caller.team_settings
-        if team is not None and team.rules:
-            found = first_match(team.rules, RequestFacts.of(body, headers))
-            if found is not None:
-                index, rule = found
-                rule_name = rule.name or f"rules[{index}]"
-                if rule.use.model is not None:
-                    model = rule.use.model
+        found = first_match(team.rules, RequestFacts.of(body, headers)) if team else None
+        rule = found[1] if found is not None else None
+        rule_name = (rule.name or f"rules[{found[0]}]") if found and rule else None
+        if rule is not None and rule.use.model is not None:
+            model = rule.use.model
         if choices.narrows and team is not None and not team.allow_router_options:
             raise ApiError(
                 f"Team `{caller.team}` may not choose deployments, fallbacks or strategies "
@@ -82,31 +78,11 @@ class Router:
                 param="router",
                 code="router_options_not_allowed",
             )
-        requested = _unique([*fallbacks, *choices.fallbacks])
-        for i, name in enumerate(requested):
-            if not caller.may_use(name):
-                raise ApiError(
-                    f"Fallback model `{name}` does not exist or you do not have access to it.",
-                    param=f"fallbacks[{i}]",
-                    code="model_not_found",
-                )
-        plan = self._planner.plan(model, requested)
+        plan = self._planner.plan(model, _allowed_fallbacks(caller, fallbacks, choices))
         excluded: list[tuple[str, str]] = []
-        targets = list(plan.targets)
-        if team is not None and team.models is not None:
-            allowed = {*team.models, model}  # a rule may send the team to another model
-            targets = _keep(
-                targets, excluded, lambda t: t.model_name in allowed, "model not in the team's list"
-            )
-        if rule is not None and rule.use.deployments is not None:
-            names = rule.use.deployments
-            targets = _keep(targets, excluded, lambda t: _named(t, names), f"not in {rule_name}")
-        if choices.only is not None:
-            only = choices.only
-            targets = _keep(targets, excluded, lambda t: _named(t, only), "not in router.only")
-        if choices.ignore:
-            ignore = choices.ignore
-            targets = _keep(targets, excluded, lambda t: not _named(t, ignore), "in router.ignore")
+        filters = _filters(caller, model, rule, rule_name, choices)
+        targets = _apply(filters, plan.targets, excluded)
+        overflow = _apply(filters, plan.context_window_targets, excluded)
         if not targets:
             raise ApiError(
                 f"No deployment of `{model}` is left to try after the routing choices "
@@ -116,28 +92,76 @@ class Router:
             )
         strategy = choices.strategy or (rule.use.strategy if rule else None) or plan.strategy
         mode = choices.translation or caller.translation or plan.mode
-        if len(targets) != len(plan.targets) or strategy != plan.strategy or mode != plan.mode:
-            plan = replace(plan, targets=tuple(targets), strategy=strategy, mode=mode)
+        if excluded or strategy != plan.strategy or mode != plan.mode:
+            plan = replace(
+                plan,
+                targets=tuple(targets),
+                context_window_targets=tuple(overflow),
+                strategy=strategy,
+                mode=mode,
+            )
         return Route(plan, strategy, mode, caller.team, rule_name, tuple(excluded))
 
 
-def _named(target: Target, names: Sequence[str]) -> bool:
-    return target.deployment.provider in names or target.label in names
+Filter = tuple[Callable[[Target], bool], str]  # keep this target? and why not, if not
 
 
-def _keep(
-    targets: list[Target],
-    excluded: list[tuple[str, str]],
-    keep: Callable[[Target], bool],
-    why: str,
+def _filters(
+    caller: Caller,
+    model: str,
+    rule: Rule | None,
+    rule_name: str | None,
+    choices: RouterChoices,
+) -> list[Filter]:
+    """What narrows every list of deployments a request may reach, context-window
+    fallbacks included: the team's models, the rule's deployments, `router.only/ignore`."""
+    filters: list[Filter] = []
+    team = caller.team_settings
+    if team is not None and team.models is not None:
+        allowed = {*team.models, model}  # a rule may send the team to another model
+        filters.append((lambda t: t.model_name in allowed, "model not in the team's list"))
+    if rule is not None and rule.use.deployments is not None:
+        names = rule.use.deployments
+        filters.append((lambda t: _named(t, names), f"not in {rule_name}"))
+    if choices.only is not None:
+        only = choices.only
+        filters.append((lambda t: _named(t, only), "not in router.only"))
+    if choices.ignore:
+        ignore = choices.ignore
+        filters.append((lambda t: not _named(t, ignore), "in router.ignore"))
+    return filters
+
+
+def _apply(
+    filters: list[Filter], targets: Sequence[Target], excluded: list[tuple[str, str]]
 ) -> list[Target]:
     kept: list[Target] = []
     for target in targets:
-        if keep(target):
+        why = next((why for keep, why in filters if not keep(target)), None)
+        if why is None:
             kept.append(target)
         else:
             excluded.append((target.label, why))
     return kept
+
+
+def _allowed_fallbacks(
+    caller: Caller, fallbacks: Sequence[str], choices: RouterChoices
+) -> list[str]:
+    """The request's fallback models; one outside the team's list is as if it did not exist."""
+    requested = _unique([*fallbacks, *choices.fallbacks])
+    for i, name in enumerate(requested):
+        if not caller.may_use(name):
+            raise ApiError(
+                f"Fallback model `{name}` does not exist or you do not have access to it.",
+                param=f"fallbacks[{i}]",
+                code="model_not_found",
+            )
+    return requested
+
+
+def _named(target: Target, names: Sequence[str]) -> bool:
+    return target.deployment.provider in names or target.label in names
 
 
 def _unique(names: Sequence[str]) -> list[str]:

@@ -6,23 +6,11 @@ Keys are held only as SHA-256 digests (config may give the digest itself as
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from policies.config import TurnoutConfig
-from policies.policy_config import LimitSettings, TeamSettings
+from policies.policy_config import LimitSettings, TeamSettings, configured_digest, digest
 from policies.translation import Mode
-
-
-def digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
-
-
-def configured_digest(key: str) -> bytes:
-    """The digest a config entry stands for: given as `sha256:<hex>`, or computed."""
-    if key.startswith("sha256:"):
-        return bytes.fromhex(key.removeprefix("sha256:"))
-    return digest(key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
 from litestar import Request, Response, post
 from litestar.response import Stream
 
+from policies.cache import CacheChoice, ResponseCache
 from policies.errors import ApiError
 from policies.limits import Reservation, rate_limit_headers
 from policies.policy_config import Strategy
@@ -18,7 +20,15 @@ from policies.routing import RouterChoices
 from policies.translation import Mode
 from providers.errors import UpstreamError
 from providers.types import Endpoint, JSONObject
-from router.accounting import CACHE, RequestRecord
+from router.accounting import (
+    ANSWERED_BY_MODEL,
+    CACHE,
+    CLAMPED,
+    DEPLOYMENT,
+    DROPPED,
+    EMULATED,
+    RequestRecord,
+)
 from router.auth import authenticate
 from router.body import read_json_object, validate
 from router.errors import from_api_error, from_upstream_error
@@ -65,53 +75,24 @@ async def _serve(
     )
     reservation: Reservation | None = None
     try:
-        caller = authenticate(request, gateway)
-        record.caller = caller
+        caller = record.caller = authenticate(request, gateway)
         body = await read_json_object(request, gateway.config.server.max_body_bytes)
         record.model = body.get("model") if isinstance(body.get("model"), str) else None
         parsed = validate(schema, body)
-        route = gateway.router.route(
+        route = record.route = gateway.router.route(
             caller, body, request.headers, parsed.fallbacks or (), router_choices(parsed.router)
         )
-        record.route = route
         record.trace = trace = gateway.dispatcher.start_trace(route.plan)
         reservation = await gateway.limiter.admit(caller, body, _observer(request).limit_rejected)
         record.extra_headers.update(rate_limit_headers(reservation))
         forward = forwardable(body)
         if body.get("stream") is True:
-            record.stream = True
-            if gateway.cache is not None:
-                record.extra_headers[CACHE] = "bypass"
-                _observer(request).cache("bypass")
-            opened = await _unless_disconnected(
-                request, gateway.dispatcher.open_stream(route.plan, endpoint, forward, trace)
-            )
-            record.mark_first_chunk()
-            ended: dict[str, Any] = {}
-
-            def on_end(outcome: str, usage: Any) -> None:
-                ended["usage"] = usage
-                record.emit(200, outcome=outcome, usage=usage, stream_error=trace.stream_error)
-
-            frames = _after(
-                sse_frames(gateway.dispatcher.relay(opened, trace), on_end),
-                lambda: gateway.limiter.settle(reservation, total_tokens(ended.get("usage"))),
-            )
-            return Stream(
-                frames, media_type="text/event-stream", headers={**SSE_HEADERS, **record.headers()}
-            )
-        choice = None
-        if gateway.cache is not None:
-            choice = gateway.cache.choose(
-                caller.team, f"{endpoint.value}:{route.plan.model}", forward, body.get("cache")
-            )
-            cached = await gateway.cache.get(choice)
-            _observer(request).cache("miss" if cached is None else "hit")
-            record.extra_headers[CACHE] = "miss" if cached is None else "hit"
-            if cached is not None:
-                await gateway.limiter.settle(reservation, 0)
-                record.emit(200, outcome="cache_hit")
-                return Response(cached, media_type="application/json", headers=record.headers())
+            return await _stream(request, gateway, record, endpoint, forward, reservation)
+        cached = _Cached.choose(request, gateway, record, endpoint, forward, body.get("cache"))
+        if cached is not None and (hit := await cached.lookup(record)) is not None:
+            await gateway.limiter.settle(reservation, 0)
+            record.emit(200, outcome="cache_hit")
+            return Response(hit, media_type="application/json", headers=record.headers())
         answer = await _unless_disconnected(
             request, gateway.dispatcher.complete(route.plan, endpoint, forward, trace)
         )
@@ -131,11 +112,96 @@ async def _serve(
         result["model"] = trace.target.deployment.model
     usage = result.get("usage")
     await gateway.limiter.settle(reservation, total_tokens(usage))
-    payload = orjson.dumps(result)
-    if choice is not None:
-        await gateway.cache.put(choice, payload)  # type: ignore[union-attr]
+    if cached is not None:
+        await cached.store(result, record)
     record.emit(200, usage=usage)
-    return Response(payload, media_type="application/json", headers=record.headers())
+    return Response(orjson.dumps(result), media_type="application/json", headers=record.headers())
+
+
+async def _stream(
+    request: AnyRequest,
+    gateway: Gateway,
+    record: RequestRecord,
+    endpoint: Endpoint,
+    forward: dict[str, Any],
+    reservation: Reservation | None,
+) -> Response[Any]:
+    """Open the stream (failing over until a first chunk) and relay it; the limits are
+    settled on its usage once it ends, however it ends."""
+    route, trace = record.route, record.trace
+    assert route is not None  # set by _serve before it streams
+    assert trace is not None
+    record.stream = True
+    if gateway.cache is not None:
+        record.extra_headers[CACHE] = "bypass"
+        _observer(request).cache("bypass")
+    opened = await _unless_disconnected(
+        request, gateway.dispatcher.open_stream(route.plan, endpoint, forward, trace)
+    )
+    record.mark_first_chunk()
+    ended: dict[str, Any] = {}
+
+    def on_end(outcome: str, usage: Any) -> None:
+        ended["usage"] = usage
+        record.emit(200, outcome=outcome, usage=usage, stream_error=trace.stream_error)
+
+    frames = _after(
+        sse_frames(gateway.dispatcher.relay(opened, trace), on_end),
+        lambda: gateway.limiter.settle(reservation, total_tokens(ended.get("usage"))),
+    )
+    return Stream(
+        frames, media_type="text/event-stream", headers={**SSE_HEADERS, **record.headers()}
+    )
+
+
+# The headers a cached answer replays: who answered it, and what was done to the request.
+_REPLAYED = (DEPLOYMENT, ANSWERED_BY_MODEL, EMULATED, DROPPED, CLAMPED)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    """One request's use of the response cache. The key is the normalized body and
+    everything routing decided for it (model, deployments, translation mode), scoped to
+    the team (a teamless key: to that key); an entry keeps the translation headers, so a
+    hit says what the original answer did."""
+
+    cache: ResponseCache
+    choice: CacheChoice
+    observer: PolicyObserver
+
+    @classmethod
+    def choose(
+        cls,
+        request: AnyRequest,
+        gateway: Gateway,
+        record: RequestRecord,
+        endpoint: Endpoint,
+        forward: dict[str, Any],
+        options: Any,
+    ) -> _Cached | None:
+        cache, route, caller = gateway.cache, record.route, record.caller
+        if cache is None or route is None or caller is None:
+            return None
+        plan = route.plan
+        decided = "|".join(
+            [endpoint.value, plan.model, plan.mode.value, *(t.label for t in plan.targets)]
+        )
+        scope = caller.team if caller.team is not None else f"key:{caller.key_id}"
+        return cls(cache, cache.choose(scope, decided, forward, options), _observer(request))
+
+    async def lookup(self, record: RequestRecord) -> bytes | None:
+        entry = await self.cache.get(self.choice)
+        self.observer.cache("miss" if entry is None else "hit")
+        record.extra_headers[CACHE] = "miss" if entry is None else "hit"
+        if entry is None:
+            return None
+        stored = orjson.loads(entry)
+        record.extra_headers.update(stored["headers"])
+        return orjson.dumps(stored["body"])
+
+    async def store(self, result: JSONObject, record: RequestRecord) -> None:
+        headers = {k: v for k, v in record.headers().items() if k in _REPLAYED}
+        await self.cache.put(self.choice, orjson.dumps({"headers": headers, "body": result}))
 
 
 def router_choices(options: RouterOptions | None) -> RouterChoices | None:

@@ -27,7 +27,7 @@ from policies.limits import Limiter
 from policies.plan import Planner, Target
 from policies.routing import Router
 from policies.state.base import StateStore
-from policies.state.factory import build_store
+from policies.state.factory import build_store, display_url
 from policies.state.memory import MemoryStore
 from policies.strategies import Orderer
 from policies.teams import KeyTable
@@ -153,7 +153,8 @@ class Gateway:
             await self.store.ping()
         except Exception as exc:
             log.error("state_store_unreachable", error=str(exc))
-            failed.append(RuntimeError(f"state store ({self.config.state.redis_url}): {exc}"))
+            where = display_url(self.config.state.redis_url)
+            failed.append(RuntimeError(f"state store ({where}): {exc}"))
         for name, provider in self.providers.items():
             if name in self.reused:
                 continue

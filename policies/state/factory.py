@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from policies.policy_config import StateSettings
 from policies.state.base import StateStore
 from policies.state.fail_open import FailOpenStore, OnError
@@ -20,3 +22,14 @@ def build_store(settings: StateSettings, on_error: OnError | None = None) -> Sta
         settings.redis_url, prefix=settings.prefix, timeout_s=settings.timeout
     )
     return FailOpenStore(redis, on_error)
+
+
+def display_url(url: str | None) -> str:
+    """The store's URL fit for logs and health answers: any user or password removed."""
+    if url is None:
+        return "memory"
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import openai
+import pytest
 from openai.types.chat import ChatCompletion
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
@@ -132,4 +134,46 @@ def test_an_entry_expires_after_its_ttl(
     assert ask(server, extra_body=short).headers[CACHE] == "hit"
     time.sleep(0.4)
     assert ask(server, extra_body=short).headers[CACHE] == "miss"
+    assert calls(upstream) == 2
+
+
+def test_a_hit_says_what_the_original_answer_did(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream
+) -> None:
+    config = cached(upstream)
+    config["providers"]["up"]["capabilities"] = {"n": False}
+    server = turnout(config)
+    first = ask(server, n=2)
+    assert first.headers["x-turnout-emulated"] == "n"
+    hit = ask(server, n=2)
+    assert hit.headers[CACHE] == "hit"
+    for header in ("x-turnout-emulated", "x-turnout-deployment", "x-turnout-model"):
+        assert hit.headers[header] == first.headers[header], header
+    assert hit.headers["x-turnout-attempts"] == "0"
+
+
+def test_a_request_translated_differently_never_gets_the_cached_answer(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream
+) -> None:
+    config = cached(upstream)
+    config["providers"]["up"]["capabilities"] = {"n": False}
+    server = turnout(config)
+    assert ask(server, n=2).headers[CACHE] == "miss"
+    with server.client() as client, pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="m",
+            messages=[{"role": "user", "content": "hi"}],
+            n=2,
+            extra_body={"router": {"translation": "strict"}},
+        )
+    assert caught.value.param == "n"
+
+
+def test_keys_outside_teams_do_not_share_entries(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream
+) -> None:
+    server = turnout(cached(upstream, keys=[{"key": "sk-one"}, {"key": "sk-two"}]))
+    assert ask(server, key="sk-one").headers[CACHE] == "miss"
+    assert ask(server, key="sk-one").headers[CACHE] == "hit"
+    assert ask(server, key="sk-two").headers[CACHE] == "miss"
     assert calls(upstream) == 2

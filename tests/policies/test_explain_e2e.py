@@ -105,8 +105,8 @@ def test_the_plan_says_why_each_deployment_is_eligible_or_not_and_calls_nothing(
         "up/a",
         "up/b",
         "up/c",
+        "spare/d",  # the excluded follow, in plan order
         "spare/e",
-        "spare/d",
     ]
     plan = by_label(answer)
     assert plan["up/a"] | {"reason": plan["up/a"]["reason"]} == {

@@ -58,8 +58,9 @@ def test_budget_periods_are_calendar_periods_in_utc(
 @pytest.mark.parametrize(
     ("body", "tokens"),
     [
-        # "user" + "hi there": 12 characters → 3 tokens; nothing allowed to complete.
-        ({"model": "m", "messages": [{"role": "user", "content": "hi there"}]}, 3),
+        # "user" + "hi there": 12 characters → 3 tokens; a chat without max_tokens
+        # reserves 256 for the answer.
+        ({"model": "m", "messages": [{"role": "user", "content": "hi there"}]}, 3 + 256),
         ({"messages": [{"role": "user", "content": "hi there"}], "max_tokens": 10}, 13),
         ({"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 7}, 9),
         ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "n": 3}, 17),

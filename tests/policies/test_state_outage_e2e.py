@@ -177,3 +177,18 @@ async def test_readiness_fails_when_redis_is_unreachable_at_start_up(
     assert gateway.startup_error is not None
     assert gateway.startup_error.startswith(f"state store ({redis.url}): redis: ")
     await gateway.aclose()
+
+
+async def test_the_readiness_error_never_shows_the_redis_password(
+    redis: RedisServer, upstream: FakeOpenAIUpstream, upstream_b: FakeOpenAIUpstream
+) -> None:
+    """`/health/ready` answers without a key, so its error must not carry credentials."""
+    redis.stop()
+    raw = outage_config(redis, upstream, upstream_b)
+    raw["state"]["redis_url"] = f"redis://:hunter2-secret@127.0.0.1:{redis.port}/0"
+    gateway = Gateway.from_config(TurnoutConfig.model_validate(raw))
+    await gateway.begin_start()
+    assert gateway.startup_error is not None
+    assert f"127.0.0.1:{redis.port}" in gateway.startup_error
+    assert "hunter2" not in gateway.startup_error
+    await gateway.aclose()

@@ -11,6 +11,7 @@ from typing import Any
 import openai
 import pytest
 
+from tests.fakes.behaviors import context_length_exceeded
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.turnout_server import RunningTurnout, simple_config
 
@@ -224,3 +225,39 @@ def test_config_errors_name_the_team_key_path(tmp_path: Any) -> None:
         load_config(path)
     assert "teams" in str(caught.value)
     assert "sha256" in str(caught.value)
+
+
+def test_context_window_fallbacks_outside_the_team_are_never_reached(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream, upstream_b: FakeOpenAIUpstream
+) -> None:
+    config = team_config(upstream, upstream_b)
+    config["models"]["chat-small"]["context_window_fallbacks"] = ["secret", "local"]
+    config["models"]["secret"]["deployments"] = [{"provider": "b", "model": "secret-model"}]
+    running = turnout(config)
+    upstream.set_default(context_length_exceeded())
+    reply = running.client("sk-research").chat.completions.with_raw_response.create(
+        model="chat-small", messages=MESSAGES
+    )
+    assert reply.headers["x-turnout-model"] == "local"  # `secret` was skipped, not tried
+    assert [r.json["model"] for r in upstream_b.requests] == ["local-model"]
+
+
+def test_one_key_cannot_belong_to_two_owners_in_any_spelling(tmp_path: Any) -> None:
+    from policies.loading import ConfigError, load_config
+
+    hexdigest = hashlib.sha256(b"sk-x").hexdigest()
+    path = tmp_path / "dup.yaml"
+    path.write_text(
+        "providers: {a: {kind: openai, base_url: 'http://127.0.0.1:1/v1'}}\n"
+        "models: {m: {deployments: [{provider: a, model: x}]}}\n"
+        f"keys: [{{key: 'sha256:{hexdigest.upper()}', admin: true}}]\n"
+        "teams:\n"
+        "  a: {keys: [sk-x], models: [m]}\n"
+        f"  b: {{keys: ['sha256:{hexdigest}']}}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "teams.a.keys[0]: the same key is already listed at keys[0]" in message
+    assert "teams.b.keys[0]: the same key is already listed at keys[0]" in message
+    assert "sk-x" not in message
