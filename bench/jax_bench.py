@@ -4,9 +4,10 @@ Loads SmolLM2-135M-Instruct once (float32, CPU) through the torch loader, copies
 weights into JAX, and builds two continuous-batching `Engine`s over the same weights:
 TorchRunner + TorchSampler and JaxRunner + JaxSampler (`max_slots` 16, `max_context` 512).
 Then:
-1. compile: the JAX engine's first 1-stream and 16-stream runs, which compile every step
-   executable they need (prefill bucket, decode batch buckets x attention windows, the
-   sampler's steps); compile seconds are reported apart from the timed rounds;
+1. compile: `compile_ahead`, as `kind: jax` does at load — every prefill bucket, decode
+   batch x attention window bucket and slot copy, then the sampler's steps for every
+   batch size — timed; then the JAX engine's first 1-stream and 16-stream runs, counting
+   any XLA compile they still trigger (jax.monitoring's events, every thread: expected 0);
 2. interleaved rounds (the order rotates each round) of greedy runs, exactly N new tokens
    per stream (sinks ignore EOS), all jobs submitted at once, at 1 and 16 concurrent
    streams on each engine → aggregate tokens/s (all tokens / submit-to-last-finish),
@@ -22,7 +23,6 @@ Raw figures go to bench/results/jax.json.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -36,12 +36,9 @@ from local_bench import (
     MAX_SLOTS,
     MESSAGES,
     MODEL,
-    _Countdown,
-    _Sink,
+    engine_streams,
     median_of,
     progress,
-    run_record,
-    stream_record,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -79,10 +76,16 @@ class Engines:
         self.jax_runner = JaxRunner(
             weights, shape, max_slots=MAX_SLOTS, max_context=MAX_CONTEXT, device=device
         )
+        jax_sampler = JaxSampler(device)
+        started = time.perf_counter()
+        self.jax_runner.compile_ahead()
+        self.model_compile_s = time.perf_counter() - started
+        jax_sampler.compile_ahead(MAX_SLOTS, shape.vocab_size)
+        self.sampler_compile_s = time.perf_counter() - started - self.model_compile_s
         torch_runner = TorchRunner.from_loaded(loaded, max_slots=MAX_SLOTS, max_context=MAX_CONTEXT)
         self.engines = {
             "torch": Engine(torch_runner, TorchSampler("cpu"), "bench-torch"),
-            "jax": Engine(self.jax_runner, JaxSampler(device), "bench-jax"),
+            "jax": Engine(self.jax_runner, jax_sampler, "bench-jax"),
         }
         self.reference: list[int] = []  # the torch engine's greedy tokens
         self.mismatches: list[str] = []
@@ -92,27 +95,11 @@ class Engines:
             engine.close()
 
     def run(self, framework: str, streams: int) -> dict[str, Any]:
-        from providers.local.engine import Job
-        from providers.local.runner import RowSampling
-
-        done = _Countdown(streams)
-        sinks = [_Sink(done) for _ in range(streams)]
-        jobs = [
-            Job(self.prompt, [RowSampling(temperature=0)], [sink], self.tokens) for sink in sinks
-        ]
-        gc.collect()
-        start = time.perf_counter()
-        for job in jobs:
-            self.engines[framework].submit(job)
-        if not done.wait(timeout=900):
-            raise RuntimeError(f"{framework} x{streams} did not finish in 900 s")
-        end = max(sink.end for sink in sinks)
-        for sink in sinks:
-            if sink.reason != "length" or len(sink.tokens) != self.tokens:
-                raise RuntimeError(f"a stream ended {sink.reason!r} after {len(sink.tokens)}")
-            self._check_greedy(sink.tokens, f"{framework} x{streams}")
-        records = [stream_record(len(s.tokens), start, s.first, s.end) for s in sinks]
-        return run_record(records, end - start)
+        engine = self.engines[framework]
+        outputs, record = engine_streams(engine, self.prompt, self.tokens, streams)
+        for tokens in outputs:
+            self._check_greedy(tokens, f"{framework} x{streams}")
+        return record
 
     def _check_greedy(self, tokens: list[int], where: str) -> None:
         if not self.reference:
@@ -127,22 +114,34 @@ class Engines:
 
 
 def compile_phase(engines: Engines) -> dict[str, Any]:
-    """The JAX engine's first runs: wall time, and how much of it was XLA compiling."""
-    stats = engines.jax_runner.steps.stats
+    """The JAX engine's first runs after `compile_ahead`: wall time, and every XLA compile
+    they still caused (any thread, model and sampler steps alike)."""
+    import jax
+
+    compiles: list[float] = []
+
+    def listener(event: str, duration: float, **details: str | int) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
     phase: dict[str, Any] = {}
-    for streams in STREAMS:
-        count, seconds = stats.count, stats.seconds
-        result = engines.run("jax", streams)
-        phase[f"jax_x{streams}_first_run"] = {
-            "wall_s": result["wall_s"],
-            "executables_compiled": stats.count - count,
-            "model_compile_s": stats.seconds - seconds,
-        }
-        print(
-            f"jax x{streams} first run: {result['wall_s']:.1f} s wall, "
-            f"{stats.count - count} model executables compiled in {stats.seconds - seconds:.1f} s",
-            flush=True,
-        )
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        for streams in STREAMS:
+            before = len(compiles)
+            result = engines.run("jax", streams)
+            phase[f"jax_x{streams}_first_run"] = {
+                "wall_s": result["wall_s"],
+                "executables_compiled": len(compiles) - before,
+                "compile_s": sum(compiles[before:]),
+            }
+            print(
+                f"jax x{streams} first run: {result['wall_s']:.1f} s wall, "
+                f"{len(compiles) - before} executables compiled during it",
+                flush=True,
+            )
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
     return phase
 
 
@@ -193,7 +192,12 @@ def main() -> None:
     results = {
         "environment": environment,
         "compile": compiled,
-        "compiled_total": {"executables": stats.count, "seconds": stats.seconds},
+        "compile_ahead": {
+            "model_executables": stats.count,
+            "model_compile_s": stats.seconds,
+            "model_wall_s": engines.model_compile_s,
+            "sampler_wall_s": engines.sampler_compile_s,
+        },
         "rounds": runs,
         "greedy_mismatches": engines.mismatches,
         "total_seconds": time.perf_counter() - started,
@@ -218,15 +222,20 @@ def report(runs: dict[str, list[dict[str, Any]]], results: dict[str, Any]) -> No
             f"| {median_of(measured, 'ttft_p50_s') * 1000:.0f} / "
             f"{median_of(measured, 'ttft_max_s') * 1000:.0f} | {aggregate / torch_aggregate:.2f} |"
         )
-    total = results["compiled_total"]
+    ahead = results["compile_ahead"]
     print(
-        f"\nJAX compile: {total['executables']} model executables, {total['seconds']:.1f} s "
+        f"\nJAX compile ahead: {ahead['model_executables']} model executables in "
+        f"{ahead['model_wall_s']:.1f} s, sampler steps {ahead['sampler_wall_s']:.1f} s "
         f"(weights to JAX: {results['environment']['weights_to_jax_s']:.1f} s)"
     )
     walls = [statistics.median(r["wall_s"] for r in runs[f"jax_x{n}"]) for n in STREAMS]
     for n, wall in zip(STREAMS, walls, strict=True):
         first = results["compile"][f"jax_x{n}_first_run"]["wall_s"]
-        print(f"  jax x{n}: first run {first:.1f} s, later runs {wall:.1f} s (median)")
+        compiled = results["compile"][f"jax_x{n}_first_run"]["executables_compiled"]
+        print(
+            f"  jax x{n}: first run {first:.1f} s ({compiled} compiles), "
+            f"later runs {wall:.1f} s (median)"
+        )
     agreement = "; ".join(results["greedy_mismatches"]) or "yes"
     print(f"JAX greedy tokens equal torch's up to EOS: {agreement}")
 

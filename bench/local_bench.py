@@ -176,27 +176,10 @@ class Bench:
     # 2. Turnout's engine
 
     def engine_run(self, streams: int) -> dict[str, Any]:
-        from providers.local.engine import Job
-        from providers.local.runner import RowSampling
-
-        done = _Countdown(streams)
-        sinks = [_Sink(done) for _ in range(streams)]
-        jobs = [
-            Job(self.prompt, [RowSampling(temperature=0)], [sink], self.tokens) for sink in sinks
-        ]
-        gc.collect()
-        start = time.perf_counter()
-        for job in jobs:
-            self.engine.submit(job)
-        if not done.wait(timeout=600):
-            raise RuntimeError(f"engine x{streams} did not finish in 600 s")
-        end = max(sink.end for sink in sinks)
-        for sink in sinks:
-            if sink.reason != "length" or len(sink.tokens) != self.tokens:
-                raise RuntimeError(f"a stream ended {sink.reason!r} after {len(sink.tokens)}")
-            self._check_greedy(sink.tokens, f"engine x{streams}")
-        records = [stream_record(len(s.tokens), start, s.first, s.end) for s in sinks]
-        return run_record(records, end - start)
+        outputs, record = engine_streams(self.engine, self.prompt, self.tokens, streams)
+        for tokens in outputs:
+            self._check_greedy(tokens, f"engine x{streams}")
+        return record
 
     def _check_greedy(self, tokens: list[int], where: str) -> None:
         """Greedy tokens must equal generate()'s up to the first EOS (generate() masks EOS
@@ -208,6 +191,32 @@ class Bench:
                 return
             if ours in eos:
                 return
+
+
+def engine_streams(
+    engine: Any, prompt: list[int], tokens: int, streams: int, timeout: float = 900
+) -> tuple[list[list[int]], dict[str, Any]]:
+    """`streams` greedy jobs of `prompt`, exactly `tokens` new tokens each (EOS ignored), all
+    submitted at once to a continuous-batching `Engine` → (each stream's tokens, the run's
+    figures). Shared with jax_bench.py."""
+    from providers.local.engine import Job
+    from providers.local.runner import RowSampling
+
+    done = _Countdown(streams)
+    sinks = [_Sink(done) for _ in range(streams)]
+    jobs = [Job(prompt, [RowSampling(temperature=0)], [sink], tokens) for sink in sinks]
+    gc.collect()
+    start = time.perf_counter()
+    for job in jobs:
+        engine.submit(job)
+    if not done.wait(timeout=timeout):
+        raise RuntimeError(f"{streams} streams did not finish in {timeout:.0f} s")
+    end = max(sink.end for sink in sinks)
+    for sink in sinks:
+        if sink.reason != "length" or len(sink.tokens) != tokens:
+            raise RuntimeError(f"a stream ended {sink.reason!r} after {len(sink.tokens)}")
+    records = [stream_record(len(s.tokens), start, s.first, s.end) for s in sinks]
+    return [sink.tokens for sink in sinks], run_record(records, end - start)
 
 
 def _first_token_clock(base: type) -> Any:

@@ -1,7 +1,8 @@
 """Shape buckets for the compiled steps: XLA compiles one executable per input shape, so
 prompt lengths, decode batch sizes and attention windows are rounded up to powers of two
-(capped at the cache's size). A server then compiles a handful of executables in its
-first minutes and none after, whatever lengths its requests bring."""
+(capped at the cache's size). The buckets are few — with the defaults (16 slots, 2,048
+positions): 8 prompt lengths, 5 batch sizes, 6 windows — so a runner can compile every
+step it will ever run before it serves (`JaxRunner.compile_ahead`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ def bucket(size: int, *, smallest: int, largest: int) -> int:
     return min(max(smallest, power_of_two(size)), largest)
 
 
+def every_bucket(*, smallest: int, largest: int) -> tuple[int, ...]:
+    """Every value `bucket` can return for sizes 1..largest, in increasing order."""
+    sizes = {bucket(1, smallest=smallest, largest=largest)}
+    while (top := max(sizes)) < largest:
+        sizes.add(bucket(top + 1, smallest=smallest, largest=largest))
+    return tuple(sorted(sizes))
+
+
 @dataclass(frozen=True, slots=True)
 class Buckets:
     """The bucket rules of one runner: `max_slots` rows, `max_context` positions."""
@@ -43,3 +52,15 @@ class Buckets:
     def window(self, positions: int) -> int:
         """Cache positions a step reads (or a slot copy moves) to cover `positions`."""
         return bucket(positions, smallest=SMALLEST_WINDOW, largest=self.max_context)
+
+    def prompts(self) -> tuple[int, ...]:
+        """Every padded prefill length."""
+        return every_bucket(smallest=SMALLEST_PROMPT, largest=self.max_context)
+
+    def batches(self) -> tuple[int, ...]:
+        """Every padded decode batch size."""
+        return every_bucket(smallest=1, largest=self.max_slots)
+
+    def windows(self) -> tuple[int, ...]:
+        """Every attention window (and slot-copy length)."""
+        return every_bucket(smallest=SMALLEST_WINDOW, largest=self.max_context)

@@ -1,29 +1,31 @@
-"""`kind: jax`: builds the in-process provider for a configured model on JAX — a generator
-for a causal LM, an embedder for an encoder, decided as `kind: torch` decides
-(`serves_embeddings`). JAX, torch and transformers are imported only when the model loads
-(at app start, on a worker thread)."""
+"""`kind: jax`: builds the in-process provider for a configured model on JAX, as
+`kind: torch` does (`providers.local.factory`). JAX, torch and transformers are imported
+only when the model loads (at app start, on a worker thread), and a generator compiles
+every step it will run before it reports ready."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from providers.base import Provider
-from providers.capabilities import UNLIMITED_STOP, Capabilities
 from providers.jax.settings import JaxSettings
-from providers.local.embeddings import Embedder, LocalEmbedder
-from providers.local.packaged import ModelSource, resolve_model, serves_embeddings
-from providers.local.provider import LocalGenerator, LocalModel
+from providers.local.embeddings import Embedder
+from providers.local.factory import build_local_provider
+from providers.local.packaged import ModelSource
+from providers.local.provider import LocalModel
 from providers.timeouts import UpstreamTimeouts
 
 
 def build_jax_provider(name: str, settings: JaxSettings, _: UpstreamTimeouts) -> Provider:
-    source = resolve_model(settings.model)
-    if serves_embeddings(source):
-        return LocalEmbedder(name, lambda: _load_embedder(source, settings))
-    # Every option is native; candidates per prompt are bounded by the KV-cache slots.
-    capabilities = Capabilities(embeddings=False, max_n=settings.max_slots, max_stop=UNLIMITED_STOP)
-    return LocalGenerator(name, lambda: _load_generator(source, settings), capabilities)
+    return build_local_provider(
+        name,
+        settings,
+        partial(_load_generator, settings=settings),
+        partial(_load_embedder, settings=settings),
+    )
 
 
-def _load_generator(source: ModelSource, settings: JaxSettings) -> LocalModel:
+def _load_generator(source: ModelSource, *, settings: JaxSettings) -> LocalModel:
     from providers.jax.loading import load_jax_model
     from providers.jax.runner import JaxRunner
     from providers.jax.sampling import JaxSampler
@@ -40,10 +42,14 @@ def _load_generator(source: ModelSource, settings: JaxSettings) -> LocalModel:
         device=loaded.device,
     )
     sampler = JaxSampler(loaded.device)
+    # Compiled now, not in the first requests: a compile freezes every stream for its
+    # duration, and /health/ready waits for this.
+    runner.compile_ahead()
+    sampler.compile_ahead(runner.max_slots, runner.vocab_size)
     return LocalModel(runner, sampler, TokenizerAdapter(loaded.tokenizer))
 
 
-def _load_embedder(source: ModelSource, settings: JaxSettings) -> Embedder:
+def _load_embedder(source: ModelSource, *, settings: JaxSettings) -> Embedder:
     from providers.jax.embedder import JaxEmbedder
 
     # float32 whatever `dtype` says, as kind: torch embeds: the model is small.

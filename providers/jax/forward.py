@@ -4,10 +4,12 @@ slot KV cache.
 
 Two steps, the same as `providers.torch.llama`: `prefill` runs one slot's prompt (padded
 to a bucket length; causal attention keeps the padding from touching real positions) and
-`decode` appends one token to each of a batch of slots at different lengths, attending to
-each slot's cached positions below a window bucket. Layers run in one `lax.scan`, so a
-step compiles one layer body, not thirty. Float32 matmuls ask for full precision: GPUs
-otherwise round float32 inputs to TF32, which torch does not. Logits come out float32."""
+projects its last real position onto the vocabulary (every position when compiled for
+prompt scoring), and `decode` appends one token to each of a batch of slots at different
+lengths, attending to each slot's cached positions below a window bucket. Layers run in
+one `lax.scan`, so a step compiles one layer body, not thirty. Float32 matmuls ask for
+full precision: GPUs otherwise round float32 inputs to TF32, which torch does not. Logits
+come out float32."""
 
 from __future__ import annotations
 
@@ -41,9 +43,17 @@ def empty_cache(
 
 
 def prefill(
-    shape: LlamaShape, model: JaxLlama, cache: KVCache, tokens: jax.Array, slot: jax.Array
+    shape: LlamaShape,
+    every_position: bool,
+    model: JaxLlama,
+    cache: KVCache,
+    tokens: jax.Array,
+    slot: jax.Array,
+    last: jax.Array,
 ) -> tuple[jax.Array, KVCache]:
-    """tokens [T] (a prompt padded to a bucket) into `slot` → (float32 logits [T, V], cache)."""
+    """tokens [T] (a prompt padded to a bucket, its last real token at index `last`) into
+    `slot` → (float32 logits, cache): of position `last` [1, V], or of every position
+    [T, V] if `every_position` (static: each value compiles its own executable)."""
     steps = tokens.shape[0]
     cos, sin = model.cos[:steps, None], model.sin[:steps, None]  # [T, 1, D]
     causal = jnp.tril(jnp.ones((steps, steps), dtype=bool))
@@ -66,6 +76,8 @@ def prefill(
     hidden = model.embed[tokens]
     layers = (jnp.arange(shape.layers), model.layers)
     (hidden, cache), _ = lax.scan(layer_step, (hidden, cache), layers)
+    if not every_position:  # the vocabulary projection dominates a short prompt's cost
+        hidden = lax.dynamic_slice_in_dim(hidden, last, 1)
     return _logits(shape, model, hidden), cache
 
 

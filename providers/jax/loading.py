@@ -17,13 +17,14 @@ from transformers import PreTrainedTokenizerBase
 
 from providers.jax.weights import JaxLlama, jax_llama
 from providers.local.packaged import ModelSource
-from providers.torch.llama import DEFAULT_MAX_CONTEXT
+from providers.local.slots import context_limit
 from providers.torch.llama_weights import LlamaShape
 from providers.torch.loading import load_causal_lm
 
 log = structlog.get_logger("turnout.providers.jax")
 
-DeviceName = Literal["auto", "cpu", "gpu"]
+# "cuda" is "gpu" under kind: torch's name, so that switching `kind:` alone works.
+DeviceName = Literal["auto", "cpu", "gpu", "cuda"]
 DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
 
 
@@ -41,7 +42,7 @@ def resolve_device(device: DeviceName) -> jax.Device:
     if device == "auto":
         return jax.devices()[0]  # the default backend's first device
     try:
-        return jax.devices(device)[0]
+        return jax.devices("gpu" if device == "cuda" else device)[0]
     except RuntimeError as error:  # jaxlib has no such backend
         raise ValueError(f"device {device!r} requested but JAX sees none: {error}") from error
 
@@ -65,12 +66,7 @@ def load_jax_model(
     target = resolve_device(device)
     target_dtype = resolve_dtype(dtype, target)
     loaded = load_causal_lm(source, device="cpu", dtype="float32")
-    window = loaded.context_window
-    limit = max_context or min(window, DEFAULT_MAX_CONTEXT)
-    if not 1 <= limit <= window:
-        raise ValueError(
-            f"max_context must be between 1 and the model's context window {window}, got {limit}"
-        )
+    limit = context_limit(max_context, loaded.context_window)
     started = time.perf_counter()
     model, shape = jax_llama(loaded.model, max_context=limit, dtype=target_dtype, device=target)
     log.info(

@@ -1,35 +1,38 @@
-"""`JaxSampler`: the sampling pipeline of `providers.local.runner` in JAX, step by step and
-in its order, with the same step names as `providers.torch.sampling`:
+"""`JaxSampler`: the sampling pipeline of `providers.local.pipeline` in JAX, with per-row
+PRNG keys: the steps are this module's jitted functions of the same names (plus
+`greedy_tokens`), adapted by `JaxSteps` and run by `run_pipeline`.
 
-  1. `model_logprobs`       log_softmax of the raw logits: what logprobs report
-  2. `apply_logit_bias`     skipped unless a row has a bias
-  3. `apply_penalties`      skipped unless a row has a penalty and generated tokens
-  4. `apply_temperature`    greedy rows take the argmax here; skipped rows divide by 1
-  5. `apply_top_p`          skipped unless a sampling row has top_p < 1
-  6. `sample_tokens`        one draw per row from its own PRNG key
-
-Batch-wide `BatchFlags` decide which steps run at all. Each step is a jitted function; a
-batch's rows are padded up to a power of two so that each compiles for a few shapes only.
+A batch's rows are padded up to a power of two, and a prompt's scored positions as a
+prefill's prompt is (a power of two from 16), so that each jitted function compiles for a
+few shapes only;
+`compile_ahead` compiles those of every decode batch size before the model serves.
 Per-row settings are built on the host (numpy) and enter the steps as arrays."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import structlog
 from numpy.typing import ArrayLike
 
-from providers.jax.buckets import power_of_two
+from providers.jax.buckets import SMALLEST_PROMPT, power_of_two
 from providers.local.batch_flags import BatchFlags, has_penalty
+from providers.local.pipeline import run_pipeline
 from providers.local.runner import PromptScores, RowSampling, Sampled
+
+log = structlog.get_logger("turnout.providers.jax")
 
 SEED_SPACE = 2**64
 _WORD = 0xFFFFFFFF
-SMALLEST_TOP = 8  # top_logprobs are computed for a bucket of k, then cut per row
+# top_logprobs are computed for a bucket of k, then cut per row; the smallest bucket holds
+# OpenAI's largest `top_logprobs` (20), so one executable per row count serves them all.
+SMALLEST_TOP = 32
 
 TopList = tuple[tuple[int, float], ...]
 
@@ -66,25 +69,9 @@ class JaxSampler:
             if row.generator is None:
                 row.generator = self.new_generator(row.seed)
         flags = BatchFlags.of(rows)
-        size = power_of_two(len(rows))
-        raw = self._put(_padded(host, size))
-        logprobs = model_logprobs(raw)
-        bent = raw
-        if flags.any_bias:
-            bent = apply_logit_bias(bent, self._put(_bias_matrix(rows, size, host.shape[1])))
-        if flags.any_penalties:
-            counts, frequency, presence = _penalty_inputs(rows, size, host.shape[1])
-            bent = apply_penalties(bent, *map(self._put, (counts, frequency, presence)))
-        greedy = jnp.argmax(bent, axis=-1)
-        if flags.all_greedy:
-            tokens = greedy
-        else:
-            temperatures = [row.temperature if row.temperature > 0 else 1.0 for row in rows]
-            bent = apply_temperature(bent, self._put(_column(temperatures, size, 1.0)))
-            if flags.any_top_p:
-                thresholds = [row.top_p if row.top_p < 1 else np.inf for row in rows]
-                bent = apply_top_p(bent, self._put(_column(thresholds, size, np.inf)))
-            tokens = self._draw(bent, greedy, rows, size)
+        steps = JaxSteps(power_of_two(len(rows)), host.shape[1], self.device)
+        raw = steps.put(_padded(host, steps.size))
+        logprobs, tokens = run_pipeline(steps, raw, rows, flags)
         return _results(logprobs, tokens, rows, flags.max_top_logprobs)
 
     def score_prompt(self, logits: ArrayLike, tokens: Sequence[int], top: int) -> PromptScores:
@@ -94,7 +81,7 @@ class JaxSampler:
         scored = len(tokens) - 1  # position i-1 predicts token i; the last predicts what follows
         if scored == 0:
             return PromptScores(logprobs=(None,), top=(None,))
-        size = power_of_two(scored)
+        size = max(SMALLEST_PROMPT, power_of_two(scored))  # the prefill's floor
         targets = np.zeros(size, dtype=np.int32)
         targets[:scored] = tokens[1:]
         logprobs = model_logprobs(self._put(_padded(host[:-1], size)))
@@ -102,26 +89,98 @@ class JaxSampler:
         tops = _top_lists(logprobs, top, scored) if top > 0 else [()] * scored
         return PromptScores(logprobs=(None, *chosen), top=(None, *tops))
 
-    def _draw(
-        self, logits: jax.Array, greedy: jax.Array, rows: Sequence[RowSampling], size: int
+    def compile_ahead(self, max_rows: int, vocab: int) -> None:
+        """Compile every step for every padded row count of batches of 1..`max_rows`, by
+        sampling zeros with rows that take every step."""
+        started = time.perf_counter()
+        sizes = []
+        size = 1
+        while size <= power_of_two(max_rows):
+            rows = [
+                RowSampling(
+                    temperature=0.5,
+                    top_p=0.5,
+                    logit_bias={0: 1.0},
+                    frequency_penalty=0.5,
+                    seed=0,
+                    top_logprobs=1,
+                    generated=[0],
+                )
+                for _ in range(size)
+            ]
+            self.sample(np.zeros((size, vocab), dtype=np.float32), rows)
+            sizes.append(size)
+            size *= 2
+        log.info(
+            "jax_sampler_compiled",
+            rows=sizes,
+            seconds=round(time.perf_counter() - started, 2),
+        )
+
+    def _put(self, array: np.ndarray) -> jax.Array:
+        placed: jax.Array = jax.device_put(array, self.device)
+        return placed
+
+
+class JaxSteps:
+    """This module's jitted steps as `run_pipeline` takes them, for one batch: rows padded
+    to `size`, per-row settings placed on `device` as arrays."""
+
+    def __init__(self, size: int, vocab: int, device: jax.Device | None) -> None:
+        self.size = size
+        self.vocab = vocab
+        self.device = device
+
+    def put(self, array: np.ndarray) -> jax.Array:
+        placed: jax.Array = jax.device_put(array, self.device)
+        return placed
+
+    def model_logprobs(self, logits: jax.Array) -> jax.Array:
+        stepped: jax.Array = model_logprobs(logits)
+        return stepped
+
+    def apply_logit_bias(self, logits: jax.Array, rows: Sequence[RowSampling]) -> jax.Array:
+        bias = self.put(_bias_matrix(rows, self.size, self.vocab))
+        stepped: jax.Array = apply_logit_bias(logits, bias)
+        return stepped
+
+    def apply_penalties(self, logits: jax.Array, rows: Sequence[RowSampling]) -> jax.Array:
+        inputs = _penalty_inputs(rows, self.size, self.vocab)
+        stepped: jax.Array = apply_penalties(logits, *map(self.put, inputs))
+        return stepped
+
+    def greedy_tokens(self, logits: jax.Array) -> jax.Array:
+        stepped: jax.Array = greedy_tokens(logits)
+        return stepped
+
+    def apply_temperature(self, logits: jax.Array, rows: Sequence[RowSampling]) -> jax.Array:
+        temperatures = [row.temperature if row.temperature > 0 else 1.0 for row in rows]
+        divisors = self.put(_column(temperatures, self.size, 1.0))
+        stepped: jax.Array = apply_temperature(logits, divisors)
+        return stepped
+
+    def apply_top_p(self, logits: jax.Array, rows: Sequence[RowSampling]) -> jax.Array:
+        thresholds = [row.top_p if row.top_p < 1 else np.inf for row in rows]
+        top_p = self.put(_column(thresholds, self.size, np.inf))
+        stepped: jax.Array = apply_top_p(logits, top_p)
+        return stepped
+
+    def sample_tokens(
+        self, logits: jax.Array, greedy: jax.Array, rows: Sequence[RowSampling]
     ) -> jax.Array:
-        """Step 6 for the sampling rows, advancing their keys (greedy rows keep theirs)."""
-        keys = np.zeros((size, 2), dtype=np.uint32)
-        drawing = np.zeros(size, dtype=bool)
+        """Draws for the sampling rows, advancing their keys (greedy rows keep theirs)."""
+        keys = np.zeros((self.size, 2), dtype=np.uint32)
+        drawing = np.zeros(self.size, dtype=bool)
         for index, row in enumerate(rows):
             keys[index] = row.generator.data
             drawing[index] = row.temperature != 0
         tokens: jax.Array
-        tokens, advanced = sample_tokens(logits, greedy, self._put(keys), self._put(drawing))
+        tokens, advanced = sample_tokens(logits, greedy, self.put(keys), self.put(drawing))
         advanced_keys = np.asarray(advanced)
         for index, row in enumerate(rows):
             if drawing[index]:
                 row.generator.data = advanced_keys[index]
         return tokens
-
-    def _put(self, array: np.ndarray) -> jax.Array:
-        placed: jax.Array = jax.device_put(array, self.device)
-        return placed
 
 
 @jax.jit
@@ -144,6 +203,12 @@ def apply_penalties(
     tokens this row has generated (not its prompt)."""
     present = (counts > 0).astype(logits.dtype)
     return logits - counts * frequency[:, None] - present * presence[:, None]
+
+
+@jax.jit
+def greedy_tokens(logits: jax.Array) -> jax.Array:
+    """Step 4 for greedy rows: the argmax after steps 2-3."""
+    return jnp.argmax(logits, axis=-1)
 
 
 @jax.jit

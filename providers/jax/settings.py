@@ -1,5 +1,5 @@
 """Configuration of a `jax` deployment, as written in Turnout's config file: the keys of
-`kind: torch`, with JAX's device names."""
+`kind: torch`, with JAX's device names besides torch's."""
 
 from __future__ import annotations
 
@@ -12,5 +12,6 @@ class JaxSettings(LocalModelSettings):
     """A model run in-process with JAX."""
 
     kind: Literal["jax"]
-    # auto: JAX's default backend (a GPU or TPU when jaxlib has one, else the CPU).
-    device: Literal["auto", "cpu", "gpu"] = "auto"
+    # auto: JAX's default backend (a GPU or TPU when jaxlib has one, else the CPU). "cuda"
+    # is an alias of "gpu" (kind: torch's name), so that switching `kind:` alone works.
+    device: Literal["auto", "cpu", "gpu", "cuda"] = "auto"

@@ -1,6 +1,8 @@
 """`CompiledSteps`: the forward pass's prefill, decode and slot-copy steps compiled ahead
-of time, one executable per shape bucket, each compiled on first use and timed, so that
-compile time is known apart from run time (the benchmark reports both).
+of time, one executable per shape bucket, each timed, so that compile time is known apart
+from run time (the benchmark reports both). `ahead` compiles every bucket a runner can
+meet before it serves; a step asked for later compiles on first use (only the prefills
+that score a prompt, which `ahead` leaves out).
 
 Every executable donates the KV cache it is given: XLA updates it in place instead of
 copying a cache of hundreds of megabytes per token. A donated cache is dead after the
@@ -20,6 +22,7 @@ import numpy as np
 import structlog
 
 from providers.jax import forward
+from providers.jax.buckets import Buckets
 from providers.jax.forward import KVCache
 from providers.jax.weights import JaxLlama
 from providers.torch.llama_weights import LlamaShape
@@ -27,7 +30,7 @@ from providers.torch.llama_weights import LlamaShape
 log = structlog.get_logger("turnout.providers.jax")
 
 Executable = Callable[..., Any]
-StepKey = tuple[str | int, ...]  # the step's name, then its bucketed dimensions
+StepKey = tuple[str | int | bool, ...]  # the step's name, then its static dimensions
 
 
 @dataclass(slots=True)
@@ -47,13 +50,41 @@ class CompiledSteps:
         self.stats = CompileStats()
         self._compiled: dict[StepKey, Executable] = {}
 
-    def prefill(self, cache: KVCache, length: int) -> Executable:
-        """(model, cache, tokens [length] int32, slot int32) → (logits [length, V], cache)."""
+    @property
+    def compiled(self) -> frozenset[StepKey]:
+        """The keys of the executables compiled so far."""
+        return frozenset(self._compiled)
+
+    def ahead(self, cache: KVCache, buckets: Buckets) -> None:
+        """Compile, now, every step a request can need except prompt scoring: the prefill of
+        each prompt bucket, the decode step of each batch x window bucket, the slot copy of
+        each window. Logs the count first, a line per executable, and the total time."""
+        work = [partial(self.prefill, cache, length) for length in buckets.prompts()]
+        work += [
+            partial(self.decode, cache, batch, window)
+            for batch in buckets.batches()
+            for window in buckets.windows()
+        ]
+        work += [partial(self.copy, cache, window) for window in buckets.windows()]
+        before, started = self.stats.count, time.perf_counter()
+        log.info("jax_compile_ahead_started", executables=len(work))
+        for compile_step in work:
+            compile_step()
+        log.info(
+            "jax_compile_ahead_done",
+            executables=self.stats.count - before,
+            seconds=round(time.perf_counter() - started, 2),
+        )
+
+    def prefill(self, cache: KVCache, length: int, every_position: bool = False) -> Executable:
+        """(model, cache, tokens [length], slot, last int32) → (logits, cache): logits of
+        position `last` [1, V], or of every position [length, V] if `every_position`."""
         return self._get(
-            ("prefill", length),
-            partial(forward.prefill, self.shape),
+            ("prefill", length, every_position),
+            partial(forward.prefill, self.shape, every_position),
             cache,
             _ints(length),
+            _ints(),
             _ints(),
         )
 
@@ -91,7 +122,13 @@ class CompiledSteps:
         seconds = time.perf_counter() - started
         self.stats.count += 1
         self.stats.seconds += seconds
-        log.info("jax_step_compiled", step=key[0], shape=key[1:], seconds=round(seconds, 2))
+        log.info(
+            "jax_step_compiled",
+            step=key[0],
+            shape=key[1:],
+            seconds=round(seconds, 2),
+            compiled=self.stats.count,
+        )
         return executable
 
 

@@ -16,11 +16,18 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
-from providers.local.runner import ModelRunner, PromptScores, RowSampling, Sampled, Sampler
+from providers.local.runner import (
+    CacheLost,
+    ModelRunner,
+    PromptScores,
+    RowSampling,
+    Sampled,
+    Sampler,
+)
 
 log = structlog.get_logger("turnout.providers.local.engine")
 
@@ -87,10 +94,6 @@ class Engine:
             target=self._run, name=f"turnout-engine-{name}", daemon=True
         )
         self._thread.start()
-
-    @property
-    def max_context(self) -> int:
-        return self._runner.max_context
 
     @property
     def running(self) -> bool:
@@ -169,9 +172,12 @@ class Engine:
                 self._active = [c for c in self._active if c.job is not job]
                 self._release(slot for slot in slots if slot not in self._free)
                 self._fail(job, exc)
+                if isinstance(exc, CacheLost):  # the other sequences' caches went with it
+                    self._fail_active(exc)
 
     def _start(self, job: Job, slots: list[int]) -> None:
-        logits = self._runner.prefill(slots[0], job.prompt)
+        scoring = job.score_prompt is not None and job.on_prompt_scores is not None
+        logits = self._runner.prefill(slots[0], job.prompt, every_position=scoring)
         if job.score_prompt is not None and job.on_prompt_scores is not None:
             job.on_prompt_scores(self._sampler.score_prompt(logits, job.prompt, job.score_prompt))
         if job.max_new_tokens <= 0:
@@ -230,18 +236,20 @@ class Engine:
         if job.on_error is not None:
             job.on_error(exc)
 
-    def _fail_all(self, exc: BaseException) -> None:
+    def _fail_active(self, exc: BaseException) -> None:
+        """Fail every job with a candidate decoding, and free their slots."""
         failed = {id(c.job): c.job for c in self._active}
         for candidate in self._active:
             self._runner.free(candidate.slot)
             self._release([candidate.slot])
         self._active = []
-        with self._wake:
-            failed.update({id(j): j for j in self._waiting})
-            self._waiting.clear()
         for job in failed.values():
             self._fail(job, exc)
 
-
-def describe(engine: Engine) -> dict[str, Any]:
-    return {"queue_depth": engine.queue_depth, "in_flight": engine.in_flight}
+    def _fail_all(self, exc: BaseException) -> None:
+        self._fail_active(exc)
+        with self._wake:
+            waiting = list(self._waiting)
+            self._waiting.clear()
+        for job in waiting:
+            self._fail(job, exc)

@@ -91,7 +91,7 @@ class LocalGenerator(Provider):
             self._engine = None
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
-        run = self._run(request)
+        run = await self._run(request)
         try:
             run.start()
             async for _ in run.events():
@@ -101,7 +101,7 @@ class LocalGenerator(Provider):
         return ProviderResponse(body=_whole_response(run, request))
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
-        run = self._run(request)
+        run = await self._run(request)
         gen = run.request
         header = StreamHeader(
             chat_completion_id() if gen.kind == "chat" else completion_id(),
@@ -134,8 +134,9 @@ class LocalGenerator(Provider):
         finally:
             run.cancel()
 
-    def _run(self, request: ProviderRequest) -> GenerationRun:
-        if self._model is None or self._engine is None:
+    async def _run(self, request: ProviderRequest) -> GenerationRun:
+        model, engine = self._model, self._engine
+        if model is None or engine is None:
             raise UpstreamError(
                 f"{self.name}: the model is still loading",
                 failure=Failure.CONNECT,
@@ -147,9 +148,9 @@ class LocalGenerator(Provider):
             gen = GenerationRequest.from_chat(body)
         else:
             gen = GenerationRequest.from_completions(body)
-        adapter = self._model.adapter
+        adapter = model.adapter
         gen.check_vocab(adapter.vocab_size)
-        slots = self._model.runner.max_slots
+        slots = model.runner.max_slots
         candidates = max(gen.n, gen.best_of)
         if candidates > slots:
             param = "best_of" if gen.best_of > gen.n else "n"
@@ -158,8 +159,10 @@ class LocalGenerator(Provider):
                 f"{param}={candidates} asks for more.",
                 param,
             )
-        prompts = _prepare_prompts(gen, adapter, self._model.runner.max_context)
-        return GenerationRun(self._engine, adapter, gen, prompts)
+        # Templating and tokenizing a prompt of megabytes take seconds: on a worker thread,
+        # so that other requests' streams flow meanwhile.
+        prompts = await asyncio.to_thread(_prepare_prompts, gen, adapter, model.runner.max_context)
+        return GenerationRun(engine, adapter, gen, prompts)
 
 
 def _prepare_prompts(

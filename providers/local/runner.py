@@ -6,16 +6,7 @@ Slots: the runner owns `max_slots` KV-cache slots of `max_context` positions eac
 sequence occupies one slot from prefill until `free`. Candidates of one request (n, best_of)
 share one prefill: the engine prefills one slot and `copy_slot`s it to the others.
 
-The sampling pipeline, in this order, for every row of a decode batch (vLLM's order):
-  1. logprobs: log_softmax of the raw logits — the *model's* distribution, before any of
-     the steps below; this is what `logprobs`/`top_logprobs` report (as vLLM does);
-  2. logit_bias: added to the logits (-100 bans a token, +100 forces it);
-  3. penalties: logit[j] -= count[j] * frequency_penalty + (count[j] > 0) * presence_penalty,
-     counts over the tokens generated so far by this candidate (not the prompt);
-  4. temperature: 0 → greedy (argmax after steps 2-3); otherwise logits / temperature;
-  5. top_p: keep the smallest set of tokens whose probability mass reaches top_p;
-  6. sample from the softmax with the row's own seeded generator.
-"""
+A `Sampler` runs the sampling pipeline of `providers.local.pipeline` on each batch."""
 
 from __future__ import annotations
 
@@ -69,13 +60,19 @@ class ForwardCounts:
     decode_tokens: int = 0
 
 
+class CacheLost(RuntimeError):
+    """A failed step took every slot's KV cache with it (a JAX step donates its cache):
+    the runner has emptied every slot, so every sequence in flight must fail."""
+
+
 class ModelRunner(Protocol):
     max_slots: int
     max_context: int
     vocab_size: int
 
-    def prefill(self, slot: int, tokens: Sequence[int]) -> Any:
-        """Fill `slot`'s cache with `tokens`; return the logits of every position [L, V]."""
+    def prefill(self, slot: int, tokens: Sequence[int], *, every_position: bool = False) -> Any:
+        """Fill `slot`'s cache with `tokens`; return the last position's logits [1, V], or
+        every position's [L, V] if `every_position` (only prompt scoring needs them)."""
         ...
 
     def decode(self, slots: Sequence[int], tokens: Sequence[int]) -> Any:
@@ -95,7 +92,7 @@ class Sampler(Protocol):
         ...
 
     def sample(self, logits: Any, rows: Sequence[RowSampling]) -> list[Sampled]:
-        """Run the pipeline above on logits [len(rows), V]; one `Sampled` per row."""
+        """Run the sampling pipeline on logits [len(rows), V]; one `Sampled` per row."""
         ...
 
     def score_prompt(self, logits: Any, tokens: Sequence[int], top: int) -> PromptScores:

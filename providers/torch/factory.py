@@ -3,25 +3,27 @@ transformers are imported only when the model loads (at app start, on a worker t
 
 from __future__ import annotations
 
+from functools import partial
+
 from providers.base import Provider
-from providers.capabilities import UNLIMITED_STOP, Capabilities
-from providers.local.embeddings import Embedder, LocalEmbedder
-from providers.local.packaged import ModelSource, resolve_model, serves_embeddings
-from providers.local.provider import LocalGenerator, LocalModel
+from providers.local.embeddings import Embedder
+from providers.local.factory import build_local_provider
+from providers.local.packaged import ModelSource
+from providers.local.provider import LocalModel
 from providers.timeouts import UpstreamTimeouts
 from providers.torch.settings import TorchSettings
 
 
 def build_torch_provider(name: str, settings: TorchSettings, _: UpstreamTimeouts) -> Provider:
-    source = resolve_model(settings.model)
-    if serves_embeddings(source):
-        return LocalEmbedder(name, lambda: _load_embedder(source, settings))
-    # Every option is native; candidates per prompt are bounded by the KV-cache slots.
-    capabilities = Capabilities(embeddings=False, max_n=settings.max_slots, max_stop=UNLIMITED_STOP)
-    return LocalGenerator(name, lambda: _load_generator(source, settings), capabilities)
+    return build_local_provider(
+        name,
+        settings,
+        partial(_load_generator, settings=settings),
+        partial(_load_embedder, settings=settings),
+    )
 
 
-def _load_generator(source: ModelSource, settings: TorchSettings) -> LocalModel:
+def _load_generator(source: ModelSource, *, settings: TorchSettings) -> LocalModel:
     from providers.local.tokenizer import TokenizerAdapter
     from providers.torch.loading import load_causal_lm
     from providers.torch.runner import TorchRunner
@@ -34,7 +36,7 @@ def _load_generator(source: ModelSource, settings: TorchSettings) -> LocalModel:
     return LocalModel(runner, TorchSampler(loaded.device), TokenizerAdapter(loaded.tokenizer))
 
 
-def _load_embedder(source: ModelSource, settings: TorchSettings) -> Embedder:
+def _load_embedder(source: ModelSource, *, settings: TorchSettings) -> Embedder:
     from providers.torch.embedder import TorchEmbedder
 
     return TorchEmbedder.load(source, device=settings.device)

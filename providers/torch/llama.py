@@ -4,7 +4,8 @@ weight tensors in place.
 Two entry points: `prefill` runs one slot's prompt (causal attention among its own tokens)
 and `decode` appends one token to each of several slots at once, slots at different
 lengths, attending to each slot's cached positions through a padding mask. Both return
-float32 logits whatever the model's dtype."""
+float32 logits whatever the model's dtype; a prefill projects only its last position onto
+the vocabulary unless asked for every position (prompt scoring)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
+from providers.local.slots import DEFAULT_MAX_SLOTS, SlotLimits, context_limit
 from providers.torch.kv_cache import SlotKVCache, slot_selector
 from providers.torch.llama_weights import (
     LayerWeights,
@@ -22,9 +24,6 @@ from providers.torch.llama_weights import (
     llama_weights,
     rotary_tables,
 )
-
-DEFAULT_MAX_SLOTS = 16
-DEFAULT_MAX_CONTEXT = 2048  # cap on the model's window: the cache is preallocated
 
 # (layer index, queries [B, H, T, D], keys, values [B, KV, T, D]) -> attention [B, H, T, D]
 Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -42,14 +41,8 @@ class LlamaForward:
     ) -> None:
         config = model.config
         self.shape = llama_shape(config)
-        if max_slots < 1:
-            raise ValueError(f"max_slots must be at least 1, got {max_slots}")
-        limit = max_context or min(self.shape.context_window, DEFAULT_MAX_CONTEXT)
-        if not 1 <= limit <= self.shape.context_window:
-            raise ValueError(
-                f"max_context must be between 1 and the model's context window "
-                f"{self.shape.context_window}, got {limit}"
-            )
+        self.limits = SlotLimits(max_slots, context_limit(max_context, self.shape.context_window))
+        limit = self.limits.max_context
         check_sliding_window(config, limit)
         self.weights = llama_weights(model)
         embed = self.weights.embed
@@ -68,25 +61,26 @@ class LlamaForward:
 
     @property
     def max_slots(self) -> int:
-        return self.cache.max_slots
+        return self.limits.max_slots
 
     @property
     def max_context(self) -> int:
-        return self.cache.max_context
+        return self.limits.max_context
 
     @property
     def vocab_size(self) -> int:
         return self.shape.vocab_size
 
     def length(self, slot: int) -> int:
-        return self.cache.lengths[self._checked_slot(slot)]
+        return self.cache.lengths[self.limits.slot(slot)]
 
-    def prefill(self, slot: int, tokens: Sequence[int]) -> torch.Tensor:
-        """Replace `slot`'s contents with `tokens`; logits of every position [L, V]."""
-        slot = self._checked_slot(slot)
-        count = len(tokens)
-        if not 1 <= count <= self.max_context:
-            raise ValueError(f"prefill needs 1 to {self.max_context} tokens, got {count}")
+    def prefill(
+        self, slot: int, tokens: Sequence[int], *, every_position: bool = False
+    ) -> torch.Tensor:
+        """Replace `slot`'s contents with `tokens`; the logits of the last position [1, V],
+        or of every position [L, V] if `every_position`."""
+        slot = self.limits.slot(slot)
+        count = self.limits.prompt(tokens)
         # Emptied first: a forward that fails midway must not leave the old length pointing
         # at half-overwritten positions.
         self.cache.lengths[slot] = 0
@@ -102,18 +96,15 @@ class LlamaForward:
                     queries, keys, values, is_causal=True, enable_gqa=True
                 )
 
-            logits = self._forward(ids, cos, sin, attend)[0]
+            logits = self._forward(ids, cos, sin, attend, last_only=not every_position)[0]
         self.cache.lengths[slot] = count
         return logits
 
     def decode(self, slots: Sequence[int], tokens: Sequence[int]) -> torch.Tensor:
         """Append tokens[b] to slots[b]; next-token logits [len(slots), V]."""
-        batch = [self._checked_slot(slot) for slot in slots]
-        if not batch or len(batch) != len(tokens) or len(set(batch)) != len(batch):
-            raise ValueError("decode needs one token per slot and distinct, non-empty slots")
+        batch = self.limits.batch(slots, tokens)
         lengths = [self.cache.lengths[slot] for slot in batch]
-        if max(lengths) >= self.max_context:
-            raise ValueError(f"a slot is full ({self.max_context} positions)")
+        self.limits.room(lengths)
         with torch.inference_mode():
             ids = torch.tensor(tokens, dtype=torch.long, device=self.device)[:, None]
             slot_ids = torch.tensor(batch, dtype=torch.long, device=self.device)
@@ -141,23 +132,27 @@ class LlamaForward:
 
     def copy_slot(self, source: int, target: int) -> None:
         with torch.inference_mode():
-            self.cache.copy(self._checked_slot(source), self._checked_slot(target))
+            self.cache.copy(self.limits.slot(source), self.limits.slot(target))
 
     def free(self, slot: int) -> None:
-        self.cache.free(self._checked_slot(slot))
-
-    def _checked_slot(self, slot: int) -> int:
-        if not 0 <= slot < self.max_slots:
-            raise ValueError(f"slot {slot} out of range 0..{self.max_slots - 1}")
-        return slot
+        self.cache.free(self.limits.slot(slot))
 
     def _forward(
-        self, ids: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: Attend
+        self,
+        ids: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        attend: Attend,
+        *,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        """ids [B, T] -> float32 logits [B, T, V]; `attend` stores K/V and attends."""
+        """ids [B, T] -> float32 logits [B, T, V] ([B, 1, V] of the last position if
+        `last_only`); `attend` stores K/V and attends."""
         hidden = F.embedding(ids, self.weights.embed)
         for index, layer in enumerate(self.weights.layers):
             hidden = self._block(index, layer, hidden, cos, sin, attend)
+        if last_only:  # the vocabulary projection is the largest matmul of a short prompt
+            hidden = hidden[:, -1:]
         hidden = _rms_norm(hidden, self.weights.final_norm, self.shape.rms_eps)
         return self.weights.lm_head(hidden).float()
 

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import torch
 
 from providers.local.runner import ForwardCounts
-from providers.torch.llama import DEFAULT_MAX_SLOTS, LlamaForward
+from providers.local.slots import DEFAULT_MAX_SLOTS
+from providers.torch.llama import LlamaForward
 from providers.torch.loading import LoadedModel
 
 
@@ -32,8 +33,10 @@ class TorchRunner:
     ) -> TorchRunner:
         return cls(LlamaForward(loaded.model, max_slots=max_slots, max_context=max_context))
 
-    def prefill(self, slot: int, tokens: Sequence[int]) -> torch.Tensor:
-        logits = self.forward.prefill(slot, tokens)
+    def prefill(
+        self, slot: int, tokens: Sequence[int], *, every_position: bool = False
+    ) -> torch.Tensor:
+        logits = self.forward.prefill(slot, tokens, every_position=every_position)
         self.counts.prefills += 1
         self.counts.prefill_tokens += len(tokens)
         return logits

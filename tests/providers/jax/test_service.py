@@ -15,7 +15,7 @@ import pytest
 from providers.jax.runner import JaxRunner
 from providers.torch.loading import LoadedModel
 from tests.local_sampler.reference import prompt_ids, text_token_ids
-from tests.providers.jax.conftest import JAX_MODEL, MAX_CONTEXT, TORCH_MODEL
+from tests.providers.jax.conftest import JAX_MODEL, MAX_CONTEXT, TORCH_MODEL, counted_compiles
 
 STORY = "Once upon a time, in a small village,"
 RECIPE = "To bake bread, you first"
@@ -246,3 +246,35 @@ def test_context_overflow_is_a_400(client: openai.OpenAI, served_jax: JaxRunner)
     assert caught.value.code == "context_length_exceeded"
     assert str(MAX_CONTEXT) in caught.value.message
     assert served_jax.counts.prefills == before
+
+
+def test_every_step_is_compiled_at_load_and_serving_compiles_nothing(
+    client: openai.OpenAI, served_jax: JaxRunner
+) -> None:
+    """The runner compiled every prompt, batch and window bucket before /health/ready (the
+    sampler its steps for every batch size); requests of new lengths, batch sizes and
+    sampling settings then compile nothing, on any thread. Prompt scoring is the exception
+    (see `CompiledSteps.ahead`): no echo with logprobs here."""
+    buckets = served_jax.buckets
+    ahead = {("prefill", length, False) for length in buckets.prompts()}
+    ahead |= {("decode", b, w) for b in buckets.batches() for w in buckets.windows()}
+    ahead |= {("copy", window) for window in buckets.windows()}
+    assert ahead <= served_jax.steps.compiled
+    assert len(ahead) == 17
+    sampled: dict[str, Any] = {
+        "temperature": 0.9,
+        "top_p": 0.8,
+        "frequency_penalty": 0.4,
+        "presence_penalty": 0.2,
+        "logit_bias": {"11": 3},
+        "seed": 3,
+        "logprobs": 5,
+    }
+    with counted_compiles(this_thread_only=False) as compiles:
+        complete(client, JAX_MODEL, prompt=[STORY, RECIPE * 3], n=2, max_tokens=6, **sampled)
+        complete(client, JAX_MODEL, prompt="hello " * 100, max_tokens=3, temperature=0)
+        answer = client.chat.completions.create(
+            model=JAX_MODEL, messages=FRANCE, max_tokens=5, logprobs=True, top_logprobs=20
+        )
+    assert answer.choices[0].logprobs is not None
+    assert compiles == []

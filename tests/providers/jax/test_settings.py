@@ -11,6 +11,7 @@ from providers.jax.buckets import Buckets, bucket, power_of_two
 from providers.jax.loading import resolve_device, resolve_dtype
 from providers.jax.settings import JaxSettings
 from providers.registry import KINDS
+from providers.torch.settings import TorchSettings
 
 
 def test_settings_have_the_torch_keys_and_defaults() -> None:
@@ -24,7 +25,14 @@ def test_settings_have_the_torch_keys_and_defaults() -> None:
     with pytest.raises(ValueError, match="extra"):
         JaxSettings.model_validate({"kind": "jax", "slots": 4})
     with pytest.raises(ValueError, match="device"):
-        JaxSettings.model_validate({"kind": "jax", "device": "cuda"})
+        JaxSettings.model_validate({"kind": "jax", "device": "tpu0"})
+
+
+def test_a_torch_deployment_switches_to_jax_by_its_kind_alone() -> None:
+    torch_keys = {"model": "smollm2-135m-instruct", "device": "cuda", "dtype": "bfloat16"}
+    TorchSettings.model_validate({"kind": "torch", **torch_keys})
+    assert JaxSettings.model_validate({"kind": "jax", **torch_keys}).device == "cuda"
+    assert JaxSettings.model_validate({"kind": "jax", "device": "gpu"}).device == "gpu"
 
 
 def test_a_config_with_kind_jax_validates_and_is_registered() -> None:
@@ -44,9 +52,13 @@ def test_device_and_dtype() -> None:
     assert resolve_device("auto") == jax.devices()[0]
     assert resolve_dtype("auto", cpu) == np.float32
     assert resolve_dtype("bfloat16", cpu).name == "bfloat16"
-    if not any(device.platform == "gpu" for device in jax.devices()):
-        with pytest.raises(ValueError, match="device 'gpu' requested"):
-            resolve_device("gpu")
+    gpus = [device for device in jax.devices() if device.platform == "gpu"]
+    for name in ("gpu", "cuda"):  # cuda: kind: torch's name for it
+        if gpus:
+            assert resolve_device(name) == gpus[0]
+        else:
+            with pytest.raises(ValueError, match=f"device '{name}' requested"):
+                resolve_device(name)
 
 
 def test_buckets_are_powers_of_two_capped_at_the_cache() -> None:
@@ -60,3 +72,11 @@ def test_buckets_are_powers_of_two_capped_at_the_cache() -> None:
     assert [buckets.batch(n) for n in (1, 3, 9, 12)] == [1, 4, 12, 12]
     assert [buckets.prompt(n) for n in (1, 17, 600)] == [16, 32, 1000]
     assert [buckets.window(n) for n in (1, 65, 1000)] == [64, 128, 1000]
+    # Every bucket, as `compile_ahead` compiles them: each rule's value set, in order.
+    assert buckets.prompts() == (16, 32, 64, 128, 256, 512, 1000)
+    assert buckets.batches() == (1, 2, 4, 8, 12)
+    assert buckets.windows() == (64, 128, 256, 512, 1000)
+    defaults = Buckets(max_slots=16, max_context=2048)
+    counts = (len(defaults.prompts()), len(defaults.batches()), len(defaults.windows()))
+    assert counts == (8, 5, 6)  # 8 prefills + 5 x 6 decode steps + 6 copies: 44
+    assert Buckets(max_slots=1, max_context=10).prompts() == (10,)

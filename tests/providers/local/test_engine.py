@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("torch", reason="the engine tests run the real model ('local' extra)")
 
 from providers.local.engine import Engine, Job
-from providers.local.runner import PromptScores, RowSampling, Sampled
+from providers.local.runner import CacheLost, PromptScores, RowSampling, Sampled
 from tests import local_model
 from tests.local_tokenizer import smollm2_dir
 
@@ -61,11 +61,14 @@ class FlakyRunner:
         self.vocab_size = inner.vocab_size
         self.fail_prefill = threading.Event()
         self.fail_decode = threading.Event()
+        self.lose_cache = threading.Event()
 
-    def prefill(self, slot: int, tokens: Sequence[int]) -> Any:
+    def prefill(self, slot: int, tokens: Sequence[int], *, every_position: bool = False) -> Any:
+        if self.lose_cache.is_set():
+            raise CacheLost("the cache went with the prefill")
         if self.fail_prefill.is_set():
             raise RuntimeError("prefill exploded")
-        return self.inner.prefill(slot, tokens)
+        return self.inner.prefill(slot, tokens, every_position=every_position)
 
     def decode(self, slots: Sequence[int], tokens: Sequence[int]) -> Any:
         if self.fail_decode.is_set():
@@ -250,6 +253,31 @@ def test_a_failing_decode_fails_its_jobs_and_the_engine_serves_on(runner: TorchR
         wait_for(lambda: bool(failed), "the prefill failure")
         assert str(failed[0]) == "prefill exploded"
         flaky.fail_prefill.clear()
+        assert_all_slots_serve(engine)
+    finally:
+        engine.close()
+
+
+def test_a_prefill_that_loses_the_cache_fails_every_sequence_in_flight(
+    runner: TorchRunner,
+) -> None:
+    """A runner that lost every slot's cache (a failed JAX step) says so with `CacheLost`:
+    the jobs already decoding fail with the one being admitted, and the engine serves on."""
+    from providers.torch.sampling import TorchSampler
+
+    flaky = FlakyRunner(runner)
+    engine = Engine(flaky, TorchSampler(), name="losing")
+    try:
+        errors: list[BaseException] = []
+        decoding = RecordingSink("decoding")
+        engine.submit(make_job([decoding], max_new_tokens=100, errors=errors))
+        wait_for(lambda: bool(decoding.tokens), "the first job to decode")
+        flaky.lose_cache.set()
+        engine.submit(make_job([RecordingSink("admitted")], max_new_tokens=3, errors=errors))
+        wait_for(lambda: len(errors) == 2, "both jobs to fail")
+        assert all(isinstance(error, CacheLost) for error in errors)
+        assert engine.in_flight == 0
+        flaky.lose_cache.clear()
         assert_all_slots_serve(engine)
     finally:
         engine.close()

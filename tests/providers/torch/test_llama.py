@@ -1,5 +1,6 @@
-"""The Llama forward pass against transformers' own forward: prefill logits, step-by-step
-decode, batched decode of slots at different lengths, copy_slot and free."""
+"""The Llama forward pass against transformers' own forward: prefill logits (the final
+position's, or every position's for prompt scoring), step-by-step decode, batched decode
+of slots at different lengths, copy_slot and free."""
 
 from __future__ import annotations
 
@@ -49,9 +50,12 @@ def test_prefill_matches_transformers(
     smollm2: LoadedModel, forward: LlamaForward, prompt: str
 ) -> None:
     tokens = encode(smollm2, prompt)
-    logits = forward.prefill(0, tokens)
-    assert_close(logits, reference_logits(smollm2.model, tokens))
+    expected = reference_logits(smollm2.model, tokens)
+    assert_close(forward.prefill(0, tokens, every_position=True), expected)  # echo scores
     assert forward.length(0) == len(tokens)
+    last = forward.prefill(1, tokens)  # what is sampled from: the final position only
+    assert_close(last, expected[-1:])
+    assert forward.length(1) == len(tokens)
 
 
 def test_decode_step_by_step_matches_full_forward(
@@ -197,7 +201,7 @@ def test_other_supported_architectures_match_transformers(name: str) -> None:
     tokens = list(range(3, 103))  # past the llama3/yarn original window of 32
     expected = reference_logits(model, tokens)
     forward = LlamaForward(model, max_slots=2, max_context=128)
-    assert_close(forward.prefill(0, tokens[:60]), expected[:60])
+    assert_close(forward.prefill(0, tokens[:60], every_position=True), expected[:60])
     for position in range(60, len(tokens)):
         assert_close(forward.decode([0], [tokens[position]])[0], expected[position])
 
