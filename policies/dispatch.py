@@ -145,10 +145,10 @@ class Dispatcher:
                     fit = self._translate(plan, trace, endpoint, body, target, provider)
                     if fit is None:
                         continue  # cannot honour this request: skipped, never called
-                    if fit.emulated:
+                    if fit.applied:
                         provider = with_emulations(
                             provider,
-                            fit.emulated,
+                            fit.applied,
                             self._capabilities_of(target, provider),
                             fit.declared,
                         )

@@ -12,86 +12,56 @@ Some emulations need what the deployment's config declares besides capability fl
   whatever the backend does with `suffix`); on a chat-only backend, an instruction (lossy).
 - chat on a completion-only backend: a tokenizer (`tokenizer:`) for its chat template;
   tools, functions and structured output cannot be written into a prompt and are refused.
-- `stream_options.include_usage` where streams carry no usage: a tokenizer to count with.
-  Without one, `emulate` and `drop` stream without the usage chunk and list
-  `stream_options.include_usage` in x-turnout-dropped; `strict` refuses it.
+- `stream_options.include_usage` where streams carry no usage: a tokenizer to count with
+  (policies/stream_translation.py, which also asks every stream for its usage).
 - token-id prompts and `logit_bias` are tokenizer-specific: they go only to the model's
   primary (first) deployment and to deployments declaring the same `tokenizer:` as it;
   any other deployment is skipped (a 400 naming `prompt` or `logit_bias` if none is left;
   `drop` mode drops `logit_bias` there instead).
 - `echo` with `logprobs` on a backend without echo: vLLM's `prompt_logprobs`
   (`capabilities: {prompt_logprobs: true}`); elsewhere refused.
+
+Values that mean nothing (`best_of` equal to `n`, an empty
+`logit_bias` or `stop`) are removed for a backend that lacks the option, unreported.
+A backend that translates only some body keys (`request_keys`, Anthropic) has any other key
+refused before a call (dropped in drop mode).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from policies.stream_translation import stream_check, usage_after_a_cut
+from policies.translation_draft import Check, Draft, Mode, Refusal
 from providers.capabilities import Capabilities
 from providers.emulation import INCLUDE_USAGE, NOTHING_DECLARED, Declared, FimTemplate
+from providers.emulation.wrapper import include_usage
 from providers.local.tokenizer_cache import TokenizerCache
 from providers.types import Endpoint
 
-
-class Mode(StrEnum):
-    EMULATE = "emulate"
-    STRICT = "strict"
-    DROP = "drop"
+__all__ = ["Mode", "Refusal", "Translation", "declared_for", "translate"]
 
 
 @dataclass(frozen=True, slots=True)
 class Translation:
     """The body to send and what was done to get there (for the x-turnout-* headers);
-    `declared` is what the chosen emulations may use."""
+    `declared` is what the chosen emulations may use. `internal`: emulations Turnout runs
+    for its own accounting, not reported (counting the usage of a stream whose client did
+    not ask for it)."""
 
     body: Mapping[str, Any]
     emulated: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
     clamped: tuple[str, ...] = ()
     declared: Declared = NOTHING_DECLARED
+    internal: tuple[str, ...] = ()
 
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    param: str
-    message: str
-
-
-@dataclass(slots=True)
-class _Draft:
-    body: dict[str, Any]
-    mode: Mode
-    emulable: set[str]
-    declared: Declared
-    emulated: list[str] = field(default_factory=list)
-    dropped: list[str] = field(default_factory=list)
-    clamped: list[str] = field(default_factory=list)
-
-    def unsupported(self, param: str, what: str, droppable: bool = True) -> Refusal | None:
-        """`param` is not native here: emulate, drop, or refuse, as the mode says. What
-        cannot be dropped (the client is already owed a stream) is emulated when it can."""
-        emulate = self.mode is Mode.EMULATE or (self.mode is Mode.DROP and not droppable)
-        if emulate and param in self.emulable:
-            self.emulated.append(param)
-            return None
-        if self.mode is Mode.DROP and droppable:
-            self.body.pop(param, None)
-            self.dropped.append(param)
-            return None
-        return Refusal(param, f"{what} is not supported by this deployment")
-
-    def out_of_range(self, param: str, limit: float, what: str) -> Refusal | None:
-        if self.mode is Mode.STRICT:
-            return Refusal(param, f"{what} above {limit:g} is not supported by this deployment")
-        self.body[param] = limit
-        self.clamped.append(param)
-        return None
-
-
-Check = Callable[[_Draft, Capabilities, Endpoint], Refusal | None]
+    @property
+    def applied(self) -> tuple[str, ...]:
+        """Every emulation to stack, reported or not."""
+        return self.emulated + self.internal
 
 
 class DeclaresTraits(Protocol):
@@ -131,7 +101,7 @@ def translate(
         offered.discard("suffix")
     if declared.tokenizer is None:
         offered -= {"chat", INCLUDE_USAGE}
-    draft = _Draft(dict(body), mode, offered, declared)
+    draft = Draft(dict(body), mode, offered, declared, wants_usage=include_usage(body))
     if declared.fim is not None:
         capabilities = replace(capabilities, suffix=False)  # the template, not the backend's
     if not capabilities.serves(endpoint):
@@ -143,7 +113,8 @@ def translate(
         refusal = check(draft, capabilities, endpoint)
         if refusal is not None:
             return refusal
-    if not (draft.emulated or draft.dropped or draft.clamped):
+    changed = draft.emulated or draft.dropped or draft.clamped or draft.internal
+    if not changed and draft.body == body:
         return Translation(body, declared=declared)
     return Translation(
         draft.body,
@@ -151,11 +122,12 @@ def translate(
         tuple(draft.dropped),
         tuple(draft.clamped),
         declared,
+        tuple(draft.internal),
     )
 
 
 def _through_other_endpoint(
-    d: _Draft, c: Capabilities, endpoint: Endpoint, emulable: frozenset[str]
+    d: Draft, c: Capabilities, endpoint: Endpoint, emulable: frozenset[str]
 ) -> Capabilities | Refusal:
     """Completions as one chat per prompt; chat as one prompt through the chat template.
     What the other endpoint lacks must then be emulated, dropped or refused too."""
@@ -185,50 +157,48 @@ def _through_other_endpoint(
     return Refusal("model", f"this deployment does not serve /v1/{endpoint.path[1:]}{how}")
 
 
-def _stream(d: _Draft, c: Capabilities, _: Endpoint) -> Refusal | None:
-    if not d.body.get("stream"):
-        if c.non_streaming:
-            return None
-        if d.mode is Mode.STRICT or "non_streaming" not in d.emulable:
-            return Refusal("stream", "this deployment only streams: send stream: true")
-        d.emulated.append("non_streaming")  # cannot be dropped: the client awaits JSON
-        return None
-    if not c.stream:
-        # The synthetic stream replays a whole answer, usage included.
-        return d.unsupported("stream", "streaming", droppable=False)
-    options = d.body.get("stream_options") or {}
-    if options.get("include_usage") and not c.stream_usage:
-        return _stream_usage(d, options)
-    return None
-
-
-def _stream_usage(d: _Draft, options: Mapping[str, Any]) -> Refusal | None:
-    """Count with the declared tokenizer; without one, stream without usage and say so."""
-    if d.mode is Mode.STRICT:
-        return Refusal(INCLUDE_USAGE, "usage in streams is not supported by this deployment")
-    if d.mode is Mode.EMULATE and INCLUDE_USAGE in d.emulable:
-        d.emulated.append(INCLUDE_USAGE)
-        return None
-    rest = {k: v for k, v in options.items() if k != "include_usage"}
-    if rest:
-        d.body["stream_options"] = rest
-    else:
-        d.body.pop("stream_options", None)
-    d.dropped.append(INCLUDE_USAGE)
-    return None
-
-
-def _n(d: _Draft, c: Capabilities, _: Endpoint) -> Refusal | None:
+def _n(d: Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
+    """n beyond the backend's limit, or n > 1 greedy where the backend refuses that (vLLM),
+    is fanned out; with best_of > n, by the best_of emulation, which keeps the best n."""
     n = d.body.get("n") or 1
-    if n <= c.max_n:
+    greedy = n > 1 and not c.greedy_n and _greedy(d.body)
+    if n <= c.max_n and not greedy:
         return None
-    if (d.body.get("best_of") or 1) > 1 and d.mode is not Mode.DROP:
-        # Fanning out n calls would give each call the whole best_of: another meaning.
-        return Refusal("n", f"n={n} with best_of is not supported by this deployment")
-    return d.unsupported("n", f"n={n}")
+    what = f"n={n} with greedy sampling" if greedy else f"n={n}"
+    best_of = d.body.get("best_of") or 1
+    if endpoint is Endpoint.COMPLETIONS and best_of > 1 and d.mode is not Mode.DROP:
+        # Calls of n=1 that each carried best_of would each rank their own candidates:
+        # only the best_of emulation can fan out (best_of equal to n is native here).
+        if d.mode is Mode.STRICT or best_of == n or not {"n", "best_of"} <= d.emulable:
+            return Refusal("n", f"{what} with best_of is not supported by this deployment")
+        if c.max_logprobs < 0:
+            return Refusal("best_of", "best_of needs logprobs, which this deployment lacks")
+        d.emulated += ["n", "best_of"]  # best_of calls of n=1, ranked by Turnout
+        return None
+    return d.unsupported("n", what)
 
 
-def _tokenizer_bound(d: _Draft, _: Capabilities, endpoint: Endpoint) -> Refusal | None:
+def _greedy(body: Mapping[str, Any]) -> bool:
+    temperature = body.get("temperature")
+    return isinstance(temperature, int | float) and temperature < _GREEDY_BELOW
+
+
+def _noops(d: Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
+    """Values that change nothing are not sent to a backend that lacks the option (it may
+    refuse them): best_of equal to n, an empty logit_bias, no stop string at all."""
+    body = d.body
+    best_of = body.get("best_of")
+    idle = best_of is not None and (best_of or 1) <= (body.get("n") or 1)
+    if endpoint is Endpoint.COMPLETIONS and idle and not c.best_of:
+        body.pop("best_of")
+    if "logit_bias" in body and not body["logit_bias"] and not c.logit_bias:
+        body.pop("logit_bias")
+    if "stop" in body and not _stops(body) and c.max_stop == 0:
+        body.pop("stop")
+    return None
+
+
+def _tokenizer_bound(d: Draft, _: Capabilities, endpoint: Endpoint) -> Refusal | None:
     """Token ids and logit_bias mean something only to the tokenizer they were written for."""
     if d.declared.shares_tokenizer:
         return None
@@ -246,7 +216,7 @@ def _tokenizer_bound(d: _Draft, _: Capabilities, endpoint: Endpoint) -> Refusal 
     return None
 
 
-def _suffix(d: _Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
+def _suffix(d: Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
     """`suffix` through the FIM template (or, on a chat-only backend, an instruction). The
     template's echo is not the caller's: echo is then answered by Turnout, without logprobs."""
     if endpoint is not Endpoint.COMPLETIONS or d.body.get("suffix") is None or c.suffix:
@@ -258,10 +228,11 @@ def _suffix(d: _Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
     return refusal
 
 
-def _completions_only(d: _Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
+def _completions_only(d: Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
     """best_of and echo can be emulated only when what they need exists: logprobs to rank
     candidates; prompt logprobs when echo comes with logprobs."""
-    if (d.body.get("best_of") or 1) > (d.body.get("n") or 1) and not c.best_of:
+    best_of_needed = "best_of" not in d.emulated and not c.best_of
+    if (d.body.get("best_of") or 1) > (d.body.get("n") or 1) and best_of_needed:
         if c.max_logprobs < 0 and d.mode is not Mode.DROP:
             return Refusal("best_of", "best_of needs logprobs, which this deployment lacks")
         refusal = d.unsupported("best_of", "`best_of`")
@@ -275,7 +246,7 @@ def _completions_only(d: _Draft, c: Capabilities, endpoint: Endpoint) -> Refusal
     return None
 
 
-def _flags(d: _Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
+def _flags(d: Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
     wanted = {
         "logit_bias": bool(d.body.get("logit_bias")) and not c.logit_bias,
         "seed": d.body.get("seed") is not None and not c.seed,
@@ -293,7 +264,7 @@ def _flags(d: _Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
     return None
 
 
-def _logprobs(d: _Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
+def _logprobs(d: Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
     value = d.body.get("logprobs")
     if endpoint is Endpoint.COMPLETIONS and isinstance(value, int) and value is not False:
         if c.max_logprobs < 0:
@@ -309,22 +280,54 @@ def _logprobs(d: _Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
     return None
 
 
-def _stop(d: _Draft, c: Capabilities, _: Endpoint) -> Refusal | None:
+def _stop(d: Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
+    """More stop strings than the backend takes, or whitespace-only ones where it refuses
+    them (Anthropic): matched by Turnout. Drop mode drops only the ones it refuses."""
+    blank = not c.whitespace_stop and any(not s.strip() for s in _stops(d.body))
+    if blank and d.mode is Mode.DROP:
+        kept = [s for s in _stops(d.body) if s.strip()]
+        d.body["stop"] = kept
+        d.dropped.append("stop")
+        blank = False
     stop = d.body.get("stop")
     count = 0 if stop is None else 1 if isinstance(stop, str) else len(stop)
-    if count > c.max_stop:
-        return d.unsupported("stop", f"{count} stop sequence(s)")
-    return None
+    if count <= c.max_stop and not blank:
+        return None
+    what = "whitespace-only stop sequences" if blank else f"{count} stop sequence(s)"
+    refusal = d.unsupported("stop", what)
+    streamed = d.body.get("stream") and "stream" not in d.emulated
+    if refusal is None and "stop" in d.emulated and streamed:
+        usage_after_a_cut(d)
+    return refusal
 
 
-def _temperature(d: _Draft, c: Capabilities, _: Endpoint) -> Refusal | None:
+def _stops(body: Mapping[str, Any]) -> list[str]:
+    """The stop strings that mean something (an empty one matches nothing)."""
+    stop = body.get("stop")
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    return [s for s in stops if isinstance(s, str) and s]
+
+
+def _temperature(d: Draft, c: Capabilities, _: Endpoint) -> Refusal | None:
     temperature = d.body.get("temperature")
     if temperature is not None and temperature > c.max_temperature:
         return d.out_of_range("temperature", c.max_temperature, "temperature")
     return None
 
 
-def _text_prompts(d: _Draft, _: Capabilities, endpoint: Endpoint) -> Refusal | None:
+def _unknown_keys(d: Draft, c: Capabilities, endpoint: Endpoint) -> Refusal | None:
+    """Keys the adapter cannot translate (for an adapter that names the ones it can)."""
+    if c.request_keys is None:
+        return None
+    known = c.request_keys | (_CONVERTED if "completions" in d.emulated else frozenset())
+    for key in [k for k, v in d.body.items() if k not in known and v is not None]:
+        refusal = d.unsupported(key, f"`{key}`")
+        if refusal is not None:
+            return refusal
+    return None
+
+
+def _text_prompts(d: Draft, _: Capabilities, endpoint: Endpoint) -> Refusal | None:
     """Emulations that put the prompt into text (a chat, an echo, a template) need text."""
     needs_text = [e for e in ("completions", "echo", "suffix") if e in d.emulated]
     if endpoint is Endpoint.COMPLETIONS and needs_text and _has_token_ids(d.body):
@@ -345,8 +348,13 @@ def _structured(body: Mapping[str, Any]) -> bool:
     return isinstance(response_format, dict) and response_format.get("type") != "text"
 
 
+_GREEDY_BELOW = 1e-5  # vLLM's rule: a lower temperature samples greedily
+# Completions fields the completions-through-chat emulation turns into chat's.
+_CONVERTED = frozenset({"prompt", "echo", "suffix", "best_of", "logprobs"})
+
 _CHECKS: tuple[Check, ...] = (
-    _stream,
+    stream_check,
+    _noops,
     _n,
     _tokenizer_bound,
     _suffix,
@@ -355,5 +363,6 @@ _CHECKS: tuple[Check, ...] = (
     _logprobs,
     _stop,
     _temperature,
+    _unknown_keys,
     _text_prompts,
 )

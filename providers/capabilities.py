@@ -21,6 +21,7 @@ _KEYS = {
     "non_streaming": "non_streaming",
     "stream_options": "stream_usage",
     "n": "max_n",
+    "greedy_n": "greedy_n",
     "best_of": "best_of",
     "echo": "echo",
     "prompt_logprobs": "prompt_logprobs",
@@ -47,7 +48,11 @@ class Capabilities:
 
     `non_streaming` false: the backend only streams (whole answers are assembled from its
     stream). `prompt_logprobs`: vLLM's extension, the prompt tokens' logprobs on request
-    (`prompt_logprobs: k`, whole answers only); off unless declared."""
+    (`prompt_logprobs: k`, whole answers only); off unless declared. `greedy_n` false: n > 1
+    is refused with greedy sampling (vLLM), so such requests are fanned out.
+    `whitespace_stop` false: stop strings made only of whitespace are refused (Anthropic).
+    `request_keys`: the only body keys the adapter can translate (None: any key is
+    forwarded, as OpenAI-compatible servers take unknown fields)."""
 
     completions: bool = True
     chat: bool = True
@@ -56,6 +61,7 @@ class Capabilities:
     non_streaming: bool = True
     stream_usage: bool = True
     max_n: int = 128
+    greedy_n: bool = True
     best_of: bool = True
     echo: bool = True
     prompt_logprobs: bool = False
@@ -65,10 +71,12 @@ class Capabilities:
     logit_bias: bool = True
     seed: bool = True
     max_stop: int = 4
+    whitespace_stop: bool = True
     max_temperature: float = 2.0
     penalties: bool = True
     tools: bool = True
     response_format: bool = True
+    request_keys: frozenset[str] | None = None
 
     def serves(self, endpoint: Endpoint) -> bool:
         return bool(getattr(self, endpoint.value))

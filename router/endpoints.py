@@ -37,7 +37,7 @@ from router.schemas.chat import ChatCompletionRequest
 from router.schemas.common import OpenAIRequest, RouterOptions, forwardable
 from router.schemas.completions import CompletionRequest
 from router.schemas.embeddings import EmbeddingRequest
-from router.sse import sse_frames
+from router.sse import estimated_usage, sse_frames, wants_usage
 
 T = TypeVar("T")
 AnyRequest = Request[Any, Any, Any]
@@ -141,12 +141,13 @@ async def _stream(
     record.mark_first_chunk()
     ended: dict[str, Any] = {}
 
-    def on_end(outcome: str, usage: Any) -> None:
-        ended["usage"] = usage
+    def on_end(outcome: str, usage: Any, streamed_chars: int) -> None:
+        # No usage came (a backend that cannot count, a cut): settle on an estimate.
+        ended["usage"] = usage if usage is not None else estimated_usage(forward, streamed_chars)
         record.emit(200, outcome=outcome, usage=usage, stream_error=trace.stream_error)
 
     frames = _after(
-        sse_frames(gateway.dispatcher.relay(opened, trace), on_end),
+        sse_frames(gateway.dispatcher.relay(opened, trace), on_end, wants_usage(forward)),
         lambda: gateway.limiter.settle(reservation, total_tokens(ended.get("usage"))),
     )
     return Stream(

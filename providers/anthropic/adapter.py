@@ -12,7 +12,7 @@ import structlog
 from providers.anthropic.errors import error_from_response
 from providers.anthropic.settings import AnthropicSettings
 from providers.anthropic.stream import StreamTranslator
-from providers.anthropic.wire import from_wire, to_wire
+from providers.anthropic.wire import ACCEPTED_KEYS, from_wire, to_wire
 from providers.capabilities import UNLIMITED_STOP, Capabilities
 from providers.errors import Failure, UpstreamError
 from providers.http_adapter import HTTPProvider
@@ -21,7 +21,8 @@ from providers.timeouts import UpstreamTimeouts
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
 
 # The Messages API: chat only, one candidate, no logprobs, bias, seed or penalties,
-# temperature up to 1, any number of stop sequences, no JSON-schema output.
+# temperature up to 1, any number of stop sequences but no whitespace-only ones, no
+# JSON-schema output, and only the body keys `to_wire` translates.
 ANTHROPIC_CAPABILITIES = Capabilities(
     completions=False,
     embeddings=False,
@@ -34,9 +35,11 @@ ANTHROPIC_CAPABILITIES = Capabilities(
     logit_bias=False,
     seed=False,
     max_stop=UNLIMITED_STOP,
+    whitespace_stop=False,
     max_temperature=1.0,
     penalties=False,
     response_format=False,
+    request_keys=ACCEPTED_KEYS,
 )
 
 log = structlog.get_logger("turnout.providers.anthropic")

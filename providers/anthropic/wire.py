@@ -2,7 +2,8 @@
 
 `to_wire` refuses (400) the options Anthropic has no equivalent of rather than dropping
 them: emulating or discarding them is the translation layer's decision, made before a
-request reaches this adapter.
+request reaches this adapter — which is why the keys it takes are declared
+(`ACCEPTED_KEYS`, in the adapter's capabilities), so the planner knows them beforehand.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ FINISH_REASONS = {
     "max_tokens": "length",
     "tool_use": "tool_calls",
     "refusal": "content_filter",
+    # The answer was cut short: by the context window, or paused by Anthropic mid-turn
+    # (long server-tool runs; the caller would have to send it back to go on).
+    "model_context_window_exceeded": "length",
+    "pause_turn": "length",
 }
 # Forwarded as they are, or handled by the adapter (`stream_options`).
 _TRANSLATED = frozenset(
@@ -40,6 +45,8 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "presence_penalty": (0, 0.0),
     "response_format": ({"type": "text"},),
 }
+# Every key `to_wire` takes (some only with a neutral value): anything else is refused.
+ACCEPTED_KEYS = _TRANSLATED | _IGNORED | frozenset(_NEUTRAL)
 
 
 def finish_reason(stop_reason: Any) -> str:
@@ -255,8 +262,13 @@ def _tool_result(message: Mapping[str, Any], i: int) -> JSONObject:
 
 
 def _stop_sequences(stop: Any) -> list[str]:
-    stops = [stop] if isinstance(stop, str) else list(stop or ())
-    return [s for s in stops if s.strip()]
+    """Anthropic refuses whitespace-only stop sequences: the planner has them matched by
+    Turnout instead, so one here is a 400, never silently dropped. An empty one matches
+    nothing and is left out."""
+    stops = [s for s in ([stop] if isinstance(stop, str) else list(stop or ())) if s]
+    if any(not s.strip() for s in stops):
+        raise unsupported("stop", "whitespace-only stop sequences")
+    return stops
 
 
 def _tool(tool: Mapping[str, Any]) -> JSONObject:

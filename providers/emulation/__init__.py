@@ -83,7 +83,12 @@ def with_emulations(
         usage = capabilities.stream_usage or tokenizer is not None
         provider = AggregatedResponse(provider, usage=usage)
     if "stop" in emulated:
-        provider = StopEmulation(provider, capabilities.max_stop)
+        provider = StopEmulation(
+            provider,
+            capabilities.max_stop,
+            whitespace_stop=capabilities.whitespace_stop,
+            tokenizer=tokenizer,
+        )
     if "n" in emulated:
         provider = FanOutN(provider)
     if INCLUDE_USAGE in emulated and tokenizer is not None:
@@ -95,7 +100,9 @@ def with_emulations(
     if "chat" in emulated and tokenizer is not None:
         provider = ChatViaCompletions(provider, tokenizer)
     if "best_of" in emulated:
-        provider = BestOfEmulation(provider, native_n=capabilities.max_n > 1)
+        # With n fanned out below, the inner provider takes any n.
+        most = None if "n" in emulated else capabilities.max_n
+        provider = BestOfEmulation(provider, max_native_n=most)
     if "stream" in emulated:
         provider = SyntheticStream(provider)
     return provider

@@ -1,7 +1,7 @@
 """`best_of` for a completions backend without it: ask for best_of candidates, keep the best n.
 
-The candidates come from one call with `n: best_of` when the backend has n natively, else
-from `FanOutN` (best_of calls with `n: 1`, `seed + i` each). `logprobs` is raised to at
+The candidates come from one call with `n: best_of` when the backend takes that n natively,
+else from `FanOutN` (best_of calls with `n: 1`, `seed + i` each). `logprobs` is raised to at
 least 0 so every candidate carries its sampled tokens' logprobs. Per prompt, candidates are
 ranked by MEAN logprob per token (OpenAI's rule; a sum would favour short answers), `null`
 entries ignored; the top n are kept, re-indexed prompt_index * n + rank, and stripped of
@@ -29,19 +29,24 @@ from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderRespo
 class BestOfEmulation(ProviderWrapper):
     """Ranks best_of candidates Turnout-side when the backend has no `best_of`."""
 
-    def __init__(self, inner: Provider, native_n: bool) -> None:
+    def __init__(self, inner: Provider, max_native_n: int | None) -> None:
+        """`max_native_n`: the largest n `inner` takes in one call (None: any)."""
         super().__init__(inner)
-        self.native_n = native_n
-        # Where the candidates come from; also serves any n left once best_of is removed.
-        self.candidates: Provider = inner if native_n else FanOutN(inner)
+        self.max_native_n = max_native_n
+        self.fanned_out = FanOutN(inner)
+
+    def candidates(self, n: int) -> Provider:
+        """Where `n` candidates (or the n left once best_of is removed) come from."""
+        native = self.max_native_n is None or n <= self.max_native_n
+        return self.inner if native else self.fanned_out
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
         if not _has_best_of(request):
             return await self.inner.complete(request)
         best_of, n = _best_of_and_n(request.body)
         if best_of <= n:
-            return await self.candidates.complete(_without_best_of(request))
-        response = await self.candidates.complete(_candidates_request(request, best_of))
+            return await self.candidates(n).complete(_without_best_of(request))
+        response = await self.candidates(best_of).complete(_candidates_request(request, best_of))
         body = dict(response.body)
         body["choices"] = self._best(
             chunk_choices(body), best_of, n, keep_logprobs=_asks_logprobs(request.body)
@@ -59,7 +64,7 @@ class BestOfEmulation(ProviderWrapper):
             return _refused(
                 bad_request("best_of > n cannot be streamed: results must be ranked.", "best_of")
             )
-        return self.candidates.stream(_without_best_of(request))
+        return self.candidates(n).stream(_without_best_of(request))
 
     def _best(
         self, choices: list[JSONObject], best_of: int, n: int, *, keep_logprobs: bool

@@ -14,6 +14,7 @@ content deltas, exactly one finish_reason per index, the usage chunk when asked)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
@@ -93,7 +94,8 @@ class ChatViaCompletions(ProviderWrapper):
     async def _completion(self, request: ProviderRequest) -> ProviderRequest:
         tokenizer = await self.tokenizer.load()
         body = request.body
-        prompt = tokenizer.chat_text(body.get("messages") or [])
+        # Off the event loop: a long conversation takes a while to render.
+        prompt = await asyncio.to_thread(tokenizer.chat_text, body.get("messages") or [])
         bos = tokenizer.tokenizer.bos_token
         if tokenizer.bos_prefix and isinstance(bos, str) and bos:
             prompt = prompt.removeprefix(bos)  # the backend adds its own

@@ -187,7 +187,8 @@ class _ChunkRewriter:
         return out
 
     def usage_chunk(self) -> JSONObject | None:
-        if not self.with_usage or not self.usages or self.head is None:
+        """The summed usage, only if every chat reported one: a part is not the whole."""
+        if not self.with_usage or len(self.usages) < len(self.plan.chats) or self.head is None:
             return None
         return {**self.head, "choices": [], "usage": sum_usage(self.usages.values())}
 

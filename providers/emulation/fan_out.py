@@ -105,7 +105,8 @@ class _StreamMerger:
         return out
 
     def usage_chunk(self) -> JSONObject | None:
-        if not self.with_usage or not self.usages or self.head is None:
+        """The merged usage, only if every call reported one: a part is not the whole."""
+        if not self.with_usage or len(self.usages) < self.n or self.head is None:
             return None
         usage = merge_usage(self.usages[i] for i in sorted(self.usages))
         return {**self.head, "choices": [], "usage": usage}

@@ -1,10 +1,17 @@
-"""Stop sequences for a backend that has none, or fewer than a request asks for.
+"""Stop sequences for a backend that has none, fewer than a request asks for, or refuses
+whitespace-only ones (Anthropic).
 
-When a request has more stop strings than the backend takes natively, none are sent
-upstream and all are matched on the output with `StopMatcher` / `StopFilter` (the same
-matching the local samplers use): whole responses are cut at the earliest match; streams
-hold back per choice only text that could still begin a stop string, and once every
-choice has stopped the upstream stream is closed, so the backend stops generating.
+When the backend cannot take a request's stop strings natively, none are sent upstream and
+all are matched on the output with `StopMatcher` / `StopFilter` (the same matching the
+local samplers use): whole responses are cut at the earliest match; streams hold back per
+choice only text that could still begin a stop string, and once every choice has stopped
+the upstream stream is closed, so the backend stops generating.
+
+A stream closed that way never gets the backend's usage chunk, and reading on to it would
+let the backend generate up to max_tokens. The usage is then the backend's own if it sent
+some on a chunk, else counted with the deployment's declared tokenizer (everything
+received, in a worker thread), else left out — never made up; the planner lists
+`stream_options.include_usage` in x-turnout-dropped for a client that asked.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from providers.base import Provider
+from providers.emulation.stream_usage import add_texts, count_usage
 from providers.emulation.wrapper import (
     ProviderWrapper,
     choice_index,
@@ -21,19 +29,32 @@ from providers.emulation.wrapper import (
     include_usage,
 )
 from providers.local.text import StopFilter, StopMatcher
+from providers.local.tokenizer_cache import DeclaredTokenizer
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
 
 
 class StopEmulation(ProviderWrapper):
-    """Matches `stop` on the output when the backend cannot take them all natively."""
+    """Matches `stop` on the output when the backend cannot take them all natively.
+    `whitespace_stop` false: the backend refuses whitespace-only stop strings. `tokenizer`:
+    the deployment's declared one, to count the usage of a stream cut short."""
 
-    def __init__(self, inner: Provider, max_native_stop: int) -> None:
+    def __init__(
+        self,
+        inner: Provider,
+        max_native_stop: int,
+        *,
+        whitespace_stop: bool = True,
+        tokenizer: DeclaredTokenizer | None = None,
+    ) -> None:
         super().__init__(inner)
         self.max_native_stop = max_native_stop
+        self.whitespace_stop = whitespace_stop
+        self.tokenizer = tokenizer
 
     def _emulated(self, request: ProviderRequest) -> tuple[ProviderRequest, StopMatcher] | None:
         stops = _stops(request.body)
-        if len(stops) <= self.max_native_stop:
+        blank = not self.whitespace_stop and any(s and not s.strip() for s in stops)
+        if len(stops) <= self.max_native_stop and not blank:
             return None
         body = {k: v for k, v in request.body.items() if k != "stop"}
         return ProviderRequest(request.endpoint, body), StopMatcher(stops)
@@ -77,9 +98,18 @@ class StopEmulation(ProviderWrapper):
                 if state.all_stopped:
                     break  # leaving the block closes the upstream stream
         if usage_chunk is None and state.all_stopped and include_usage(request.body):
-            usage_chunk = state.usage_chunk()
+            usage_chunk = await self._usage_after_cut(request, state)
         if usage_chunk is not None:
             yield usage_chunk
+
+    async def _usage_after_cut(
+        self, request: ProviderRequest, state: _StreamStops
+    ) -> JSONObject | None:
+        usage = state.reported
+        if usage is None and self.tokenizer is not None:
+            tokenizer = await self.tokenizer.load()
+            usage = await count_usage(tokenizer, request, state.received)
+        return None if usage is None else {**state.head, "choices": [], "usage": usage}
 
 
 class _StreamStops:
@@ -92,9 +122,9 @@ class _StreamStops:
         self.filters: dict[int, StopFilter] = {}
         self.finished: set[int] = set()
         self.cut = False  # a choice ended at a stop string: the backend is still generating
-        self.pieces = 0  # text-carrying chunks received: about one token each
+        self.received: dict[int, list[str]] = {}  # all text received, per choice index
+        self.reported: JSONObject | None = None  # usage the backend put on its chunks
         self.head: JSONObject = {}
-        self.prompt_tokens = 0
 
     @property
     def all_stopped(self) -> bool:
@@ -105,8 +135,9 @@ class _StreamStops:
         if not self.head:
             self.head = {k: chunk.get(k) for k in ("id", "object", "created", "model")}
         usage = chunk.get("usage")
-        if isinstance(usage, dict):  # some backends send usage on every chunk
-            self.prompt_tokens = usage.get("prompt_tokens") or self.prompt_tokens
+        if isinstance(usage, dict):  # some backends send usage so far on every chunk
+            self.reported = usage
+        add_texts(self.received, chunk, self.endpoint)
         choices = [c for c in (self._choice(c) for c in chunk_choices(chunk)) if c is not None]
         return {**chunk, "choices": choices} if choices else None
 
@@ -122,7 +153,6 @@ class _StreamStops:
         text = holder.get(key)
         sent = ""
         if isinstance(text, str) and text:
-            self.pieces += 1
             sent = stop_filter.push(text)
         if stop_filter.stopped:
             out["finish_reason"] = "stop"
@@ -134,18 +164,6 @@ class _StreamStops:
         if out.get("finish_reason"):
             self.finished.add(index)
         return out
-
-    def usage_chunk(self) -> JSONObject:
-        # The stream was closed before the backend's usage chunk: count what was received,
-        # one token per text-carrying chunk (how OpenAI-style backends stream), and the
-        # prompt tokens only if the backend reported them on a chunk (else 0).
-        completion = self.pieces
-        usage = {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": completion,
-            "total_tokens": self.prompt_tokens + completion,
-        }
-        return {**self.head, "choices": [], "usage": usage}
 
 
 def _stops(body: Mapping[str, Any]) -> list[str]:

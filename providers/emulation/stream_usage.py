@@ -7,10 +7,12 @@ with the model's chat template (what the model reads; plain text if the template
 them); for completions, each prompt once, as the tokenizer encodes it. Completion tokens:
 each choice's streamed text (content, refusal and tool-call arguments), re-encoded whole —
 a count, not the backend's own. A usage chunk the backend sends anyway is preferred.
+Tokenizing runs in a worker thread: a long prompt takes seconds to encode.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
@@ -42,7 +44,7 @@ class StreamUsage(ProviderWrapper):
 
     async def _counted_stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
         tokenizer = await self.tokenizer.load()
-        prompt_tokens = count_prompt(tokenizer, request)
+        prompt_tokens = await asyncio.to_thread(count_prompt, tokenizer, request)
         texts: dict[int, list[str]] = {}
         head: JSONObject | None = None
         reported: Any = None
@@ -53,27 +55,53 @@ class StreamUsage(ProviderWrapper):
                 if chunk.get("usage") is not None and not chunk_choices(chunk):
                     reported = chunk["usage"]
                     continue
-                for choice in chunk_choices(chunk):
-                    pieces = _texts(choice, request.endpoint)
-                    texts.setdefault(choice_index(choice), []).extend(pieces)
+                add_texts(texts, chunk, request.endpoint)
                 yield {**chunk, "usage": None}
         if head is None:
             return
         if reported is None:
-            completion = sum(
-                len(tokenizer.encode_text(_generated(request, i, "".join(parts))))
-                for i, parts in texts.items()
+            reported = await asyncio.to_thread(
+                counted_usage, tokenizer, request, texts, prompt_tokens
             )
-            reported = {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion,
-                "total_tokens": prompt_tokens + completion,
-            }
         yield {**head, "choices": [], "usage": reported}
 
 
+def add_texts(texts: dict[int, list[str]], chunk: Mapping[str, Any], endpoint: Endpoint) -> None:
+    """Collects the generated text a chunk carries, per choice index."""
+    for choice in chunk_choices(chunk):
+        texts.setdefault(choice_index(choice), []).extend(_texts(choice, endpoint))
+
+
+async def count_usage(
+    tokenizer: TokenizerAdapter, request: ProviderRequest, texts: Mapping[int, list[str]]
+) -> JSONObject:
+    """The usage of a stream whose text per choice was `texts`, counted off the event loop."""
+    return await asyncio.to_thread(counted_usage, tokenizer, request, texts)
+
+
+def counted_usage(
+    tokenizer: TokenizerAdapter,
+    request: ProviderRequest,
+    texts: Mapping[int, list[str]],
+    prompt_tokens: int | None = None,
+) -> JSONObject:
+    """OpenAI usage counted with `tokenizer` (blocking: call it in a thread)."""
+    if prompt_tokens is None:
+        prompt_tokens = count_prompt(tokenizer, request)
+    completion = sum(
+        len(tokenizer.encode_text(_generated(request, i, "".join(parts))))
+        for i, parts in texts.items()
+    )
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
+    }
+
+
 def count_prompt(tokenizer: TokenizerAdapter, request: ProviderRequest) -> int:
-    """The prompt tokens of a chat or completions request (each prompt of a batch once)."""
+    """The prompt tokens of a chat or completions request (each prompt of a batch once);
+    blocking: call it in a thread."""
     body = request.body
     if request.endpoint is Endpoint.CHAT:
         messages = body.get("messages") or []

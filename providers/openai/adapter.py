@@ -12,6 +12,7 @@ from providers.http_adapter import HTTPProvider
 from providers.openai.settings import OpenAISettings
 from providers.openai.wire import (
     DONE,
+    StreamProgress,
     error_from_payload,
     error_from_response,
     parse_event,
@@ -52,7 +53,7 @@ class OpenAIProvider(HTTPProvider):
         return ProviderResponse(body=body)
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
-        finished = False
+        progress = StreamProgress(request)
         events = self.post_events(self._url(request), to_wire(request.body))
         async with contextlib.aclosing(events):
             async for event in events:
@@ -65,11 +66,14 @@ class OpenAIProvider(HTTPProvider):
                 error = error_from_payload(parsed, in_stream=True)
                 if error is not None:
                     raise error
-                finished = finished or _has_finish_reason(parsed)
+                progress.saw(parsed)
                 yield parsed
-        if not finished:
+        # Some servers never send [DONE]: the body's end is then the end, but only once
+        # everything the stream owes has come; anything short of that is a cut.
+        missing = progress.missing()
+        if missing:
             raise UpstreamError.stream_broken(
-                f"{self.name}: stream ended without [DONE] before any choice finished"
+                f"{self.name}: stream ended without [DONE] before {missing}"
             )
 
     def _url(self, request: ProviderRequest) -> str:
@@ -81,10 +85,3 @@ def _check_path(settings: OpenAISettings) -> str:
     cheap, and answered only when the API key is good."""
     check = settings.health_check
     return check.path if check is not None and check.path else "/models"
-
-
-def _has_finish_reason(chunk: JSONObject) -> bool:
-    choices = chunk.get("choices")
-    if not isinstance(choices, list):
-        return False
-    return any(isinstance(c, dict) and c.get("finish_reason") for c in choices)

@@ -9,7 +9,7 @@ import orjson
 
 from providers.errors import Failure, UpstreamError
 from providers.sse import SSEEvent
-from providers.types import JSONObject
+from providers.types import Endpoint, JSONObject, ProviderRequest
 
 DONE = "[DONE]"
 
@@ -70,6 +70,46 @@ def parse_event(event: SSEEvent) -> JSONObject | str | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
+
+
+class StreamProgress:
+    """What a stream has delivered of what it owes: one finish_reason per choice index
+    (n per prompt), and the usage chunk when `stream_options.include_usage` asked for it."""
+
+    def __init__(self, request: ProviderRequest) -> None:
+        self.expected = expected_choices(request)
+        options = request.body.get("stream_options")
+        self.wants_usage = isinstance(options, Mapping) and options.get("include_usage") is True
+        self.finished: set[int] = set()
+        self.usage = False
+
+    def saw(self, chunk: JSONObject) -> None:
+        if chunk.get("usage") is not None:
+            self.usage = True
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if isinstance(choice, dict) and choice.get("finish_reason"):
+                index = choice.get("index", 0)
+                self.finished.add(index if isinstance(index, int) else 0)
+
+    def missing(self) -> str | None:
+        """What has not come yet (None: the stream is whole)."""
+        if len(self.finished) < self.expected:
+            return f"{len(self.finished)} of {self.expected} choice(s) finished"
+        if self.wants_usage and not self.usage:
+            return "the usage chunk that was asked for"
+        return None
+
+
+def expected_choices(request: ProviderRequest) -> int:
+    """How many choice indices an answer has: n per prompt (completions take a batch)."""
+    n = request.body.get("n")
+    count = n if isinstance(n, int) and n > 0 else 1
+    if request.endpoint is Endpoint.COMPLETIONS:
+        prompt = request.body.get("prompt")
+        if isinstance(prompt, list) and prompt and not all(isinstance(t, int) for t in prompt):
+            count *= len(prompt)
+    return count
 
 
 def _error_from_fields(

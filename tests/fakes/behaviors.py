@@ -44,7 +44,8 @@ class Ok:
     the response head; ``chunk_delay`` sleeps between SSE events; ``crlf`` uses CRLF
     line endings; ``comments`` puts ``: keep-alive`` comments between events;
     ``split`` writes every event in two TCP writes split mid ``data:`` line;
-    ``no_done`` ends the (complete, well-framed) stream without ``data: [DONE]``.
+    ``no_done`` ends the (complete, well-framed) stream without ``data: [DONE]``;
+    ``end_after`` ends it cleanly after that many events (no ``[DONE]``, nothing more).
     """
 
     text: str | None = None
@@ -54,6 +55,7 @@ class Ok:
     comments: bool = False
     split: bool = False
     no_done: bool = False
+    end_after: int | None = None
     headers: Mapping[str, str] = field(default_factory=_no_headers)
 
 

@@ -450,6 +450,8 @@ class FakeOpenAIUpstream:
             events = [*events[: b.after_events], MID_STREAM_ERROR, "[DONE]"]
         elif ok.no_done:
             events = events[:-1]
+        elif ok.end_after is not None:
+            events = events[: ok.end_after]
         nl = "\r\n" if ok.crlf else "\n"
         for i, payload in enumerate([*events, None]):
             if isinstance(b, StallMidStream | CutStream) and i == min(b.after_events, len(events)):

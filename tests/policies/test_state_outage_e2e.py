@@ -131,11 +131,13 @@ def test_routing_fails_open_while_redis_is_down_and_recovers(
     redis.start(port=redis.port)  # back, and empty
     primary.set_default(Ok())
     assert [ask(server, LIMITED, f"after {i}").status_code for i in range(3)] == [200, 200, 429]
+    # Each key outside a team has its own cache entries: a miss, then a hit.
+    assert ask(server, UNLIMITED, "after 0").headers["x-turnout-cache"] == "miss"
     assert ask(server, UNLIMITED, "after 0").headers["x-turnout-cache"] == "hit"
     primary.set_default(Status(503))
     assert ask(server, UNLIMITED, "opens it").headers["x-turnout-deployment"] == FALLBACK
     assert ask(server, UNLIMITED, "skips it").headers["x-turnout-attempts"] == "1"
-    assert calls(primary) == 1 + 4 + 2 + 1
+    assert calls(primary) == 1 + 4 + 2 + 1 + 1
     assert [entry["event"] for entry in logs].count("state_store_available") == 1
 
 

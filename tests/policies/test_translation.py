@@ -43,7 +43,9 @@ def test_emulate_mode_emulates_what_turnout_can(body: dict[str, Any], emulated: 
     fit = plan(body, Mode.EMULATE)
     assert isinstance(fit, Translation)
     assert fit.emulated == emulated
-    assert fit.body == {**CHAT, **body}  # the emulation, not the planner, rewrites the body
+    # The emulation, not the planner, rewrites the body; a stream is asked for its usage.
+    usage = {"stream_options": {"include_usage": True}} if "stream" in body else {}
+    assert fit.body == {**CHAT, **body, **usage}
 
 
 def test_emulate_mode_refuses_what_has_no_emulation() -> None:
@@ -107,16 +109,72 @@ def test_capability_overrides_from_config() -> None:
     assert narrowed.with_overrides({"n": True}).max_n == 128
 
 
-def test_n_with_best_of_is_not_fanned_out() -> None:
-    refusal = plan({"n": 3, "best_of": 3}, Mode.EMULATE, Endpoint.COMPLETIONS)
-    assert refusal == Refusal("n", "n=3 with best_of is not supported by this deployment")
-    full_but_n = Capabilities(max_n=2)
-    fit = translate(
-        Endpoint.COMPLETIONS, {"prompt": "x", "n": 3, "best_of": 4}, full_but_n, Mode.EMULATE,
-        EMULABLE,
-    )  # fmt: skip
-    assert isinstance(fit, Refusal)
-    assert fit.param == "n"
+def test_n_with_best_of_on_a_backend_without_n_is_fanned_out_by_best_of() -> None:
+    no_n = Capabilities(max_n=1, best_of=False)
+    body = {"prompt": "x", "n": 2, "best_of": 4}
+    fit = translate(Endpoint.COMPLETIONS, body, no_n, Mode.EMULATE, EMULABLE)
+    assert isinstance(fit, Translation)
+    assert fit.emulated == ("n", "best_of")  # best_of calls of n=1, the best 2 kept
+    assert fit.body == body
+    native_best_of = Capabilities(max_n=2)  # best_of native, but not with n=3
+    body = {"prompt": "x", "n": 3, "best_of": 4}
+    fit = translate(Endpoint.COMPLETIONS, body, native_best_of, Mode.EMULATE, EMULABLE)
+    assert isinstance(fit, Translation)
+    assert fit.emulated == ("n", "best_of")
+    strict = translate(Endpoint.COMPLETIONS, body, no_n, Mode.STRICT, EMULABLE)
+    assert strict == Refusal("n", "n=3 with best_of is not supported by this deployment")
+    blind = Capabilities(max_n=1, best_of=False, max_logprobs=-1)
+    refusal = translate(Endpoint.COMPLETIONS, body, blind, Mode.EMULATE, EMULABLE)
+    assert isinstance(refusal, Refusal)
+    assert refusal.param == "best_of"
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_best_of_equal_to_n_is_not_sent_to_a_backend_without_best_of(mode: Mode) -> None:
+    body = {"prompt": "x", "n": 2, "best_of": 2}
+    fit = translate(Endpoint.COMPLETIONS, body, Capabilities(best_of=False), mode, EMULABLE)
+    assert isinstance(fit, Translation)
+    assert fit.body == {"prompt": "x", "n": 2}  # a no-op: removed, and nothing to report
+    assert (fit.emulated, fit.dropped, fit.clamped) == ((), (), ())
+    native = translate(Endpoint.COMPLETIONS, body, Capabilities(), mode, EMULABLE)
+    assert isinstance(native, Translation)
+    assert native.body is body
+
+
+@pytest.mark.parametrize(
+    ("body", "sent"),
+    [
+        ({"logit_bias": {}}, {}),
+        ({"stop": []}, {}),
+        ({"stop": ""}, {}),
+        ({"stop": ["", ""]}, {}),
+        ({"logit_bias": {}, "stop": [], "seed": None}, {"seed": None}),
+    ],
+)
+def test_empty_values_are_not_sent_to_a_backend_without_the_option(
+    body: dict[str, Any], sent: dict[str, Any]
+) -> None:
+    lacking = Capabilities(logit_bias=False, max_stop=0, seed=False)
+    fit = translate(Endpoint.CHAT, {**CHAT, **body}, lacking, Mode.STRICT, EMULABLE)
+    assert isinstance(fit, Translation)
+    assert fit.body == {**CHAT, **sent}
+    assert (fit.emulated, fit.dropped) == ((), ())
+
+
+def test_greedy_n_is_fanned_out_where_the_backend_refuses_it() -> None:
+    vllm = Capabilities().with_overrides({"greedy_n": False})
+    assert not vllm.greedy_n
+    greedy = translate(
+        Endpoint.CHAT, {**CHAT, "n": 3, "temperature": 0}, vllm, Mode.EMULATE, EMULABLE
+    )
+    assert isinstance(greedy, Translation)
+    assert greedy.emulated == ("n",)
+    sampled = {**CHAT, "n": 3, "temperature": 0.7}
+    assert translate(Endpoint.CHAT, sampled, vllm, Mode.STRICT, EMULABLE) == Translation(sampled)
+    strict = translate(Endpoint.CHAT, {**CHAT, "n": 3, "temperature": 0}, vllm, Mode.STRICT)
+    assert strict == Refusal("n", "n=3 with greedy sampling is not supported by this deployment")
+    single = {**CHAT, "temperature": 0}
+    assert translate(Endpoint.CHAT, single, vllm, Mode.STRICT) == Translation(single)
 
 
 CHAT_ONLY = Capabilities(

@@ -152,13 +152,49 @@ def test_a_synthetic_stream_needs_no_usage_counting() -> None:
     assert emulated(fit) == ("stream",)
 
 
+def test_every_stream_asks_for_its_usage_without_reporting_it() -> None:
+    body = {"stream": True, "stream_options": {"include_obfuscation": False}}
+    fit = plan(Endpoint.CHAT, body, Mode.STRICT)
+    assert isinstance(fit, Translation)
+    assert fit.body["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+    assert (fit.emulated, fit.dropped, fit.internal) == ((), (), ())
+    synthetic = plan(Endpoint.CHAT, {"stream": True}, stream=False)  # replays a whole answer
+    assert isinstance(synthetic, Translation)
+    assert synthetic.body["stream_options"] == {"include_usage": True}
+
+
+def test_usage_nobody_asked_for_is_counted_where_streams_have_none() -> None:
+    counted = plan(Endpoint.CHAT, {"stream": True}, declared=WITH_TOKENIZER, stream_usage=False)
+    assert isinstance(counted, Translation)
+    assert (counted.emulated, counted.internal) == ((), (INCLUDE_USAGE,))
+    assert counted.applied == (INCLUDE_USAGE,)
+    assert counted.body["stream_options"] == {"include_usage": True}  # for StreamUsage
+    uncounted = plan(Endpoint.CHAT, {"stream": True}, stream_usage=False)
+    assert uncounted == Translation({**CHAT, "stream": True})  # nothing sent it cannot take
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_a_stream_cut_at_an_emulated_stop_has_usage_only_with_a_tokenizer(asked: bool) -> None:
+    body = {"stream": True, "stop": ["x"], "stream_options": {"include_usage": asked}}
+    bare = plan(Endpoint.CHAT, body, max_stop=0)
+    assert isinstance(bare, Translation)
+    assert bare.emulated == ("stop",)
+    assert bare.dropped == ((INCLUDE_USAGE,) if asked else ())
+    counted = plan(Endpoint.CHAT, body, declared=WITH_TOKENIZER, max_stop=0)
+    assert isinstance(counted, Translation)
+    assert (counted.emulated, counted.dropped) == (("stop",), ())
+    whole = plan(Endpoint.CHAT, {"stop": ["x"]}, max_stop=0)
+    assert isinstance(whole, Translation)
+    assert whole.dropped == ()
+
+
 # stream-only backends
 
 
 def test_whole_answers_from_a_stream_only_backend_are_assembled() -> None:
     assert emulated(plan(Endpoint.CHAT, {}, non_streaming=False)) == ("non_streaming",)
-    assert plan(Endpoint.CHAT, {"stream": True}, non_streaming=False) == Translation(
-        {**CHAT, "stream": True}
+    assert plan(Endpoint.CHAT, STREAM_USAGE, non_streaming=False) == Translation(
+        {**CHAT, **STREAM_USAGE}
     )
     refusal = plan(Endpoint.CHAT, {}, Mode.STRICT, non_streaming=False)
     assert isinstance(refusal, Refusal)

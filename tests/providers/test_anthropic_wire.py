@@ -66,7 +66,7 @@ OPENAI_REQUEST: dict[str, Any] = {
     ],
     "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
     "parallel_tool_calls": False,
-    "stop": ["\n\n", "END", "  "],
+    "stop": ["END", ""],
     "temperature": 1.5,
     "top_p": 0.9,
     "max_completion_tokens": 300,
@@ -184,6 +184,14 @@ def test_unsupported_options_are_refused_naming_the_param(param: str, value: Any
     assert f"`{param}` is not supported by Anthropic deployments" in caught.value.message
 
 
+@pytest.mark.parametrize("stop", ["\n\n", ["END", "  "]])
+def test_whitespace_only_stop_sequences_are_refused_never_dropped(stop: Any) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": stop}
+    with pytest.raises(UpstreamError) as caught:
+        to_wire(body)
+    assert (caught.value.status, caught.value.param) == (400, "stop")
+
+
 def test_neutral_values_of_unsupported_options_pass() -> None:
     body = {
         "model": "m",
@@ -248,7 +256,8 @@ def test_response_translates_to_exact_openai_dict() -> None:
         ("stop_sequence", "stop"),
         ("max_tokens", "length"),
         ("refusal", "content_filter"),
-        ("pause_turn", "stop"),
+        ("model_context_window_exceeded", "length"),
+        ("pause_turn", "length"),  # cut short: never passed off as a whole answer
     ],
 )
 def test_stop_reasons(stop_reason: str, finish: str) -> None:

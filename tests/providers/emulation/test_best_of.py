@@ -94,7 +94,9 @@ def texts(body: JSONObject) -> list[tuple[int, str]]:
 @pytest.mark.parametrize(("n", "kept"), [(1, ["long"]), (2, ["long", "mid"])])
 async def test_ranks_by_mean_logprob_not_sum(n: int, kept: list[str]) -> None:
     inner = RecordedProvider(answer(("short", SHORT), ("mid", MID), ("long", LONG)))
-    body = (await BestOfEmulation(inner, native_n=True).complete(completion(best_of=3, n=n))).body
+    body = (
+        await BestOfEmulation(inner, max_native_n=None).complete(completion(best_of=3, n=n))
+    ).body
 
     Completion.model_validate(body)
     assert texts(body) == list(enumerate(kept))
@@ -117,7 +119,7 @@ async def test_top_n_of_each_prompt_reindexed_through_the_real_provider(
     )
     upstream.enqueue(canned(recorded))
     request = completion(["p", "q"], best_of=3, n=2)
-    body = (await BestOfEmulation(provider, native_n=True).complete(request)).body
+    body = (await BestOfEmulation(provider, max_native_n=None).complete(request)).body
 
     Completion.model_validate(body)
     assert texts(body) == [(0, "p-long"), (1, "p-mid"), (2, "q-mid"), (3, "q-short")]
@@ -133,7 +135,7 @@ async def test_logprobs_kept_when_asked(asked: int) -> None:
     recorded = answer(("short", SHORT), ("long", LONG))
     inner = RecordedProvider(recorded)
     request = completion(best_of=2, logprobs=asked)
-    body = (await BestOfEmulation(inner, native_n=True).complete(request)).body
+    body = (await BestOfEmulation(inner, max_native_n=None).complete(request)).body
 
     Completion.model_validate(body)
     [choice] = body["choices"]
@@ -150,7 +152,7 @@ async def test_fans_out_without_native_n_and_bills_all_candidates(
         canned(answer(("mid", MID), completion_tokens=2)),
     )
     request = completion(best_of=3, seed=7, max_tokens=5)
-    body = (await BestOfEmulation(provider, native_n=False).complete(request)).body
+    body = (await BestOfEmulation(provider, max_native_n=1).complete(request)).body
 
     Completion.model_validate(body)
     assert texts(body) == [(0, "long")]
@@ -171,7 +173,7 @@ async def test_backend_without_logprobs_is_an_upstream_error(
         choice["logprobs"] = None
     upstream.enqueue(canned(ignored))
     with pytest.raises(UpstreamError) as caught:
-        await BestOfEmulation(provider, native_n=True).complete(completion(best_of=2))
+        await BestOfEmulation(provider, max_native_n=None).complete(completion(best_of=2))
     assert (caught.value.status, caught.value.type) == (502, "upstream_protocol_error")
     assert "no logprobs" in caught.value.message
 
@@ -179,7 +181,7 @@ async def test_backend_without_logprobs_is_an_upstream_error(
 async def test_stream_with_best_of_above_n_is_a_400(
     provider: OpenAIProvider, upstream: FakeOpenAIUpstream
 ) -> None:
-    stream = BestOfEmulation(provider, native_n=True).stream(completion(best_of=3, stream=True))
+    stream = BestOfEmulation(provider, max_native_n=None).stream(completion(best_of=3, stream=True))
     with pytest.raises(UpstreamError) as caught:
         async for _ in stream:
             pass
@@ -192,7 +194,7 @@ async def test_stream_with_best_of_equal_to_n_passes_through_without_it(
     provider: OpenAIProvider, upstream: FakeOpenAIUpstream
 ) -> None:
     request = completion(best_of=2, n=2, stream=True, seed=1)
-    chunks = [c async for c in BestOfEmulation(provider, native_n=False).stream(request)]
+    chunks = [c async for c in BestOfEmulation(provider, max_native_n=1).stream(request)]
 
     assert {c["choices"][0]["index"] for c in chunks if c["choices"]} == {0, 1}
     sent = posted(upstream)
@@ -203,7 +205,7 @@ async def test_stream_with_best_of_equal_to_n_passes_through_without_it(
 async def test_best_of_equal_to_n_needs_no_logprobs(
     provider: OpenAIProvider, upstream: FakeOpenAIUpstream
 ) -> None:
-    body = await BestOfEmulation(provider, native_n=True).complete(completion(best_of=2, n=2))
+    body = await BestOfEmulation(provider, max_native_n=None).complete(completion(best_of=2, n=2))
     assert texts(body.body) == [(0, "echo: hello world"), (1, "echo: hello world")]
     [sent] = posted(upstream)
     assert "best_of" not in sent
@@ -213,7 +215,7 @@ async def test_best_of_equal_to_n_needs_no_logprobs(
 async def test_best_of_below_n_is_a_400() -> None:
     inner = RecordedProvider(answer(("a", SHORT)))
     with pytest.raises(UpstreamError) as caught:
-        await BestOfEmulation(inner, native_n=True).complete(completion(best_of=2, n=3))
+        await BestOfEmulation(inner, max_native_n=None).complete(completion(best_of=2, n=3))
     assert (caught.value.status, caught.value.param) == (400, "best_of")
     assert inner.requests == []
 
@@ -222,5 +224,19 @@ async def test_chat_passes_through_untouched(
     provider: OpenAIProvider, upstream: FakeOpenAIUpstream
 ) -> None:
     request = chat(best_of=3)
-    await BestOfEmulation(provider, native_n=False).complete(request)
+    await BestOfEmulation(provider, max_native_n=1).complete(request)
     assert posted(upstream) == [request.body]
+
+
+async def test_candidates_beyond_the_native_n_are_fanned_out(
+    provider: OpenAIProvider, upstream: FakeOpenAIUpstream
+) -> None:
+    upstream.enqueue(
+        canned(answer(("short", SHORT))),
+        canned(answer(("long", LONG))),
+        canned(answer(("mid", MID))),
+    )
+    request = completion(best_of=3, n=2, seed=1)
+    body = (await BestOfEmulation(provider, max_native_n=2).complete(request)).body
+    assert texts(body) == [(0, "long"), (1, "mid")]
+    assert sorted((b["n"], b["seed"]) for b in posted(upstream)) == [(1, 1), (1, 2), (1, 3)]

@@ -285,3 +285,38 @@ async def test_suffix_becomes_a_fill_in_instruction_when_emulated(
     assert all(m[0] == {"role": "system", "content": FILL_INSTRUCTION} for m in chats)
     assert all("suffix" not in r.json for r in upstream.requests)
     assert body["choices"][0]["text"].startswith("def f(echo: <before>def f(")
+
+
+class _QuietFor(Provider):
+    """A chat backend whose stream reports no usage for the prompt `quiet`."""
+
+    def __init__(self, quiet: str) -> None:
+        super().__init__("quiet")
+        self.quiet = quiet
+
+    @property
+    def endpoints(self) -> frozenset[Endpoint]:
+        return frozenset({Endpoint.CHAT})
+
+    async def complete(self, request: ProviderRequest) -> ProviderResponse:
+        raise NotImplementedError
+
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
+        choice = {"index": 0, "delta": {"content": "x"}, "finish_reason": "stop"}
+        yield {"id": "c", "choices": [choice], "usage": None}
+        if request.body["messages"][0]["content"] != self.quiet:
+            usage = {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}
+            yield {"id": "c", "choices": [], "usage": usage}
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("quiet", "total"), [("b", None), ("none", 6)])
+async def test_a_usage_some_prompts_lack_is_left_out_not_summed_in_part(
+    quiet: str, total: int | None
+) -> None:
+    request = completion(["a", "b"], stream=True, stream_options={"include_usage": True})
+    chunks = [c async for c in CompletionsViaChat(_QuietFor(quiet)).stream(request)]
+    usages = [c["usage"]["total_tokens"] for c in chunks if c.get("usage") is not None]
+    assert usages == ([] if total is None else [total])

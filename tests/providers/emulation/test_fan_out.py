@@ -2,14 +2,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncGenerator
 
 import pytest
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from providers.base import Provider
 from providers.emulation import FanOutN
+from providers.emulation.wrapper import ProviderWrapper
 from providers.errors import UpstreamError
 from providers.openai.adapter import OpenAIProvider
+from providers.types import JSONObject, ProviderRequest
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Ok, Status
 
 from .conftest import chat, chat_texts, completion, finishes, posted
@@ -129,3 +133,29 @@ async def test_consumer_closing_closes_every_inner_stream(
             break
     closes = await asyncio.to_thread(upstream.wait_for_client_closes, 3)
     assert len(closes) == 3
+
+
+class _SomeCount(ProviderWrapper):
+    """A backend whose streams report no usage for `quiet` seeds (as a call cut short at an
+    emulated stop string, with no tokenizer to count it, reports none)."""
+
+    def __init__(self, inner: Provider, quiet: set[int]) -> None:
+        super().__init__(inner)
+        self.quiet = quiet
+
+    async def stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
+        choice = {"index": 0, "delta": {"content": "x"}, "finish_reason": "stop"}
+        yield {"id": "c", "choices": [choice], "usage": None}
+        if request.body["seed"] not in self.quiet:
+            usage = {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}
+            yield {"id": "c", "choices": [], "usage": usage}
+
+
+@pytest.mark.parametrize(("quiet", "total"), [({1}, None), (set(), 4)])
+async def test_a_usage_some_calls_lack_is_left_out_not_summed_in_part(
+    provider: OpenAIProvider, quiet: set[int], total: int | None
+) -> None:
+    request = chat(n=2, seed=0, stream=True, stream_options={"include_usage": True})
+    chunks = [c async for c in FanOutN(_SomeCount(provider, quiet)).stream(request)]
+    usages = [c["usage"]["total_tokens"] for c in chunks if c["usage"] is not None]
+    assert usages == ([] if total is None else [total])  # prompt once, completions summed
