@@ -306,6 +306,10 @@ def test_an_anthropic_provider_is_checked_on_its_models_api(
     assert check.headers["anthropic-version"] == "2023-06-01"
 
     claude.set_models_status(None)
+    # Let a check that was already failing land first: past the cooldown it would take
+    # the probe, fail it and restart the cooldown on a clock that no longer moves.
+    seen = len(claude.requests)
+    wait_for(lambda: len(claude.requests) >= seen + 3)
     clock.advance(COOLDOWN)
     wait_for(lambda: state() == 0)
     with server.client() as client:
