@@ -47,6 +47,18 @@ class ProviderRequest:
     def stream(self) -> bool:
         return bool(self.body.get("stream"))
 
+    @property
+    def choice_count(self) -> int:
+        """How many choice indices the answer has: n per prompt (completions take a batch
+        of prompts; a list of token ids is one prompt)."""
+        n = self.body.get("n")
+        count = n if isinstance(n, int) and n > 0 else 1
+        if self.endpoint is Endpoint.COMPLETIONS:
+            prompt = self.body.get("prompt")
+            if isinstance(prompt, list) and prompt and not all(isinstance(t, int) for t in prompt):
+                count *= len(prompt)
+        return count
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderResponse:

@@ -85,7 +85,7 @@ class StopEmulation(ProviderWrapper):
     async def _stopped_stream(
         self, request: ProviderRequest, upstream: ProviderRequest, matcher: StopMatcher
     ) -> AsyncGenerator[JSONObject, None]:
-        state = _StreamStops(matcher, request.endpoint, _choice_count(request))
+        state = _StreamStops(matcher, request.endpoint, request.choice_count)
         usage_chunk: JSONObject | None = None
         async with contextlib.aclosing(self.inner.stream(upstream)) as chunks:
             async for chunk in chunks:
@@ -184,14 +184,3 @@ def _text_slot(choice: JSONObject, endpoint: Endpoint) -> tuple[dict[str, Any], 
         if isinstance(holder, dict):
             return holder, "content"
     return choice.setdefault("delta", {}), "content"
-
-
-def _choice_count(request: ProviderRequest) -> int:
-    """How many choice indices the stream will have: n per prompt."""
-    n = request.body.get("n")
-    count = n if isinstance(n, int) and n > 0 else 1
-    if request.endpoint is Endpoint.COMPLETIONS:
-        prompt = request.body.get("prompt")
-        if isinstance(prompt, list) and prompt and not all(isinstance(t, int) for t in prompt):
-            count *= len(prompt)
-    return count

@@ -9,7 +9,7 @@ import orjson
 
 from providers.errors import Failure, UpstreamError
 from providers.sse import SSEEvent
-from providers.types import Endpoint, JSONObject, ProviderRequest
+from providers.types import JSONObject, ProviderRequest
 
 DONE = "[DONE]"
 
@@ -77,7 +77,7 @@ class StreamProgress:
     (n per prompt), and the usage chunk when `stream_options.include_usage` asked for it."""
 
     def __init__(self, request: ProviderRequest) -> None:
-        self.expected = expected_choices(request)
+        self.expected = request.choice_count
         options = request.body.get("stream_options")
         self.wants_usage = isinstance(options, Mapping) and options.get("include_usage") is True
         self.finished: set[int] = set()
@@ -99,17 +99,6 @@ class StreamProgress:
         if self.wants_usage and not self.usage:
             return "the usage chunk that was asked for"
         return None
-
-
-def expected_choices(request: ProviderRequest) -> int:
-    """How many choice indices an answer has: n per prompt (completions take a batch)."""
-    n = request.body.get("n")
-    count = n if isinstance(n, int) and n > 0 else 1
-    if request.endpoint is Endpoint.COMPLETIONS:
-        prompt = request.body.get("prompt")
-        if isinstance(prompt, list) and prompt and not all(isinstance(t, int) for t in prompt):
-            count *= len(prompt)
-    return count
 
 
 def _error_from_fields(
