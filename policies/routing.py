@@ -64,7 +64,11 @@ class Router:
             raise model_not_found(model)
         choices = choices or RouterChoices()
         team = caller.team_settings
-        found = first_match(team.rules, RequestFacts.of(body, headers)) if team else None
+        found = (
+            first_match(team.rules, RequestFacts.of(body, headers))
+            if team is not None and team.rules
+            else None
+        )
         rule = found[1] if found is not None else None
         rule_name = (rule.name or f"rules[{found[0]}]") if found and rule else None
         if rule is not None and rule.use.model is not None:

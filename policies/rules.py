@@ -14,7 +14,7 @@ from policies.policy_config import Rule, RuleMatch
 CHARS_PER_TOKEN = 4  # a cheap, tokenizer-free estimate, used only for routing and limits
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestFacts:
     model: str
     user: str | None
@@ -22,7 +22,16 @@ class RequestFacts:
     headers: Mapping[str, str]  # names lower-case
     stream: bool
     has_tools: bool
-    prompt_tokens: int  # estimated
+    body: Mapping[str, Any]
+    _prompt_tokens: int | None = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Estimated on first use: walking a large prompt is the one costly fact, and only
+        a rule with `prompt_tokens_over` needs it."""
+        if self._prompt_tokens is None:
+            self._prompt_tokens = estimate_prompt_tokens(self.body)
+        return self._prompt_tokens
 
     @classmethod
     def of(cls, body: Mapping[str, Any], headers: Mapping[str, str]) -> RequestFacts:
@@ -34,7 +43,7 @@ class RequestFacts:
             headers=headers,
             stream=body.get("stream") is True,
             has_tools=bool(body.get("tools") or body.get("functions")),
-            prompt_tokens=estimate_prompt_tokens(body),
+            body=body,
         )
 
 
