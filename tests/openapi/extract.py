@@ -1,0 +1,98 @@
+"""Cut the part of OpenAI's OpenAPI description that Turnout's tests use out of the full spec.
+
+Run from the repository root:
+
+    .venv/bin/python tests/openapi/extract.py path/to/openai-openapi.json
+
+It writes ``tests/openapi/openai-subset.json``: a valid OpenAPI 3 document holding the POST
+operations of ``/chat/completions``, ``/completions`` and ``/embeddings``, the request and response
+schemas named below, and every component they reference, transitively.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+PATHS = ("/chat/completions", "/completions", "/embeddings")
+SCHEMAS = (
+    "CreateChatCompletionRequest",
+    "CreateCompletionRequest",
+    "CreateEmbeddingRequest",
+    "CreateChatCompletionResponse",
+    "CreateChatCompletionStreamResponse",
+    "CreateCompletionResponse",
+    "CreateEmbeddingResponse",
+)
+OUTPUT = Path(__file__).with_name("openai-subset.json")
+REF_PREFIX = "#/components/"
+
+
+def _refs(node: Any) -> Iterator[str]:
+    """Every ``$ref`` string anywhere inside ``node``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _refs(item)
+
+
+def _operation(spec: dict[str, Any], path: str) -> dict[str, Any]:
+    """The POST operation of ``path``, without the documentation-only ``x-oaiMeta`` block."""
+    operation = dict(spec["paths"][path]["post"])
+    operation.pop("x-oaiMeta", None)
+    return operation
+
+
+def _components(spec: dict[str, Any], roots: list[Any]) -> dict[str, dict[str, Any]]:
+    """The components reachable from ``roots``, grouped by section (schemas, responses, ...)."""
+    found: dict[str, dict[str, Any]] = {}
+    pending = [ref for root in roots for ref in _refs(root)]
+    while pending:
+        ref = pending.pop()
+        if not ref.startswith(REF_PREFIX):
+            raise ValueError(f"unsupported $ref {ref!r}")
+        section, _, name = ref.removeprefix(REF_PREFIX).partition("/")
+        if name in found.get(section, {}):
+            continue
+        target = spec["components"][section][name]
+        found.setdefault(section, {})[name] = target
+        pending.extend(_refs(target))
+    return {section: dict(sorted(items.items())) for section, items in sorted(found.items())}
+
+
+def extract(spec: dict[str, Any]) -> dict[str, Any]:
+    """The subset document for ``spec``."""
+    paths = {path: {"post": _operation(spec, path)} for path in PATHS}
+    wanted = [{"$ref": f"{REF_PREFIX}schemas/{name}"} for name in SCHEMAS]
+    return {
+        "openapi": spec["openapi"],
+        "info": {
+            key: spec["info"][key] for key in ("title", "version", "license") if key in spec["info"]
+        },
+        "servers": spec.get("servers", [])[:1],
+        "paths": paths,
+        "components": _components(spec, [paths, wanted]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("spec", type=Path, help="the full openai-openapi.json")
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    args = parser.parse_args()
+    subset = extract(json.loads(args.spec.read_text(encoding="utf-8")))
+    args.output.write_text(
+        json.dumps(subset, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+
+
+if __name__ == "__main__":
+    main()
