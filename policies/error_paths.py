@@ -19,20 +19,31 @@ def locate(error: ErrorDetails, data: Any) -> tuple[str, int]:
     parts exist in `data` (deeper = more specific, for choosing among union errors).
     A missing field's name is the one part the data cannot have."""
     path = ""
-    depth = 0
-    node = data
-    loc = error["loc"]
-    for i, part in enumerate(loc):
-        if isinstance(part, int) and isinstance(node, list) and -len(node) <= part < len(node):
-            path, node, depth = f"{path}[{part}]", node[part], depth + 1
-        elif isinstance(part, str) and isinstance(node, dict) and part in node:
-            path, node, depth = join(path, part), node[part], depth + 1
-        elif error["type"] == "missing" and i == len(loc) - 1:
-            path, depth = join(path, str(part)), depth + 1
+    parts = _follow(error["loc"], 0, data, error["type"] == "missing")
+    for part in parts:
+        path = f"{path}[{part}]" if isinstance(part, int) else join(path, part)
     if error["type"] in _TAG_ERRORS:
         discriminator = str((error.get("ctx") or {}).get("discriminator", "type")).strip("'")
         path = join(path, discriminator)
-    return path, depth
+    return path, len(parts)
+
+
+def _follow(loc: tuple[int | str, ...], i: int, node: Any, missing: bool) -> list[int | str]:
+    """The longest reading of `loc[i:]` as keys and indexes of `node`. A tag can also be a
+    key of the data (a text part's tag `text` and its field `text`): both readings are
+    tried, and the one that goes deeper is the right one."""
+    if i == len(loc):
+        return []
+    part = loc[i]
+    if isinstance(part, int) and isinstance(node, list) and -len(node) <= part < len(node):
+        return [part, *_follow(loc, i + 1, node[part], missing)]
+    if isinstance(part, str) and isinstance(node, dict) and part in node:
+        taken: list[int | str] = [part, *_follow(loc, i + 1, node[part], missing)]
+        skipped = _follow(loc, i + 1, node, missing)
+        return taken if len(taken) >= len(skipped) else skipped
+    if missing and i == len(loc) - 1:
+        return [str(part)]
+    return _follow(loc, i + 1, node, missing)
 
 
 def join(path: str, key: str) -> str:

@@ -24,7 +24,8 @@ Some emulations need what the deployment's config declares besides capability fl
 Values that mean nothing (`best_of` equal to `n`, an empty
 `logit_bias` or `stop`) are removed for a backend that lacks the option, unreported.
 A backend that translates only some body keys (`request_keys`, Anthropic) has any other key
-refused before a call (dropped in drop mode).
+refused before a call (dropped in drop mode). Chat options nothing can emulate
+(`reasoning_effort`, audio, web search, prompt caching, ...): policies/translation_options.py.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any, Protocol
 
 from policies.stream_translation import stream_check, usage_after_a_cut
 from policies.translation_draft import Check, Draft, Mode, Refusal
+from policies.translation_options import chat_options
 from providers.capabilities import Capabilities
 from providers.emulation import INCLUDE_USAGE, NOTHING_DECLARED, Declared, FimTemplate
 from providers.emulation.wrapper import include_usage
@@ -360,6 +362,7 @@ _CHECKS: tuple[Check, ...] = (
     _suffix,
     _completions_only,
     _flags,
+    chat_options,
     _logprobs,
     _stop,
     _temperature,

@@ -36,6 +36,21 @@ _KEYS = {
     "presence_penalty": "penalties",
     "tools": "tools",
     "response_format": "response_format",
+    # Chat options with nothing to emulate (router/schemas/chat_options.py).
+    "custom_tools": "custom_tools",
+    "reasoning_effort": "reasoning_effort",
+    "verbosity": "verbosity",
+    "modalities": "audio",
+    "audio": "audio",
+    "prediction": "prediction",
+    "web_search_options": "web_search",
+    "moderation": "moderation",
+    "service_tier": "service_tier",
+    "store": "store",
+    "prompt_cache_key": "prompt_cache",
+    "prompt_cache_retention": "prompt_cache",
+    "prompt_cache_options": "prompt_cache",
+    "safety_identifier": "safety_identifier",
 }
 OVERRIDE_KEYS = frozenset(_KEYS)
 UNLIMITED_STOP = 1_000_000
@@ -52,7 +67,14 @@ class Capabilities:
     is refused with greedy sampling (vLLM), so such requests are fanned out.
     `whitespace_stop` false: stop strings made only of whitespace are refused (Anthropic).
     `request_keys`: the only body keys the adapter can translate (None: any key is
-    forwarded, as OpenAI-compatible servers take unknown fields)."""
+    forwarded, as OpenAI-compatible servers take unknown fields).
+
+    The chat options from `custom_tools` on cannot be emulated (policies/translation_options.py):
+    those that change what the answer is (`custom_tools`, `reasoning_effort`, `verbosity`,
+    `audio` output, `web_search`, `moderation`) make a deployment lacking them refuse the
+    request unless the caller chose `drop`; the rest only tune cost, latency or bookkeeping
+    (`prediction`, `service_tier`, `store`, `prompt_cache`, `safety_identifier`) and are
+    dropped, and reported, except in `strict` mode."""
 
     completions: bool = True
     chat: bool = True
@@ -76,10 +98,38 @@ class Capabilities:
     penalties: bool = True
     tools: bool = True
     response_format: bool = True
+    custom_tools: bool = True
+    reasoning_effort: bool = True
+    verbosity: bool = True
+    audio: bool = True
+    web_search: bool = True
+    moderation: bool = True
+    prediction: bool = True
+    service_tier: bool = True
+    store: bool = True
+    prompt_cache: bool = True
+    safety_identifier: bool = True
     request_keys: frozenset[str] | None = None
 
     def serves(self, endpoint: Endpoint) -> bool:
         return bool(getattr(self, endpoint.value))
+
+    def without_chat_options(self) -> Capabilities:
+        """These capabilities lacking every chat option that cannot be emulated."""
+        return replace(
+            self,
+            custom_tools=False,
+            reasoning_effort=False,
+            verbosity=False,
+            audio=False,
+            web_search=False,
+            moderation=False,
+            prediction=False,
+            service_tier=False,
+            store=False,
+            prompt_cache=False,
+            safety_identifier=False,
+        )
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> Capabilities:
         if not overrides:

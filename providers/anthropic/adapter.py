@@ -22,7 +22,10 @@ from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderRespo
 
 # The Messages API: chat only, one candidate, no logprobs, bias, seed or penalties,
 # temperature up to 1, any number of stop sequences but no whitespace-only ones, no
-# JSON-schema output, and only the body keys `to_wire` translates.
+# JSON-schema output, none of OpenAI's newer chat options (reasoning effort, audio, web
+# search, prompt caching, custom tools, ...; `store` and `service_tier` have no effect there
+# and are dropped, reported, rather than ignored), and only the body keys `to_wire`
+# translates.
 ANTHROPIC_CAPABILITIES = Capabilities(
     completions=False,
     embeddings=False,
@@ -40,7 +43,7 @@ ANTHROPIC_CAPABILITIES = Capabilities(
     penalties=False,
     response_format=False,
     request_keys=ACCEPTED_KEYS,
-)
+).without_chat_options()
 
 log = structlog.get_logger("turnout.providers.anthropic")
 

@@ -23,6 +23,10 @@ def build_local_provider(
     source = resolve_model(settings.model)
     if serves_embeddings(source):
         return LocalEmbedder(name, lambda: load_embedder(source))
-    # Every option is native; candidates per prompt are bounded by the KV-cache slots.
-    capabilities = Capabilities(embeddings=False, max_n=settings.max_slots, max_stop=UNLIMITED_STOP)
+    # Sampling options are native; candidates per prompt are bounded by the KV-cache slots.
+    # The chat options of OpenAI's own service (reasoning effort, audio, web search, prompt
+    # caching, stored completions, moderation, custom tools, ...) have nothing behind them.
+    capabilities = Capabilities(
+        embeddings=False, max_n=settings.max_slots, max_stop=UNLIMITED_STOP
+    ).without_chat_options()
     return LocalGenerator(name, lambda: load_generator(source), capabilities)

@@ -6,16 +6,14 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
+from router.schemas.chat_options import ChatOptions
 from router.schemas.common import ParamError, SamplingRequest
+from router.schemas.content import Open as _Open
+from router.schemas.content import PromptCacheBreakpoint, TextPart
 
 
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-
-
-class TextPart(_Open):
-    type: Literal["text"]
-    text: str
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ImageURL(_Open):
@@ -26,21 +24,30 @@ class ImageURL(_Open):
 class ImagePart(_Open):
     type: Literal["image_url"]
     image_url: ImageURL
+    prompt_cache_breakpoint: PromptCacheBreakpoint | None = None
 
 
 class InputAudio(_Open):
     data: str
-    format: str
+    format: Literal["wav", "mp3"]
 
 
 class AudioPart(_Open):
     type: Literal["input_audio"]
     input_audio: InputAudio
+    prompt_cache_breakpoint: PromptCacheBreakpoint | None = None
+
+
+class FileData(_Open):
+    filename: str | None = None
+    file_data: str | None = None  # base64
+    file_id: str | None = None
 
 
 class FilePart(_Open):
     type: Literal["file"]
-    file: dict[str, Any]
+    file: FileData
+    prompt_cache_breakpoint: PromptCacheBreakpoint | None = None
 
 
 class RefusalPart(_Open):
@@ -62,6 +69,23 @@ class ToolCall(_Open):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
+
+
+class CustomCall(_Open):
+    name: str
+    input: str
+
+
+class CustomToolCall(_Open):
+    id: str
+    type: Literal["custom"]
+    custom: CustomCall
+
+
+class AssistantAudio(_Open):
+    """A previous spoken answer, referred to by id."""
+
+    id: str
 
 
 class SystemMessage(_Open):
@@ -87,16 +111,18 @@ class AssistantMessage(_Open):
     content: str | list[AssistantPart] | None = None
     refusal: str | None = None
     name: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[ToolCall | CustomToolCall] | None = None
     function_call: FunctionCall | None = None
+    audio: AssistantAudio | None = None
 
     @model_validator(mode="after")
     def _something_said(self) -> Self:
-        if self.content is None and not self.tool_calls and self.function_call is None:
+        said = self.tool_calls or self.function_call is not None or self.audio is not None
+        if self.content is None and not said:
             raise ParamError(
                 "content",
-                "An assistant message needs 'content' unless 'tool_calls' or "
-                "'function_call' is given.",
+                "An assistant message needs 'content' unless 'tool_calls', "
+                "'function_call' or 'audio' is given.",
             )
         return self
 
@@ -131,9 +157,39 @@ class FunctionDefinition(_Open):
     strict: StrictBool | None = None
 
 
-class Tool(_Open):
+class FunctionTool(_Open):
     type: Literal["function"]
     function: FunctionDefinition
+
+
+class TextFormat(_Closed):
+    type: Literal["text"]
+
+
+class Grammar(_Open):
+    definition: str
+    syntax: Literal["lark", "regex"]
+
+
+class GrammarFormat(_Closed):
+    type: Literal["grammar"]
+    grammar: Grammar
+
+
+class CustomDefinition(_Open):
+    name: str
+    description: str | None = None
+    format: Annotated[TextFormat | GrammarFormat, Field(discriminator="type")] | None = None
+
+
+class CustomTool(_Open):
+    """A tool called with free text (optionally constrained by a grammar), not JSON."""
+
+    type: Literal["custom"]
+    custom: CustomDefinition
+
+
+Tool = Annotated[FunctionTool | CustomTool, Field(discriminator="type")]
 
 
 class NamedFunction(_Open):
@@ -143,6 +199,32 @@ class NamedFunction(_Open):
 class NamedToolChoice(_Open):
     type: Literal["function"]
     function: NamedFunction
+
+
+class NamedCustomToolChoice(_Open):
+    type: Literal["custom"]
+    custom: NamedFunction
+
+
+class AllowedTools(_Open):
+    mode: Literal["auto", "required"]
+    tools: list[dict[str, Any]]
+
+
+class AllowedToolsChoice(_Open):
+    """Restrict the model to a subset of `tools` without changing the list (cacheable)."""
+
+    type: Literal["allowed_tools"]
+    allowed_tools: AllowedTools
+
+
+ToolChoice = (
+    Literal["none", "auto", "required"]
+    | Annotated[
+        NamedToolChoice | NamedCustomToolChoice | AllowedToolsChoice,
+        Field(discriminator="type"),
+    ]
+)
 
 
 class JSONSchemaFormat(_Open):
@@ -175,10 +257,10 @@ Metadata = Annotated[
 ]
 
 
-class ChatCompletionRequest(SamplingRequest):
+class ChatCompletionRequest(SamplingRequest, ChatOptions):
     messages: Annotated[list[Message], Field(min_length=1)]
     tools: list[Tool] | None = None
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: StrictBool | None = None
     functions: Annotated[list[FunctionDefinition], Field(min_length=1, max_length=128)] | None = (
         None

@@ -27,7 +27,7 @@ def plan(body: dict[str, Any], mode: Mode = Mode.EMULATE) -> Translation | Refus
         {"functions": [{"name": "f", "parameters": {"type": "object"}}]},
         {"function_call": "auto"},
         {"top_logprobs": 2},
-        {"prediction": {"type": "content", "content": "x"}},
+        {"web_search_options": {"search_context_size": "low"}},
     ],
 )
 def test_keys_the_adapter_cannot_translate_are_refused_or_dropped_before_a_call(
