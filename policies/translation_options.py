@@ -79,6 +79,8 @@ def _custom_tools(d: Draft) -> Refusal | None:
     custom = [t for t in tools if isinstance(t, dict) and t.get("type") == "custom"]
     choice = d.body.get("tool_choice")
     newer_choice = isinstance(choice, dict) and choice.get("type") in _NEWER_CHOICES
+    if _custom_calls(d.body.get("messages")):  # the conversation itself: nothing to drop
+        return Refusal("messages", "custom tool calls are not supported by this deployment")
     if custom:
         if d.mode is not Mode.DROP:
             return Refusal("tools", "custom tools are not supported by this deployment")
@@ -91,3 +93,10 @@ def _custom_tools(d: Draft) -> Refusal | None:
     if newer_choice:
         return d.unsupported("tool_choice", "this `tool_choice`")
     return None
+
+
+def _custom_calls(messages: Any) -> bool:
+    """Whether an assistant turn of the conversation called a custom tool."""
+    turns = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+    calls = [call for turn in turns for call in turn.get("tool_calls") or ()]
+    return any(isinstance(call, dict) and call.get("type") == "custom" for call in calls)

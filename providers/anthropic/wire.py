@@ -235,6 +235,8 @@ def _assistant_blocks(message: Mapping[str, Any], i: int) -> list[JSONObject]:
         if text:  # Anthropic rejects empty text blocks
             blocks.append({"type": "text", "text": text})
     for call in message.get("tool_calls") or ():
+        if call.get("type", "function") != "function":  # a custom tool's call: no equivalent
+            raise unsupported(f"messages[{i}].tool_calls[].type", f"tool call {call['type']!r}")
         function = call.get("function") or {}
         try:
             arguments = orjson.loads(function.get("arguments") or "{}")

@@ -12,6 +12,7 @@ from providers.anthropic.adapter import ANTHROPIC_CAPABILITIES
 from providers.anthropic.wire import to_wire
 from providers.capabilities import FULL, Capabilities
 from providers.emulation import EMULABLE, Declared
+from providers.errors import UpstreamError
 from providers.local.factory import build_local_provider
 from providers.local.settings import LocalModelSettings
 from providers.local.tokenizer_cache import TokenizerCache
@@ -117,3 +118,19 @@ def test_chat_through_a_completions_template_has_none_of_them() -> None:
 def test_config_names_the_options_as_openai_does(key: str, field: str) -> None:
     assert getattr(FULL.with_overrides({key: False}), field) is False
     assert getattr(LACKING.with_overrides({key: True}), field) is True
+
+
+def test_a_conversation_with_custom_tool_calls_needs_custom_tools() -> None:
+    call = {"id": "c1", "type": "custom", "custom": {"name": "sql", "input": "x"}}
+    body = {
+        "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [call]}]
+    }
+    for mode in Mode:
+        refusal = plan(body, ANTHROPIC_CAPABILITIES, mode)
+        assert isinstance(refusal, Refusal)
+        assert refusal.param == "messages"
+    fit = plan(body, FULL, Mode.STRICT)
+    assert isinstance(fit, Translation)
+    with pytest.raises(UpstreamError) as caught:
+        to_wire(body)  # the adapter refuses it too, should it get there
+    assert caught.value.param == "messages[1].tool_calls[].type"
