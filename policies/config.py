@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from policies.policy_config import (
     BreakerSettings,
     CacheSettings,
+    EmulationSettings,
     LimitSettings,
     Price,
     StateSettings,
@@ -102,6 +103,7 @@ class TurnoutConfig(_Strict):
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     cache: CacheSettings | None = None  # absent: no response cache
     state: StateSettings = Field(default_factory=StateSettings)
+    emulation: EmulationSettings = Field(default_factory=EmulationSettings)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Self:

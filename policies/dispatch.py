@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from policies.errors import ApiError
+from policies.fan_out_cost import ONE_CALL, UpstreamCalls, may_fan_out, upstream_calls
 from policies.health import Health
 from policies.plan import DeploymentPlan, Target
 from policies.retry import CANCELLED, Attempt, Decision, call_with_retries, classify
@@ -17,7 +18,7 @@ from policies.strategies import Orderer
 from policies.translation import Mode, Refusal, Translation, declared_for, translate
 from providers.base import Provider
 from providers.capabilities import Capabilities
-from providers.emulation import EMULABLE, with_emulations
+from providers.emulation import DEFAULT_MAX_PARALLEL, EMULABLE, with_emulations
 from providers.errors import Failure, UpstreamError
 from providers.local.tokenizer_cache import TokenizerCache
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
@@ -38,6 +39,9 @@ class Trace:
     refusals: list[tuple[str, Refusal]] = field(default_factory=list)
     open_breakers: list[tuple[str, float]] = field(default_factory=list)  # (label, open until)
     holding: Target | None = None  # a stream's deployment, counted in flight until it ends
+    # Before a deployment whose emulation fans out into calls that each read the prompt:
+    # makes the request's token reservation cover them, or raises the 429.
+    cover: Callable[[UpstreamCalls], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +59,20 @@ class Dispatcher:
         capabilities: Mapping[str, Capabilities] | None = None,
         health: Health | None = None,
         orderer: Orderer | None = None,
+        *,
+        max_parallel: int = DEFAULT_MAX_PARALLEL,
     ) -> None:
         """`capabilities`: each deployment's (by label), config overrides applied; a
         deployment not listed has its provider's declared capabilities. `health` keeps
         breakers and statistics (none: every deployment is always tried); `orderer`
-        applies the plan's strategy (none: config order)."""
+        applies the plan's strategy (none: config order); `max_parallel`: upstream calls
+        one request's emulation may run at once."""
         self._providers = providers
         self._capabilities = dict(capabilities or {})
         self._tokenizers = TokenizerCache()  # deployments' declared tokenizers, loaded once
         self._health = health
         self._orderer = orderer
+        self._max_parallel = max_parallel
 
     def start_trace(self, plan: DeploymentPlan) -> Trace:
         return Trace(deadline=asyncio.get_running_loop().time() + plan.deadline_s)
@@ -145,12 +153,18 @@ class Dispatcher:
                     fit = self._translate(plan, trace, endpoint, body, target, provider)
                     if fit is None:
                         continue  # cannot honour this request: skipped, never called
+                    if fit.applied and trace.cover is not None:
+                        most = self._capabilities_of(target, provider).max_n
+                        calls = upstream_calls(endpoint, fit, most)
+                        if calls.prompt_reads > 1:
+                            await trace.cover(calls)  # before any of its calls starts
                     if fit.applied:
                         provider = with_emulations(
                             provider,
                             fit.applied,
                             self._capabilities_of(target, provider),
                             fit.declared,
+                            max_parallel=self._max_parallel,
                         )
                     request = ProviderRequest(
                         endpoint, {**fit.body, "model": target.deployment.model}
@@ -276,6 +290,21 @@ class Dispatcher:
         """How `target` would honour the request, without calling it (for explain)."""
         provider = self._providers[target.deployment.provider]
         return self._fit(plan, endpoint, body, target, provider, plan.mode)
+
+    def first_calls(
+        self, plan: DeploymentPlan, endpoint: Endpoint, body: Mapping[str, Any]
+    ) -> UpstreamCalls:
+        """The upstream calls made by the first deployment (in plan order) that can honour
+        the request: what admission charges for before anything is called."""
+        if not may_fan_out(body):
+            return ONE_CALL
+        for target in plan.targets:
+            fit = self.assess(plan, endpoint, body, target)
+            if isinstance(fit, Translation):
+                provider = self._providers[target.deployment.provider]
+                most = self._capabilities_of(target, provider).max_n
+                return upstream_calls(endpoint, fit, most)
+        return ONE_CALL
 
     @property
     def orderer(self) -> Orderer | None:

@@ -8,6 +8,13 @@ the true count (for a stream: its usage, which Turnout asks the backend for; els
 estimate from the streamed text). A request
 refused by one limit takes nothing from the others.
 
+Emulations that make several upstream calls (`n` or `best_of` fanned out on a backend
+without them) are charged for every call: each reads the whole prompt, so the estimate
+counts the prompt once per call (`prompt_reads`) for the first deployment able to serve
+the request; a fallback deployment that needs more calls first reserves the difference
+(`Limiter.cover`) or the request is refused with the 429. Settling uses the usage summed
+over every call, prompt included each time.
+
 Rate limits are token buckets refilled continuously (a full minute's allowance at most);
 budgets are fixed calendar periods in UTC. Over a limit: 429 in OpenAI's envelope with
 `Retry-After` and OpenAI's `x-ratelimit-*` headers, which every limited response carries.
@@ -48,7 +55,7 @@ COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 CHAT_COMPLETION_RESERVE = 256
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: `Limiter.cover` raises what a request holds
 class Reservation:
     limits: tuple[Limit, ...]
     token_limits: tuple[bool, ...]  # which of `limits` count tokens (the rest: requests)
@@ -81,15 +88,21 @@ class Limiter:
         return result
 
     async def admit(
-        self, caller: Caller, body: Mapping[str, Any], on_refused: Callable[[str, str], None]
+        self,
+        caller: Caller,
+        body: Mapping[str, Any],
+        on_refused: Callable[[str, str], None],
+        *,
+        prompt_reads: int = 1,
     ) -> Reservation | None:
         """Reserve one request and the estimated tokens, or raise the 429. None: no limits
-        apply, or they could not be checked and the request is let through unchecked."""
+        apply, or they could not be checked and the request is let through unchecked.
+        `prompt_reads`: upstream calls that each read the whole prompt (the module doc)."""
         now = self._clock()
         pairs = self.limits_for(caller, now)
         if not pairs:
             return None
-        tokens = estimate_tokens(body)
+        tokens = estimate_tokens(body, prompt_reads)
         limits = tuple(limit for limit, _ in pairs)
         is_tokens = tuple(t for _, t in pairs)
         try:
@@ -109,6 +122,40 @@ class Limiter:
             raise _too_many(admission, refused, reservation)
         return reservation
 
+    async def cover(
+        self,
+        reservation: Reservation | None,
+        tokens: int,
+        on_refused: Callable[[str, str], None],
+    ) -> None:
+        """Make `reservation` hold at least `tokens` (a fallback deployment whose emulation
+        makes more upstream calls than admission reserved for), or raise the 429 with
+        nothing more taken. Only token limits are charged: the request is counted already."""
+        if reservation is None or tokens <= reservation.reserved_tokens:
+            return
+        indices = [i for i, t in enumerate(reservation.token_limits) if t]
+        if not indices:
+            return
+        extra = tokens - reservation.reserved_tokens
+        limits = [reservation.limits[i] for i in indices]
+        try:
+            admission = await self._store.admit(limits, [extra] * len(limits), self._clock())
+        except StateUnavailable:  # unchecked, as admission would have been
+            if self._refuse_when_unavailable:
+                raise _unavailable() from None
+            return
+        states = list(reservation.states)
+        for i, state in zip(indices, admission.states, strict=True):
+            states[i] = state
+        reservation.states = tuple(states)
+        if not admission.allowed:
+            refused = admission.refused_by
+            assert refused is not None
+            kind, scope = refused.key.split(":")[:2]
+            on_refused(scope, kind)
+            raise _too_many(admission, refused, reservation)
+        reservation.reserved_tokens = tokens
+
     async def settle(self, reservation: Reservation | None, actual_tokens: int | None) -> None:
         """Correct the token estimate to what the response used (None: not known)."""
         if reservation is None or actual_tokens is None:
@@ -124,18 +171,28 @@ class Limiter:
         await self._store.charge([p[0] for p in pairs], [p[1] for p in pairs], self._clock())
 
 
-def estimate_tokens(body: Mapping[str, Any]) -> int:
-    """Tokens to reserve before the answer is known: the prompt's estimate plus what the
-    completion may use (`max_tokens`; completions default to 16, chat without a limit
-    reserves `CHAT_COMPLETION_RESERVE`), times the candidates. Embeddings: the input."""
+def estimate_tokens(body: Mapping[str, Any], prompt_reads: int = 1) -> int:
+    """Tokens to reserve before the answer is known: the prompt's estimate (times
+    `prompt_reads`, the upstream calls that each read all of it) plus what the completion
+    may use (`max_tokens`; completions default to 16, chat without a limit reserves
+    `CHAT_COMPLETION_RESERVE`), times the candidates, for each prompt of a batch.
+    Embeddings: the input."""
     allowed = body.get("max_completion_tokens") or body.get("max_tokens")
     if allowed is None and "prompt" in body:
         allowed = COMPLETIONS_DEFAULT_MAX_TOKENS
     elif allowed is None and "messages" in body:
         allowed = CHAT_COMPLETION_RESERVE
     n = body.get("best_of") or body.get("n") or 1
-    completion = int(allowed or 0) * int(n) if isinstance(n, int) else 0
-    return estimate_prompt_tokens(body) + completion
+    completion = int(allowed or 0) * int(n) * _prompts(body) if isinstance(n, int) else 0
+    return estimate_prompt_tokens(body) * max(1, prompt_reads) + completion
+
+
+def _prompts(body: Mapping[str, Any]) -> int:
+    """Prompts in a completions batch (a list of token ids is one prompt); else 1."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and prompt and not all(isinstance(t, int) for t in prompt):
+        return len(prompt)
+    return 1
 
 
 def _limits(scope: str, settings: LimitSettings, now: float) -> list[tuple[Limit, bool]]:

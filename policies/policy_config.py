@@ -32,6 +32,15 @@ class Price(_Strict):
     completion: float = Field(0.0, ge=0)
 
 
+class EmulationSettings(_Strict):
+    """How far Turnout's emulations that make several upstream calls for one request
+    (`n` fanned out, `best_of` candidates, a batch of prompts as one chat each) may go."""
+
+    max_parallel: int = Field(
+        4, ge=1, le=128, description="Upstream calls one request's emulation runs at once"
+    )
+
+
 class BudgetSettings(_Strict):
     per: Literal["hour", "day", "week", "month"]
     tokens: int = Field(ge=1)

@@ -13,6 +13,7 @@ import structlog
 from policies.dispatch import Trace
 from policies.routing import Route
 from policies.teams import Caller
+from router.header_values import header_list
 from router.metrics import Metrics
 
 log = structlog.get_logger("turnout.request")
@@ -85,8 +86,8 @@ class RequestRecord:
                 (DROPPED, translation.dropped),
                 (CLAMPED, translation.clamped),
             ):
-                if items:
-                    headers[name] = ", ".join(items)
+                if items:  # may name a client's own fields: encoded header-safe
+                    headers[name] = header_list(items)
         return headers
 
     def emit(self, status: int, *, usage: Any = None, outcome: str = "ok", **extra: Any) -> None:

@@ -14,7 +14,8 @@ from litestar.response import Stream
 
 from policies.cache import CacheChoice, ResponseCache
 from policies.errors import ApiError
-from policies.limits import Reservation, rate_limit_headers
+from policies.fan_out_cost import prompt_reads
+from policies.limits import Reservation
 from policies.policy_config import Strategy
 from policies.routing import RouterChoices
 from policies.translation import Mode
@@ -32,6 +33,7 @@ from router.accounting import (
 from router.auth import authenticate
 from router.body import read_json_object, validate
 from router.errors import from_api_error, from_upstream_error
+from router.fan_out_charge import admit_every_call
 from router.gateway import Gateway, PolicyObserver
 from router.schemas.chat import ChatCompletionRequest
 from router.schemas.common import OpenAIRequest, RouterOptions, forwardable
@@ -83,9 +85,10 @@ async def _serve(
             caller, body, request.headers, parsed.fallbacks or (), router_choices(parsed.router)
         )
         record.trace = trace = gateway.dispatcher.start_trace(route.plan)
-        reservation = await gateway.limiter.admit(caller, body, _observer(request).limit_rejected)
-        record.extra_headers.update(rate_limit_headers(reservation))
         forward = forwardable(body)
+        reservation = await admit_every_call(
+            gateway, record, endpoint, forward, _observer(request).limit_rejected
+        )
         if body.get("stream") is True:
             return await _stream(request, gateway, record, endpoint, forward, reservation)
         cached = _Cached.choose(request, gateway, record, endpoint, forward, body.get("cache"))
@@ -114,8 +117,9 @@ async def _serve(
     await gateway.limiter.settle(reservation, total_tokens(usage))
     if cached is not None:
         await cached.store(result, record)
+    headers = record.headers()  # before the log line: it records what the client gets
     record.emit(200, usage=usage)
-    return Response(orjson.dumps(result), media_type="application/json", headers=record.headers())
+    return Response(orjson.dumps(result), media_type="application/json", headers=headers)
 
 
 async def _stream(
@@ -143,7 +147,9 @@ async def _stream(
 
     def on_end(outcome: str, usage: Any, streamed_chars: int) -> None:
         # No usage came (a backend that cannot count, a cut): settle on an estimate.
-        ended["usage"] = usage if usage is not None else estimated_usage(forward, streamed_chars)
+        reads = prompt_reads(endpoint, trace.translation)  # each fanned-out call read it
+        estimate = None if usage is not None else estimated_usage(forward, streamed_chars, reads)
+        ended["usage"] = usage if estimate is None else estimate
         record.emit(200, outcome=outcome, usage=usage, stream_error=trace.stream_error)
 
     frames = _after(

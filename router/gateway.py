@@ -107,7 +107,11 @@ class Gateway:
 
         orderer = Orderer(store, random.Random(), load_of)
         dispatcher = Dispatcher(
-            providers, deployment_capabilities(config, providers), health, orderer
+            providers,
+            deployment_capabilities(config, providers),
+            health,
+            orderer,
+            max_parallel=config.emulation.max_parallel,
         )
         planner = Planner(config)
         cache = ResponseCache(store, config.cache) if config.cache is not None else None

@@ -84,10 +84,13 @@ def generated_chars(chunk: Mapping[str, Any]) -> int:
     return total
 
 
-def estimated_usage(body: Mapping[str, Any], streamed_chars: int) -> JSONObject:
-    """A stream's usage when none came: the prompt estimated as the limits estimate it,
-    the completion from the text relayed. For settling limits, never for billing."""
-    prompt = estimate_prompt_tokens(body)
+def estimated_usage(
+    body: Mapping[str, Any], streamed_chars: int, prompt_reads: int = 1
+) -> JSONObject:
+    """A stream's usage when none came: the prompt estimated as the limits estimate it
+    (once per upstream call that read it), the completion from the text relayed. For
+    settling limits, never for billing."""
+    prompt = estimate_prompt_tokens(body) * prompt_reads
     completion = (streamed_chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
     return {
         "prompt_tokens": prompt,

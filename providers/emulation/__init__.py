@@ -11,6 +11,7 @@ from providers.base import Provider
 from providers.capabilities import Capabilities
 from providers.emulation.aggregate import AggregatedResponse
 from providers.emulation.best_of import BestOfEmulation
+from providers.emulation.bounded import BoundedCalls
 from providers.emulation.chat_via_completions import ChatViaCompletions
 from providers.emulation.completions_via_chat import CompletionsViaChat
 from providers.emulation.declared import NOTHING_DECLARED, Declared
@@ -24,11 +25,14 @@ from providers.emulation.stream_usage import StreamUsage
 from providers.emulation.wrapper import ProviderWrapper
 
 __all__ = [
+    "DEFAULT_MAX_PARALLEL",
     "EMULABLE",
     "INCLUDE_USAGE",
     "NOTHING_DECLARED",
+    "SEVERAL_CALLS",
     "AggregatedResponse",
     "BestOfEmulation",
+    "BoundedCalls",
     "ChatViaCompletions",
     "CompletionsViaChat",
     "Declared",
@@ -45,6 +49,12 @@ __all__ = [
 ]
 
 INCLUDE_USAGE = "stream_options.include_usage"
+# Upstream calls one request's emulations may have in flight at once (`emulation:
+# {max_parallel: ...}` in the config).
+DEFAULT_MAX_PARALLEL = 4
+# The emulations that may make several upstream calls for one request (best_of: where the
+# backend's own n cannot give every candidate in one call).
+SEVERAL_CALLS = frozenset({"n", "best_of", "completions"})
 
 # The emulations the translation planner may choose, by the OpenAI option (or endpoint)
 # they stand in for. `suffix`, `chat` and usage counting also need a declaration (a FIM
@@ -70,13 +80,18 @@ def with_emulations(
     emulated: Collection[str],
     capabilities: Capabilities,
     declared: Declared = NOTHING_DECLARED,
+    *,
+    max_parallel: int = DEFAULT_MAX_PARALLEL,
 ) -> Provider:
     """`provider` wrapped for the emulations chosen for one request. Outermost first: a
     synthetic stream; best_of ranking; the endpoint converters (completions as one chat
     per prompt, with echo and the suffix instruction; chat through the chat template) or
     suffix through the FIM template and echo; usage counted in streams; n fanned out;
-    stop strings matched by Turnout; whole answers assembled from a stream-only backend."""
+    stop strings matched by Turnout; whole answers assembled from a stream-only backend;
+    and, where several calls are made, at most `max_parallel` of them at a time."""
     tokenizer = declared.tokenizer
+    if SEVERAL_CALLS & set(emulated):
+        provider = BoundedCalls(provider, max_parallel)
     if "non_streaming" in emulated:
         if not capabilities.stream_usage and tokenizer is not None:
             provider = StreamUsage(provider, tokenizer)

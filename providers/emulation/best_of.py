@@ -6,7 +6,8 @@ least 0 so every candidate carries its sampled tokens' logprobs. Per prompt, can
 ranked by MEAN logprob per token (OpenAI's rule; a sum would favour short answers), `null`
 entries ignored; the top n are kept, re-indexed prompt_index * n + rank, and stripped of
 logprobs unless the caller asked for them. Usage is left as the backend reported it, which
-counts the completion tokens of every candidate: OpenAI bills all best_of candidates.
+counts the completion tokens of every candidate: OpenAI bills all best_of candidates (and,
+fanned out, each call's prompt too: `FanOutN` sums them).
 
 Results cannot be streamed: a stream with best_of > n is refused with a 400, as OpenAI does.
 With `echo`, the backend's logprobs cover the prompt tokens too, and they count in the mean.

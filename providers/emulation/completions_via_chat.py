@@ -3,7 +3,8 @@
 A batch is never merged into one conversation: prompt p becomes the chat request
 `messages: [{"role": "user", "content": prompt_p}]` with the sampling fields chat shares
 (anything not completions-only is carried, so `extra_body` fields still reach the backend;
-`max_tokens` gets completions' default of 16 when unset). The chats run concurrently.
+`max_tokens` gets completions' default of 16 when unset). The chats run concurrently,
+at most `max_parallel` at a time (`BoundedCalls`).
 Choice i of prompt p becomes index `p * n + i`, so choices stay ordered by prompt as
 OpenAI's are; usage is summed over the prompts (each chat read a different prompt).
 
@@ -24,7 +25,7 @@ from typing import Any
 
 from providers.base import Provider
 from providers.emulation.echo import PromptEcho, text_prompts
-from providers.emulation.fan_out import gather_or_cancel
+from providers.emulation.fan_out import gather_or_cancel, sum_usage
 from providers.emulation.interleave import interleave
 from providers.emulation.text_logprobs import LogprobOffsets, text_logprobs
 from providers.emulation.wrapper import (
@@ -213,17 +214,3 @@ def _head(body: Mapping[str, Any]) -> JSONObject:
     if "system_fingerprint" in body:
         head["system_fingerprint"] = body["system_fingerprint"]
     return head
-
-
-def sum_usage(usages: Any) -> JSONObject | None:
-    """Prompt and completion tokens summed over calls that each read their own prompt."""
-    present = [u for u in usages if isinstance(u, Mapping)]
-    if not present:
-        return None
-    prompt = sum(u.get("prompt_tokens") or 0 for u in present)
-    completion = sum(u.get("completion_tokens") or 0 for u in present)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }

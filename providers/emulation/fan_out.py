@@ -1,10 +1,14 @@
-"""`n` for a backend without it: n concurrent calls with `n: 1`, merged into one answer.
+"""`n` for a backend without it: n calls with `n: 1`, merged into one answer.
 
 Call i sends `seed + i` when the request has a seed (vLLM's rule for the i-th of n
 candidates). Choice `j` of call i becomes index `j * n + i`: for chat j is 0, for a
 completions batch j is the prompt index, so choices stay ordered by prompt as OpenAI's are.
-Usage counts the prompt once (every call read the same prompt) and sums the completions.
-`best_of` is not handled here: it is passed through untouched.
+Usage is the sum over the calls, prompt tokens included: each call read (and the backend
+billed) the whole prompt, so this is what the n calls cost — more than a native `n` would
+report, which reads the prompt once. Limits and budgets settle on it, and the client sees
+the same count (with `x-turnout-emulated: n` saying why). The calls run at most
+`max_parallel` at a time (`BoundedCalls`, stacked below). `best_of` is not handled here:
+it is passed through untouched.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class FanOutN(ProviderWrapper):
             ),
             key=choice_index,
         )
-        body["usage"] = merge_usage(r.body.get("usage") for r in responses)
+        body["usage"] = sum_usage(r.body.get("usage") for r in responses)
         return ProviderResponse(body=body, headers=responses[0].headers)
 
     def stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
@@ -108,7 +112,7 @@ class _StreamMerger:
         """The merged usage, only if every call reported one: a part is not the whole."""
         if not self.with_usage or len(self.usages) < self.n or self.head is None:
             return None
-        usage = merge_usage(self.usages[i] for i in sorted(self.usages))
+        usage = sum_usage(self.usages[i] for i in sorted(self.usages))
         return {**self.head, "choices": [], "usage": usage}
 
 
@@ -129,18 +133,44 @@ def split_request(request: ProviderRequest, n: int) -> list[ProviderRequest]:
     return requests
 
 
-def merge_usage(usages: Iterable[Any]) -> JSONObject | None:
-    """The first call's usage with completion tokens summed over all calls."""
-    present = [u for u in usages if isinstance(u, dict)]
+def sum_usage(usages: Iterable[Any]) -> JSONObject | None:
+    """The usages of several calls added up, prompt tokens included (each call read its
+    prompt), and so are the integer counts in their `*_details` objects; other fields are
+    the first call's. None when no call reported a usage."""
+    present = [u for u in usages if isinstance(u, Mapping)]
     if not present:
         return None
-    merged = dict(present[0])
-    prompt = merged.get("prompt_tokens") or 0
-    completion = sum(u.get("completion_tokens") or 0 for u in present)
-    merged.update(
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-    )
-    return merged
+    summed: JSONObject = dict(present[0])
+    for name in ("prompt_tokens", "completion_tokens"):
+        summed[name] = sum(_count(u.get(name)) for u in present)
+    summed["total_tokens"] = sum(_total(u) for u in present)
+    for name, value in present[0].items():
+        if name.endswith("_details") and isinstance(value, Mapping):
+            summed[name] = _sum_details(name, present)
+    return summed
+
+
+def _sum_details(name: str, usages: Sequence[Mapping[str, Any]]) -> JSONObject:
+    details: JSONObject = {}
+    for usage in usages:
+        part = usage.get(name)
+        for key, value in part.items() if isinstance(part, Mapping) else ():
+            if isinstance(value, int) and not isinstance(value, bool):
+                details[key] = details.get(key, 0) + value
+            else:
+                details.setdefault(key, value)
+    return details
+
+
+def _total(usage: Mapping[str, Any]) -> int:
+    total = usage.get("total_tokens")
+    if isinstance(total, int) and not isinstance(total, bool):
+        return total
+    return _count(usage.get("prompt_tokens")) + _count(usage.get("completion_tokens"))
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 async def gather_or_cancel(calls: Sequence[Awaitable[T]]) -> list[T]:

@@ -170,6 +170,8 @@ class FakeOpenAIUpstream:
         self._models_behavior: Behavior = Ok()
         self._requests: list[RecordedRequest] = []
         self._client_closes: list[ClientClose] = []
+        self._in_flight = 0  # requests (model lists aside) being answered right now
+        self._max_in_flight = 0
         self._ids = itertools.count(1)
         self._conn_ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -221,6 +223,13 @@ class FakeOpenAIUpstream:
             return list(self._requests)
 
     @property
+    def max_in_flight(self) -> int:
+        """The most requests (GET /v1/models aside) answered at once since the start or the
+        last ``reset``: a request counts from its head's arrival to its response's end."""
+        with self._cond:
+            return self._max_in_flight
+
+    @property
     def client_closes(self) -> list[ClientClose]:
         """Connections the client closed before its response was complete, oldest first."""
         with self._cond:
@@ -239,6 +248,7 @@ class FakeOpenAIUpstream:
             self._queue.clear()
             self._requests.clear()
             self._client_closes.clear()
+            self._max_in_flight = self._in_flight
             self._default = self._models_behavior = Ok()
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -315,6 +325,9 @@ class FakeOpenAIUpstream:
                         if models
                         else (self._queue.popleft() if self._queue else self._default)
                     )
+                    if not models:
+                        self._in_flight += 1
+                        self._max_in_flight = max(self._max_in_flight, self._in_flight)
                 keep = "close" not in req.headers.get("connection", "").lower()
                 watcher = asyncio.create_task(self._watch_client_close(req, reader, writer))
                 try:
@@ -324,6 +337,9 @@ class FakeOpenAIUpstream:
                     raise
                 finally:
                     watcher.cancel()
+                    if not models:
+                        with self._cond:
+                            self._in_flight -= 1
                 if not keep:
                     break
         except (

@@ -161,7 +161,8 @@ async def test_fans_out_without_native_n_and_bills_all_candidates(
     assert sorted(b["seed"] for b in sent) == [7, 8, 9]
     assert {(b["n"], b["logprobs"], b["max_tokens"]) for b in sent} == {(1, 0, 5)}
     assert not any("best_of" in b for b in sent)
-    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 7, "total_tokens": 9}
+    # Every candidate's call: its prompt (2 each) and its completion (1 + 4 + 2).
+    assert body["usage"] == {"prompt_tokens": 6, "completion_tokens": 7, "total_tokens": 13}
 
 
 async def test_backend_without_logprobs_is_an_upstream_error(

@@ -33,11 +33,11 @@ async def test_whole_n_is_n_calls_with_seed_plus_i(
     assert {b["n"] for b in sent} == {1}
     assert [c["index"] for c in body["choices"]] == [0, 1, 2]
     assert {c["message"]["content"] for c in body["choices"]} == {"echo: hello world"}
-    usage = single["usage"]
+    usage = single["usage"]  # each call read (and was billed for) the prompt
     assert body["usage"] == {
-        "prompt_tokens": usage["prompt_tokens"],
+        "prompt_tokens": 3 * usage["prompt_tokens"],
         "completion_tokens": 3 * usage["completion_tokens"],
-        "total_tokens": usage["prompt_tokens"] + 3 * usage["completion_tokens"],
+        "total_tokens": 3 * usage["total_tokens"],
     }
 
 
@@ -69,7 +69,7 @@ async def test_streamed_n_interleaves_and_finishes_each_index_once(
     assert order != sorted(order), "streams should interleave as they arrive"
     assert [c for c in chunks if not c["choices"]] == [chunks[-1]]
     assert all(c["usage"] is None for c in chunks[:-1])
-    assert chunks[-1]["usage"] == {"prompt_tokens": 2, "completion_tokens": 12, "total_tokens": 14}
+    assert chunks[-1]["usage"] == {"prompt_tokens": 6, "completion_tokens": 12, "total_tokens": 18}
     assert {(c["id"], c["created"]) for c in chunks} == {(chunks[0]["id"], chunks[0]["created"])}
 
 
@@ -84,7 +84,7 @@ async def test_completions_batch_indices_are_prompt_major(
         (2, "echo: b"),
         (3, "echo: b"),
     ]
-    assert body["usage"]["prompt_tokens"] == 2
+    assert body["usage"]["prompt_tokens"] == 4  # both calls read both prompts
     assert body["usage"]["completion_tokens"] == 8
 
 
@@ -151,11 +151,11 @@ class _SomeCount(ProviderWrapper):
             yield {"id": "c", "choices": [], "usage": usage}
 
 
-@pytest.mark.parametrize(("quiet", "total"), [({1}, None), (set(), 4)])
+@pytest.mark.parametrize(("quiet", "total"), [({1}, None), (set(), 6)])
 async def test_a_usage_some_calls_lack_is_left_out_not_summed_in_part(
     provider: OpenAIProvider, quiet: set[int], total: int | None
 ) -> None:
     request = chat(n=2, seed=0, stream=True, stream_options={"include_usage": True})
     chunks = [c async for c in FanOutN(_SomeCount(provider, quiet)).stream(request)]
     usages = [c["usage"]["total_tokens"] for c in chunks if c["usage"] is not None]
-    assert usages == ([] if total is None else [total])  # prompt once, completions summed
+    assert usages == ([] if total is None else [total])  # every call's prompt and completion

@@ -1,0 +1,46 @@
+"""Admission for a request's tokens when a deployment's emulation makes several upstream
+calls: every call is charged before the first starts (policies/fan_out_cost.py says how
+many read the prompt), and a fallback deployment that would make more calls reserves the
+difference before it starts, or the request is refused with the 429."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from policies.fan_out_cost import UpstreamCalls
+from policies.limits import Reservation, estimate_tokens, rate_limit_headers
+from providers.types import Endpoint
+from router.accounting import RequestRecord
+from router.gateway import Gateway
+
+
+async def admit_every_call(
+    gateway: Gateway,
+    record: RequestRecord,
+    endpoint: Endpoint,
+    body: Mapping[str, Any],
+    on_refused: Callable[[str, str], None],
+) -> Reservation | None:
+    """Reserve the tokens of every upstream call the first deployment able to serve the
+    request would make, and arm the trace to top the reservation up for a later one.
+    Raises the 429 (nothing taken) when the limits cannot cover it."""
+    caller, route, trace = record.caller, record.route, record.trace
+    assert caller is not None
+    assert route is not None
+    assert trace is not None
+    calls = gateway.dispatcher.first_calls(route.plan, endpoint, body)
+    reservation = await gateway.limiter.admit(
+        caller, body, on_refused, prompt_reads=calls.prompt_reads
+    )
+    record.extra_headers.update(rate_limit_headers(reservation))
+
+    async def cover(more: UpstreamCalls) -> None:
+        try:
+            tokens = estimate_tokens(body, more.prompt_reads)
+            await gateway.limiter.cover(reservation, tokens, on_refused)
+        finally:  # a refusal's headers, too, say what is left
+            record.extra_headers.update(rate_limit_headers(reservation))
+
+    trace.cover = cover
+    return reservation
