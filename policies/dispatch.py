@@ -12,6 +12,7 @@ from policies.errors import ApiError
 from policies.fan_out_cost import ONE_CALL, UpstreamCalls, may_fan_out, upstream_calls
 from policies.health import Health
 from policies.plan import DeploymentPlan, Target
+from policies.redaction import Redactor
 from policies.retry import CANCELLED, Attempt, Decision, call_with_retries, classify
 from policies.state.base import BreakerState, BreakerView
 from policies.strategies import Orderer
@@ -59,20 +60,23 @@ class Dispatcher:
         capabilities: Mapping[str, Capabilities] | None = None,
         health: Health | None = None,
         orderer: Orderer | None = None,
+        redactor: Redactor | None = None,
         *,
         max_parallel: int = DEFAULT_MAX_PARALLEL,
     ) -> None:
         """`capabilities`: each deployment's (by label), config overrides applied; a
         deployment not listed has its provider's declared capabilities. `health` keeps
         breakers and statistics (none: every deployment is always tried); `orderer`
-        applies the plan's strategy (none: config order); `max_parallel`: upstream calls
-        one request's emulation may run at once."""
+        applies the plan's strategy (none: config order); `redactor` masks what upstream
+        errors must not show the client (none: token-shaped strings and addresses only);
+        `max_parallel`: upstream calls one request's emulation may run at once."""
         self._providers = providers
         self._capabilities = dict(capabilities or {})
         self._tokenizers = TokenizerCache()  # deployments' declared tokenizers, loaded once
         self._health = health
         self._orderer = orderer
         self._max_parallel = max_parallel
+        self._redactor = redactor or Redactor()
 
     def start_trace(self, plan: DeploymentPlan) -> Trace:
         return Trace(deadline=asyncio.get_running_loop().time() + plan.deadline_s)
@@ -119,10 +123,10 @@ class Dispatcher:
             trace.stream_error = "deadline exceeded mid-stream"
             raise UpstreamError.timeout("the request's total deadline passed mid-stream") from None
         except UpstreamError as exc:
-            trace.stream_error = exc.summary()
+            trace.stream_error = self._redactor.for_log(exc.summary())
             if self._health is not None and trace.target is not None:
                 await self._health.failed(trace.target, exc)
-            raise
+            raise self._public(exc, trace.target) from exc
         finally:
             await opened.rest.aclose()
             await self._release(trace)
@@ -189,10 +193,10 @@ class Dispatcher:
                         last, trace.target = exc, target  # who gave the answer so far
                         decision = classify(exc)
                         if decision is Decision.FINAL:
-                            raise
+                            raise self._public(exc, target) from exc
                         if decision is Decision.CONTEXT_WINDOW:
                             if rerouted or not plan.context_window_targets:
-                                raise
+                                raise self._public(exc, target) from exc
                             queue = await self._ordered(plan.context_window_targets, plan)
                             index, rerouted = 0, True
                         continue
@@ -209,7 +213,13 @@ class Dispatcher:
             raise _breakers_open(trace.open_breakers, self._health)
         if last is None and trace.refusals:
             raise _refused(trace.refusals)
-        raise _exhausted(last, trace.attempts)
+        raise _exhausted(last, trace, self._redactor)
+
+    def _public(self, error: UpstreamError, target: Target | None) -> UpstreamError:
+        """`error` as the client may see it. Every upstream error leaves the dispatcher
+        through here or `_exhausted`: an upstream's text may echo our credentials or name
+        its internal address, and only the log may keep it (secrets masked)."""
+        return self._redactor.public(error, _label(target))
 
     async def _ordered(self, targets: tuple[Target, ...], plan: DeploymentPlan) -> list[Target]:
         if self._orderer is None:
@@ -376,19 +386,35 @@ def _breakers_open(open_breakers: list[tuple[str, float]], health: Health | None
     )
 
 
-def _exhausted(last: UpstreamError | None, attempts: list[Attempt]) -> UpstreamError:
-    """One error that says what every attempt got, with the last failure's status and type."""
+def _exhausted(last: UpstreamError | None, trace: Trace, redactor: Redactor) -> UpstreamError:
+    """One error that says what every attempt got, with the last failure's status and type;
+    each attempt's outcome masked for the client with its own deployment's label."""
     if last is None:  # an empty plan cannot be configured; kept for a clear message anyway
         return UpstreamError(
             "no deployment to try", failure=Failure.PROTOCOL, status=503, type="server_error"
         )
-    tried = "; ".join(f"{a.deployment}: {a.outcome}" for a in attempts) or "none"
+    attempts = trace.attempts
+    public = redactor.public(last, _label(trace.target))
+    said = "; ".join(f"{a.deployment}: {a.outcome}" for a in attempts) or "none"
+    shown = (
+        "; ".join(
+            f"{a.deployment}: {redactor.for_client(a.outcome, a.deployment)}" for a in attempts
+        )
+        or "none"
+    )
+    failed = f"all deployments failed after {len(attempts)} attempt(s)"
     return UpstreamError(
-        f"{last.message} (all deployments failed after {len(attempts)} attempt(s): {tried})",
+        f"{public.message} ({failed}: {shown})",
         failure=last.failure,
         status=last.status,
-        type=last.type,
-        code=last.code,
-        param=last.param,
+        type=public.type,
+        code=public.code,
+        param=public.param,
         retry_after=last.retry_after,
+        detail=redactor.for_log(f"{last.detail or last.message} ({failed}: {said})"),
     )
+
+
+def _label(target: Target | None) -> str:
+    """The public name an internal address is replaced with."""
+    return target.label if target is not None else "upstream"

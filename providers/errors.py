@@ -9,6 +9,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# How much of an error body the log keeps (`UpstreamError.detail`).
+MAX_DETAIL_BYTES = 8192
+
+
+def upstream_said(content: bytes) -> str:
+    """An error body as the log keeps it: whole, up to `MAX_DETAIL_BYTES` (the message an
+    adapter takes from it may be a cut, and a client only ever sees that, masked)."""
+    return content[:MAX_DETAIL_BYTES].decode("utf-8", errors="replace")
+
 
 class Failure(StrEnum):
     """What went wrong, as far as retry and failover decisions care."""
@@ -33,7 +42,10 @@ class UpstreamError(Exception):
         code: str | None = None,
         param: str | None = None,
         retry_after: float | None = None,
+        detail: str | None = None,
     ) -> None:
+        """`detail`: what the upstream said, for the log only, when `message` is the
+        masked text a client may see (see policies.redaction); None: `message` is all."""
         super().__init__(message)
         self.message = message
         self.failure = failure
@@ -42,6 +54,7 @@ class UpstreamError(Exception):
         self.code = code
         self.param = param
         self.retry_after = retry_after
+        self.detail = detail
 
     def summary(self) -> str:
         """A short phrase for attempt logs and the final error message."""

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import structlog
 
 from policies.dispatch import Trace
+from policies.redaction import Redactor
 from policies.routing import Route
 from policies.teams import Caller
 from router.header_values import header_list
@@ -51,6 +52,7 @@ class RequestRecord:
     extra_headers: dict[str, str] = field(default_factory=dict)  # rate limits, cache
     metrics: Metrics | None = None
     in_flight: InFlight | None = None  # entered by `begin`, left by `emit`
+    redactor: Redactor | None = None  # masks the config's secrets in the log line
 
     @classmethod
     def begin(
@@ -61,13 +63,14 @@ class RequestRecord:
         *,
         metrics: Metrics | None = None,
         in_flight: InFlight | None = None,
+        redactor: Redactor | None = None,
     ) -> RequestRecord:
         """A record for a new request, keeping the client's `x-request-id` if it sent one.
         The request counts as in flight on `in_flight` until `emit`."""
         request_id = incoming_id if incoming_id and len(incoming_id) <= 128 else new_id()
         if in_flight is not None:
             in_flight.enter()
-        return cls(endpoint, request_id, metrics=metrics, in_flight=in_flight)
+        return cls(endpoint, request_id, metrics=metrics, in_flight=in_flight, redactor=redactor)
 
     def mark_first_chunk(self) -> None:
         self.first_chunk_at = time.perf_counter()
@@ -106,8 +109,7 @@ class RequestRecord:
         self, status: int, usage: Any, outcome: str, elapsed: float, extra: dict[str, Any]
     ) -> None:
         trace = self.trace
-        log.info(
-            "request",
+        fields: dict[str, Any] = dict(
             request_id=self.request_id,
             endpoint=self.endpoint,
             model=self.model,
@@ -126,6 +128,11 @@ class RequestRecord:
             usage=usage,
             **extra,
         )
+        # Attempt outcomes and upstream errors are the upstream's words: they may echo
+        # the credentials Turnout sent it.
+        if self.redactor is not None:
+            fields = {name: self.redactor.scrub(value) for name, value in fields.items()}
+        log.info("request", **fields)
 
     def _measure(
         self, metrics: Metrics, status: int, usage: Any, outcome: str, elapsed: float

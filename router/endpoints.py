@@ -74,6 +74,7 @@ async def _serve(
         gateway.new_request_id,
         metrics=request.app.state.metrics,
         in_flight=gateway,
+        redactor=gateway.redactor,
     )
     reservation: Reservation | None = None
     try:
@@ -105,7 +106,8 @@ async def _serve(
         return _with_headers(from_api_error(exc), record)
     except UpstreamError as exc:
         await gateway.limiter.settle(reservation, 0)
-        record.emit(exc.status, outcome="failed", error=exc.summary())
+        # The client gets the masked error; the log also gets what the upstream said.
+        record.emit(exc.status, outcome="failed", error=exc.summary(), upstream=exc.detail)
         return _with_headers(from_upstream_error(exc), record)
     except Exception as exc:  # a bug: outages of the shared store are met by failing open
         record.emit(500, outcome="error", error=type(exc).__name__)

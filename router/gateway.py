@@ -25,6 +25,7 @@ from policies.health import Health
 from policies.health_checks import HealthChecker
 from policies.limits import Limiter
 from policies.plan import Planner, Target
+from policies.redaction import Redactor
 from policies.routing import Router
 from policies.state.base import StateStore
 from policies.state.factory import build_store, display_url
@@ -71,6 +72,7 @@ class Gateway:
     deferred: Deferred = field(default_factory=lambda: Deferred(immediate=True))
     clock: Callable[[], float] = time  # wall clock for breakers and limits; reloads keep it
     reused: frozenset[str] = frozenset()  # providers taken, already started, from `previous`
+    redactor: Redactor = field(default_factory=Redactor)  # masks errors and logs
     _in_flight: int = 0
     _drained: asyncio.Event | None = None
     _id_prefix: str = field(default_factory=lambda: secrets.token_hex(6))
@@ -106,11 +108,13 @@ class Gateway:
             return providers[target.deployment.provider].load()
 
         orderer = Orderer(store, random.Random(), load_of)
+        redactor = Redactor.from_config(config)
         dispatcher = Dispatcher(
             providers,
             deployment_capabilities(config, providers),
             health,
             orderer,
+            redactor,
             max_parallel=config.emulation.max_parallel,
         )
         planner = Planner(config)
@@ -133,6 +137,7 @@ class Gateway:
             cache,
             HealthChecker.from_config(config, providers, health),
             reused=reused,
+            redactor=redactor,
             deferred=deferred,
             clock=clock,
         )

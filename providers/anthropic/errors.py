@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from providers.errors import Failure, UpstreamError
+from providers.errors import Failure, UpstreamError, upstream_said
 
 # Anthropic error type → (OpenAI-ish type, code, status override or None).
 _TYPES: dict[str, tuple[str, str | None, int | None]] = {
@@ -42,7 +42,8 @@ _CONTEXT_MESSAGES = ("prompt is too long", "exceed context limit", "context wind
 def error_from_response(
     status: int, content: bytes, retry_after: float | None, origin: str = "anthropic"
 ) -> UpstreamError:
-    """An error status from Anthropic, keeping its message and (mapped) type."""
+    """An error status from Anthropic, keeping its message and (mapped) type; the whole
+    body goes to `detail`, for the log."""
     fields = _error_fields(content)
     if fields is None:
         text = content[:500].decode("utf-8", errors="replace").strip() or f"HTTP {status}"
@@ -51,7 +52,9 @@ def error_from_response(
         status = 503
     if not 400 <= status <= 599:
         status = 502
-    return _upstream_error(fields, status, Failure.STATUS, retry_after)
+    error = _upstream_error(fields, status, Failure.STATUS, retry_after)
+    error.detail = upstream_said(content)
+    return error
 
 
 def error_from_event(data: Any) -> UpstreamError:

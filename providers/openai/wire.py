@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from providers.errors import Failure, UpstreamError
+from providers.errors import Failure, UpstreamError, upstream_said
 from providers.sse import SSEEvent
 from providers.types import JSONObject, ProviderRequest
 
@@ -33,7 +33,16 @@ def to_wire(body: Mapping[str, Any]) -> bytes:
 def error_from_response(
     status: int, content: bytes, retry_after: float | None, origin: str
 ) -> UpstreamError:
-    """An error status from the backend, keeping its type, code, param and message."""
+    """An error status from the backend, keeping its type, code, param and message; the
+    whole body goes to `detail`, for the log."""
+    error = _error_from_body(status, content, retry_after, origin)
+    error.detail = upstream_said(content)
+    return error
+
+
+def _error_from_body(
+    status: int, content: bytes, retry_after: float | None, origin: str
+) -> UpstreamError:
     payload: Any = None
     try:
         payload = orjson.loads(content) if content else None

@@ -58,20 +58,25 @@ class Reply:
 
 @dataclass(frozen=True)
 class AnthropicStatus:
-    """An error status with Anthropic's error body."""
+    """An error status with Anthropic's error body. ``echo_headers``: the message goes on
+    with the upstream's address and every request header (`x-api-key` included), as a
+    careless proxy in front of Anthropic might write it."""
 
     code: int
     type: str
     message: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    echo_headers: bool = False
 
 
 @dataclass(frozen=True)
 class MidStreamError:
-    """Stream ``after_events`` events, then `event: error` (overloaded) and close."""
+    """Stream ``after_events`` events, then `event: error` (overloaded) and close.
+    ``echo_headers``: its message echoes the request's headers (see `AnthropicStatus`)."""
 
     after_events: int = 3
     type: str = "overloaded_error"
+    echo_headers: bool = False
 
 
 Behavior: TypeAlias = Reply | AnthropicStatus | MidStreamError
@@ -209,13 +214,14 @@ class FakeAnthropicUpstream:
             )
             behavior = self._queue.popleft() if self._queue else Reply()
         if isinstance(behavior, AnthropicStatus):
-            return _error_response(behavior)
+            return _error_response(behavior, self._echo(request, behavior.echo_headers))
         reply = behavior if isinstance(behavior, Reply) else Reply()
         if not body.get("stream"):
             return web.json_response(message(body, reply))
         events = stream_events(body, reply)
         if isinstance(behavior, MidStreamError):
-            error = {"type": "error", "error": {"type": behavior.type, "message": "Overloaded"}}
+            said = "Overloaded" + self._echo(request, behavior.echo_headers)
+            error = {"type": "error", "error": {"type": behavior.type, "message": said}}
             events = [*events[: behavior.after_events], ("error", error)]
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
@@ -224,9 +230,18 @@ class FakeAnthropicUpstream:
         await response.write_eof()
         return response
 
+    def _echo(self, request: web.Request, wanted: bool) -> str:
+        """What a careless upstream appends to its error message: nothing, unless wanted."""
+        if not wanted:
+            return ""
+        dump = "; ".join(f"{name}: {value}" for name, value in request.headers.items())
+        key = request.headers.get("x-api-key", "none")
+        return f": invalid x-api-key {key} (served by 127.0.0.1:{self.port}; headers: {dump})"
 
-def _error_response(status: AnthropicStatus) -> web.Response:
-    error = {"type": "error", "error": {"type": status.type, "message": status.message}}
+
+def _error_response(status: AnthropicStatus, echoed: str = "") -> web.Response:
+    said = status.message + echoed
+    error = {"type": "error", "error": {"type": status.type, "message": said}}
     return web.json_response(error, status=status.code, headers=dict(status.headers))
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "MID_STREAM_ERROR",
     "Behavior",
     "CutStream",
+    "EchoHeaders",
     "MalformedEvent",
     "MidStreamError",
     "Ok",
@@ -204,10 +205,51 @@ class MalformedEvent:
 class MidStreamError:
     """After ``after_events`` events send an ``{"error": ...}`` event and ``[DONE]``.
 
-    Non-streaming: a 200 whose body is that error envelope.
+    Non-streaming: a 200 whose body is that error envelope. ``message`` replaces the
+    envelope's (default: the one of :data:`MID_STREAM_ERROR`).
     """
 
     after_events: int = 1
+    message: str | None = None
+
+    def payload(self) -> str:
+        if self.message is None:
+            return MID_STREAM_ERROR
+        error = {"message": self.message, "type": "server_error", "param": None, "code": None}
+        return json.dumps({"error": error}, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class EchoHeaders:
+    """A careless upstream whose error text echoes what it received.
+
+    ``code`` with an OpenAI envelope (type/code/param as :class:`Status` derives them, or
+    given) whose message is ``Incorrect API key provided: <authorization>`` followed by
+    the upstream's own address and every request header; ``text``: a ``text/plain`` body
+    dumping the headers instead. ``after_events`` (streams only): send that many events
+    first, then the same message as an in-band ``{"error": ...}`` event.
+    """
+
+    code: int = 401
+    text: bool = False
+    after_events: int | None = None
+    type: str | None = None
+    code_str: str | None = None
+    param: str | None = None
+
+    def message(self, headers: Mapping[str, str], address: str) -> str:
+        dump = "\n".join(f"{name}: {value}" for name, value in headers.items())
+        key = headers.get("authorization") or headers.get("x-api-key") or "none"
+        return f"Incorrect API key provided: {key}. Served by {address}; request headers:\n{dump}"
+
+    def reply(self, headers: Mapping[str, str], address: str) -> Status:
+        message = self.message(headers, address)
+        if self.text:
+            dump = f"Internal Server Error at http://{address}/v1\n{message}\n".encode()
+            return Status(self.code, body=dump, headers={"content-type": "text/plain"})
+        return Status(
+            self.code, type=self.type, code_str=self.code_str, message=message, param=self.param
+        )
 
 
 #: The exact ``data:`` payload sent by :class:`MidStreamError`.
@@ -216,5 +258,13 @@ MID_STREAM_ERROR: Final = (
 )
 
 Behavior: TypeAlias = (
-    Ok | Status | Reset | Silence | StallMidStream | CutStream | MalformedEvent | MidStreamError
+    Ok
+    | Status
+    | Reset
+    | Silence
+    | StallMidStream
+    | CutStream
+    | MalformedEvent
+    | MidStreamError
+    | EchoHeaders
 )

@@ -30,6 +30,7 @@ from .behaviors import (
     MID_STREAM_ERROR,
     Behavior,
     CutStream,
+    EchoHeaders,
     MalformedEvent,
     MidStreamError,
     Ok,
@@ -48,6 +49,7 @@ __all__ = [
     "Behavior",
     "ClientClose",
     "CutStream",
+    "EchoHeaders",
     "FakeOpenAIUpstream",
     "MalformedEvent",
     "MidStreamError",
@@ -384,6 +386,13 @@ class FakeOpenAIUpstream:
         if isinstance(b, Silence):
             await asyncio.sleep(b.seconds)
             raise _Drop
+        if isinstance(b, EchoHeaders):
+            address = f"{self.host}:{self._port}"
+            streams = isinstance(req.json, dict) and req.json.get("stream") is True
+            if b.after_events is not None and streams:
+                b = MidStreamError(b.after_events, b.message(req.headers, address))
+            else:
+                b = b.reply(req.headers, address)
         if isinstance(b, Status):
             payload = b.payload()
             headers = {
@@ -410,7 +419,7 @@ class FakeOpenAIUpstream:
         if isinstance(b, MalformedEvent):
             body = b"{this is not json"
         elif isinstance(b, MidStreamError):
-            body = MID_STREAM_ERROR.encode()
+            body = b.payload().encode()
         writer.write(
             _head(
                 200,
@@ -463,7 +472,7 @@ class FakeOpenAIUpstream:
         if isinstance(b, MalformedEvent):
             events = [*events[: b.after_events], "{this is not json", *events[b.after_events :]]
         elif isinstance(b, MidStreamError):
-            events = [*events[: b.after_events], MID_STREAM_ERROR, "[DONE]"]
+            events = [*events[: b.after_events], b.payload(), "[DONE]"]
         elif ok.no_done:
             events = events[:-1]
         elif ok.end_after is not None:

@@ -1,0 +1,265 @@
+"""Masking what an upstream's error text must not carry to a client, or to the log.
+
+An upstream writes its error messages for its own operators: they may echo the
+`Authorization` header Turnout sent, dump every request header, or name the internal
+host:port Turnout reached it at. `Redactor` gives two views of such text:
+
+- `for_log`: every secret the config holds masked (provider `api_key`s, header values,
+  credentials in a URL, Turnout's own keys); the rest stays, for the operator.
+- `for_client`: that, plus every token-shaped string (`sk-…`, `Bearer …`, credential
+  header values, long hex or base64 runs) masked and every address (URL, IP, host:port,
+  a configured upstream host) replaced by the deployment's public label.
+
+The configured secrets are compiled into one pattern per config: a reload builds a new
+gateway and with it a new `Redactor`. The token and address rules are pure functions.
+No library does this job on free text (secret scanners such as detect-secrets judge
+files line by line and do not rewrite), hence the patterns below.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlsplit
+
+import orjson
+
+from policies.config import TurnoutConfig
+from providers.errors import UpstreamError
+from providers.http_settings import HTTPSettings
+
+MASK = "[redacted]"
+# A configured value shorter than this is masked nowhere: it cannot be told from the
+# ordinary words of a message ("1", "yes"), and is no credential worth the name.
+MIN_SECRET_CHARS = 4
+
+# ---- token-shaped strings (pure) -----------------------------------------------------
+
+_CREDENTIAL_NAMES = (
+    r"(?:proxy-)?authorization|x-api-key|x-goog-api-key|api[-_]?key|cookie|set-cookie"
+    r"|password|passwd|client[-_]secret|secret|access[-_]token|refresh[-_]token"
+)
+# `name: value` or `"name": "value"` or `name=value`: a header dump, JSON, a query string.
+_CREDENTIAL_FIELD = re.compile(
+    rf"(?i)(?<![\w-])((?:{_CREDENTIAL_NAMES})[\"']?\s*[:=]\s*[\"']?)([^\r\n\"',;&]+)"
+)
+_BEARER = re.compile(r"(?i)\bbearer\s+[^\s\"',;]+")
+_BASIC = re.compile(r"(?i)\bbasic\s+([A-Za-z0-9+/]{8,}={0,2})(?![\w+/=])")
+# Vendors' key formats: OpenAI/Anthropic/Stripe-style `sk-`, Groq, GitHub, Hugging Face,
+# Slack, GitLab, Replicate, xAI, Google, AWS access key ids, and JWTs.
+_PREFIXED = re.compile(
+    r"\b(?:sk|pk|rk)[-_][A-Za-z0-9_*\-]{3,}"
+    r"|\b(?:gsk|ghp|gho|ghu|ghs|github_pat|hf|xox[abpr]|glpat|r8)_[A-Za-z0-9_\-]{8,}"
+    r"|\bxai-[A-Za-z0-9_\-]{8,}"
+    r"|\bAIza[0-9A-Za-z_\-]{20,}"
+    r"|\bAKIA[0-9A-Z]{16}\b"
+    r"|\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"
+)
+_RUN = re.compile(r"(?<![A-Za-z0-9+/_\-])[A-Za-z0-9+/_\-]{32,}={0,2}")
+_SEPARATORS = re.compile(r"[-_/+]")
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_TAIL = ".,;:!?"
+MIN_RUN_CHARS = 32
+# Model names are long runs too ("Qwen2-VL-72B-Instruct-GPTQ-Int4"), but of short words;
+# a key or a digest has long stretches between separators.
+_MIN_MEAN_SEGMENT = 8
+
+
+def mask_tokens(text: str) -> str:
+    """`text` with every token-shaped string masked: credential header or field values,
+    `Bearer`/`Basic` credentials, vendors' key formats, long hex and base64 runs."""
+    text = _CREDENTIAL_FIELD.sub(lambda m: m.group(1) + MASK, text)
+    text = _BEARER.sub(lambda m: _keep_tail(m.group(0), MASK), text)
+    text = _BASIC.sub(lambda m: MASK if _looks_encoded(m.group(1)) else m.group(0), text)
+    text = _PREFIXED.sub(MASK, text)
+    return _RUN.sub(lambda m: MASK if looks_like_token(m.group(0)) else m.group(0), text)
+
+
+def _keep_tail(found: str, replacement: str) -> str:
+    # What ends a sentence or a bracket is not part of the token or address before it.
+    kept = found.rstrip(_TAIL)
+    return replacement + found[len(kept) :]
+
+
+def looks_like_token(run: str) -> bool:
+    """Whether a long run of base64/hex characters is a key or digest rather than words."""
+    bare = run.rstrip("=")
+    if len(bare) < MIN_RUN_CHARS:
+        return False
+    if _HEX.fullmatch(bare):
+        return True
+    if not any(c.isdigit() for c in bare) or not any(c.isalpha() for c in bare):
+        return False
+    segments = len(_SEPARATORS.findall(bare)) + 1
+    return len(bare) / segments >= _MIN_MEAN_SEGMENT
+
+
+def _looks_encoded(word: str) -> bool:
+    # "Basic authentication" is prose; "dXNlcjpwYXNz" is not: base64 has capitals inside
+    # words, digits or padding.
+    return any(c.isdigit() or c in "+/=" for c in word) or any(c.isupper() for c in word[1:])
+
+
+# ---- addresses (pure) ----------------------------------------------------------------
+
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"'<>`()]+")
+# Python's socket addresses, as OSError texts show them: ('10.0.0.5', 8000[, 0, 0]).
+_SOCKET_ADDRESS = re.compile(r"\(\s*['\"][^'\"\s]+['\"]\s*,\s*\d{1,5}(?:\s*,\s*\d+){0,2}\s*\)")
+_BRACKETED_IPV6 = re.compile(r"\[[0-9A-Fa-f:.]+(?:%[\w.]+)?\](?::\d{1,5})?")
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?(?![\d])")
+_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+# host:port, the host with at least one letter (so "12:30" is a time, not an address).
+_HOST_PORT = re.compile(
+    rf"(?<![\w.@/\-])(?=[\w.\-]*[A-Za-z])({_LABEL}(?:\.{_LABEL})*):\d{{1,5}}(?![\w])"
+)
+# Names only ever internal: a message that says "vllm-0.svc.cluster.local" says too much.
+_INTERNAL_HOST = re.compile(
+    rf"(?i)(?<![\w.\-])(?:localhost|(?:{_LABEL}\.)+(?:local|internal|svc|lan|corp|intranet"
+    rf"|home\.arpa))(?![\w\-])"
+)
+
+
+def mask_addresses(text: str, label: str) -> str:
+    """`text` with every URL, IP address, socket address, host:port and internal host
+    name replaced by `label`."""
+
+    def to_label(_: re.Match[str]) -> str:
+        return label
+
+    text = _URL.sub(lambda m: _keep_tail(m.group(0), label), text)
+    text = _SOCKET_ADDRESS.sub(to_label, text)
+    text = _BRACKETED_IPV6.sub(to_label, text)
+    text = _IPV4.sub(lambda m: label if _is_ip(m.group(0).split(":")[0]) else m.group(0), text)
+    text = _IPV6.sub(lambda m: label if _is_ip(m.group(0)) else m.group(0), text)
+    text = _HOST_PORT.sub(to_label, text)
+    return _INTERNAL_HOST.sub(to_label, text)
+
+
+def _is_ip(candidate: str) -> bool:
+    try:
+        ipaddress.ip_address(candidate)
+    except ValueError:
+        return False
+    return True
+
+
+# ---- what a config holds -------------------------------------------------------------
+
+
+def configured_secrets(config: TurnoutConfig) -> set[str]:
+    """Every secret the config holds: providers' API keys, header values and URL
+    credentials, the state store's URL credentials, and Turnout's own (unhashed) keys."""
+    found: set[str] = set()
+    for settings in config.providers.values():
+        if isinstance(settings, HTTPSettings):
+            if settings.api_key:
+                found.add(settings.api_key)
+            found.update(settings.headers.values())
+            found.update(url_credentials(settings.base_url))
+    found.update(url_credentials(config.state.redis_url))
+    keys = [k.key for k in config.keys] + [k for t in config.teams.values() for k in t.keys]
+    found.update(k for k in keys if not k.startswith("sha256:"))
+    return found
+
+
+def url_credentials(url: str | None) -> set[str]:
+    """The user, password (alone, joined, and as a Basic credential) and query values
+    of `url`: a base URL may carry `https://user:pass@host/?key=...`."""
+    if not url:
+        return set()
+    parts = urlsplit(url)
+    found = {value for _, value in parse_qsl(parts.query)}
+    user, password = parts.username, parts.password
+    if password:
+        pair = f"{user or ''}:{password}"
+        found.update({password, pair, base64.b64encode(pair.encode()).decode()})
+    if user:
+        found.add(user)
+    return found
+
+
+def configured_hosts(config: TurnoutConfig) -> set[str]:
+    """The host names of the configured upstreams and state store."""
+    urls = [s.base_url for s in config.providers.values() if isinstance(s, HTTPSettings)]
+    urls.append(config.state.redis_url or "")
+    return {host for url in urls if (host := urlsplit(url).hostname)}
+
+
+def _spellings(secret: str) -> set[str]:
+    # An upstream may echo a value as sent, percent-encoded (a query string) or
+    # JSON-escaped (inside a JSON dump of the request).
+    return {secret, quote(secret, safe=""), orjson.dumps(secret).decode()[1:-1]}
+
+
+def _alternation(values: Iterable[str]) -> re.Pattern[str] | None:
+    # Longest first: a secret that contains another is masked whole.
+    ordered = sorted(set(values), key=lambda v: (-len(v), v))
+    return re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+
+@dataclass(frozen=True, slots=True)
+class Redactor:
+    """One config's masking of upstream text: built once per config, immutable."""
+
+    secrets: re.Pattern[str] | None = None
+    hosts: re.Pattern[str] | None = None
+
+    @classmethod
+    def of(cls, secrets: Iterable[str] = (), hosts: Iterable[str] = ()) -> Redactor:
+        kept = [s for secret in secrets for s in _spellings(secret) if len(s) >= MIN_SECRET_CHARS]
+        names = _alternation(hosts)
+        host_pattern = (
+            re.compile(rf"(?i)(?<![\w.\-])(?:{names.pattern})(?::\d{{1,5}})?(?![\w\-])")
+            if names is not None
+            else None
+        )
+        return cls(_alternation(kept), host_pattern)
+
+    @classmethod
+    def from_config(cls, config: TurnoutConfig) -> Redactor:
+        return cls.of(configured_secrets(config), configured_hosts(config))
+
+    def for_log(self, text: str) -> str:
+        """`text` with the configured secrets masked."""
+        return self.secrets.sub(MASK, text) if self.secrets is not None else text
+
+    def for_client(self, text: str, label: str) -> str:
+        """`text` fit for a client: secrets and token-shaped strings masked, addresses
+        (and the configured upstream hosts) replaced by `label`."""
+        # Tokens before addresses, so that a label put in is never taken for a token.
+        text = mask_tokens(self.for_log(text))
+        text = mask_addresses(text, label)
+        return self.hosts.sub(lambda _: label, text) if self.hosts is not None else text
+
+    def public(self, error: UpstreamError, label: str) -> UpstreamError:
+        """`error` as a client of deployment `label` may see it: same status and fields,
+        each masked; the upstream's own words (secrets masked) kept in `detail` for the log."""
+
+        def clean(value: str | None) -> str | None:
+            return None if value is None else self.for_client(value, label)
+
+        return UpstreamError(
+            self.for_client(error.message, label),
+            failure=error.failure,
+            status=error.status,
+            type=self.for_client(error.type, label),
+            code=clean(error.code),
+            param=clean(error.param),
+            retry_after=error.retry_after,
+            detail=self.for_log(error.detail or error.message),
+        )
+
+    def scrub(self, value: Any) -> Any:
+        """A log event's value with the configured secrets masked in every string in it."""
+        if isinstance(value, str):
+            return self.for_log(value)
+        if isinstance(value, Mapping):
+            return {k: self.scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.scrub(v) for v in value]
+        return value
