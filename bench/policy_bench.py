@@ -81,7 +81,7 @@ async def per_request_us(gateway: Gateway, key: str | None, count: int) -> float
     assert orderer is not None
     started = time.perf_counter()
     for _ in range(count):
-        route = gateway.router.route(caller, BODY, {}, (), None)
+        route = gateway.router.route(caller, BODY, {}, None)
         reservation = await gateway.limiter.admit(caller, BODY, lambda scope, kind: None)
         target = (await orderer.order(route.plan.targets, route.plan.strategy))[0]
         await gateway.health.acquire(target)

@@ -51,10 +51,10 @@ class ResponseCache:
         digest = hashlib.sha256(
             orjson.dumps([shared, decided, normalized], option=orjson.OPT_SORT_KEYS)
         ).hexdigest()
-        ttl = options.get("ttl") or self._settings.ttl
+        ttl = min(float(options.get("ttl") or self._settings.ttl), self._settings.longest_ttl)
         return CacheChoice(
             key=f"cache:{digest}",
-            ttl_s=float(ttl),
+            ttl_s=ttl,
             read=not options.get("no_cache", False),
             write=not options.get("no_store", False),
         )

@@ -37,6 +37,12 @@ class ServerSettings(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Larger bodies get 413")
 
 
+class MetricsSettings(_Strict):
+    # The series name every team's models and deployments: where keys are configured,
+    # `GET /metrics` wants an admin key unless the operator makes it public.
+    public: bool = False
+
+
 class TimeoutSettings(UpstreamTimeouts):
     total: float = Field(600.0, gt=0, description="One deadline per client request, all attempts")
 
@@ -103,6 +109,7 @@ class TurnoutConfig(_Strict):
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     cache: CacheSettings | None = None  # absent: no response cache
     state: StateSettings = Field(default_factory=StateSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     emulation: EmulationSettings = Field(default_factory=EmulationSettings)
 
     @model_validator(mode="after")

@@ -23,6 +23,7 @@ from providers.types import Endpoint
 async def explain(
     *,
     caller: Caller,
+    asker: Caller | None = None,
     route: Route,
     endpoint: Endpoint,
     body: Mapping[str, Any],
@@ -30,6 +31,7 @@ async def explain(
     health: Health,
     limiter: Limiter,
 ) -> dict[str, Any]:
+    """`caller`: whom the request is routed as; `asker`: who asks (default: `caller`)."""
     plan = route.plan
     orderer = dispatcher.orderer
     targets = (
@@ -39,9 +41,10 @@ async def explain(
     deployments = [
         _deployment(t, dispatcher.assess(plan, endpoint, body, t), views[t.label]) for t in targets
     ]
+    # Deployments outside a team's models are named only to an admin asking.
     deployments += [
         {"deployment": label, "eligible": False, "reason": f"excluded: {why}"}
-        for label, why in route.excluded
+        for label, why in route.excluded_for(asker or caller)
     ]
     overflow = [
         _deployment(t, dispatcher.assess(plan, endpoint, body, t), views[t.label])

@@ -31,7 +31,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Turno
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -41,6 +41,19 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Turno
         return TurnoutConfig.model_validate(resolved)
     except ValidationError as exc:
         raise ConfigError(_describe(path, exc, resolved)) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's excerpt of the line: that line may hold
+    a key."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return type(exc).__name__
+    parts = []
+    for text, mark in ((exc.context, exc.context_mark), (exc.problem, exc.problem_mark)):
+        if text:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            parts.append(f"{text}{where}")
+    return "; ".join(parts) or type(exc).__name__
 
 
 def _interpolate(value: Any, env: Mapping[str, str], path: Path, where: str) -> Any:
@@ -73,12 +86,30 @@ def _describe(path: Path, exc: ValidationError, data: dict[str, Any]) -> str:
         if error["type"] == "value_error":
             message = message.removeprefix("Value error, ")
         shown = error["type"] != "missing" and where and not _secret(where)
-        got = f" (got {error.get('input')!r:.80})" if shown else ""
+        got = _got(error.get("input")) if shown else ""
         lines.append(f"  {where or '<top level>'}: {message}{got}")
     return "\n".join(lines)
 
 
 def _secret(where: str) -> bool:
-    """Keys and API keys are never echoed back, not even in an error about them."""
+    """Keys, API keys and header values (which carry credentials as often as not) are
+    never echoed back, not even in an error about them."""
     last = where.rsplit(".", 1)[-1].split("[", 1)[0]
-    return last in ("key", "keys", "api_key") or ".keys[" in where or ".key" in where
+    secret = last in ("key", "keys", "api_key", "headers")
+    return secret or ".keys[" in where or ".key" in where or ".headers." in where
+
+
+# `scheme://user:password@host`: the credentials; `?token=...`: a query value.
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/?#@\s]*@")
+_QUERY_VALUE = re.compile(r"(?<=[?&])([^=&#\s]+)=[^&#\s]*")
+
+
+def _got(value: Any) -> str:
+    """The offending value, for an error line. A mapping or list is not shown at all (a
+    provider's whole entry holds its key and headers); a string loses the credentials and
+    query values a URL can carry."""
+    if isinstance(value, dict | list | tuple):
+        return ""
+    if isinstance(value, str):
+        value = _QUERY_VALUE.sub(r"\1=***", _URL_CREDENTIALS.sub("***@", value))
+    return f" (got {value!r:.80})"

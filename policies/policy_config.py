@@ -134,8 +134,21 @@ class BreakerSettings(_Strict):
 
 class CacheSettings(_Strict):
     ttl: float = Field(gt=0, description="Seconds a cached response is served")
+    # A request's own `cache.ttl` is capped here: a client cannot keep an answer (and fill
+    # the store) for longer than the operator allows. Absent: `ttl`.
+    ttl_max: float | None = Field(None, gt=0, allow_inf_nan=False)
     share_across_teams: bool = False
     max_entries: int = Field(10_000, ge=1, description="In-memory store only")
+
+    @model_validator(mode="after")
+    def _ttl_within_max(self) -> Self:
+        if self.ttl_max is not None and self.ttl_max < self.ttl:
+            raise ValueError(f"ttl_max ({self.ttl_max}) is below ttl ({self.ttl})")
+        return self
+
+    @property
+    def longest_ttl(self) -> float:
+        return self.ttl if self.ttl_max is None else self.ttl_max
 
 
 class StateSettings(_Strict):

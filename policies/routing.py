@@ -20,10 +20,16 @@ from policies.rules import RequestFacts, first_match
 from policies.teams import Caller
 from policies.translation import Mode
 
+# Why a deployment of a model outside the caller's team was left out. Such deployments do
+# not exist for the team: no error, header or explanation shown to it names them.
+OUTSIDE_TEAM = "model not in the team's list"
+
 
 @dataclass(frozen=True, slots=True)
 class RouterChoices:
-    """The request's `router` object, parsed (see router/schemas/common.RouterOptions)."""
+    """The request's routing options, every spelling of each gathered here (the `router`
+    object, the top-level `fallbacks`: see router/routing_options.py), so that one check
+    of `narrows` covers them all."""
 
     translation: Mode | None = None
     only: Sequence[str] | None = None
@@ -45,6 +51,9 @@ class Route:
     rule: str | None = None  # the matched rule's name, or `rules[i]`
     excluded: tuple[tuple[str, str], ...] = ()  # (deployment label, why) left out by policy
 
+    def excluded_for(self, caller: Caller) -> list[tuple[str, str]]:
+        return visible_exclusions(self.excluded, caller)
+
 
 class Router:
     def __init__(self, config: TurnoutConfig, planner: Planner) -> None:
@@ -56,7 +65,6 @@ class Router:
         caller: Caller,
         body: Mapping[str, Any],
         headers: Mapping[str, str],
-        fallbacks: Sequence[str] = (),
         choices: RouterChoices | None = None,
     ) -> Route:
         model = str(body.get("model", ""))
@@ -76,24 +84,19 @@ class Router:
         if choices.narrows and team is not None and not team.allow_router_options:
             raise ApiError(
                 f"Team `{caller.team}` may not choose deployments, fallbacks or strategies "
-                "per request.",
+                "per request (`router` options or `fallbacks`).",
                 status=403,
                 type="permission_error",
                 param="router",
                 code="router_options_not_allowed",
             )
-        plan = self._planner.plan(model, _allowed_fallbacks(caller, fallbacks, choices))
+        plan = self._planner.plan(model, _allowed_fallbacks(caller, choices))
         excluded: list[tuple[str, str]] = []
         filters = _filters(caller, model, rule, rule_name, choices)
         targets = _apply(filters, plan.targets, excluded)
         overflow = _apply(filters, plan.context_window_targets, excluded)
         if not targets:
-            raise ApiError(
-                f"No deployment of `{model}` is left to try after the routing choices "
-                f"({'; '.join(f'{label}: {why}' for label, why in excluded)}).",
-                param="router",
-                code="no_deployment",
-            )
+            raise _none_left(model, caller, excluded)
         strategy = choices.strategy or (rule.use.strategy if rule else None) or plan.strategy
         mode = choices.translation or caller.translation or plan.mode
         if excluded or strategy != plan.strategy or mode != plan.mode:
@@ -123,7 +126,7 @@ def _filters(
     team = caller.team_settings
     if team is not None and team.models is not None:
         allowed = {*team.models, model}  # a rule may send the team to another model
-        filters.append((lambda t: t.model_name in allowed, "model not in the team's list"))
+        filters.append((lambda t: t.model_name in allowed, OUTSIDE_TEAM))
     if rule is not None and rule.use.deployments is not None:
         names = rule.use.deployments
         filters.append((lambda t: _named(t, names), f"not in {rule_name}"))
@@ -149,11 +152,29 @@ def _apply(
     return kept
 
 
-def _allowed_fallbacks(
-    caller: Caller, fallbacks: Sequence[str], choices: RouterChoices
-) -> list[str]:
+def visible_exclusions(
+    excluded: Sequence[tuple[str, str]], caller: Caller
+) -> list[tuple[str, str]]:
+    """The exclusions `caller` may be told of: an admin sees all of them, anyone else none
+    of the deployments outside its team's models."""
+    return [entry for entry in excluded if caller.admin or entry[1] != OUTSIDE_TEAM]
+
+
+def _none_left(model: str, caller: Caller, excluded: list[tuple[str, str]]) -> ApiError:
+    """The error for a request whose choices left nothing: why each deployment was left
+    out, naming only those the caller may know of."""
+    shown = visible_exclusions(excluded, caller)
+    why = f" ({'; '.join(f'{label}: {why}' for label, why in shown)})" if shown else ""
+    return ApiError(
+        f"No deployment of `{model}` is left to try after the routing choices{why}.",
+        param="router",
+        code="no_deployment",
+    )
+
+
+def _allowed_fallbacks(caller: Caller, choices: RouterChoices) -> list[str]:
     """The request's fallback models; one outside the team's list is as if it did not exist."""
-    requested = _unique([*fallbacks, *choices.fallbacks])
+    requested = _unique(list(choices.fallbacks))
     for i, name in enumerate(requested):
         if not caller.may_use(name):
             raise ApiError(

@@ -3,6 +3,7 @@ request ends with: one structured log line, its metrics, and leaving the gateway
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from router.metrics import Metrics
 log = structlog.get_logger("turnout.request")
 
 REQUEST_ID = "x-request-id"
+CLIENT_REQUEST_ID = "x-client-request-id"
 DEPLOYMENT = "x-turnout-deployment"
 ANSWERED_BY_MODEL = "x-turnout-model"
 ATTEMPTS = "x-turnout-attempts"
@@ -27,6 +29,15 @@ EMULATED = "x-turnout-emulated"
 DROPPED = "x-turnout-dropped"
 CLAMPED = "x-turnout-clamped"
 CACHE = "x-turnout-cache"
+
+
+# A client's request id is echoed and logged only when it is short and plain ASCII: UUIDs,
+# trace ids and the like; anything else could forge log fields or break a header.
+_SAFE_CLIENT_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+
+
+def safe_client_id(value: str | None) -> str | None:
+    return value if value is not None and _SAFE_CLIENT_ID.fullmatch(value) else None
 
 
 class InFlight(Protocol):
@@ -50,6 +61,7 @@ class RequestRecord:
     caller: Caller | None = None
     route: Route | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)  # rate limits, cache
+    client_request_id: str | None = None  # the client's own `x-request-id`, if it is safe
     metrics: Metrics | None = None
     in_flight: InFlight | None = None  # entered by `begin`, left by `emit`
     redactor: Redactor | None = None  # masks the config's secrets in the log line
@@ -65,18 +77,29 @@ class RequestRecord:
         in_flight: InFlight | None = None,
         redactor: Redactor | None = None,
     ) -> RequestRecord:
-        """A record for a new request, keeping the client's `x-request-id` if it sent one.
-        The request counts as in flight on `in_flight` until `emit`."""
-        request_id = incoming_id if incoming_id and len(incoming_id) <= 128 else new_id()
+        """A record for a new request, with an id of Turnout's own: a client's
+        `x-request-id` (`incoming_id`) could repeat another's, so it is kept beside it, and
+        only when short and plain. The request counts as in flight on `in_flight` until
+        `emit`."""
+        request_id = new_id()
         if in_flight is not None:
             in_flight.enter()
-        return cls(endpoint, request_id, metrics=metrics, in_flight=in_flight, redactor=redactor)
+        return cls(
+            endpoint,
+            request_id,
+            metrics=metrics,
+            in_flight=in_flight,
+            redactor=redactor,
+            client_request_id=safe_client_id(incoming_id),
+        )
 
     def mark_first_chunk(self) -> None:
         self.first_chunk_at = time.perf_counter()
 
     def headers(self) -> dict[str, str]:
         headers = {REQUEST_ID: self.request_id, **self.extra_headers}
+        if self.client_request_id is not None:
+            headers[CLIENT_REQUEST_ID] = self.client_request_id
         trace = self.trace
         headers[ATTEMPTS] = str(len(trace.attempts)) if trace is not None else "0"
         if trace is not None and trace.target is not None:
@@ -111,6 +134,7 @@ class RequestRecord:
         trace = self.trace
         fields: dict[str, Any] = dict(
             request_id=self.request_id,
+            client_request_id=self.client_request_id,
             endpoint=self.endpoint,
             model=self.model,
             stream=self.stream,

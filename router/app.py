@@ -12,6 +12,7 @@ from litestar.datastructures import State
 from policies.config import TurnoutConfig
 from router import catalog, endpoints, explain, metrics
 from router.errors import EXCEPTION_HANDLERS
+from router.exposure import Listener, OpenAccessRefused
 from router.gateway import Gateway
 from router.metrics import Metrics
 from router.reload import reloading
@@ -22,10 +23,16 @@ def create_app(
     config_path: str | Path | None = None,
     *,
     clock: Callable[[], float] | None = None,
+    listener: Listener | None = None,
 ) -> Litestar:
     """`config_path`: the file `config` came from; when given, the app reloads it on
     SIGHUP and whenever it changes (see router.reload). `clock`: wall-clock seconds for
-    breakers and limits (tests inject one; reloads reuse it from `app.state.clock`)."""
+    breakers and limits (tests inject one; reloads reuse it from `app.state.clock`).
+    `listener`: where the server listens; `config`, and every config a reload brings, must
+    pass its open-access check (None: the caller bound loopback itself, as tests do)."""
+    refusal = listener.refusal(config) if listener is not None else None
+    if refusal:
+        raise OpenAccessRefused(refusal)
     observed = Metrics()  # beside the gateway, not in it: it outlives config reloads
     gateway = Gateway.from_config(config, clock=clock, observer=observed)
 
@@ -33,7 +40,7 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         try:
             startup = gateway.begin_start()
-            async with reloading(app, config_path, observed, startup):
+            async with reloading(app, config_path, observed, startup, listener):
                 yield
         finally:
             # The gateway serving now; the reloader closed any it replaced.

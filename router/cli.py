@@ -4,15 +4,16 @@ the same."""
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from policies.config import TurnoutConfig
 from policies.loading import DEFAULT_CONFIG, ConfigError, load_config
 from router.explain_cli import explain_command
+from router.exposure import Listener, bind_address, open_access_refusal
 from router.server import SERVERS, run
+
+__all__ = ["main", "open_access_refusal"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,39 +72,28 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
-    refusal = open_access_refusal(config, host, allow_open=args.allow_open)
+    refusal = Listener(host, args.allow_open).refusal(config)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 2
+    try:
+        address = bind_address(host, port)
+    except OSError as exc:
+        print(f"cannot listen on {host}: {exc}", file=sys.stderr)
+        return 2
+    # The name checked above may resolve to another address: the one bound must pass too.
+    listener = Listener(address, args.allow_open)
+    refusal = listener.refusal(config)
     if refusal:
         print(refusal, file=sys.stderr)
         return 2
     # The embedded default is not watched: only a file the operator chose is reloaded.
     run(
         str(path),
-        host=host,
+        listener=listener,
         port=port,
         server=args.server,
         log_level=args.log_level,
         reload=args.config is not None,
     )
     return 0
-
-
-def open_access_refusal(config: TurnoutConfig, host: str, *, allow_open: bool) -> str | None:
-    """Why Turnout will not start open to the network, or None when it may start."""
-    if config.keys or any(t.keys for t in config.teams.values()) or allow_open:
-        return None
-    if _is_loopback(host):
-        return None
-    return (
-        f"refusing to serve {host}: no keys are configured, so anyone who can reach this "
-        "address could use every backend. Add `keys:` to the config, bind a loopback "
-        "address (127.0.0.1), or pass --allow-open if that is really intended."
-    )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

@@ -16,9 +16,6 @@ from policies.cache import CacheChoice, ResponseCache
 from policies.errors import ApiError
 from policies.fan_out_cost import prompt_reads
 from policies.limits import Reservation
-from policies.policy_config import Strategy
-from policies.routing import RouterChoices
-from policies.translation import Mode
 from providers.errors import UpstreamError
 from providers.types import Endpoint, JSONObject
 from router.accounting import (
@@ -35,8 +32,9 @@ from router.body import read_json_object, validate
 from router.errors import from_api_error, from_upstream_error
 from router.fan_out_charge import admit_every_call
 from router.gateway import Gateway, PolicyObserver
+from router.routing_options import routing_choices
 from router.schemas.chat import ChatCompletionRequest
-from router.schemas.common import OpenAIRequest, RouterOptions, forwardable
+from router.schemas.common import OpenAIRequest, forwardable
 from router.schemas.completions import CompletionRequest
 from router.schemas.embeddings import EmbeddingRequest
 from router.sse import estimated_usage, sse_frames, wants_usage
@@ -83,7 +81,7 @@ async def _serve(
         record.model = body.get("model") if isinstance(body.get("model"), str) else None
         parsed = validate(schema, body)
         route = record.route = gateway.router.route(
-            caller, body, request.headers, parsed.fallbacks or (), router_choices(parsed.router)
+            caller, body, request.headers, routing_choices(parsed)
         )
         record.trace = trace = gateway.dispatcher.start_trace(route.plan)
         forward = forwardable(body)
@@ -211,18 +209,6 @@ class _Cached:
     async def store(self, result: JSONObject, record: RequestRecord) -> None:
         headers = {k: v for k, v in record.headers().items() if k in _REPLAYED}
         await self.cache.put(self.choice, orjson.dumps({"headers": headers, "body": result}))
-
-
-def router_choices(options: RouterOptions | None) -> RouterChoices | None:
-    if options is None:
-        return None
-    return RouterChoices(
-        translation=Mode(options.translation) if options.translation else None,
-        only=options.only,
-        ignore=options.ignore,
-        strategy=Strategy(options.strategy) if options.strategy else None,
-        fallbacks=options.fallbacks or (),
-    )
 
 
 def _observer(request: AnyRequest) -> PolicyObserver:

@@ -21,9 +21,9 @@ from policies.teams import Caller
 from providers.types import Endpoint
 from router.auth import require_admin
 from router.body import read_json_object, validate
-from router.endpoints import router_choices
 from router.errors import from_api_error
 from router.gateway import Gateway
+from router.routing_options import routing_choices
 from router.schemas.chat import ChatCompletionRequest
 from router.schemas.common import OpenAIRequest
 from router.schemas.completions import CompletionRequest
@@ -56,13 +56,10 @@ async def explain_request(
     as_caller = _as_caller(gateway, caller, query)
     parsed = validate(SCHEMAS[endpoint], request)
     headers = {str(k).lower(): str(v) for k, v in (query.get("headers") or {}).items()}
-    options = parsed.router
-
-    route = gateway.router.route(
-        as_caller, request, headers, parsed.fallbacks or (), router_choices(options)
-    )
+    route = gateway.router.route(as_caller, request, headers, routing_choices(parsed))
     return await explain(
         caller=as_caller,
+        asker=caller,
         route=route,
         endpoint=endpoint,
         body=request,

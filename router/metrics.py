@@ -15,8 +15,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from prometheus_client.exposition import choose_encoder
 
 from policies.dispatch import Trace
+from policies.errors import ApiError
 from policies.retry import CANCELLED, Attempt
 from providers.errors import Failure
+from router.auth import require_admin
+from router.errors import from_api_error
+from router.gateway import Gateway
 
 # Whole requests: a cache hit or a refusal takes milliseconds, a long generation minutes.
 REQUEST_BUCKETS = (
@@ -210,8 +214,15 @@ def attempt_outcome(attempt: Attempt) -> str:
 
 
 @get("/metrics", include_in_schema=False)
-async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """Unauthenticated, like the health probes: bind Turnout where scrapers may reach it."""
+async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[Any]:
+    """The series name every team's models and deployments, so where keys are configured
+    only an admin key may read them, unless the config says `metrics: {public: true}`."""
+    gateway: Gateway = request.app.state.gateway
+    if not gateway.open_access and not gateway.config.metrics.public:
+        try:
+            require_admin(request, gateway)
+        except ApiError as exc:
+            return from_api_error(exc)
     metrics: Metrics = request.app.state.metrics
     body, content_type = metrics.exposition(request.headers.get("accept"))
     return Response(body, media_type=content_type)

@@ -26,6 +26,7 @@ from watchfiles import Change, awatch
 from policies.config import TurnoutConfig
 from policies.loading import ConfigError, load_config
 from providers.base import Provider
+from router.exposure import Listener
 from router.gateway import Gateway
 from router.metrics import Metrics
 
@@ -49,9 +50,12 @@ class Reloader:
         metrics: Metrics | None = None,
         startup: asyncio.Task[None] | None = None,
         debounce_ms: int = 300,
+        listener: Listener | None = None,
     ) -> None:
-        """`startup`: the first gateway's start-up, if it may still be running."""
+        """`startup`: the first gateway's start-up, if it may still be running.
+        `listener`: where the server listens; a config it refuses is never served."""
         self.path = Path(path)
+        self._listener = listener
         self._startup = startup
         self._app = app
         self._metrics = metrics
@@ -88,6 +92,7 @@ class Reloader:
                 await asyncio.wait([self._startup])
             try:
                 config = await asyncio.to_thread(load_config, self.path)
+                self._check_exposure(config)
                 if config == old.config and old.ready:  # a failed start-up is retried
                     log.info("config_unchanged", path=str(self.path), trigger=reason)
                     self._count("unchanged")
@@ -138,6 +143,13 @@ class Reloader:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _check_exposure(self, config: TurnoutConfig) -> None:
+        """The rule `turnout serve` enforced at start-up holds for every reload: a config
+        that would leave a non-loopback listener open (no keys, no --allow-open) is refused."""
+        refusal = self._listener.refusal(config) if self._listener is not None else None
+        if refusal:
+            raise ReloadRejected(f"{self.path}: {refusal}")
 
     def _retire(self, old: Gateway, new: Gateway) -> None:
         """Close what `old` had and `new` does not share, after `old`'s requests (and
@@ -259,12 +271,13 @@ async def reloading(
     path: str | Path | None,
     metrics: Metrics | None,
     startup: asyncio.Task[None] | None = None,
+    listener: Listener | None = None,
 ) -> AsyncIterator[Reloader | None]:
     """The reload triggers for the app's lifespan; none without a config file."""
     if path is None:
         yield None
         return
-    reloader = Reloader(app, path, metrics, startup)
+    reloader = Reloader(app, path, metrics, startup, listener=listener)
     app.state.reloader = reloader
     reloader.start()
     try:

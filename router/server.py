@@ -12,6 +12,7 @@ from litestar import Litestar
 
 from policies.loading import load_config
 from router.app import create_app
+from router.exposure import Listener
 from router.logging import configure_logging
 
 ServerName = Literal["granian", "uvicorn"]
@@ -19,12 +20,16 @@ SERVERS: tuple[ServerName, ...] = ("granian", "uvicorn")
 _CONFIG_ENV = "TURNOUT_CONFIG"
 _LOG_LEVEL_ENV = "TURNOUT_LOG_LEVEL"
 _RELOAD_ENV = "TURNOUT_CONFIG_RELOAD"  # "0": serve the file as loaded, never reload it
+# Where the server listens and whether --allow-open was given: every config the worker
+# builds a gateway from, its reloads included, is checked against them (router.exposure).
+_HOST_ENV = "TURNOUT_LISTEN_HOST"
+_ALLOW_OPEN_ENV = "TURNOUT_ALLOW_OPEN"
 
 
 def run(
     config_path: str,
     *,
-    host: str,
+    listener: Listener,
     port: int,
     server: ServerName,
     log_level: str,
@@ -33,10 +38,12 @@ def run(
     os.environ[_CONFIG_ENV] = str(config_path)
     os.environ[_LOG_LEVEL_ENV] = log_level
     os.environ[_RELOAD_ENV] = "1" if reload else "0"
+    os.environ[_HOST_ENV] = listener.host
+    os.environ[_ALLOW_OPEN_ENV] = "1" if listener.allow_open else "0"
     if server == "granian":
-        _run_granian(host, port, forward_sighup=reload)
+        _run_granian(listener.host, port, forward_sighup=reload)
     else:
-        _run_uvicorn(host, port)
+        _run_uvicorn(listener.host, port)
 
 
 def app_from_environment() -> Litestar:
@@ -49,7 +56,9 @@ def app_from_environment() -> Litestar:
         # A SIGHUP before the app's lifespan installs the reload handler would end the
         # process (the default action); until then it is ignored.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    return create_app(load_config(path), config_path=path if reload else None)
+    host = os.environ.get(_HOST_ENV)
+    listener = None if host is None else Listener(host, os.environ.get(_ALLOW_OPEN_ENV) == "1")
+    return create_app(load_config(path), config_path=path if reload else None, listener=listener)
 
 
 def _run_granian(host: str, port: int, *, forward_sighup: bool) -> None:

@@ -11,6 +11,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion
 
+from policies.config import TurnoutConfig
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.turnout_server import RunningTurnout, simple_config
 
@@ -177,3 +178,24 @@ def test_keys_outside_teams_do_not_share_entries(
     assert ask(server, key="sk-one").headers[CACHE] == "hit"
     assert ask(server, key="sk-two").headers[CACHE] == "miss"
     assert calls(upstream) == 2
+
+
+@pytest.mark.parametrize(
+    ("settings", "wait"),
+    [({"ttl": 0.2}, 0.3), ({"ttl": 0.1, "ttl_max": 0.2}, 0.3)],
+    ids=["default-max-is-ttl", "ttl_max"],
+)
+def test_a_requested_ttl_is_capped(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream, settings: dict[str, float], wait: float
+) -> None:
+    server = turnout(simple_config({"up": upstream.base_url}, cache=settings))
+    forever = {"cache": {"ttl": 1e308}}
+    assert ask(server, extra_body=forever).headers[CACHE] == "miss"
+    time.sleep(wait)  # past the cap: the entry is gone, whatever the client asked for
+    assert ask(server, extra_body=forever).headers[CACHE] == "miss"
+    assert calls(upstream) == 2
+
+
+def test_ttl_max_may_not_be_below_ttl() -> None:
+    with pytest.raises(ValueError, match="ttl_max"):
+        TurnoutConfig.model_validate({"cache": {"ttl": 60, "ttl_max": 10}})

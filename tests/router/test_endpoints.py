@@ -82,7 +82,12 @@ def request_log() -> Iterator[RequestLog]:
 
 
 def line_for(log: RequestLog, request_id: str) -> dict[str, Any]:
-    matching = [entry for entry in log() if entry["request_id"] == request_id]
+    """The one line for Turnout's `request_id`, or for the client's own id."""
+    matching = [
+        entry
+        for entry in log()
+        if request_id in (entry["request_id"], entry.get("client_request_id"))
+    ]
     assert len(matching) == 1, f"want one log line for {request_id}, got {matching}"
     return matching[0]
 
@@ -267,14 +272,15 @@ def test_streams_carry_accounting_headers(gw: Gateway) -> None:
         "POST", "/v1/chat/completions", json=body, headers={"x-request-id": "stream-1"}
     ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
-        assert response.headers["x-request-id"] == "stream-1"
+        assert response.headers["x-request-id"].startswith("req_")
+        assert response.headers["x-client-request-id"] == "stream-1"
         assert_answered_by(response.headers, "a/a-model", "m", 1)
         text = response.read().decode()
     assert text.endswith("data: [DONE]\n\n")
 
 
 @pytest.mark.parametrize("endpoint", ["completions", "chat", "embeddings"])
-def test_incoming_request_id_is_echoed(gw: Gateway, endpoint: str) -> None:
+def test_a_client_request_id_is_kept_beside_turnouts_own(gw: Gateway, endpoint: str) -> None:
     wanted = f"client-trace-{endpoint}-0001"
     headers = {"x-request-id": wanted}
     if endpoint == "completions":
@@ -291,17 +297,37 @@ def test_incoming_request_id_is_echoed(gw: Gateway, endpoint: str) -> None:
         raw = gw.client.embeddings.with_raw_response.create(
             model="m", input="x", extra_headers=headers
         )
-    assert raw.headers["x-request-id"] == wanted
+    assert raw.headers["x-client-request-id"] == wanted
+    assert raw.headers["x-request-id"].startswith("req_")
 
 
-def test_oversized_incoming_request_id_is_replaced(gw: Gateway) -> None:
-    huge = "x" * 500
+def test_a_client_request_id_never_becomes_the_request_id(
+    gw: Gateway, request_log: RequestLog
+) -> None:
+    """Two clients (or one, twice) sending the same id still get two ids, two log lines."""
+    sent = {"x-request-id": "same-id"}
+    body = {"model": "m", "prompt": "x"}
+    ids = [gw.http.post("/v1/completions", json=body, headers=sent).headers for _ in range(2)]
+    assert ids[0]["x-request-id"] != ids[1]["x-request-id"]
+    for headers in ids:
+        assert headers["x-client-request-id"] == "same-id"
+        assert line_for(request_log, headers["x-request-id"])["client_request_id"] == "same-id"
+
+
+@pytest.mark.parametrize(
+    "sent", ["x" * 500, "two words", "new\\nline", "ключ", 'quote"d', ""], ids=repr
+)
+def test_an_unsafe_client_request_id_is_not_echoed(
+    gw: Gateway, request_log: RequestLog, sent: str
+) -> None:
+    raw = sent.encode()
     response = gw.http.post(
-        "/v1/completions", json={"model": "m", "prompt": "x"}, headers={"x-request-id": huge}
+        "/v1/completions", json={"model": "m", "prompt": "x"}, headers=[(b"x-request-id", raw)]
     )
     assert response.status_code == 200
-    assert response.headers["x-request-id"] != huge
-    assert 0 < len(response.headers["x-request-id"]) <= 128
+    assert response.headers["x-request-id"].startswith("req_")
+    assert "x-client-request-id" not in response.headers
+    assert line_for(request_log, response.headers["x-request-id"])["client_request_id"] is None
 
 
 @pytest.mark.parametrize(
@@ -317,7 +343,8 @@ def test_oversized_incoming_request_id_is_replaced(gw: Gateway) -> None:
 def test_rejections_carry_the_request_id(gw: Gateway, body: bytes, status: int) -> None:
     echoed = gw.http.post("/v1/completions", content=body, headers={"x-request-id": "rej-1"})
     assert echoed.status_code == status
-    assert echoed.headers["x-request-id"] == "rej-1"
+    assert echoed.headers["x-client-request-id"] == "rej-1"
+    assert echoed.headers["x-request-id"].startswith("req_")
     fresh = gw.http.post("/v1/completions", content=body)
     assert fresh.status_code == status
     assert fresh.headers["x-request-id"].startswith("req_")
@@ -329,7 +356,7 @@ def test_upstream_errors_carry_request_id_and_attempts(gw: Gateway) -> None:
         "/v1/completions", json={"model": "m", "prompt": "x"}, headers={"x-request-id": "up-1"}
     )
     assert response.status_code == 500
-    assert response.headers["x-request-id"] == "up-1"
+    assert response.headers["x-client-request-id"] == "up-1"
     assert response.headers["x-turnout-attempts"] == "3"
 
 
@@ -343,7 +370,8 @@ def test_upstream_errors_say_which_deployment_answered(gw: Gateway) -> None:
 @pytest.mark.parametrize("path", ["/v1/models", "/v1/models/m", "/v1/models/ghost"])
 def test_model_catalog_answers_carry_a_request_id(gw: Gateway, path: str) -> None:
     response = gw.http.get(path, headers={"x-request-id": "cat-1"})
-    assert response.headers.get("x-request-id") == "cat-1"
+    assert response.headers["x-request-id"].startswith("req_")
+    assert response.headers.get("x-client-request-id") == "cat-1"
 
 
 def test_rejections_say_no_attempt_was_made(gw: Gateway) -> None:
@@ -445,7 +473,8 @@ def test_log_line_for_a_rejected_request(
 ) -> None:
     response = gw.http.post("/v1/completions", content=body, headers={"x-request-id": "rej-log"})
     assert response.status_code == status
-    line = line_for(request_log, "rej-log")
+    line = line_for(request_log, response.headers["x-request-id"])
+    assert line["client_request_id"] == "rej-log"
     assert line["status"] == status
     assert line["attempts"] == []
     assert line["deployment"] is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,7 +32,11 @@ def parse(text: str) -> Samples:
 
 
 def scrape(turnout: RunningTurnout) -> Samples:
-    with turnout.http() as http:
+    """What a scraper sees; with the config's first admin key where it has one (as a
+    scraper must present where keys are configured)."""
+    admin = next((k.key for k in turnout.config.keys if k.admin), None)
+    headers = {"authorization": f"Bearer {admin}"} if admin else {}
+    with turnout.http(headers=headers) as http:
         response = http.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=")
@@ -108,10 +113,28 @@ def test_counters_after_real_requests(
     assert value(samples, tokens, model="m", deployment=B, kind="prompt") == usage.prompt_tokens
 
 
-def test_metrics_is_open_even_when_keys_are_required(
+def test_metrics_want_an_admin_key_where_keys_are_required(
     turnout: StartTurnout, upstream: FakeOpenAIUpstream
 ) -> None:
-    server = turnout(simple_config({"a": upstream.base_url}, keys=[{"key": "sk-right"}]))
+    """The series name every team's models: not for anyone who can reach the port."""
+    keys = [{"key": "sk-right"}, {"key": "sk-admin-m", "admin": True}]
+    server = turnout(simple_config({"a": upstream.base_url}, keys=keys))
+    with server.http() as http:
+        assert http.get("/v1/models", headers={"authorization": "Bearer sk-right"}).is_success
+        anyone = http.get("/metrics")
+        not_admin = http.get("/metrics", headers={"authorization": "Bearer sk-right"})
+    assert (anyone.status_code, not_admin.status_code) == (401, 403)
+    for refused in (anyone, not_admin):
+        assert "turnout_" not in refused.text
+        assert refused.json()["error"]["type"] in ("invalid_request_error", "permission_error")
+    assert "turnout_requests_total" in parse_ok(server, "sk-admin-m").text
+
+
+def test_metrics_may_be_made_public(turnout: StartTurnout, upstream: FakeOpenAIUpstream) -> None:
+    config = simple_config(
+        {"a": upstream.base_url}, keys=[{"key": "sk-right"}], metrics={"public": True}
+    )
+    server = turnout(config)
     with server.http() as http:
         assert http.get("/v1/models").status_code == 401
         plain = http.get("/metrics")
@@ -122,6 +145,13 @@ def test_metrics_is_open_even_when_keys_are_required(
     assert "turnout_requests_total" in plain.text
     assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
     assert openmetrics.text.rstrip().endswith("# EOF")
+
+
+def parse_ok(server: RunningTurnout, key: str) -> httpx.Response:
+    with server.http(headers={"authorization": f"Bearer {key}"}) as http:
+        response = http.get("/metrics")
+    assert response.status_code == 200
+    return response
 
 
 def test_policy_series() -> None:
