@@ -109,7 +109,8 @@ def _looks_encoded(word: str) -> bool:
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"'<>`()]+")
 # Python's socket addresses, as OSError texts show them: ('10.0.0.5', 8000[, 0, 0]).
 _SOCKET_ADDRESS = re.compile(r"\(\s*['\"][^'\"\s]+['\"]\s*,\s*\d{1,5}(?:\s*,\s*\d+){0,2}\s*\)")
-_BRACKETED_IPV6 = re.compile(r"\[[0-9A-Fa-f:.]+(?:%[\w.]+)?\](?::\d{1,5})?")
+# At least one colon inside: `messages[1]` or `[0a]` is an index, not an address.
+_BRACKETED_IPV6 = re.compile(r"\[(?=[0-9A-Fa-f.]*:)[0-9A-Fa-f:.]+(?:%[\w.]+)?\](?::\d{1,5})?")
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?(?![\d])")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"

@@ -88,7 +88,7 @@ def test_chat_completion_json(client: httpx.Client) -> None:
     assert body["id"].startswith("chatcmpl-")
     assert body["object"] == "chat.completion"
     assert body["model"] == "gpt-4o-mini"
-    assert body["system_fingerprint"] is None
+    assert body["system_fingerprint"] == "fp_fake"
     assert [c["index"] for c in body["choices"]] == [0, 1]
     choice = body["choices"][0]
     assert choice["message"] == {

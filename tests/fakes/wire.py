@@ -23,6 +23,8 @@ from .behaviors import Status
 from .logprobs import completion_logprobs, prompt_logprobs
 
 Json = dict[str, Any]
+#: OpenAI's spec types `system_fingerprint` as a string (never null).
+FINGERPRINT: Final = "fp_fake"
 
 
 class InvalidRequest(Exception):
@@ -139,7 +141,7 @@ def chat(body: Json, text: str | None) -> Json | list[str]:
         answer = {
             **head,
             "object": "chat.completion",
-            "system_fingerprint": None,
+            "system_fingerprint": FINGERPRINT,
             "choices": choices,
             "usage": usage,
         }
@@ -147,7 +149,7 @@ def chat(body: Json, text: str | None) -> Json | list[str]:
             said = " ".join(_content_text(m.get("content")) for m in messages)
             answer["prompt_logprobs"] = prompt_logprobs(_pieces(said), prompt_top)
         return answer
-    head = {**head, "object": "chat.completion.chunk", "system_fingerprint": None}
+    head = {**head, "object": "chat.completion.chunk", "system_fingerprint": FINGERPRINT}
     extra: Json = {"usage": None} if _include_usage(body) else {}
 
     def chunk(i: int, delta: Json, finish: str | None) -> str:

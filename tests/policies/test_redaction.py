@@ -114,6 +114,7 @@ def test_token_shaped_strings_are_masked(text: str, expected: str) -> None:
         "Basic authentication is not supported",
         "Rate limit reached for requests. Retry at 12:30:45.",
         "Invalid value for 'max_tokens': must be at most 4096.",
+        "`messages[1].role` is not supported (role 'function'); see messages[10] and [0a]",
     ],
 )
 def test_ordinary_messages_survive(text: str) -> None:
