@@ -35,6 +35,11 @@ class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Larger bodies get 413")
+    # A client may not hold a connection by trickling its body: past this it gets 408.
+    body_timeout: float = Field(30.0, gt=0, description="Seconds to receive a whole body")
+    # Past this, new requests get 503 at once instead of waiting in a queue (read at
+    # start-up; a reload does not change it). See router/connection_guard.py.
+    max_connections: int = Field(1024, ge=1, description="Requests served at once")
 
 
 class MetricsSettings(_Strict):

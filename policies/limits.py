@@ -1,12 +1,15 @@
 """Requests per minute, tokens per minute and token budgets, per key and per team.
 
-Admission happens before any backend is called: one atomic check of every limit that
-applies, reserving one request and an estimate of the tokens (estimated prompt tokens plus
-the completion tokens the request allows: `max_tokens`/`max_completion_tokens`, or 256 for
-a chat without one, times `n`). Once the response is known, the estimate is corrected to
+Admission happens before any backend is called, in two atomic steps. From the headers,
+before any byte of the body is read (`admit_request`): one request against every request
+limit, and every token limit checked for being overdrawn, so a caller already over a limit
+is refused without holding a connection while it sends a body. Once the body is parsed
+(`admit_tokens`): the token estimate (estimated prompt tokens plus the
+completion tokens the request allows: `max_tokens`/`max_completion_tokens`, or 256 for a
+chat without one, times `n`). Once the response is known, the estimate is corrected to
 the true count (for a stream: its usage, which Turnout asks the backend for; else an
-estimate from the streamed text). A request
-refused by one limit takes nothing from the others.
+estimate from the streamed text); a request that fails gives its tokens back and still
+counts as a request. A request refused by one limit takes nothing from the others.
 
 Emulations that make several upstream calls (`n` or `best_of` fanned out on a backend
 without them) are charged for every call: each reads the whole prompt, so the estimate
@@ -95,32 +98,92 @@ class Limiter:
         *,
         prompt_reads: int = 1,
     ) -> Reservation | None:
-        """Reserve one request and the estimated tokens, or raise the 429. None: no limits
-        apply, or they could not be checked and the request is let through unchecked.
-        `prompt_reads`: upstream calls that each read the whole prompt (the module doc)."""
+        """Both steps at once, for a caller that has the body already."""
+        head = await self.admit_request(caller, on_refused)
+        try:
+            return await self.admit_tokens(head, body, on_refused, prompt_reads=prompt_reads)
+        except ApiError:
+            await self.settle(head, 0)
+            raise
+
+    async def admit_request(
+        self, caller: Caller, on_refused: Callable[[str, str], None]
+    ) -> Reservation | None:
+        """From the headers alone, before the body is read: one request against every
+        request limit, and every token limit checked for being overdrawn (nothing is
+        taken from those yet), so a key over a limit is refused before it can hold a
+        connection while it sends a body. None: no limits apply, or they could not be
+        checked and the request is let through unchecked. Raises the 429 (or 503)."""
         now = self._clock()
         pairs = self.limits_for(caller, now)
         if not pairs:
             return None
-        tokens = estimate_tokens(body, prompt_reads)
         limits = tuple(limit for limit, _ in pairs)
         is_tokens = tuple(t for _, t in pairs)
+        admission = await self._take(limits, [0 if t else 1 for t in is_tokens], now)
+        if admission is None:
+            return None
+        reservation = Reservation(limits, is_tokens, 0, admission.states)
+        if not admission.allowed:
+            raise self._refused(admission, reservation, on_refused)
+        return reservation
+
+    async def admit_tokens(
+        self,
+        head: Reservation | None,
+        body: Mapping[str, Any],
+        on_refused: Callable[[str, str], None],
+        *,
+        prompt_reads: int = 1,
+    ) -> Reservation | None:
+        """The token estimate, once the body is parsed, on top of what `admit_request`
+        took (the request is counted once, there). Refused: the request is given back,
+        so a refused request takes nothing from the other limits, and the 429 raised."""
+        if head is None or not any(head.token_limits):
+            return head
+        extra = max(0, estimate_tokens(body, prompt_reads) - head.reserved_tokens)
+        if extra == 0:
+            return head
+        token_limits = tuple(
+            lim for lim, t in zip(head.limits, head.token_limits, strict=True) if t
+        )
+        admission = await self._take(token_limits, [extra] * len(token_limits), self._clock())
+        if admission is None:  # tokens unchecked; the request was admitted from the headers
+            return head
+        by_limit = {state.limit: state for state in admission.states}
+        reservation = Reservation(
+            head.limits,
+            head.token_limits,
+            head.reserved_tokens + extra,
+            tuple(by_limit.get(state.limit, state) for state in head.states),
+        )
+        if not admission.allowed:
+            requests = [lim for lim, t in zip(head.limits, head.token_limits, strict=True) if not t]
+            if requests:
+                await self._store.charge(requests, [-1] * len(requests), self._clock())
+            raise self._refused(admission, reservation, on_refused)
+        return reservation
+
+    async def _take(
+        self, limits: tuple[Limit, ...], costs: list[int], now: float
+    ) -> Admission | None:
+        """The store's admission; None when it is unreachable and requests are let through."""
         try:
-            admission = await self._store.admit(
-                limits, [tokens if t else 1 for t in is_tokens], now
-            )
+            return await self._store.admit(limits, costs, now)
         except StateUnavailable:  # counted and logged by the store (fail_open.py)
             if self._refuse_when_unavailable:
                 raise _unavailable() from None
             return None
-        reservation = Reservation(limits, is_tokens, tokens, admission.states)
-        if not admission.allowed:
-            refused = admission.refused_by
-            assert refused is not None
-            kind, scope = refused.key.split(":")[:2]
-            on_refused(scope, kind)
-            raise _too_many(admission, refused, reservation)
-        return reservation
+
+    @staticmethod
+    def _refused(
+        admission: Admission, reservation: Reservation, on_refused: Callable[[str, str], None]
+    ) -> ApiError:
+        refused = admission.refused_by
+        assert refused is not None
+        kind, scope = refused.key.split(":")[:2]
+        on_refused(scope, kind)
+        return _too_many(admission, refused, reservation)
 
     async def cover(
         self,
@@ -137,23 +200,16 @@ class Limiter:
         if not indices:
             return
         extra = tokens - reservation.reserved_tokens
-        limits = [reservation.limits[i] for i in indices]
-        try:
-            admission = await self._store.admit(limits, [extra] * len(limits), self._clock())
-        except StateUnavailable:  # unchecked, as admission would have been
-            if self._refuse_when_unavailable:
-                raise _unavailable() from None
+        limits = tuple(reservation.limits[i] for i in indices)
+        admission = await self._take(limits, [extra] * len(limits), self._clock())
+        if admission is None:  # unchecked, as admission would have been
             return
         states = list(reservation.states)
         for i, state in zip(indices, admission.states, strict=True):
             states[i] = state
         reservation.states = tuple(states)
         if not admission.allowed:
-            refused = admission.refused_by
-            assert refused is not None
-            kind, scope = refused.key.split(":")[:2]
-            on_refused(scope, kind)
-            raise _too_many(admission, refused, reservation)
+            raise self._refused(admission, reservation, on_refused)
         reservation.reserved_tokens = tokens
 
     async def settle(self, reservation: Reservation | None, actual_tokens: int | None) -> None:

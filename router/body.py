@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 from litestar import Request
+from litestar.types import HTTPReceiveMessage
 from pydantic import BaseModel, ValidationError
 
 from policies.error_paths import locate
@@ -17,17 +18,26 @@ M = TypeVar("M", bound=BaseModel)
 
 async def read_json_object(request: Request[Any, Any, Any], limit: int) -> dict[str, Any]:
     """The body as a JSON object; 413 as soon as it passes `limit` bytes (never buffered
-    past it), 400 when it is not a JSON object."""
+    past it), 400 when it is not a JSON object, 499 when the client goes away first (a
+    body slower than `server.body_timeout`: 408, raised by router.connection_guard)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    more = True
+    while more:
+        # The ASGI messages themselves rather than `request.stream()`, which reports a
+        # client that went away as a 500: here that is a 499, the client's doing.
+        message = cast("HTTPReceiveMessage", await request.receive())
+        if message["type"] == "http.disconnect":
+            raise client_closed()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)
         parts.append(chunk)
+        more = message.get("more_body", False)
     try:
         body = orjson.loads(b"".join(parts))
     except orjson.JSONDecodeError as exc:
@@ -72,6 +82,11 @@ def _most_specific_problem(exc: ValidationError, body: dict[str, Any]) -> ApiErr
         param=path,
         code="invalid_type" if error["type"].endswith("_type") else "invalid_value",
     )
+
+
+def client_closed() -> ApiError:
+    """A client that went away before its answer: logged as 499, never as a failure."""
+    return ApiError("The client closed the connection.", status=499, code="client_closed")
 
 
 def _too_large(limit: int) -> ApiError:

@@ -28,7 +28,7 @@ from router.accounting import (
     RequestRecord,
 )
 from router.auth import authenticate
-from router.body import read_json_object, validate
+from router.body import client_closed, read_json_object, validate
 from router.errors import from_api_error, from_upstream_error
 from router.fan_out_charge import admit_every_call
 from router.gateway import Gateway, PolicyObserver
@@ -77,6 +77,9 @@ async def _serve(
     reservation: Reservation | None = None
     try:
         caller = record.caller = authenticate(request, gateway)
+        # Counted from the headers, before any byte of the body: a refused key holds no
+        # connection while it sends one.
+        reservation = await gateway.limiter.admit_request(caller, _observer(request).limit_rejected)
         body = await read_json_object(request, gateway.config.server.max_body_bytes)
         record.model = body.get("model") if isinstance(body.get("model"), str) else None
         parsed = validate(schema, body)
@@ -86,7 +89,7 @@ async def _serve(
         record.trace = trace = gateway.dispatcher.start_trace(route.plan)
         forward = forwardable(body)
         reservation = await admit_every_call(
-            gateway, record, endpoint, forward, _observer(request).limit_rejected
+            gateway, reservation, record, endpoint, forward, _observer(request).limit_rejected
         )
         if body.get("stream") is True:
             return await _stream(request, gateway, record, endpoint, forward, reservation)
@@ -98,9 +101,10 @@ async def _serve(
         answer = await _unless_disconnected(
             request, gateway.dispatcher.complete(route.plan, endpoint, forward, trace)
         )
-    except ApiError as exc:
+    except ApiError as exc:  # 499: the client went away, which is no backend's failure
         await gateway.limiter.settle(reservation, 0)
-        record.emit(exc.status, outcome="rejected", error=exc.code or exc.type)
+        outcome = "client_closed" if exc.status == 499 else "rejected"
+        record.emit(exc.status, outcome=outcome, error=exc.code or exc.type)
         return _with_headers(from_api_error(exc), record)
     except UpstreamError as exc:
         await gateway.limiter.settle(reservation, 0)
@@ -150,7 +154,9 @@ async def _stream(
         reads = prompt_reads(endpoint, trace.translation)  # each fanned-out call read it
         estimate = None if usage is not None else estimated_usage(forward, streamed_chars, reads)
         ended["usage"] = usage if estimate is None else estimate
-        record.emit(200, outcome=outcome, usage=usage, stream_error=trace.stream_error)
+        # A client gone mid-stream is logged as 499, as one gone before its answer is.
+        status = 499 if outcome == "client_closed" else 200
+        record.emit(status, outcome=outcome, usage=usage, stream_error=trace.stream_error)
 
     frames = _after(
         sse_frames(gateway.dispatcher.relay(opened, trace), on_end, wants_usage(forward)),
@@ -259,9 +265,7 @@ async def _unless_disconnected(request: AnyRequest, work: Awaitable[T]) -> T:
         return await work
     except asyncio.CancelledError:
         if gone and handler.uncancel() == 0:
-            raise ApiError(
-                "The client closed the connection.", status=499, code="client_closed"
-            ) from None
+            raise client_closed() from None
         raise
     finally:
         watcher.cancel()

@@ -17,6 +17,7 @@ from router.gateway import Gateway
 
 async def admit_every_call(
     gateway: Gateway,
+    head: Reservation | None,
     record: RequestRecord,
     endpoint: Endpoint,
     body: Mapping[str, Any],
@@ -24,14 +25,15 @@ async def admit_every_call(
 ) -> Reservation | None:
     """Reserve the tokens of every upstream call the first deployment able to serve the
     request would make, and arm the trace to top the reservation up for a later one.
-    Raises the 429 (nothing taken) when the limits cannot cover it."""
-    caller, route, trace = record.caller, record.route, record.trace
-    assert caller is not None
+    `head`: what `Limiter.admit_request` took from the headers (the request is counted
+    there, once). Raises the 429 when the limits cannot cover it; the caller then settles
+    `head` to 0, as on any error, and nothing stays taken."""
+    route, trace = record.route, record.trace
     assert route is not None
     assert trace is not None
     calls = gateway.dispatcher.first_calls(route.plan, endpoint, body)
-    reservation = await gateway.limiter.admit(
-        caller, body, on_refused, prompt_reads=calls.prompt_reads
+    reservation = await gateway.limiter.admit_tokens(
+        head, body, on_refused, prompt_reads=calls.prompt_reads
     )
     record.extra_headers.update(rate_limit_headers(reservation))
 

@@ -12,6 +12,7 @@ from litestar import Litestar
 
 from policies.loading import load_config
 from router.app import create_app
+from router.connection_guard import ConnectionGuard
 from router.exposure import Listener
 from router.logging import configure_logging
 
@@ -61,13 +62,32 @@ def app_from_environment() -> Litestar:
     return create_app(load_config(path), config_path=path if reload else None, listener=listener)
 
 
+def guarded_app_from_environment() -> ConnectionGuard:
+    """The app behind router.connection_guard, under both servers: the body deadline of
+    the config it serves now (reloads included), and `server.max_connections` requests in
+    flight, as read at start-up. Neither server's own limit is used: granian's
+    backpressure queues requests past it unanswered, and uvicorn's `limit_concurrency`
+    counts sockets that never sent a byte (uvicorn has no header timeout), so that many
+    idle sockets would lock every client out."""
+    app = app_from_environment()
+
+    def body_timeout() -> float:
+        return float(app.state.gateway.config.server.body_timeout)
+
+    return ConnectionGuard(app, body_timeout, app.state.gateway.config.server.max_connections)
+
+
 def _run_granian(host: str, port: int, *, forward_sighup: bool) -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
+    limit = load_config(os.environ[_CONFIG_ENV]).server.max_connections
     server = Granian(
-        "router.server:app_from_environment",
+        "router.server:guarded_app_from_environment",
         factory=True,
+        # Room above the guard's cap, so the requests past it reach the guard and are
+        # answered 503 at once instead of waiting in granian's queue.
+        backpressure=2 * limit,
         address=host,
         port=port,
         interface=Interfaces.ASGI,
@@ -99,7 +119,7 @@ def _run_uvicorn(host: str, port: int) -> None:
     import uvicorn
 
     uvicorn.run(
-        app_from_environment(),
+        guarded_app_from_environment(),
         host=host,
         port=port,
         loop="uvloop",

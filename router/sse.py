@@ -34,11 +34,11 @@ async def sse_frames(
     chunks: AsyncIterator[JSONObject], on_end: StreamEnd, include_usage: bool = True
 ) -> AsyncIterator[bytes]:
     """`on_end(outcome, usage, streamed_chars)`: how the stream ended (ok, error,
-    client_disconnected), the usage the stream reported (None if none came), and how many
+    client_closed), the usage the stream reported (None if none came), and how many
     characters of generated text were relayed, to estimate with when no usage came.
     `include_usage`: whether the client asked for the usage chunk (false: it is stripped,
     and so are the `usage` keys of the other chunks)."""
-    outcome = "client_disconnected"
+    outcome = "client_closed"  # until the stream ends any other way
     usage: Any = None
     streamed = 0
     try:
