@@ -14,7 +14,8 @@ TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 EmbeddingInput = (
     Text
     | Annotated[list[Text], Field(min_length=1, max_length=MAX_INPUTS)]
-    | TokenIds
+    # One input as token ids: the spec bounds this array by the same 2048 as the others.
+    | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=MAX_INPUTS)]
     | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_INPUTS)]
 )
 

@@ -694,6 +694,15 @@ def test_embedding_more_than_2048_inputs_are_rejected(gw: Gateway) -> None:
     assert param.startswith("input")
 
 
+@pytest.mark.parametrize("tokens", [[1] * 2049, [[1] * 3] * 2049])
+def test_embedding_token_arrays_past_2048_are_rejected(gw: Gateway, tokens: Any) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        gw.client.embeddings.create(model="m", input=tokens, encoding_format="float")
+    param = bad_request(exc)["param"]
+    assert param is not None
+    assert param.startswith("input")
+
+
 def float32_le(encoded: str) -> list[float]:
     raw = base64.b64decode(encoded)
     return list(struct.unpack(f"<{len(raw) // 4}f", raw))
