@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from policies.continuation import Rescue
 from policies.errors import ApiError
 from policies.fan_out_cost import ONE_CALL, UpstreamCalls, may_fan_out, upstream_calls
 from policies.health import Health
@@ -43,6 +44,11 @@ class Trace:
     # Before a deployment whose emulation fans out into calls that each read the prompt:
     # makes the request's token reservation cover them, or raises the 429.
     cover: Callable[[UpstreamCalls], Awaitable[None]] | None = None
+    # A stream continued after it broke (policies/continuation.py): how many times, how
+    # it ended (ok, failed, not_continuable) and why, for the log and metrics.
+    continued: int = 0
+    continuation: str | None = None
+    continuation_note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,28 +114,80 @@ class Dispatcher:
 
         return await self._walk(plan, trace, endpoint, body, attempt)
 
-    async def relay(self, opened: OpenStream, trace: Trace) -> AsyncIterator[JSONObject]:
+    async def relay(
+        self,
+        opened: OpenStream,
+        trace: Trace,
+        request: tuple[DeploymentPlan, Endpoint, Mapping[str, Any]] | None = None,
+    ) -> AsyncIterator[JSONObject]:
         """The committed stream, chunk by chunk, still under the request's deadline.
-        Closing this iterator (the client went away) closes the upstream call at once."""
+        Closing this iterator (the client went away) closes the upstream call at once.
+        With its `request` (plan, endpoint, body), a stream that fails is continued where
+        it can be (policies/continuation.py); else the failure ends it in-band."""
+        rescue = None if request is None else Rescue(*request, self._target_capabilities)
+        stream: OpenStream | None = opened
         try:
-            yield opened.first
-            while True:
-                async with asyncio.timeout_at(trace.deadline):
-                    chunk = await anext(opened.rest, None)
-                if chunk is None:
+            while stream is not None:
+                try:
+                    chunk: JSONObject | None = stream.first
+                    while chunk is not None:
+                        out = chunk if rescue is None else rescue.relayed(chunk)
+                        if out is not None:
+                            yield out
+                        if rescue is not None and rescue.leg_stopped:
+                            break  # ended at the seam: the backend need not go on
+                        async with asyncio.timeout_at(trace.deadline):
+                            chunk = await anext(stream.rest, None)
+                    if rescue is not None:
+                        rescue.ended()
+                except UpstreamError as exc:
+                    await self._stream_failed(exc, trace, rescue)
+                finally:
+                    await stream.rest.aclose()
+                    await self._release(trace)
+                if rescue is None:
                     return
-                yield chunk
+                for out in rescue.drain():
+                    yield out
+                stream = await self._continuation(rescue, trace)
+            if rescue is not None and rescue.continued:
+                trace.continuation = "ok"
+                yield rescue.closing()
         except TimeoutError:
             trace.stream_error = "deadline exceeded mid-stream"
             raise UpstreamError.timeout("the request's total deadline passed mid-stream") from None
-        except UpstreamError as exc:
-            trace.stream_error = self._redactor.for_log(exc.summary())
-            if self._health is not None and trace.target is not None:
-                await self._health.failed(trace.target, exc)
-            raise self._public(exc, trace.target) from exc
-        finally:
-            await opened.rest.aclose()
-            await self._release(trace)
+
+    async def _stream_failed(self, exc: UpstreamError, trace: Trace, rescue: Rescue | None) -> None:
+        """A committed stream failed: its breaker is told; raises what the client gets,
+        unless the stream is to be continued."""
+        trace.stream_error = trace.stream_error or self._redactor.for_log(exc.summary())
+        if self._health is not None and trace.target is not None:
+            await self._health.failed(trace.target, exc)
+        public = self._public(exc, trace.target)
+        if rescue is None:
+            raise public from exc
+        why = rescue.broke(exc, public, trace.target, trace.attempts)
+        if why is not None:
+            trace.continuation = "failed" if rescue.continued else "not_continuable"
+            trace.continuation_note = why
+            raise rescue.original or public from exc
+
+    async def _continuation(self, rescue: Rescue, trace: Trace) -> OpenStream | None:
+        """The next continuation's stream, once it has a first chunk; None: none is left.
+        A deployment refusing it never hides the stream's own failure from the client."""
+        leg = rescue.next_leg()
+        if leg is None:
+            return None
+        trace.continued = rescue.continued
+        refusal: Exception | None = None
+        for plan in leg.plans:
+            try:
+                return await self.open_stream(plan, rescue.endpoint, leg.body, trace)
+            except (UpstreamError, ApiError) as exc:
+                refusal = exc
+        trace.continuation, trace.continuation_note = "failed", f"not continued: {refusal}"
+        assert rescue.original is not None
+        raise rescue.original from refusal
 
     async def _release(self, trace: Trace) -> None:
         held, trace.holding = trace.holding, None
@@ -319,6 +377,9 @@ class Dispatcher:
     @property
     def orderer(self) -> Orderer | None:
         return self._orderer
+
+    def _target_capabilities(self, target: Target) -> Capabilities:
+        return self._capabilities_of(target, self._providers[target.deployment.provider])
 
     def _capabilities_of(self, target: Target, provider: Provider) -> Capabilities:
         return self._capabilities.get(target.label) or provider.capabilities

@@ -36,6 +36,8 @@ _KEYS = {
     "presence_penalty": "penalties",
     "tools": "tools",
     "response_format": "response_format",
+    # Continuing a partial assistant answer (a broken stream's rescue, policies/continuation.py).
+    "prefill": "prefill",
     # Chat options with nothing to emulate (router/schemas/chat_options.py).
     "custom_tools": "custom_tools",
     "reasoning_effort": "reasoning_effort",
@@ -67,7 +69,10 @@ class Capabilities:
     is refused with greedy sampling (vLLM), so such requests are fanned out.
     `whitespace_stop` false: stop strings made only of whitespace are refused (Anthropic).
     `request_keys`: the only body keys the adapter can translate (None: any key is
-    forwarded, as OpenAI-compatible servers take unknown fields).
+    forwarded, as OpenAI-compatible servers take unknown fields). `prefill`: the backend
+    continues a final assistant message (vLLM's `continue_final_message`, Anthropic's
+    prefill, the local samplers); off unless declared, as many chat APIs refuse it or
+    answer the message instead of continuing it.
 
     The chat options from `custom_tools` on cannot be emulated (policies/translation_options.py):
     those that change what the answer is (`custom_tools`, `reasoning_effort`, `verbosity`,
@@ -98,6 +103,7 @@ class Capabilities:
     penalties: bool = True
     tools: bool = True
     response_format: bool = True
+    prefill: bool = False
     custom_tools: bool = True
     reasoning_effort: bool = True
     verbosity: bool = True

@@ -13,6 +13,7 @@ from litestar import Request, Response, post
 from litestar.response import Stream
 
 from policies.cache import CacheChoice, ResponseCache
+from policies.dispatch import Trace
 from policies.errors import ApiError
 from policies.fan_out_cost import prompt_reads
 from policies.limits import Reservation
@@ -156,15 +157,30 @@ async def _stream(
         ended["usage"] = usage if estimate is None else estimate
         # A client gone mid-stream is logged as 499, as one gone before its answer is.
         status = 499 if outcome == "client_closed" else 200
-        record.emit(status, outcome=outcome, usage=usage, stream_error=trace.stream_error)
+        error = trace.stream_error
+        record.emit(status, outcome=outcome, usage=usage, stream_error=error, **_continued(trace))
 
     frames = _after(
-        sse_frames(gateway.dispatcher.relay(opened, trace), on_end, wants_usage(forward)),
+        sse_frames(
+            gateway.dispatcher.relay(opened, trace, (route.plan, endpoint, forward)),
+            on_end,
+            wants_usage(forward),
+        ),
         lambda: gateway.limiter.settle(reservation, total_tokens(ended.get("usage"))),
     )
     return Stream(
         frames, media_type="text/event-stream", headers={**SSE_HEADERS, **record.headers()}
     )
+
+
+def _continued(trace: Trace) -> dict[str, Any]:
+    """The log's fields on a stream that broke: whether and how often it was continued."""
+    if trace.continuation is None:
+        return {}
+    fields = {"continued": trace.continued, "continuation_outcome": trace.continuation}
+    if trace.continuation_note is not None:
+        fields["continuation_note"] = trace.continuation_note
+    return fields
 
 
 # The headers a cached answer replays: who answered it, and what was done to the request.

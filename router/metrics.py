@@ -129,6 +129,13 @@ class Metrics:
         self._reloads = counter(
             "config_reloads", "Config reloads: ok, unchanged or rejected.", "result"
         )
+        self._continuations = counter(
+            "stream_continuations",
+            "Streams that failed after content was relayed, by what became of them: ok "
+            "(continued to the end), failed (a continuation was tried and did not finish it) "
+            "or not_continuable (ended with the error).",
+            "outcome",
+        )
         self._state_errors = counter(
             "state_errors",
             "Shared-state operations that found the store unreachable (routing failed open).",
@@ -159,6 +166,8 @@ class Metrics:
                 self._fallbacks(model).inc()
         if first_token_s is not None:
             self._first_token(model, deployment).observe(first_token_s)
+        if trace is not None and trace.continuation is not None:
+            self._continuations(trace.continuation).inc()
         if isinstance(usage, Mapping):
             for kind, key in _TOKEN_KINDS:
                 count = usage.get(key)

@@ -36,8 +36,11 @@ _TRANSLATED = frozenset(
         "parallel_tool_calls", "user", "n",
     }
 )  # fmt: skip
-# OpenAI bookkeeping with no effect on the answer itself.
-_IGNORED = frozenset({"store", "metadata", "service_tier"})
+# OpenAI bookkeeping with no effect on the answer itself; and vLLM's keys asking to continue
+# the final assistant message, which is what Anthropic does with one anyway (its prefill).
+_IGNORED = frozenset(
+    {"store", "metadata", "service_tier", "continue_final_message", "add_generation_prompt"}
+)
 # Options whose "off" value is harmless: anything else is refused.
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "logprobs": (False,),

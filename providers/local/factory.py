@@ -26,7 +26,8 @@ def build_local_provider(
     # Sampling options are native; candidates per prompt are bounded by the KV-cache slots.
     # The chat options of OpenAI's own service (reasoning effort, audio, web search, prompt
     # caching, stored completions, moderation, custom tools, ...) have nothing behind them.
+    # A final assistant message is continued (`continue_final_message`, as vLLM does it).
     capabilities = Capabilities(
-        embeddings=False, max_n=settings.max_slots, max_stop=UNLIMITED_STOP
+        embeddings=False, max_n=settings.max_slots, max_stop=UNLIMITED_STOP, prefill=True
     ).without_chat_options()
     return LocalGenerator(name, lambda: load_generator(source), capabilities)

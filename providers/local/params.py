@@ -110,7 +110,8 @@ class GenerationRequest:
 
     `logprobs` is the number of alternatives to report per position, or None when the
     client asked for no logprobs (completions' `logprobs: 0` is 0: the sampled token only).
-    `max_tokens` None means: up to the context window.
+    `max_tokens` None means: up to the context window. `continue_final`: chat only, the
+    final assistant message is continued, not answered (vLLM's `continue_final_message`).
     """
 
     kind: Literal["completions", "chat"]
@@ -134,6 +135,7 @@ class GenerationRequest:
     stream: bool = False
     include_usage: bool = False
     user: str | None = None
+    continue_final: bool = False
 
     @classmethod
     def from_completions(cls, body: Body) -> GenerationRequest:
@@ -177,6 +179,7 @@ class GenerationRequest:
             n=n,
             best_of=n,
             logprobs=_chat_logprobs(body),
+            continue_final=_continues_final(body, messages),
             **_shared(body, bool(_value(body, "stream", False))),
         )
 
@@ -208,6 +211,24 @@ class GenerationRequest:
                     f"prompt has a token id outside the vocabulary (0..{vocab_size - 1}).",
                     "prompt",
                 )
+
+
+def _continues_final(body: Body, messages: Any) -> bool:
+    """vLLM's `continue_final_message`: only for a final assistant message, and not with a
+    generation prompt, which would open a new turn after it."""
+    if not _value(body, "continue_final_message", False):
+        return False
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    if not isinstance(last, Mapping) or last.get("role") != "assistant":
+        raise bad_request(
+            "continue_final_message needs a final assistant message to continue.", "messages"
+        )
+    if _value(body, "add_generation_prompt", False):
+        raise bad_request(
+            "continue_final_message and add_generation_prompt cannot both be true.",
+            "add_generation_prompt",
+        )
+    return True
 
 
 def _shared(body: Body, stream: bool) -> dict[str, Any]:

@@ -175,7 +175,9 @@ def _prepare_prompts(
     prepared = []
     for source in sources:
         if gen.kind == "chat":
-            ids = adapter.render_chat(list(gen.messages), gen.tools, gen.tool_choice)
+            ids = adapter.render_chat(
+                list(gen.messages), gen.tools, gen.tool_choice, continue_final=gen.continue_final
+            )
             text = ""
         elif gen.suffix is not None:
             ids = adapter.fim_prompt(source, gen.suffix)

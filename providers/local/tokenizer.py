@@ -143,23 +143,31 @@ class TokenizerAdapter:
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
+        *,
+        continue_final: bool = False,
     ) -> list[int]:
         """The model's chat template applied to `messages`, ending with the assistant's
-        generation prompt. Tools are handed to the template; what it does with them is the
-        template's business."""
+        generation prompt (`continue_final`: ending inside the final assistant message,
+        left open to be continued). Tools are handed to the template; what it does with
+        them is the template's business."""
         # The template writes its own special tokens (BOS included) into the text.
-        return self.encode_text(self.chat_text(messages, tools, tool_choice))
+        text = self.chat_text(messages, tools, tool_choice, continue_final=continue_final)
+        return self.encode_text(text)
 
     def chat_text(
         self,
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
+        *,
+        continue_final: bool = False,
     ) -> str:
         """`render_chat` as text: the special tokens written out, as a prompt to send."""
         from jinja2 import TemplateError
 
-        options: dict[str, Any] = {"add_generation_prompt": True, "tokenize": False}
+        options: dict[str, Any] = {"add_generation_prompt": not continue_final, "tokenize": False}
+        if continue_final:
+            options["continue_final_message"] = True
         if tools:
             options["tools"] = [dict(tool) for tool in tools]
             options["tool_choice"] = tool_choice

@@ -49,11 +49,15 @@ class Reply:
     """A normal answer: JSON, or the named SSE events when the request streams.
 
     ``tool`` adds a `tool_use` block after the text (``stop_reason`` becomes `tool_use`);
-    its streamed input arrives as `input_json_delta` fragments split mid-JSON."""
+    its streamed input arrives as `input_json_delta` fragments split mid-JSON.
+    ``prefill``: a final assistant message is a prefill, continued as Anthropic does: the
+    answer is the rest of ``text`` after it (a 400 when it ends in whitespace, as
+    Anthropic's, or does not begin ``text``)."""
 
     text: str = "Hello from Claude"
     tool: ToolUse | None = None
     stop_reason: str | None = None
+    prefill: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class MidStreamError:
     after_events: int = 3
     type: str = "overloaded_error"
     echo_headers: bool = False
+    text: str = "Hello from Claude"
+    tool: ToolUse | None = None
 
 
 Behavior: TypeAlias = Reply | AnthropicStatus | MidStreamError
@@ -215,7 +221,15 @@ class FakeAnthropicUpstream:
             behavior = self._queue.popleft() if self._queue else Reply()
         if isinstance(behavior, AnthropicStatus):
             return _error_response(behavior, self._echo(request, behavior.echo_headers))
-        reply = behavior if isinstance(behavior, Reply) else Reply()
+        reply = (
+            behavior
+            if isinstance(behavior, Reply)
+            else Reply(text=behavior.text, tool=behavior.tool)
+        )
+        if reply.prefill:
+            refusal, reply = _after_prefill(body, reply)
+            if refusal is not None:
+                return _error_response(refusal)
         if not body.get("stream"):
             return web.json_response(message(body, reply))
         events = stream_events(body, reply)
@@ -237,6 +251,23 @@ class FakeAnthropicUpstream:
         dump = "; ".join(f"{name}: {value}" for name, value in request.headers.items())
         key = request.headers.get("x-api-key", "none")
         return f": invalid x-api-key {key} (served by 127.0.0.1:{self.port}; headers: {dump})"
+
+
+def _after_prefill(body: Mapping[str, Any], reply: Reply) -> tuple[AnthropicStatus | None, Reply]:
+    messages = body.get("messages") or []
+    last = messages[-1] if messages else {}
+    if last.get("role") != "assistant":
+        return None, reply
+    content = last.get("content")
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+    partial = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+    if partial != partial.rstrip():
+        message = "messages: final assistant content cannot end with trailing whitespace"
+        return AnthropicStatus(400, "invalid_request_error", message), reply
+    if not reply.text.startswith(partial):
+        message = f"prefill {partial!r} does not begin the answer"
+        return AnthropicStatus(400, "invalid_request_error", message), reply
+    return None, Reply(text=reply.text[len(partial) :], tool=reply.tool)
 
 
 def _error_response(status: AnthropicStatus, echoed: str = "") -> web.Response:

@@ -46,7 +46,12 @@ class Ok:
     line endings; ``comments`` puts ``: keep-alive`` comments between events;
     ``split`` writes every event in two TCP writes split mid ``data:`` line;
     ``no_done`` ends the (complete, well-framed) stream without ``data: [DONE]``;
-    ``end_after`` ends it cleanly after that many events (no ``[DONE]``, nothing more).
+    ``end_after`` ends it cleanly after that many events (no ``[DONE]``, nothing more);
+    ``prefill`` answers only the rest of ``text`` when the request continues a beginning of
+    it, as vLLM continues a prefill: chat, a final assistant message with
+    ``continue_final_message`` (and ``add_generation_prompt: false``, else a 400 as vLLM
+    gives); completions, a prompt that ends with a beginning of ``text``. A prefill that is
+    not a beginning of ``text`` is a 400.
     """
 
     text: str | None = None
@@ -58,6 +63,7 @@ class Ok:
     no_done: bool = False
     end_after: int | None = None
     headers: Mapping[str, str] = field(default_factory=_no_headers)
+    prefill: bool = False
 
 
 _DEFAULT_TYPE: Final = MappingProxyType(
@@ -171,11 +177,14 @@ class Silence:
 class StallMidStream:
     """Send ``after_events`` SSE events, go silent for ``seconds``, then finish normally.
 
+    ``text`` replaces the default answer.
+
     Non-streaming: send the head and the first half of the JSON body, stall, send the rest.
     """
 
     after_events: int = 2
     seconds: float = 3600.0
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -184,11 +193,15 @@ class CutStream:
 
     ``pause`` waits that long after the events are flushed before the RST, so the client
     surely reads them first (a reader that sees data and RST together may drop the data).
+    ``text`` replaces the default answer; ``partial`` also sends the first half of the next
+    event's bytes (cut inside a character when the text there is multibyte) before the RST.
     Non-streaming: send the head (full Content-Length) and half the body, then RST.
     """
 
     after_events: int = 2
     pause: float = 0.0
+    text: str | None = None
+    partial: bool = False
 
 
 @dataclass(frozen=True)

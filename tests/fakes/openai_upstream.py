@@ -42,7 +42,7 @@ from .behaviors import (
     context_length_exceeded,
     rate_limited,
 )
-from .wire import ROUTES, InvalidRequest, Json, dumps, invalid, model_object
+from .wire import ROUTES, InvalidRequest, Json, dumps, invalid, model_object, rest_after_prefill
 
 __all__ = [
     "MID_STREAM_ERROR",
@@ -101,6 +101,14 @@ def _head(code: int, headers: dict[str, str], extra: Mapping[str, str]) -> bytes
         reason = "Unknown"
     lines = [f"HTTP/1.1 {code} {reason}", *(f"{k}: {v}" for k, v in merged.items()), "", ""]
     return "\r\n".join(lines).encode("latin-1")
+
+
+def _mid_character(data: bytes) -> int:
+    """Where to cut `data` in two: inside its first multibyte character, else halfway."""
+    for i, byte in enumerate(data):
+        if byte >= 0xC0:  # a multibyte character's lead byte: cut after it
+            return i + 1
+    return len(data) // 2
 
 
 def _chunk(data: bytes) -> bytes:
@@ -402,11 +410,12 @@ class FakeOpenAIUpstream:
             }
             writer.write(_head(b.code, headers, b.headers) + payload)
             return await writer.drain()
-        ok = b if isinstance(b, Ok) else Ok()
+        ok = b if isinstance(b, Ok) else Ok(text=getattr(b, "text", None))
         if ok.delay:
             await asyncio.sleep(ok.delay)
         try:
-            result = self._answer(req, ok.text)
+            text = rest_after_prefill(req.json, ok.text) if ok.prefill else ok.text
+            result = self._answer(req, text)
         except InvalidRequest as exc:
             return await self._respond(req, exc.status, writer, keep)
         except Exception as exc:  # a bug in the fake: make it loud
@@ -481,6 +490,10 @@ class FakeOpenAIUpstream:
         for i, payload in enumerate([*events, None]):
             if isinstance(b, StallMidStream | CutStream) and i == min(b.after_events, len(events)):
                 if isinstance(b, CutStream):
+                    if b.partial and payload is not None:  # raw UTF-8, as vLLM sends it
+                        raw = json.dumps(json.loads(payload), ensure_ascii=False)
+                        data = f"data: {raw}{nl}{nl}".encode()
+                        w.write(_chunk(data[: _mid_character(data)]))
                     await w.drain()
                     await asyncio.sleep(b.pause)
                     await _rst(w)

@@ -223,6 +223,34 @@ def completions(body: Json, text: str | None) -> Json | list[str]:
     return [*events, "[DONE]"]
 
 
+def rest_after_prefill(body: Any, text: str | None) -> str | None:
+    """What a backend continuing a prefill answers when the whole answer is ``text``: the
+    part after the prefill (the final assistant message, or the end of a completions
+    prompt that begins ``text``); 400 when the prefill is not a beginning of ``text``."""
+    if text is None or not isinstance(body, dict):
+        return text
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        if not body.get("continue_final_message"):
+            return text
+        if body.get("add_generation_prompt", True):  # vLLM's default is true
+            raise invalid(
+                "Cannot set both `continue_final_message` and `add_generation_prompt` to True."
+            )
+        last = messages[-1] if messages else {}
+        if not isinstance(last, dict) or last.get("role") != "assistant":
+            raise invalid("continue_final_message needs a final assistant message.", "messages")
+        partial = _content_text(last.get("content"))
+        if not text.startswith(partial):
+            raise invalid(f"prefill {partial!r} does not begin the answer", "messages")
+        return text[len(partial) :]
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        return text
+    begun = max((k for k in range(len(text) + 1) if prompt.endswith(text[:k])), default=0)
+    return text[begun:]
+
+
 def _vector(item: str | list[int], dims: int) -> list[float]:
     """Deterministic unit vector (exactly representable as float32) derived from ``item``."""
     key = dumps(item).encode()
