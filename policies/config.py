@@ -11,6 +11,7 @@ from policies.policy_config import (
     BreakerSettings,
     CacheSettings,
     EmulationSettings,
+    HedgeSettings,
     LimitSettings,
     Price,
     StateSettings,
@@ -24,7 +25,7 @@ from providers.capabilities import CapabilityOverrides
 from providers.emulation.fim import FimSetting
 from providers.local.tokenizer_cache import TokenizerName
 from providers.registry import ProviderSettings
-from providers.timeouts import UpstreamTimeouts
+from providers.timeouts import TimeoutOverrides, UpstreamTimeouts
 
 
 class _Strict(BaseModel):
@@ -50,6 +51,23 @@ class MetricsSettings(_Strict):
 
 class TimeoutSettings(UpstreamTimeouts):
     total: float = Field(600.0, gt=0, description="One deadline per client request, all attempts")
+
+
+class ModelTimeouts(_Strict):
+    """`timeouts:` on a model: each key given replaces, for this model's deployments, the
+    one they would use otherwise (their provider's `timeouts`, else the top level's);
+    `total` is the deadline of a request for this model, all its attempts together."""
+
+    connect: float | None = Field(None, gt=0)
+    first_byte: float | None = Field(None, gt=0)
+    stream_idle: float | None = Field(None, gt=0)
+    total: float | None = Field(None, gt=0)
+
+    def upstream(self) -> TimeoutOverrides | None:
+        """What the model's calls carry to their adapters (None: nothing of their own)."""
+        if self.connect is None and self.first_byte is None and self.stream_idle is None:
+            return None
+        return TimeoutOverrides(self.connect, self.first_byte, self.stream_idle)
 
 
 class RetrySettings(_Strict):
@@ -87,6 +105,8 @@ class ModelRoute(_Strict):
     translation: Mode = Mode.EMULATE
     strategy: Strategy = Strategy.PRIORITY
     breaker: BreakerSettings | None = None  # this model's deployments; default: top-level
+    timeouts: ModelTimeouts | None = None  # this model's deployments, key by key over the rest
+    hedge: HedgeSettings | None = None  # key by key over the top level's
 
 
 class KeySettings(_Strict):
@@ -112,10 +132,22 @@ class TurnoutConfig(_Strict):
     keys: list[KeySettings] = Field(default_factory=list)
     teams: dict[str, TeamSettings] = Field(default_factory=dict)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    hedge: HedgeSettings = Field(default_factory=HedgeSettings)
     cache: CacheSettings | None = None  # absent: no response cache
     state: StateSettings = Field(default_factory=StateSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     emulation: EmulationSettings = Field(default_factory=EmulationSettings)
+
+    def total_for(self, model: str) -> float:
+        """The deadline of a request for `model`: its own `timeouts.total`, else the top level's."""
+        route = self.models.get(model)
+        own = route.timeouts.total if route is not None and route.timeouts is not None else None
+        return own if own is not None else self.timeouts.total
+
+    @property
+    def longest_total(self) -> float:
+        """The longest deadline a request can have (to wait for in-flight ones to end)."""
+        return max([self.timeouts.total, *(self.total_for(name) for name in self.models)])
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Self:

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from policies.continuation import Rescue
 from policies.errors import ApiError
 from policies.fan_out_cost import ONE_CALL, UpstreamCalls, may_fan_out, upstream_calls
 from policies.health import Health
+from policies.hedge import FirstTokenStats, HedgedWalk, Steps, Turn, mark_lost
 from policies.plan import DeploymentPlan, Target
+from policies.policy_config import HedgeSettings
 from policies.redaction import Redactor
 from policies.retry import CANCELLED, Attempt, Decision, call_with_retries, classify
 from policies.state.base import BreakerState, BreakerView
 from policies.strategies import Orderer
 from policies.translation import Mode, Refusal, Translation, declared_for, translate
+from policies.walk_errors import breakers_open, exhausted, public_label, refused
 from providers.base import Provider
 from providers.capabilities import Capabilities
 from providers.emulation import DEFAULT_MAX_PARALLEL, EMULABLE, with_emulations
-from providers.errors import Failure, UpstreamError
+from providers.errors import UpstreamError
 from providers.local.tokenizer_cache import TokenizerCache
+from providers.retimed import Retimed
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
 
 T = TypeVar("T")
@@ -44,6 +49,7 @@ class Trace:
     # Before a deployment whose emulation fans out into calls that each read the prompt:
     # makes the request's token reservation cover them, or raises the 429.
     cover: Callable[[UpstreamCalls], Awaitable[None]] | None = None
+    hedges: list[str] = field(default_factory=list)  # each hedge's outcome (policies/hedge.py)
     # A stream continued after it broke (policies/continuation.py): how many times, how
     # it ended (ok, failed, not_continuable) and why, for the log and metrics.
     continued: int = 0
@@ -59,6 +65,21 @@ class OpenStream:
     rest: AsyncGenerator[JSONObject, None]
 
 
+@dataclass(slots=True)
+class _Walk(Generic[T]):
+    """One request's way through its plan: where it is, and the last failure so far."""
+
+    plan: DeploymentPlan
+    trace: Trace
+    endpoint: Endpoint
+    body: Mapping[str, Any]
+    attempt: Callable[[Provider, ProviderRequest], Awaitable[T]]
+    queue: list[Target]
+    index: int = 0
+    rerouted: bool = False  # to the context-window fallbacks, which happens once
+    last: UpstreamError | None = None
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -69,13 +90,16 @@ class Dispatcher:
         redactor: Redactor | None = None,
         *,
         max_parallel: int = DEFAULT_MAX_PARALLEL,
+        first_tokens: FirstTokenStats | None = None,
     ) -> None:
         """`capabilities`: each deployment's (by label), config overrides applied; a
         deployment not listed has its provider's declared capabilities. `health` keeps
         breakers and statistics (none: every deployment is always tried); `orderer`
         applies the plan's strategy (none: config order); `redactor` masks what upstream
         errors must not show the client (none: token-shaped strings and addresses only);
-        `max_parallel`: upstream calls one request's emulation may run at once."""
+        `max_parallel`: upstream calls one request's emulation may run at once;
+        `first_tokens`: streams' times to first token, for hedging (none: hedges wait
+        their `cap` when adaptive)."""
         self._providers = providers
         self._capabilities = dict(capabilities or {})
         self._tokenizers = TokenizerCache()  # deployments' declared tokenizers, loaded once
@@ -83,6 +107,7 @@ class Dispatcher:
         self._orderer = orderer
         self._max_parallel = max_parallel
         self._redactor = redactor or Redactor()
+        self._first_tokens = first_tokens
 
     def start_trace(self, plan: DeploymentPlan) -> Trace:
         return Trace(deadline=asyncio.get_running_loop().time() + plan.deadline_s)
@@ -112,7 +137,7 @@ class Dispatcher:
                 raise
             return OpenStream(first, rest)
 
-        return await self._walk(plan, trace, endpoint, body, attempt)
+        return await self._walk(plan, trace, endpoint, body, attempt, plan.hedge)
 
     async def relay(
         self,
@@ -201,83 +226,127 @@ class Dispatcher:
         endpoint: Endpoint,
         body: Mapping[str, Any],
         attempt: Callable[[Provider, ProviderRequest], Awaitable[T]],
+        hedge: HedgeSettings | None = None,
     ) -> T:
-        queue = await self._ordered(plan.targets, plan)
-        rerouted = False
-        last: UpstreamError | None = None
+        """Each eligible deployment in turn until one answers; `hedge`: a stream's, also
+        the next one while the first content is late (policies/hedge.py)."""
+        walk = _Walk(plan, trace, endpoint, body, attempt, await self._ordered(plan.targets, plan))
         try:
             async with asyncio.timeout_at(trace.deadline):
-                index = 0
-                while index < len(queue):
-                    target = queue[index]
-                    index += 1
-                    provider = self._providers[target.deployment.provider]
-                    fit = self._translate(plan, trace, endpoint, body, target, provider)
-                    if fit is None:
-                        continue  # cannot honour this request: skipped, never called
-                    if fit.applied and trace.cover is not None:
-                        most = self._capabilities_of(target, provider).max_n
-                        calls = upstream_calls(endpoint, fit, most)
-                        if calls.prompt_reads > 1:
-                            await trace.cover(calls)  # before any of its calls starts
-                    if fit.applied:
-                        provider = with_emulations(
-                            provider,
-                            fit.applied,
-                            self._capabilities_of(target, provider),
-                            fit.declared,
-                            max_parallel=self._max_parallel,
-                        )
-                    request = ProviderRequest(
-                        endpoint, {**fit.body, "model": target.deployment.model}
-                    )
-                    # Nothing between the breaker's leave and `_attempts`, which owns a
-                    # granted probe from here: it is used, or given back.
-                    probe = False
-                    if self._health is not None:
-                        view = await self._admitted(target, trace)
-                        if not view.allowed:
-                            continue  # breaker open: skipped without touching it
-                        probe = view.probe
+                if hedge is not None:
+                    won = await HedgedWalk(self._steps(walk, hedge), hedge, trace.hedges).run()
+                    if won is not None:
+                        return self._answered(trace, *won)
+                while (turn := await self._next_turn(walk)) is not None:
                     try:
                         result = await self._attempts(
-                            plan,
-                            trace,
-                            target,
-                            lambda: attempt(provider, request),  # noqa: B023
-                            probe,
+                            plan, trace, turn.target, turn.call, turn.probe
                         )
                     except UpstreamError as exc:
-                        last, trace.target = exc, target  # who gave the answer so far
-                        decision = classify(exc)
-                        if decision is Decision.FINAL:
-                            raise self._public(exc, target) from exc
-                        if decision is Decision.CONTEXT_WINDOW:
-                            if rerouted or not plan.context_window_targets:
-                                raise self._public(exc, target) from exc
-                            queue = await self._ordered(plan.context_window_targets, plan)
-                            index, rerouted = 0, True
+                        await self._turn_failed(walk, turn, exc)
                         continue
-                    trace.target, trace.translation = target, fit
-                    return result
+                    return self._answered(trace, turn, result)
         except TimeoutError:
-            if trace.attempts and trace.attempts[-1].outcome == CANCELLED:
-                cut = trace.attempts[-1]
-                trace.attempts[-1] = replace(cut, outcome="timeout: request deadline", status=504)
-            last = UpstreamError.timeout(
+            for i, cut in enumerate(trace.attempts):  # cut short by the deadline
+                if cut.outcome == CANCELLED:
+                    trace.attempts[i] = replace(
+                        cut, outcome="timeout: request deadline", status=504
+                    )
+            walk.last = UpstreamError.timeout(
                 f"no deployment answered within the request deadline of {plan.deadline_s:g}s"
             )
-        if last is None and trace.open_breakers:
-            raise _breakers_open(trace.open_breakers, self._health)
-        if last is None and trace.refusals:
-            raise _refused(trace.refusals)
-        raise _exhausted(last, trace, self._redactor)
+        if walk.last is None and trace.open_breakers:
+            raise breakers_open(trace.open_breakers, self._health)
+        if walk.last is None and trace.refusals:
+            raise refused(trace.refusals)
+        raise exhausted(walk.last, trace.attempts, trace.target, self._redactor)
+
+    async def _next_turn(self, walk: _Walk[T]) -> Turn[T] | None:
+        """The next deployment in the plan that can honour the request and whose breaker
+        lets it be called, with its call built; None when none is left."""
+        plan, trace, endpoint = walk.plan, walk.trace, walk.endpoint
+        while walk.index < len(walk.queue):
+            target = walk.queue[walk.index]
+            walk.index += 1
+            provider = self._providers[target.deployment.provider]
+            fit = self._translate(plan, trace, endpoint, walk.body, target, provider)
+            if fit is None:
+                continue  # cannot honour this request: skipped, never called
+            capabilities = self._capabilities_of(target, provider)
+            if fit.applied and trace.cover is not None:
+                calls = upstream_calls(endpoint, fit, capabilities.max_n)
+                if calls.prompt_reads > 1:
+                    await trace.cover(calls)  # before any of its calls starts
+            timeouts = plan.timeouts_for(target)
+            if timeouts is not None:  # the model's own, on every call that reaches it
+                provider = Retimed(provider, timeouts)
+            if fit.applied:
+                provider = with_emulations(
+                    provider,
+                    fit.applied,
+                    capabilities,
+                    fit.declared,
+                    max_parallel=self._max_parallel,
+                )
+            request = ProviderRequest(endpoint, {**fit.body, "model": target.deployment.model})
+            # Nothing between the breaker's leave and `_attempts`, which owns a granted
+            # probe from here: it is used, or given back.
+            probe = False
+            if self._health is not None:
+                view = await self._admitted(target, trace)
+                if not view.allowed:
+                    continue  # breaker open: skipped without touching it
+                probe = view.probe
+            return Turn(target, fit, functools.partial(walk.attempt, provider, request), probe)
+        return None
+
+    async def _turn_failed(self, walk: _Walk[T], turn: Turn[T], error: UpstreamError) -> None:
+        """A deployment's turn ended in `error`: raises when that is the client's answer;
+        a context-window overflow reroutes the rest of the walk (once)."""
+        walk.last, walk.trace.target = error, turn.target  # who gave the answer so far
+        decision = classify(error)
+        if decision is Decision.FINAL:
+            raise self._public(error, turn.target) from error
+        if decision is Decision.CONTEXT_WINDOW:
+            if walk.rerouted or not walk.plan.context_window_targets:
+                raise self._public(error, turn.target) from error
+            walk.queue = await self._ordered(walk.plan.context_window_targets, walk.plan)
+            walk.index, walk.rerouted = 0, True
+
+    def _answered(self, trace: Trace, turn: Turn[Any], result: T) -> T:
+        trace.target, trace.translation = turn.target, turn.fit
+        if isinstance(result, OpenStream):
+            trace.holding = turn.target  # a hedge that lost may have been the last to set it
+        return result
+
+    def _steps(self, walk: _Walk[T], hedge: HedgeSettings) -> Steps[T]:
+        async def run(turn: Turn[T]) -> T:
+            return await self._attempts(walk.plan, walk.trace, turn.target, turn.call, turn.probe)
+
+        async def lost(turn: Turn[T], result: T | None, seconds: float) -> None:
+            if isinstance(result, OpenStream):  # content came just too late: closed
+                await result.rest.aclose()
+                if self._health is not None:
+                    await self._health.ended(turn.target)
+                return
+            mark_lost(walk.trace.attempts, turn.target.label)
+            if self._first_tokens is not None:  # it had no content after `seconds` at least
+                await self._first_tokens.observe(turn.target.label, seconds)
+
+        async def delay(turn: Turn[T]) -> float:
+            stats = self._first_tokens
+            if hedge.after != "auto" or stats is None:
+                return hedge.delay(None)
+            return hedge.delay(await stats.p95(turn.target.label))
+
+        failed = functools.partial(self._turn_failed, walk)
+        return Steps(functools.partial(self._next_turn, walk), run, failed, lost, delay)
 
     def _public(self, error: UpstreamError, target: Target | None) -> UpstreamError:
         """`error` as the client may see it. Every upstream error leaves the dispatcher
-        through here or `_exhausted`: an upstream's text may echo our credentials or name
+        through here or `exhausted`: an upstream's text may echo our credentials or name
         its internal address, and only the log may keep it (secrets masked)."""
-        return self._redactor.public(error, _label(target))
+        return self._redactor.public(error, public_label(target))
 
     async def _ordered(self, targets: tuple[Target, ...], plan: DeploymentPlan) -> list[Target]:
         if self._orderer is None:
@@ -329,7 +398,10 @@ class Dispatcher:
                 tripped = view is not None and view.state is not BreakerState.CLOSED
                 raise
             is_probe, probe_out = probe_out, False
-            await health.succeeded(target, time.perf_counter() - started, probe=is_probe)
+            seconds = time.perf_counter() - started
+            await health.succeeded(target, seconds, probe=is_probe)
+            if isinstance(result, OpenStream) and self._first_tokens is not None:
+                await self._first_tokens.observe(target.label, seconds)  # its first content
             return result
 
         await health.started(target)
@@ -412,70 +484,3 @@ class Dispatcher:
         capabilities = self._capabilities_of(target, provider)
         declared = declared_for(target.deployment, plan.targets[0].deployment, self._tokenizers)
         return translate(endpoint, body, capabilities, mode, EMULABLE, declared)
-
-
-def _refused(refusals: list[tuple[str, Refusal]]) -> ApiError:
-    """No deployment can honour the request: name the first option that stood in the way."""
-    _, first = refusals[0]
-    where = "; ".join(f"{label}: {refusal.message}" for label, refusal in refusals)
-    if first.param == "model":
-        return ApiError(
-            f"No deployment of this model serves this endpoint ({where}).",
-            param="model",
-            code="unsupported_endpoint",
-        )
-    return ApiError(
-        f"`{first.param}` cannot be honoured by any deployment of this model ({where}). "
-        'Send {"router": {"translation": "drop"}} to drop what a deployment cannot do.',
-        param=first.param,
-        code="unsupported_parameter",
-    )
-
-
-def _breakers_open(open_breakers: list[tuple[str, float]], health: Health | None) -> UpstreamError:
-    now = health.now() if health is not None else 0.0
-    wait = max(0.0, min(until for _, until in open_breakers) - now)
-    which = ", ".join(label for label, _ in open_breakers)
-    return UpstreamError(
-        f"Every deployment that could serve this request is unavailable: circuit breaker "
-        f"open ({which}). Retry in {wait:.1f}s.",
-        failure=Failure.PROTOCOL,
-        status=503,
-        type="server_error",
-        code="deployments_unavailable",
-        retry_after=max(1.0, round(wait, 1)),
-    )
-
-
-def _exhausted(last: UpstreamError | None, trace: Trace, redactor: Redactor) -> UpstreamError:
-    """One error that says what every attempt got, with the last failure's status and type;
-    each attempt's outcome masked for the client with its own deployment's label."""
-    if last is None:  # an empty plan cannot be configured; kept for a clear message anyway
-        return UpstreamError(
-            "no deployment to try", failure=Failure.PROTOCOL, status=503, type="server_error"
-        )
-    attempts = trace.attempts
-    public = redactor.public(last, _label(trace.target))
-    said = "; ".join(f"{a.deployment}: {a.outcome}" for a in attempts) or "none"
-    shown = (
-        "; ".join(
-            f"{a.deployment}: {redactor.for_client(a.outcome, a.deployment)}" for a in attempts
-        )
-        or "none"
-    )
-    failed = f"all deployments failed after {len(attempts)} attempt(s)"
-    return UpstreamError(
-        f"{public.message} ({failed}: {shown})",
-        failure=last.failure,
-        status=last.status,
-        type=public.type,
-        code=public.code,
-        param=public.param,
-        retry_after=last.retry_after,
-        detail=redactor.for_log(f"{last.detail or last.message} ({failed}: {said})"),
-    )
-
-
-def _label(target: Target | None) -> str:
-    """The public name an internal address is replaced with."""
-    return target.label if target is not None else "upstream"

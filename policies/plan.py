@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from policies.config import Deployment, RetrySettings, TurnoutConfig
+from policies.config import Deployment, ModelRoute, RetrySettings, TurnoutConfig
 from policies.errors import ApiError, model_not_found
-from policies.policy_config import Strategy
+from policies.policy_config import HedgeSettings, Strategy
 from policies.translation import Mode
+from providers.timeouts import TimeoutOverrides
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,13 @@ class DeploymentPlan:
     deadline_s: float
     mode: Mode = Mode.EMULATE
     strategy: Strategy = Strategy.PRIORITY
+    hedge: HedgeSettings | None = None  # streams: when to hedge (None: never)
+    # By model name: the upstream timeouts a model's deployments are called with, where
+    # the model has its own (`timeouts:` on a model); others use their provider's.
+    timeouts: Mapping[str, TimeoutOverrides] = field(default_factory=dict)
+
+    def timeouts_for(self, target: Target) -> TimeoutOverrides | None:
+        return self.timeouts.get(target.model_name)
 
 
 def plan_request(
@@ -61,10 +69,27 @@ def plan_request(
         targets=tuple(_targets(config, chain)),
         context_window_targets=tuple(_targets(config, _unique(route.context_window_fallbacks))),
         retry=config.retry,
-        deadline_s=config.timeouts.total,
+        deadline_s=config.total_for(model),
         mode=route.translation,
         strategy=route.strategy,
+        hedge=_hedge(config, route),
+        timeouts=_timeouts(config, [*chain, *route.context_window_fallbacks]),
     )
+
+
+def _hedge(config: TurnoutConfig, route: ModelRoute) -> HedgeSettings | None:
+    hedge = config.hedge if route.hedge is None else route.hedge.over(config.hedge)
+    return hedge if hedge.enabled else None
+
+
+def _timeouts(config: TurnoutConfig, models: Iterable[str]) -> dict[str, TimeoutOverrides]:
+    own: dict[str, TimeoutOverrides] = {}
+    for name in models:
+        route = config.models[name]
+        overrides = route.timeouts.upstream() if route.timeouts is not None else None
+        if overrides is not None:
+            own[name] = overrides
+    return own
 
 
 def _targets(config: TurnoutConfig, models: Iterable[str]) -> Iterable[Target]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 from enum import StrEnum
+from math import inf
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -130,6 +131,61 @@ class BreakerSettings(_Strict):
     failure_rate: float | None = Field(None, gt=0, le=1)
     window: float = Field(30.0, gt=0, description="Seconds of history for failure_rate")
     min_calls: int = Field(10, ge=1, description="Calls in the window before the rate counts")
+
+
+class HedgeSettings(_Strict):
+    """`hedge:` at the top level (every model) or on a model (its keys replace the top
+    level's). A stream whose first content has not come `after` seconds after a deployment
+    was called gets the plan's next eligible deployment called too; the first to produce
+    content is relayed, the other is cancelled. `after: auto` (the default): `factor` times
+    the deployment's p95 time to first token, within [`floor`, `cap`] (`cap` while it has
+    no statistics); `after: null`, `hedge: false` or `max: 0`: no hedging."""
+
+    after: float | Literal["auto"] | None = "auto"
+    max: int = Field(1, ge=0, le=8, description="Hedges one request may start")
+    factor: float = Field(3.0, gt=0, allow_inf_nan=False)
+    floor: float = Field(2.0, ge=0, allow_inf_nan=False)
+    cap: float = Field(30.0, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: object) -> object:
+        """`hedge: false` turns hedging off, `hedge: true` is the default."""
+        if value is False:
+            return {"after": None}
+        return {} if value is True else value
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _after(cls, value: object) -> object:
+        if value is None or value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < inf:
+            raise ValueError("must be a number of seconds above 0, `auto`, or null (no hedging)")
+        return value
+
+    @model_validator(mode="after")
+    def _floor_within_cap(self) -> Self:
+        if self.floor > self.cap:
+            raise ValueError(f"floor ({self.floor}) is above cap ({self.cap})")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.after is not None and self.max > 0
+
+    def over(self, base: HedgeSettings) -> HedgeSettings:
+        """These settings on a model, over `base` (the top level's): the keys given here win."""
+        return base.model_copy(update={k: getattr(self, k) for k in self.model_fields_set})
+
+    def delay(self, p95_first_token: float | None) -> float:
+        """Seconds to wait for a deployment's first content before hedging; `p95_first_token`:
+        its p95 time to first token, None when unknown. Only for enabled settings."""
+        if isinstance(self.after, float | int):
+            return float(self.after)
+        if p95_first_token is None:
+            return self.cap
+        return min(self.cap, max(self.floor, self.factor * p95_first_token))
 
 
 class CacheSettings(_Strict):

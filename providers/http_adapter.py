@@ -22,7 +22,7 @@ from providers.http import (
     read_body,
 )
 from providers.sse import SSEDecoder, SSEEvent
-from providers.timeouts import UpstreamTimeouts
+from providers.timeouts import TimeoutOverrides, UpstreamTimeouts
 
 # (status, body, retry-after seconds, provider name) → the backend's error, in our terms.
 ErrorParser = Callable[[int, bytes, float | None, str], UpstreamError]
@@ -65,38 +65,64 @@ class HTTPProvider(Provider):
         if not isinstance(body, dict):
             raise UpstreamError.protocol(f"{self.name}: health check answer is not a JSON object")
 
-    async def post_json(self, url: str, body: bytes) -> Any:
-        """The whole answer, parsed; a body that is not JSON is a protocol error."""
-        return await self._json(self._request("POST", url, body))
+    async def post_json(
+        self, url: str, body: bytes, timeouts: TimeoutOverrides | None = None
+    ) -> Any:
+        """The whole answer, parsed; a body that is not JSON is a protocol error.
+        `timeouts`: the call's own (a model's), over the provider's."""
+        limits = self._limits(timeouts)
+        return await self._json(self._request("POST", url, body, limits), limits)
 
     async def get_json(self, url: str) -> Any:
-        return await self._json(self._request("GET", url))
+        return await self._json(self._request("GET", url), self._timeouts)
 
-    async def _json(self, request: AbstractAsyncContextManager[aiohttp.ClientResponse]) -> Any:
+    async def _json(
+        self,
+        request: AbstractAsyncContextManager[aiohttp.ClientResponse],
+        limits: UpstreamTimeouts,
+    ) -> Any:
         async with request as response:
             with mapped_transport_errors(self.name, started=True):
-                content = await read_body(response, self._timeouts.stream_idle)
+                content = await read_body(response, limits.stream_idle)
         try:
             return orjson.loads(content)
         except orjson.JSONDecodeError as exc:
             raise UpstreamError.protocol(f"{self.name}: response is not JSON") from exc
 
-    async def post_events(self, url: str, body: bytes) -> AsyncGenerator[SSEEvent, None]:
+    async def post_events(
+        self, url: str, body: bytes, timeouts: TimeoutOverrides | None = None
+    ) -> AsyncGenerator[SSEEvent, None]:
         """SSE events as they arrive (an unterminated last event included when the body ends
-        cleanly). Close the generator to release the connection at once."""
+        cleanly). Close the generator to release the connection at once. `timeouts`: the
+        call's own (a model's), over the provider's."""
         decoder = SSEDecoder()
-        async with self._request("POST", url, body) as response:
+        limits = self._limits(timeouts)
+        async with self._request("POST", url, body, limits) as response:
             with mapped_transport_errors(self.name, started=True):
-                async for raw in iter_body(response, self._timeouts.stream_idle):
+                async for raw in iter_body(response, limits.stream_idle):
                     for event in decoder.feed(raw):
                         yield event
         for event in decoder.close():
             yield event
 
+    def _limits(self, timeouts: TimeoutOverrides | None) -> UpstreamTimeouts:
+        return self._timeouts if timeouts is None else timeouts.applied_to(self._timeouts)
+
     @asynccontextmanager
     async def _request(
-        self, method: str, url: str, body: bytes | None = None
+        self,
+        method: str,
+        url: str,
+        body: bytes | None = None,
+        limits: UpstreamTimeouts | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
+        limits = limits or self._timeouts
+        # The session's connect timeout is the provider's; a call with its own passes it.
+        own: dict[str, Any] = {}
+        if limits.connect != self._timeouts.connect:
+            own["timeout"] = aiohttp.ClientTimeout(
+                total=None, connect=limits.connect, sock_connect=limits.connect
+            )
         if self._session is None:
             raise UpstreamError(
                 f"{self.name}: not started yet",
@@ -105,13 +131,15 @@ class HTTPProvider(Provider):
                 type="service_unavailable",
             )
         with mapped_transport_errors(self.name):
-            async with asyncio.timeout(self._timeouts.first_byte):
+            async with asyncio.timeout(limits.first_byte):
                 headers = self._headers if body is not None else self._get_headers
-                response = await self._session.request(method, url, data=body, headers=headers)
+                response = await self._session.request(
+                    method, url, data=body, headers=headers, **own
+                )
         try:
             if response.status >= 400:
                 with mapped_transport_errors(self.name, started=True):
-                    content = await read_body(response, self._timeouts.stream_idle)
+                    content = await read_body(response, limits.stream_idle)
                 retry_after = parse_retry_after(response.headers)
                 raise self._parse_error(response.status, content, retry_after, self.name)
             yield response

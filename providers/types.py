@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from providers.timeouts import TimeoutOverrides
+
 JSONObject = dict[str, Any]
 
 
@@ -42,6 +44,9 @@ class ProviderRequest:
 
     endpoint: Endpoint
     body: Mapping[str, Any]
+    # The deployment's model's own timeouts (`timeouts:` on a model), which HTTP adapters
+    # apply over their provider's; None: the provider's.
+    timeouts: TimeoutOverrides | None = None
 
     @property
     def stream(self) -> bool:

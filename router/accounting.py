@@ -146,6 +146,8 @@ class RequestRecord:
                 {"deployment": a.deployment, "outcome": a.outcome, "ms": a.latency_ms}
                 for a in (trace.attempts if trace else ())
             ],
+            # Each hedge's outcome (won, lost, failed, cancelled), when a stream was hedged.
+            **({"hedges": list(trace.hedges)} if trace and trace.hedges else {}),
             status=status,
             outcome=outcome,
             latency_ms=round(elapsed * 1000.0, 2),

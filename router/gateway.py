@@ -23,6 +23,7 @@ from policies.deferred import Deferred
 from policies.dispatch import Dispatcher
 from policies.health import Health
 from policies.health_checks import HealthChecker
+from policies.hedge import FirstTokenStats
 from policies.limits import Limiter
 from policies.plan import Planner, Target
 from policies.redaction import Redactor
@@ -116,6 +117,7 @@ class Gateway:
             orderer,
             redactor,
             max_parallel=config.emulation.max_parallel,
+            first_tokens=FirstTokenStats(store, deferred),
         )
         planner = Planner(config)
         cache = ResponseCache(store, config.cache) if config.cache is not None else None

@@ -16,6 +16,7 @@ from prometheus_client.exposition import choose_encoder
 
 from policies.dispatch import Trace
 from policies.errors import ApiError
+from policies.hedge import HEDGE_LOST
 from policies.retry import CANCELLED, Attempt
 from providers.errors import Failure
 from router.auth import require_admin
@@ -136,6 +137,13 @@ class Metrics:
             "or not_continuable (ended with the error).",
             "outcome",
         )
+        self._hedges = counter(
+            "hedges",
+            "Hedges (a stream's next deployment called while its first content was late), by "
+            "outcome: won (its content came first), lost (cancelled: another's came first), "
+            "failed (failed before content) or cancelled (the request ended otherwise).",
+            "outcome",
+        )
         self._state_errors = counter(
             "state_errors",
             "Shared-state operations that found the store unreachable (routing failed open).",
@@ -161,11 +169,14 @@ class Metrics:
         self._duration(endpoint, model).observe(seconds)
         if trace is not None and trace.attempts:
             self._count_attempts(trace.attempts)
-            answered = trace.attempts[-1].outcome == "ok"
+            # Any call that answered (a hedge that lost may be recorded after the winner).
+            answered = any(a.outcome == "ok" for a in trace.attempts)
             if answered and trace.attempts[0].deployment != deployment:
                 self._fallbacks(model).inc()
         if first_token_s is not None:
             self._first_token(model, deployment).observe(first_token_s)
+        for hedge in trace.hedges if trace is not None else ():
+            self._hedges(hedge).inc()
         if trace is not None and trace.continuation is not None:
             self._continuations(trace.continuation).inc()
         if isinstance(usage, Mapping):
@@ -212,9 +223,10 @@ class Metrics:
 
 def attempt_outcome(attempt: Attempt) -> str:
     """A bounded label for how an attempt ended: `ok`, the HTTP status the backend answered
-    with, or the failure kind (connect, timeout, protocol, stream_broken, cancelled)."""
+    with, the failure kind (connect, timeout, protocol, stream_broken), cancelled, or
+    hedge_lost (cancelled because a hedged call produced content first)."""
     outcome = attempt.outcome
-    if outcome == "ok" or outcome == CANCELLED:
+    if outcome in ("ok", CANCELLED, HEDGE_LOST):
         return outcome
     if outcome[:1].isdigit():
         return str(attempt.status)

@@ -208,7 +208,7 @@ async def _close_when_drained(
     # At once, not after draining: the new gateway's checks already run, on shared providers.
     await old.stop_health_checks()
     try:
-        async with asyncio.timeout(old.config.timeouts.total + DRAIN_GRACE_S):
+        async with asyncio.timeout(old.config.longest_total + DRAIN_GRACE_S):
             if before is not None:
                 await asyncio.gather(before, return_exceptions=True)
             await old.drained()

@@ -74,7 +74,7 @@ class AnthropicProvider(HTTPProvider):
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
         wire = self._wire(request, stream=False)
-        body = await self.post_json(self._url, orjson.dumps(wire))
+        body = await self.post_json(self._url, orjson.dumps(wire), request.timeouts)
         if not isinstance(body, dict):
             raise UpstreamError.protocol(f"{self.name}: response is not a JSON object")
         if body.get("type") == "error":
@@ -87,7 +87,7 @@ class AnthropicProvider(HTTPProvider):
         translator = StreamTranslator(
             str(wire["model"]), include_usage=bool(options.get("include_usage"))
         )
-        events = self.post_events(self._url, orjson.dumps(wire))
+        events = self.post_events(self._url, orjson.dumps(wire), request.timeouts)
         async with contextlib.aclosing(events):
             async for event in events:
                 for chunk in self._translate(translator, event):

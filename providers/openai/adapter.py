@@ -44,7 +44,7 @@ class OpenAIProvider(HTTPProvider):
         return frozenset(Endpoint)
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
-        body = await self.post_json(self._url(request), to_wire(request.body))
+        body = await self.post_json(self._url(request), to_wire(request.body), request.timeouts)
         if not isinstance(body, dict):
             raise UpstreamError.protocol(f"{self.name}: response is not a JSON object")
         error = error_from_payload(body, in_stream=False)
@@ -54,7 +54,7 @@ class OpenAIProvider(HTTPProvider):
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
         progress = StreamProgress(request)
-        events = self.post_events(self._url(request), to_wire(request.body))
+        events = self.post_events(self._url(request), to_wire(request.body), request.timeouts)
         async with contextlib.aclosing(events):
             async for event in events:
                 parsed = parse_event(event)

@@ -47,6 +47,8 @@ class Ok:
     ``split`` writes every event in two TCP writes split mid ``data:`` line;
     ``no_done`` ends the (complete, well-framed) stream without ``data: [DONE]``;
     ``end_after`` ends it cleanly after that many events (no ``[DONE]``, nothing more);
+    ``first_delay`` (streams) sends the head at once and the first event that much later,
+    a slow first token (``delay`` holds back the head as well);
     ``prefill`` answers only the rest of ``text`` when the request continues a beginning of
     it, as vLLM continues a prefill: chat, a final assistant message with
     ``continue_final_message`` (and ``add_generation_prompt: false``, else a 400 as vLLM
@@ -62,6 +64,7 @@ class Ok:
     split: bool = False
     no_done: bool = False
     end_after: int | None = None
+    first_delay: float = 0.0
     headers: Mapping[str, str] = field(default_factory=_no_headers)
     prefill: bool = False
 

@@ -487,6 +487,9 @@ class FakeOpenAIUpstream:
         elif ok.end_after is not None:
             events = events[: ok.end_after]
         nl = "\r\n" if ok.crlf else "\n"
+        if ok.first_delay:
+            await w.drain()  # the head goes out; the first token is what is late
+            await asyncio.sleep(ok.first_delay)
         for i, payload in enumerate([*events, None]):
             if isinstance(b, StallMidStream | CutStream) and i == min(b.after_events, len(events)):
                 if isinstance(b, CutStream):
