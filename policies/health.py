@@ -5,7 +5,10 @@ A failure, for a breaker, is the deployment's fault: a connection error, a timeo
 broken stream, a 5xx or a 429, an auth or not-found error from the backend. A 400 about
 the request, a content-policy refusal or a context-window overflow are not failures: they
 are answers from a deployment that works, and count as such. A call cancelled by the
-client is not counted at all; if it was the half-open probe, the probe is given back.
+client (or by the request's deadline) is not counted at all, nor is one that Turnout's own
+side could not make (`Failure.OWN_LIMIT`: a provider closed or failed to start, a limit of
+this process); if it was the half-open probe, the probe is given back. What Turnout waits
+for instead of failing (a loading model, a full connection pool) never reaches here.
 
 Outcomes say whether they are the probe's (`probe`, as `acquire` granted it): while a
 breaker is half-open only the probe's outcome moves it, so a late success from a call sent
@@ -21,7 +24,7 @@ from policies.plan import Target
 from policies.policy_config import BreakerSettings
 from policies.retry import Decision, classify
 from policies.state.base import BreakerPolicy, BreakerView, StateStore
-from providers.errors import UpstreamError
+from providers.errors import Failure, UpstreamError
 
 Clock = Callable[[], float]
 OnBreaker = Callable[[str, str], None]  # (deployment label, state) for metrics
@@ -39,6 +42,8 @@ def breaker_policy(settings: BreakerSettings) -> BreakerPolicy:
 
 
 def counts_as_failure(error: UpstreamError) -> bool:
+    if error.failure is Failure.OWN_LIMIT:
+        return False
     return classify(error) in (Decision.RETRY, Decision.NEXT)
 
 
@@ -97,7 +102,12 @@ class Health:
         """Record a failed call; the breaker after it, or None when the error was not the
         deployment's fault. Such an error is still an answer from a deployment that works
         and is recorded as one: a probe that gets it closes the breaker rather than
-        holding the half-open slot until `probe_timeout_s`."""
+        holding the half-open slot until `probe_timeout_s`. An own-limit error is no
+        answer at all: nothing is recorded, and a probe is given back."""
+        if error.failure is Failure.OWN_LIMIT:  # says nothing about the deployment
+            if probe:
+                await self.release_probe(target)
+            return None
         policy, now = self.policy(target), self._clock()
         if not counts_as_failure(error):
             view = await self._store.breaker_record(target.label, policy, True, now, probe=probe)

@@ -41,7 +41,7 @@ def classify(error: UpstreamError) -> Decision:
     """What a failure means for the rest of the plan."""
     if error.failure in (Failure.CONNECT, Failure.STREAM_BROKEN):
         return Decision.RETRY
-    if error.failure in (Failure.TIMEOUT, Failure.PROTOCOL):
+    if error.failure in (Failure.TIMEOUT, Failure.PROTOCOL, Failure.OWN_LIMIT):
         return Decision.NEXT
     if error.code == "context_length_exceeded":
         return Decision.CONTEXT_WINDOW

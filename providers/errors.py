@@ -27,6 +27,13 @@ class Failure(StrEnum):
     TIMEOUT = "timeout"  # connect, first byte or stream-idle timeout
     PROTOCOL = "protocol"  # the backend's answer was not what its wire format promises
     STREAM_BROKEN = "stream_broken"  # a stream failed after it had started
+    # Turnout's own side could not make the call: the provider is closed or its start
+    # failed, or a limit of this process (file descriptors, local ports) is reached. Never
+    # the backend's failure: no breaker counts it, no retry of the same deployment burns
+    # an attempt on it; the next deployment is tried. (A loading model, a full connection
+    # pool or a busy local engine are waited for, within the request's deadline: they
+    # raise nothing.)
+    OWN_LIMIT = "own_limit"
 
 
 class UpstreamError(Exception):
@@ -74,6 +81,10 @@ class UpstreamError(Exception):
     @classmethod
     def protocol(cls, message: str) -> UpstreamError:
         return cls(message, failure=Failure.PROTOCOL, status=502, type="upstream_protocol_error")
+
+    @classmethod
+    def own_limit(cls, message: str) -> UpstreamError:
+        return cls(message, failure=Failure.OWN_LIMIT, status=503, type="service_unavailable")
 
     @classmethod
     def stream_broken(cls, message: str) -> UpstreamError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
@@ -19,19 +20,33 @@ from providers.errors import UpstreamError
 from providers.timeouts import UpstreamTimeouts
 
 MAX_RETRY_AFTER_HEADER = 24 * 3600.0
+# This process ran out of file descriptors, kernel buffers or local ports: no fault of the
+# backend's (ENFILE: the whole system's descriptors).
+_OWN_LIMITS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EADDRNOTAVAIL})
 
 
-def open_session(timeouts: UpstreamTimeouts, max_connections: int) -> aiohttp.ClientSession:
-    """One pooled session per provider, opened and closed with the app."""
+def open_session(timeouts: UpstreamTimeouts) -> aiohttp.ClientSession:
+    """One pooled session per provider, opened and closed with the app.
+
+    Its pool has no limit: the adapter bounds calls in flight itself (providers.http_adapter)
+    because aiohttp times a wait for a free connection with its `connect` timeout, and a
+    call that only waited in our own queue would fail as if the backend had not answered.
+    Only the TCP (and TLS) connect itself is bounded by `timeouts.connect` (`sock_connect`).
+    """
     connector = aiohttp.TCPConnector(
-        limit=max_connections, ttl_dns_cache=300, keepalive_timeout=30, enable_cleanup_closed=True
+        limit=0, ttl_dns_cache=300, keepalive_timeout=30, enable_cleanup_closed=True
     )
-    timeout = aiohttp.ClientTimeout(
-        total=None, connect=timeouts.connect, sock_connect=timeouts.connect
-    )
+    timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=timeouts.connect)
     return aiohttp.ClientSession(
         connector=connector, timeout=timeout, auto_decompress=True, raise_for_status=False
     )
+
+
+def compact(body: bytes) -> bytes:
+    """`body` in memory of its own size. orjson's output keeps the buffer it was written
+    into (4 KiB at the least), and a stream holds its request body until it ends: 4 KiB
+    of every open stream (bench/streams_bench.py), for a copy of a few hundred bytes."""
+    return memoryview(body).tobytes()
 
 
 @contextmanager
@@ -49,6 +64,8 @@ def mapped_transport_errors(what: str, *, started: bool = False) -> Iterator[Non
             raise UpstreamError.stream_broken(f"{what}: connection lost mid-body ({exc})") from exc
         raise UpstreamError.connect(f"{what}: connection closed ({exc})") from exc
     except (aiohttp.ClientConnectionError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno in _OWN_LIMITS:
+            raise UpstreamError.own_limit(f"{what}: {exc.__class__.__name__}: {exc}") from exc
         if started:
             raise UpstreamError.stream_broken(f"{what}: connection lost mid-body ({exc})") from exc
         raise UpstreamError.connect(f"{what}: {exc.__class__.__name__}: {exc}") from exc

@@ -1,6 +1,13 @@
 """The skeleton every HTTP backend adapter shares: a pooled session opened and closed with
 the app; a request under the first-byte timeout whose error statuses become `UpstreamError`
-through the adapter's own parser; and the answer as one JSON value or as SSE events."""
+through the adapter's own parser; and the answer as one JSON value or as SSE events.
+
+At most `max_connections` calls are in flight to one provider; a call past it waits for
+one to end. That wait is Turnout's own, not the backend's: it has no timeout of its own
+(the request's deadline, the dispatcher's, bounds it), the first-byte timeout starts only
+once the call has its connection, and nothing about it reaches a breaker. A stream holds
+its connection until it ends, so the cap is counted in open streams.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import orjson
 from providers.base import Provider
 from providers.errors import Failure, UpstreamError
 from providers.http import (
+    compact,
     iter_body,
     mapped_transport_errors,
     open_session,
@@ -22,6 +30,7 @@ from providers.http import (
     read_body,
 )
 from providers.sse import SSEDecoder, SSEEvent
+from providers.startup import StartGate
 from providers.timeouts import TimeoutOverrides, UpstreamTimeouts
 
 # (status, body, retry-after seconds, provider name) → the backend's error, in our terms.
@@ -42,25 +51,39 @@ class HTTPProvider(Provider):
         """`check_url`: what `check` GETs (the backend's model list, unless configured)."""
         super().__init__(name)
         self._timeouts = timeouts
-        self._max_connections = max_connections
         self._get_headers = dict(headers)
         self._headers = {"content-type": "application/json", **headers}
         self._parse_error = parse_error
         self._check_url = check_url
         self._session: aiohttp.ClientSession | None = None
+        self._started = StartGate(name)
+        # One slot per connection in use; aiohttp's own pool is unbounded (see open_session).
+        self._slots = asyncio.Semaphore(max_connections)
 
     async def start(self) -> None:
+        await self._started.run(self._open())
+
+    async def _open(self) -> None:
         if self._session is None:
-            self._session = open_session(self._timeouts, self._max_connections)
+            self._session = open_session(self._timeouts)
 
     async def aclose(self) -> None:
+        self._started.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     async def check(self) -> None:
         """Healthy when `GET check_url` answers 2xx with a JSON object; an error status
-        becomes `UpstreamError` through the adapter's parser, like a failed call's."""
+        becomes `UpstreamError` through the adapter's parser, like a failed call's. Not
+        started: unhealthy at once (a check does not wait for the start, as calls do)."""
+        if self._session is None:
+            raise UpstreamError(
+                f"{self.name}: not started yet",
+                failure=Failure.CONNECT,
+                status=503,
+                type="service_unavailable",
+            )
         body = await self.get_json(self._check_url)
         if not isinstance(body, dict):
             raise UpstreamError.protocol(f"{self.name}: health check answer is not a JSON object")
@@ -71,7 +94,7 @@ class HTTPProvider(Provider):
         """The whole answer, parsed; a body that is not JSON is a protocol error.
         `timeouts`: the call's own (a model's), over the provider's."""
         limits = self._limits(timeouts)
-        return await self._json(self._request("POST", url, body, limits), limits)
+        return await self._json(self._request("POST", url, compact(body), limits), limits)
 
     async def get_json(self, url: str) -> Any:
         return await self._json(self._request("GET", url), self._timeouts)
@@ -97,6 +120,7 @@ class HTTPProvider(Provider):
         call's own (a model's), over the provider's."""
         decoder = SSEDecoder()
         limits = self._limits(timeouts)
+        body = compact(body)  # held until the stream ends
         async with self._request("POST", url, body, limits) as response:
             with mapped_transport_errors(self.name, started=True):
                 async for raw in iter_body(response, limits.stream_idle):
@@ -120,28 +144,22 @@ class HTTPProvider(Provider):
         # The session's connect timeout is the provider's; a call with its own passes it.
         own: dict[str, Any] = {}
         if limits.connect != self._timeouts.connect:
-            own["timeout"] = aiohttp.ClientTimeout(
-                total=None, connect=limits.connect, sock_connect=limits.connect
-            )
-        if self._session is None:
-            raise UpstreamError(
-                f"{self.name}: not started yet",
-                failure=Failure.CONNECT,
-                status=503,
-                type="service_unavailable",
-            )
-        with mapped_transport_errors(self.name):
-            async with asyncio.timeout(limits.first_byte):
-                headers = self._headers if body is not None else self._get_headers
-                response = await self._session.request(
-                    method, url, data=body, headers=headers, **own
-                )
-        try:
-            if response.status >= 400:
-                with mapped_transport_errors(self.name, started=True):
-                    content = await read_body(response, limits.stream_idle)
-                retry_after = parse_retry_after(response.headers)
-                raise self._parse_error(response.status, content, retry_after, self.name)
-            yield response
-        finally:
-            response.release()
+            own["timeout"] = aiohttp.ClientTimeout(total=None, sock_connect=limits.connect)
+        await self._started.wait()  # a call made while the app starts waits for the session
+        async with self._slots:  # a free connection: waited for with no timeout of ours
+            session = self._session
+            if session is None:  # closed while this call waited
+                raise UpstreamError.own_limit(f"{self.name}: closed")
+            with mapped_transport_errors(self.name):
+                async with asyncio.timeout(limits.first_byte):
+                    headers = self._headers if body is not None else self._get_headers
+                    response = await session.request(method, url, data=body, headers=headers, **own)
+            try:
+                if response.status >= 400:
+                    with mapped_transport_errors(self.name, started=True):
+                        content = await read_body(response, limits.stream_idle)
+                    retry_after = parse_retry_after(response.headers)
+                    raise self._parse_error(response.status, content, retry_after, self.name)
+                yield response
+            finally:
+                response.release()

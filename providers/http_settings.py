@@ -32,7 +32,10 @@ class HTTPSettings(BaseModel):
     base_url: str
     api_key: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    max_connections: int = Field(512, ge=1)
+    # Calls in flight to this provider at once; past it a call waits (within its request's
+    # deadline) for one to end. A stream holds its connection for its whole length, so this
+    # counts open streams: the default fits 10,000 of them (README, "Sizing connections").
+    max_connections: int = Field(10_000, ge=1)
     timeouts: UpstreamTimeouts | None = None
     capabilities: CapabilityOverrides | None = None
     health_check: HealthCheckSettings | None = None  # absent: no active checks

@@ -3,7 +3,9 @@ are supported; bench/README.md has the measurements behind the default."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import signal
 import threading
 from typing import Any, Literal
@@ -36,6 +38,7 @@ def run(
     log_level: str,
     reload: bool = True,
 ) -> None:
+    raise_open_file_limit()
     os.environ[_CONFIG_ENV] = str(config_path)
     os.environ[_LOG_LEVEL_ENV] = log_level
     os.environ[_RELOAD_ENV] = "1" if reload else "0"
@@ -45,6 +48,17 @@ def run(
         _run_granian(listener.host, port, forward_sighup=reload)
     else:
         _run_uvicorn(listener.host, port)
+
+
+def raise_open_file_limit() -> None:
+    """Every open stream holds two descriptors (the client's connection and the
+    upstream's): the soft limit (often 1,024) is raised to the hard one, as Go's runtime
+    does, so that it is the hard limit (`ulimit -Hn`) an operator sizes. The server's
+    workers inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def app_from_environment() -> Litestar:

@@ -41,7 +41,8 @@ class RunningTurnout:
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self.port = 0
 
-    def start(self) -> RunningTurnout:
+    def start(self, *, ready: bool = True) -> RunningTurnout:
+        """Once it listens; `ready`: and once /health/ready says so (providers started)."""
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
@@ -49,6 +50,8 @@ class RunningTurnout:
                 raise RuntimeError("Turnout did not start")
             time.sleep(0.01)
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        if not ready:
+            return self
         # Local models load after the server starts; converting a GGUF on a machine with an
         # empty model cache takes ~20 s, so readiness gets a deadline of its own.
         ready_by = time.monotonic() + 300

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from providers.base import Provider
 from providers.errors import Failure, UpstreamError
 from providers.local.bad_request import bad_request
+from providers.startup import StartGate
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
 
 
@@ -29,6 +30,7 @@ class LocalEmbedder(Provider):
         super().__init__(name)
         self._load = load
         self._embedder: Embedder | None = None
+        self._started = StartGate(name, "the model failed to load")
         # One batch at a time: the model already uses every core for one batch.
         self._lock = asyncio.Lock()
 
@@ -37,17 +39,28 @@ class LocalEmbedder(Provider):
         return frozenset({Endpoint.EMBEDDINGS})
 
     async def start(self) -> None:
-        self._embedder = await asyncio.to_thread(self._load)
+        self._embedder = await self._started.run(asyncio.to_thread(self._load))
 
     async def aclose(self) -> None:
+        self._started.close()
         self._embedder = None
 
     async def check(self) -> None:
         """Healthy once the model is loaded (and until the provider closes)."""
-        self._loaded()
+        if self._embedder is None:
+            raise UpstreamError(
+                f"{self.name}: the model is not loaded",
+                failure=Failure.CONNECT,
+                status=503,
+                type="service_unavailable",
+            )
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
-        embedder = self._loaded()
+        # A request that arrives while the model loads waits for it (see providers.startup).
+        await self._started.wait()
+        embedder = self._embedder
+        if embedder is None:  # closed while this request waited
+            raise UpstreamError.own_limit(f"{self.name}: closed")
         if request.endpoint is not Endpoint.EMBEDDINGS:
             raise bad_request(f"{self.name} only serves /v1/embeddings.", "model")
         body = request.body
@@ -74,17 +87,6 @@ class LocalEmbedder(Provider):
 
     def stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
         raise bad_request("Embeddings cannot be streamed.", "stream")
-
-    def _loaded(self) -> Embedder:
-        embedder = self._embedder
-        if embedder is None:
-            raise UpstreamError(
-                f"{self.name}: the model is still loading",
-                failure=Failure.CONNECT,
-                status=503,
-                type="service_unavailable",
-            )
-        return embedder
 
 
 def _inputs(value: Any) -> list[str | Sequence[int]]:

@@ -32,6 +32,7 @@ from providers.local.responses import (
 from providers.local.run import GenerationRun, PreparedPrompt
 from providers.local.runner import ModelRunner, Sampler
 from providers.local.tokenizer import TokenizerAdapter
+from providers.startup import StartGate
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
 
 
@@ -51,6 +52,7 @@ class LocalGenerator(Provider):
         self._capabilities = capabilities
         self._model: LocalModel | None = None
         self._engine: Engine | None = None
+        self._loaded = StartGate(name, "the model failed to load")
 
     @property
     def endpoints(self) -> frozenset[Endpoint]:
@@ -70,6 +72,9 @@ class LocalGenerator(Provider):
         return None if engine is None else engine.queue_depth + engine.in_flight
 
     async def start(self) -> None:
+        await self._loaded.run(self._start())
+
+    async def _start(self) -> None:
         model = await asyncio.to_thread(self._load)
         self._model = model
         self._engine = Engine(model.runner, model.sampler, self.name)
@@ -86,6 +91,7 @@ class LocalGenerator(Provider):
             )
 
     async def aclose(self) -> None:
+        self._loaded.close()
         if self._engine is not None:
             await asyncio.to_thread(self._engine.close)
             self._engine = None
@@ -135,14 +141,11 @@ class LocalGenerator(Provider):
             run.cancel()
 
     async def _run(self, request: ProviderRequest) -> GenerationRun:
+        # A request that arrives while the model loads waits for it (see providers.startup).
+        await self._loaded.wait()
         model, engine = self._model, self._engine
-        if model is None or engine is None:
-            raise UpstreamError(
-                f"{self.name}: the model is still loading",
-                failure=Failure.CONNECT,
-                status=503,
-                type="service_unavailable",
-            )
+        if model is None or engine is None:  # closed while this request waited
+            raise UpstreamError.own_limit(f"{self.name}: closed")
         body = request.body
         if request.endpoint is Endpoint.CHAT:
             gen = GenerationRequest.from_chat(body)
