@@ -40,7 +40,7 @@ class ServerSettings(_Strict):
     body_timeout: float = Field(30.0, gt=0, description="Seconds to receive a whole body")
     # Past this, new requests get 503 at once instead of waiting in a queue (read at
     # start-up; a reload does not change it). See router/connection_guard.py.
-    max_connections: int = Field(1024, ge=1, description="Requests served at once")
+    max_connections: int = Field(4096, ge=1, description="Requests served at once")
 
 
 class MetricsSettings(_Strict):

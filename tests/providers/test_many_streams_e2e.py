@@ -56,11 +56,10 @@ def free_port() -> int:
 @pytest.fixture
 def served(tmp_path: Path, enough_files: None) -> Iterator[tuple[HeldStreams, str]]:
     """The held upstream, and the URL of a `turnout serve` in front of it: the provider
-    and breaker at their defaults; only the server's own cap on requests in flight
-    (`server.max_connections`, 1,024 by default) is raised to let 2,000 in."""
+    breaker and server at their defaults (`server.max_connections`, 4,096, lets 2,000
+    in)."""
     with HeldStreams(hold=STREAMS) as upstream:
         config = {
-            "server": {"max_connections": 2 * STREAMS},
             "providers": {"up": {"kind": "openai", "base_url": upstream.base_url}},
             "models": {"m": {"deployments": [{"provider": "up", "model": "held"}]}},
         }
