@@ -120,8 +120,8 @@ class AnthropicProvider(HTTPProvider):
         except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict):
-            log.warning("malformed_stream_event", provider=self.name, data=event.data[:200])
-            return []
+            # It may have carried text: skipping it could pass a cut answer off as whole.
+            raise UpstreamError.stream_broken(f"{self.name}: malformed stream event")
         return translator.feed(event.event, data)
 
 

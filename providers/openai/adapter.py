@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator
 
-import structlog
-
 from providers.errors import UpstreamError
 from providers.http_adapter import HTTPProvider
 from providers.openai.settings import OpenAISettings
@@ -20,8 +18,6 @@ from providers.openai.wire import (
 )
 from providers.timeouts import UpstreamTimeouts
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
-
-log = structlog.get_logger("turnout.providers.openai")
 
 
 class OpenAIProvider(HTTPProvider):
@@ -61,8 +57,9 @@ class OpenAIProvider(HTTPProvider):
                 if parsed == DONE:
                     return
                 if not isinstance(parsed, dict):
-                    log.warning("malformed_stream_event", provider=self.name, data=event.data[:200])
-                    continue
+                    # It may have carried text: skipping it could pass a cut answer off as
+                    # whole. A broken stream is rescued (continued) or ends in an error.
+                    raise UpstreamError.stream_broken(f"{self.name}: malformed stream event")
                 error = error_from_payload(parsed, in_stream=True)
                 if error is not None:
                     raise error

@@ -211,10 +211,12 @@ class CutStream:
 class MalformedEvent:
     """After ``after_events`` events insert ``data: {this is not json``, then go on to [DONE].
 
-    Non-streaming: a 200 whose body is ``{this is not json``.
+    Non-streaming: a 200 whose body is ``{this is not json``. ``text`` replaces the default
+    answer.
     """
 
     after_events: int = 1
+    text: str | None = None
 
 
 @dataclass(frozen=True)

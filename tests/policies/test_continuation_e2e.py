@@ -19,6 +19,7 @@ from tests.fakes.anthropic_upstream import MidStreamError as AnthropicMidStreamE
 from tests.fakes.openai_upstream import (
     CutStream,
     FakeOpenAIUpstream,
+    MalformedEvent,
     MidStreamError,
     Ok,
     StallMidStream,
@@ -141,6 +142,20 @@ def test_a_reset_is_continued_on_the_same_deployment_when_retryable(
     assert assistant_prefill(upstream) == "alpha beta"
     assert upstream_b.requests == []
     assert all(c.usage is None for c in seen.chunks)  # the client did not ask for usage
+
+
+def test_a_malformed_event_is_continued_on_the_fallback(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream, upstream_b: FakeOpenAIUpstream
+) -> None:
+    # Retryable, but `a` cannot continue an assistant message: `b`, which can, does.
+    upstream.enqueue(MalformedEvent(after_events=3, text=TARGET))  # role + 2 words, then junk
+    upstream_b.set_default(Ok(text=TARGET, prefill=True))
+    server = turnout(config({"a": upstream, "b": upstream_b}, prefill=("b",)))
+    seen = chat(server)
+    assert seen.error is None
+    assert seen.text == {0: TARGET}
+    assert seen.finish == {0: ["stop"]}
+    assert assistant_prefill(upstream_b) == "alpha beta"
 
 
 def test_an_upstream_error_event_is_continued_and_max_tokens_is_what_is_left(

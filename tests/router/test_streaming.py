@@ -226,17 +226,17 @@ def test_upstream_framing_does_not_change_the_answer(
     assert strip_ids(framed.chunks) == strip_ids(plain.chunks)
 
 
-@pytest.mark.parametrize("after", [0, 1, 3])
-def test_a_malformed_event_is_skipped_and_the_stream_completes(
-    turnout: StartTurnout, upstream: FakeOpenAIUpstream, after: int
+def test_a_malformed_event_before_the_first_chunk_is_retried_invisibly(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream, upstream_b: FakeOpenAIUpstream
 ) -> None:
-    upstream.enqueue(MalformedEvent(after_events=after))
-    # The body is otherwise the same as Ok(): "echo: hi there" in 3 pieces.
-    raw = raw_stream(turnout(one(upstream)))
+    # An event that cannot be read may have carried text: the stream is broken, and
+    # before anything reached the client that is an ordinary retry (then failover).
+    upstream.enqueue(MalformedEvent(after_events=0))
+    raw = raw_stream(turnout(two(upstream, upstream_b)))
     assert_clean_end(raw)
     assert raw.text == "echo: hi there"
-    assert len(raw.chunks) == 5
-    assert len(upstream.requests) == 1
+    assert len(upstream.requests) == 2
+    assert upstream_b.requests == []
 
 
 def test_a_stream_without_done_finishes_promptly_and_whole(
@@ -355,8 +355,9 @@ AFTER_FIRST_CHUNK = [
     CutStream(after_events=3, pause=0.3),
     MidStreamError(after_events=3),
     StallMidStream(after_events=3),
+    MalformedEvent(after_events=3),
 ]
-AFTER_IDS = ["cut", "error-event", "stall"]
+AFTER_IDS = ["cut", "error-event", "stall", "malformed"]
 
 
 @pytest.mark.parametrize("failure", AFTER_FIRST_CHUNK, ids=AFTER_IDS)
