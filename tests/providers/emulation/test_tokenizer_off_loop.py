@@ -36,9 +36,11 @@ class ThreadNoting(TokenizerAdapter):
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: str | Mapping[str, Any] | None = None,
+        *,
+        continue_final: bool = False,
     ) -> str:
         self.threads.append(threading.get_ident())
-        return super().chat_text(messages, tools, tool_choice)
+        return super().chat_text(messages, tools, tool_choice, continue_final=continue_final)
 
 
 @pytest.fixture
