@@ -38,6 +38,10 @@ class ServerSettings(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Larger bodies get 413")
     # A client may not hold a connection by trickling its body: past this it gets 408.
     body_timeout: float = Field(30.0, gt=0, description="Seconds to receive a whole body")
+    # A connection must send each request's headers within this many seconds of opening,
+    # or of its previous response's end, else it is closed: a socket that sends nothing,
+    # or trickles its headers, cannot be held (read at start-up; router/server.py).
+    header_timeout: float = Field(10.0, gt=0, le=3600, description="Seconds to receive headers")
     # Past this, new requests get 503 at once instead of waiting in a queue (read at
     # start-up; a reload does not change it). See router/connection_guard.py.
     max_connections: int = Field(4096, ge=1, description="Requests served at once")

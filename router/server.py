@@ -1,9 +1,30 @@
 """Running the app under an ASGI server. Both uvicorn (uvloop + httptools) and granian
-are supported; bench/README.md has the measurements behind the default."""
+are supported; bench/README.md has the measurements behind the default.
+
+What each server is trusted with, and what Turnout adds (router/connection_guard.py does
+the rest, the same under both):
+
+- Sockets that send nothing, or trickle their headers: `server.header_timeout` bounds the
+  wait for each request's headers, from the connection's opening or its previous
+  response's end, so idle and slow-header sockets are closed, not held. granian has it
+  as hyper's `header_read_timeout`, which starts when the connection opens only in
+  HTTP/1-only mode: in its default "auto" mode, the HTTP/1-or-2 detection waits for the
+  first byte with no timer, so a socket that sends nothing was held for ever. Turnout
+  serves HTTP/1.1 under granian (plain-text HTTP/2 needs a client that knows in advance;
+  none of OpenAI's SDKs does). uvicorn has no header timeout at all (its
+  `timeout_keep_alive` runs only between requests, until the next one's first byte):
+  router/header_deadline.py adds one to the httptools protocol it runs.
+- How many sockets: granian's `backpressure` counts open connections, not requests;
+  past it, new connections wait unanswered in the kernel's backlog. It is sized on the
+  process's file descriptors, not on `server.max_connections` (when it was twice that,
+  a hundred idle sockets locked every client out). uvicorn has no socket cap; its
+  `limit_concurrency` counts sockets too, so it is left unset.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import resource
 import signal
@@ -12,10 +33,12 @@ from typing import Any, Literal
 
 from litestar import Litestar
 
+from policies.config import ServerSettings
 from policies.loading import load_config
 from router.app import create_app
 from router.connection_guard import ConnectionGuard
 from router.exposure import Listener
+from router.header_deadline import header_deadline_protocol
 from router.logging import configure_logging
 
 ServerName = Literal["granian", "uvicorn"]
@@ -27,6 +50,9 @@ _RELOAD_ENV = "TURNOUT_CONFIG_RELOAD"  # "0": serve the file as loaded, never re
 # builds a gateway from, its reloads included, is checked against them (router.exposure).
 _HOST_ENV = "TURNOUT_LISTEN_HOST"
 _ALLOW_OPEN_ENV = "TURNOUT_ALLOW_OPEN"
+# granian's sockets never exceed half the open-file limit (the other half is for the
+# upstreams' connections) nor this, whatever the limit (it may be unlimited).
+_MAX_SOCKETS = 1 << 20
 
 
 def run(
@@ -44,10 +70,11 @@ def run(
     os.environ[_RELOAD_ENV] = "1" if reload else "0"
     os.environ[_HOST_ENV] = listener.host
     os.environ[_ALLOW_OPEN_ENV] = "1" if listener.allow_open else "0"
+    settings = load_config(config_path).server
     if server == "granian":
-        _run_granian(listener.host, port, forward_sighup=reload)
+        _run_granian(listener.host, port, settings, forward_sighup=reload)
     else:
-        _run_uvicorn(listener.host, port)
+        _run_uvicorn(listener.host, port, settings)
 
 
 def raise_open_file_limit() -> None:
@@ -79,10 +106,8 @@ def app_from_environment() -> Litestar:
 def guarded_app_from_environment() -> ConnectionGuard:
     """The app behind router.connection_guard, under both servers: the body deadline of
     the config it serves now (reloads included), and `server.max_connections` requests in
-    flight, as read at start-up. Neither server's own limit is used: granian's
-    backpressure queues requests past it unanswered, and uvicorn's `limit_concurrency`
-    counts sockets that never sent a byte (uvicorn has no header timeout), so that many
-    idle sockets would lock every client out."""
+    flight, as read at start-up. Neither server's own limit is used: both count sockets,
+    not requests (see the module's docstring), and granian's queues instead of refusing."""
     app = app_from_environment()
 
     def body_timeout() -> float:
@@ -91,17 +116,18 @@ def guarded_app_from_environment() -> ConnectionGuard:
     return ConnectionGuard(app, body_timeout, app.state.gateway.config.server.max_connections)
 
 
-def _run_granian(host: str, port: int, *, forward_sighup: bool) -> None:
+def _run_granian(host: str, port: int, settings: ServerSettings, *, forward_sighup: bool) -> None:
     from granian import Granian
-    from granian.constants import Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
 
-    limit = load_config(os.environ[_CONFIG_ENV]).server.max_connections
     server = Granian(
         "router.server:guarded_app_from_environment",
         factory=True,
-        # Room above the guard's cap, so the requests past it reach the guard and are
-        # answered 503 at once instead of waiting in granian's queue.
-        backpressure=2 * limit,
+        # HTTP/1 only: in "auto" mode no header timeout runs until the first byte.
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(header_read_timeout=_milliseconds(settings.header_timeout)),
+        backpressure=_granian_socket_cap(settings.max_connections),
         address=host,
         port=port,
         interface=Interfaces.ASGI,
@@ -129,7 +155,22 @@ def _forward_sighup_to_workers(server: Any) -> None:
     server.signal_handler_reload = forward  # granian installs it when `serve` starts
 
 
-def _run_uvicorn(host: str, port: int) -> None:
+def _granian_socket_cap(max_requests: int) -> int:
+    """granian's `backpressure`: the connections it holds open at once. Half the open-file
+    limit (as raised by `raise_open_file_limit`), since each request in flight may hold an
+    upstream connection too; never under twice `server.max_connections`, so that with
+    every request slot taken there is room for keep-alive sockets and for the next
+    requests to reach the guard and be answered 503."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    descriptors = _MAX_SOCKETS * 2 if soft == resource.RLIM_INFINITY else soft
+    return max(2 * max_requests, min(descriptors // 2, _MAX_SOCKETS))
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _run_uvicorn(host: str, port: int, settings: ServerSettings) -> None:
     import uvicorn
 
     uvicorn.run(
@@ -137,7 +178,11 @@ def _run_uvicorn(host: str, port: int) -> None:
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=header_deadline_protocol(settings.header_timeout),
+        # Between requests the header deadline rules; uvicorn's own idle timer is set no
+        # shorter, so that an idle keep-alive socket is closed at the same time as under
+        # granian (hyper's header timeout covers that wait too).
+        timeout_keep_alive=math.ceil(settings.header_timeout),
         log_level="warning",
         access_log=False,
         lifespan="on",

@@ -1,7 +1,9 @@
 """Slow and numerous clients, against the real `turnout serve` under each ASGI server:
 a body that trickles is cut after `server.body_timeout`; a key over its limit is refused
 from the headers, before it sends any body; requests past `server.max_connections` are
-refused at once; a client that goes away is logged as 499, never as a failure.
+refused at once; a client that goes away is logged as 499, never as a failure; sockets
+that send nothing, or trickle their headers, neither lock clients out nor are held past
+`server.header_timeout`.
 
 The slow clients are raw asyncio streams, since an HTTP library sends its body at once.
 Every wait on the server has a generous bound that only stops a hang (no timing is
@@ -30,6 +32,7 @@ from tests.turnout_server import simple_config
 OPEN_KEY = "sk-slow-test-open"
 LIMITED_KEY = "sk-slow-test-limited"  # one request a minute
 BODY_TIMEOUT = 1.5
+HEADER_TIMEOUT = 1.5
 MAX_CONNECTIONS = 4
 HANG = 20.0  # only a server that never answers takes this long
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -74,7 +77,11 @@ def served(
         config = simple_config(
             {"a": upstream.base_url},
             keys=[{"key": OPEN_KEY}, {"key": LIMITED_KEY, "limits": {"rpm": 1}}],
-            server={"body_timeout": BODY_TIMEOUT, "max_connections": MAX_CONNECTIONS},
+            server={
+                "body_timeout": BODY_TIMEOUT,
+                "header_timeout": HEADER_TIMEOUT,
+                "max_connections": MAX_CONNECTIONS,
+            },
             # One failure would open it: a client going away must not count as one.
             breaker={"failures": 1, "cooldown": 600},
         )
@@ -312,3 +319,65 @@ def test_sockets_that_send_nothing_do_not_lock_clients_out(served: Served) -> No
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_idle_sockets_far_past_the_cap_do_not_lock_clients_out(served: Served) -> None:
+    """granian counts sockets against its backpressure: when that was twice the request
+    cap, this many silent sockets left a keyed request waiting for ever."""
+    idle = [
+        socket.create_connection(("127.0.0.1", served.port)) for _ in range(3 * MAX_CONNECTIONS)
+    ]
+    try:
+        answer = httpx.post(
+            f"{served.url}/v1/chat/completions",
+            json=CHAT,
+            headers={"authorization": f"Bearer {OPEN_KEY}"},
+            timeout=5,
+        )
+        assert answer.status_code == 200
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+async def _held_until_closed(port: int, kind: str) -> bytes:
+    """Open a connection that never completes a request's headers, and wait for the
+    server to close it: `idle` sends nothing, `trickle` drips a header a byte every 0.2 s,
+    `kept_alive` is left open after one answered request. What the server sent back is
+    returned (the answer to the request, for `kept_alive`)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    received = b""
+    if kind == "kept_alive":
+        writer.write(b"GET /health/live HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        await writer.drain()
+        received = await reader.readuntil(b"\r\n\r\n")
+    elif kind == "trickle":
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ")
+
+    async def drip() -> None:
+        while kind == "trickle":
+            await asyncio.sleep(0.2)
+            writer.write(b"a")
+            await writer.drain()
+
+    dripping = asyncio.create_task(drip())
+    try:
+        return received + await asyncio.wait_for(_until_closed(reader), HANG)
+    finally:
+        dripping.cancel()
+        await asyncio.gather(dripping, return_exceptions=True)
+        writer.close()
+
+
+def test_sockets_that_never_finish_their_headers_are_closed(served: Served) -> None:
+    """Without `server.header_timeout` (uvicorn had none; granian's ran only from the first
+    byte), these were held for as long as the client liked: the wait hits HANG."""
+    kinds = ["idle", "trickle", "kept_alive"] * 2
+
+    async def all_kinds() -> list[bytes]:
+        return await asyncio.gather(*(_held_until_closed(served.port, kind) for kind in kinds))
+
+    received = list(zip(kinds, asyncio.run(all_kinds()), strict=True))
+    # Closed without a word (both servers), after the answer for the one kept alive.
+    assert [raw for kind, raw in received if kind != "kept_alive"] == [b""] * 4
+    assert all(raw.startswith(b"HTTP/1.1 200") for kind, raw in received if kind == "kept_alive")
