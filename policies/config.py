@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Self
+from typing import ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -45,6 +45,30 @@ class ServerSettings(_Strict):
     # Past this, new requests get 503 at once instead of waiting in a queue (read at
     # start-up; a reload does not change it). See router/connection_guard.py.
     max_connections: int = Field(4096, ge=1, description="Requests served at once")
+    # One client credential (the Authorization header) may hold at most this many of those
+    # at once, so a single key cannot take every slot from the other tenants (read at
+    # start-up). Absent: half of max_connections. Requests without a credential (open
+    # mode) are not counted here.
+    max_connections_per_key: int | None = Field(None, ge=1)
+    # A response the client does not accept bytes of for this long is cut (a stalled
+    # reader would otherwise hold its slot and its upstream stream for ever); read per request.
+    send_timeout: float = Field(60.0, gt=0, description="Seconds one response write may wait")
+
+    # Read once, when the server starts: a reload that changes them is logged as needing a
+    # restart (router/reload.py); every other server setting applies to the next request.
+    RESTART_ONLY: ClassVar[tuple[str, ...]] = (
+        "host",
+        "port",
+        "max_connections",
+        "max_connections_per_key",
+        "header_timeout",
+    )
+
+    @property
+    def per_key_connections(self) -> int:
+        if self.max_connections_per_key is not None:
+            return min(self.max_connections_per_key, self.max_connections)
+        return max(1, self.max_connections // 2)
 
 
 class MetricsSettings(_Strict):

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from policies.concurrency import DEFAULT_LEASE_S, SlotLease, slot_limits, too_many_in_flight
 from policies.deferred import Deferred
 from policies.errors import ApiError
 from policies.policy_config import BudgetSettings, LimitSettings
@@ -64,6 +65,7 @@ class Reservation:
     token_limits: tuple[bool, ...]  # which of `limits` count tokens (the rest: requests)
     reserved_tokens: int
     states: tuple[LimitState, ...]
+    lease: SlotLease | None = None  # given back by `Limiter.release` when the request ends
 
 
 class Limiter:
@@ -74,7 +76,9 @@ class Limiter:
         deferred: Deferred | None = None,
         *,
         refuse_when_unavailable: bool = False,
+        slot_lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
+        self._slot_lease_s = slot_lease_s
         self._store = store
         self._clock = clock
         self._deferred = deferred or Deferred(immediate=True)
@@ -104,6 +108,7 @@ class Limiter:
             return await self.admit_tokens(head, body, on_refused, prompt_reads=prompt_reads)
         except ApiError:
             await self.settle(head, 0)
+            await self.release(head)
             raise
 
     async def admit_request(
@@ -113,8 +118,52 @@ class Limiter:
         request limit, and every token limit checked for being overdrawn (nothing is
         taken from those yet), so a key over a limit is refused before it can hold a
         connection while it sends a body. None: no limits apply, or they could not be
-        checked and the request is let through unchecked. Raises the 429 (or 503)."""
+        checked and the request is let through unchecked. Raises the 429 (or 503).
+        Then a slot of every concurrency limit (policies/concurrency.py), held until
+        `release`; refused, the request is given back to the request limits."""
         now = self._clock()
+        reservation = await self._admit_requests(caller, now, on_refused)
+        slots = slot_limits(caller, self._slot_lease_s)
+        if not slots:
+            return reservation
+        lease = SlotLease.new(slots)
+        admission = await self._take_slots(lease, now)
+        if admission is None:
+            return reservation
+        if not admission.allowed:
+            assert admission.refused_by is not None
+            if reservation is not None:  # a refused request takes nothing from the others
+                pairs = zip(reservation.limits, reservation.token_limits, strict=True)
+                counted = [limit for limit, tokens in pairs if not tokens]
+                await self._store.charge(counted, [-1] * len(counted), self._clock())
+            on_refused(admission.refused_by.key.split(":")[1], "concurrency")
+            raise too_many_in_flight(admission.refused_by, rate_limit_headers(reservation))
+        reservation = reservation or Reservation((), (), 0, ())
+        reservation.lease = lease
+        return reservation
+
+    async def release(self, reservation: Reservation | None) -> None:
+        """Give back the request's concurrency slots, once (every end may call it)."""
+        lease = reservation.lease if reservation is not None else None
+        if lease is None or lease.released:
+            return
+        lease.released = True
+        # Deferred (a task of its own with a shared store): a stream's end runs inside the
+        # server's cancelled scope, where any await of a network round trip is cancelled too.
+        await self._deferred.run(self._store.release_slots(lease.limits, lease.holder))
+
+    async def _take_slots(self, lease: SlotLease, now: float) -> Admission | None:
+        """As `_take`, for slots: None when the store is unreachable and requests pass."""
+        try:
+            return await self._store.acquire_slots(lease.limits, lease.holder, now)
+        except StateUnavailable:  # counted and logged by the store (fail_open.py)
+            if self._refuse_when_unavailable:
+                raise _unavailable() from None
+            return None
+
+    async def _admit_requests(
+        self, caller: Caller, now: float, on_refused: Callable[[str, str], None]
+    ) -> Reservation | None:
         pairs = self.limits_for(caller, now)
         if not pairs:
             return None
@@ -156,6 +205,7 @@ class Limiter:
             head.token_limits,
             head.reserved_tokens + extra,
             tuple(by_limit.get(state.limit, state) for state in head.states),
+            head.lease,
         )
         if not admission.allowed:
             requests = [lim for lim, t in zip(head.limits, head.token_limits, strict=True) if not t]

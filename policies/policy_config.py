@@ -51,6 +51,8 @@ class LimitSettings(_Strict):
     rpm: int | None = Field(None, ge=1, description="Requests per minute")
     tpm: int | None = Field(None, ge=1, description="Tokens (prompt + completion) per minute")
     budget_tokens: BudgetSettings | None = None
+    # Requests in flight at once (a stream until its last byte), counted from the headers.
+    concurrency: int | None = Field(None, ge=1, description="Requests in flight at once")
 
 
 _SHA256 = re.compile(r"^sha256:[0-9a-fA-F]{64}$")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Self
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from providers.capabilities import CapabilityOverrides
 from providers.timeouts import UpstreamTimeouts
@@ -46,3 +49,14 @@ class HTTPSettings(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> Self:
+        # The HTTP client sends URL credentials as Basic auth, and refuses a request that
+        # carries them and an Authorization header (the api_key's) both: every call would fail.
+        if self.api_key is not None and urlsplit(self.base_url).username is not None:
+            raise ValueError(
+                "`base_url` holds credentials (user:password@host) and `api_key` is set too; "
+                "a backend gets one Authorization header: keep only one of them"
+            )
+        return self

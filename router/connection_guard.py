@@ -16,11 +16,18 @@ An ASGI wrapper around the app, so it sees every request, routed or not:
   `Retry-After: 1`, without reading their bodies. This guard does it under both servers,
   rather than their own limits (router/server.py says why). What it counts is requests
   whose headers are in: a socket that has sent nothing is the server's to time out.
+- One client credential (the `Authorization` header, counted by its digest) may hold at
+  most `max_per_key` of those (`server.max_connections_per_key`, default half): past it
+  it gets 429 with `Retry-After: 1`, so one tenant cannot take every slot from the rest.
+- A response write the client does not accept within `server.send_timeout` (a reader that
+  stopped reading) raises `SendTimeout` into the app, which cancels the upstream call and
+  logs the request as 499; the connection is then dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,12 +62,23 @@ class BodyTimeout(ApiError):
         )
 
 
+class SendTimeout(Exception):
+    """The client did not accept a response write within `server.send_timeout`."""
+
+
+def _default_send_timeout() -> float:
+    return 60.0
+
+
 @dataclass(slots=True)
 class ConnectionGuard:
     app: ASGIApp
     body_timeout: Callable[[], float]  # read per request: a config reload may change it
     max_in_flight: int  # `server.max_connections`, as read at start-up
+    max_per_key: int | None = None  # `server.max_connections_per_key` (resolved), at start-up
+    send_timeout: Callable[[], float] = _default_send_timeout  # read per request
     _in_flight: int = field(default=0, init=False)
+    _per_key: dict[bytes, int] = field(default_factory=dict, init=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:  # lifespan, websockets: untouched
@@ -70,11 +88,22 @@ class ConnectionGuard:
             log.warning("request_refused_at_capacity", max_connections=self.max_in_flight)
             await _answer(send, 503, _busy(self.max_in_flight))
             return
+        key = _credential(scope) if self.max_per_key is not None else None
+        if key is not None and self._per_key.get(key, 0) >= (self.max_per_key or 0):
+            log.warning("request_refused_key_share", max_connections_per_key=self.max_per_key)
+            await _answer(send, 429, _key_busy(self.max_per_key or 0))
+            return
         self._in_flight += 1
+        if key is not None:
+            self._per_key[key] = self._per_key.get(key, 0) + 1
         try:
-            await _Exchange(scope, receive, send, self.body_timeout()).run(self.app)
+            exchange = _Exchange(scope, receive, send, self.body_timeout())
+            exchange.send_timeout = self.send_timeout()
+            await exchange.run(self.app)
         finally:
             self._in_flight -= 1
+            if key is not None and (left := self._per_key.pop(key) - 1) > 0:
+                self._per_key[key] = left
 
 
 class _Exchange:
@@ -87,6 +116,7 @@ class _Exchange:
         self._received = 0
         self._body_done = not _expects_body(scope)
         self._started = False
+        self.send_timeout = 60.0
 
     async def run(self, app: ASGIApp) -> None:
         try:
@@ -95,6 +125,10 @@ class _Exchange:
             if self._started:
                 raise  # nothing more can be sent: the server drops the connection
             await _answer(self.send, exc.status, exc)
+        except Exception as exc:
+            if not _from_send_timeout(exc):
+                raise
+            # Logged where it happened; the server drops the connection.
 
     async def receive(self) -> ReceiveMessage:
         if self._body_done:
@@ -124,7 +158,14 @@ class _Exchange:
             self._started = True
             if not self._body_done:
                 message = _closing(message)
-        await self._send(message)
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await self._send(message)
+        except TimeoutError:
+            log.warning(
+                "response_send_timeout", path=self._scope["path"], send_timeout=self.send_timeout
+            )
+            raise SendTimeout(f"the client accepted nothing for {self.send_timeout:g}s") from None
 
 
 def _closing(start: HTTPResponseStartEvent) -> HTTPResponseStartEvent:
@@ -147,6 +188,35 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key.lower() == name:
             return bytes(value).decode("latin-1")
     return None
+
+
+def _from_send_timeout(exc: BaseException | None) -> bool:
+    """Whether `exc` is, or was caused by, a `SendTimeout`: litestar streams a body from a
+    task group (an exception group) and re-raises what fails after the response started."""
+    while exc is not None:
+        if isinstance(exc, SendTimeout):
+            return True
+        if isinstance(exc, BaseExceptionGroup):
+            return any(_from_send_timeout(inner) for inner in exc.exceptions)
+        exc = exc.__cause__
+    return False
+
+
+def _credential(scope: Scope) -> bytes | None:
+    """The digest of the request's credential, never the credential itself."""
+    value = _header(scope, b"authorization")
+    return hashlib.sha256(value.encode("latin-1")).digest() if value else None
+
+
+def _key_busy(limit: int) -> ApiError:
+    return ApiError(
+        f"Too many requests in flight for this API key on this server (limit {limit}). "
+        "Try again in 1s.",
+        status=429,
+        type="requests",
+        code="rate_limit_exceeded",
+        headers={"retry-after": "1", "connection": "close"},
+    )
 
 
 def _busy(limit: int) -> ApiError:

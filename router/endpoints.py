@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 import orjson
 from litestar import Request, Response, post
-from litestar.response import Stream
 
 from policies.cache import CacheChoice, ResponseCache
 from policies.dispatch import Trace
@@ -30,6 +29,7 @@ from router.accounting import (
 )
 from router.auth import authenticate
 from router.body import client_closed, read_json_object, validate
+from router.closing_stream import ClosingStream
 from router.errors import from_api_error, from_upstream_error
 from router.fan_out_charge import admit_every_call
 from router.gateway import Gateway, PolicyObserver
@@ -76,6 +76,7 @@ async def _serve(
         redactor=gateway.redactor,
     )
     reservation: Reservation | None = None
+    streaming = False  # once a stream is handed over, it gives back the slots at its end
     try:
         caller = record.caller = authenticate(request, gateway)
         # Counted from the headers, before any byte of the body: a refused key holds no
@@ -93,7 +94,9 @@ async def _serve(
             gateway, reservation, record, endpoint, forward, _observer(request).limit_rejected
         )
         if body.get("stream") is True:
-            return await _stream(request, gateway, record, endpoint, forward, reservation)
+            response = await _stream(request, gateway, record, endpoint, forward, reservation)
+            streaming = True
+            return response
         cached = _Cached.choose(request, gateway, record, endpoint, forward, body.get("cache"))
         if cached is not None and (hit := await cached.lookup(record)) is not None:
             await gateway.limiter.settle(reservation, 0)
@@ -115,6 +118,9 @@ async def _serve(
     except Exception as exc:  # a bug: outages of the shared store are met by failing open
         record.emit(500, outcome="error", error=type(exc).__name__)
         raise  # router.errors answers the envelope and logs the traceback
+    finally:
+        if not streaming:  # concurrency slots: this request is no longer in flight
+            await gateway.limiter.release(reservation)
     result: JSONObject = answer.body
     if trace.target is not None and "model" not in result:
         result["model"] = trace.target.deployment.model
@@ -166,11 +172,21 @@ async def _stream(
             on_end,
             wants_usage(forward),
         ),
-        lambda: gateway.limiter.settle(reservation, total_tokens(ended.get("usage"))),
+        lambda: _settle_and_release(gateway, reservation, ended.get("usage")),
     )
-    return Stream(
+    return ClosingStream(
         frames, media_type="text/event-stream", headers={**SSE_HEADERS, **record.headers()}
     )
+
+
+async def _settle_and_release(
+    gateway: Gateway, reservation: Reservation | None, usage: Any
+) -> None:
+    """A stream's end, however it ends: its tokens settled, its concurrency slots back."""
+    try:
+        await gateway.limiter.settle(reservation, total_tokens(usage))
+    finally:
+        await gateway.limiter.release(reservation)
 
 
 def _continued(trace: Trace) -> dict[str, Any]:

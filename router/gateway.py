@@ -133,6 +133,7 @@ class Gateway:
                 clock,
                 deferred,
                 refuse_when_unavailable=config.state.limits_when_unavailable == "refuse",
+                slot_lease_s=_slot_lease(config),
             ),
             health,
             store,
@@ -225,6 +226,14 @@ class Gateway:
         """Finish the deferred writes, then close the shared-state store."""
         await self.deferred.drain()
         await self.store.aclose()
+
+
+def _slot_lease(config: TurnoutConfig) -> float:
+    """How long a concurrency slot is leased: past the longest a request can last (its
+    body, its deadline, a last stalled write, and a minute to spare), so only a slot whose
+    replica died ever runs out."""
+    server = config.server
+    return server.body_timeout + config.longest_total + server.send_timeout + 60.0
 
 
 def _freeze_startup_heap() -> None:

@@ -23,7 +23,7 @@ import structlog
 from litestar import Litestar
 from watchfiles import Change, awatch
 
-from policies.config import TurnoutConfig
+from policies.config import ServerSettings, TurnoutConfig
 from policies.loading import ConfigError, load_config
 from providers.base import Provider
 from router.exposure import Listener
@@ -106,6 +106,9 @@ class Reloader:
                 return False
             self._app.state.gateway = new
             log.info("config_reloaded", path=str(self.path), trigger=reason, **changes(old, new))
+            if waiting := needs_restart(old.config, config):
+                # The listener and the connection guard were built from them at start-up.
+                log.warning("config_reload_needs_restart", path=str(self.path), keys=waiting)
             self._count("ok")
             self._retire(old, new)
             return True
@@ -245,6 +248,15 @@ def changes(old: Gateway, new: Gateway) -> dict[str, list[str]]:
             if getattr(before, name) != getattr(after, name)
         ],
     }
+
+
+def needs_restart(before: TurnoutConfig, after: TurnoutConfig) -> list[str]:
+    """The changed settings a reload cannot apply (the server reads them once, at start)."""
+    return [
+        f"server.{name}"
+        for name in ServerSettings.RESTART_ONLY
+        if getattr(before.server, name) != getattr(after.server, name)
+    ]
 
 
 def _changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:

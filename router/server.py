@@ -113,7 +113,13 @@ def guarded_app_from_environment() -> ConnectionGuard:
     def body_timeout() -> float:
         return float(app.state.gateway.config.server.body_timeout)
 
-    return ConnectionGuard(app, body_timeout, app.state.gateway.config.server.max_connections)
+    def send_timeout() -> float:
+        return float(app.state.gateway.config.server.send_timeout)
+
+    server = app.state.gateway.config.server
+    return ConnectionGuard(
+        app, body_timeout, server.max_connections, server.per_key_connections, send_timeout
+    )
 
 
 def _run_granian(host: str, port: int, settings: ServerSettings, *, forward_sighup: bool) -> None:

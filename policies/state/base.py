@@ -28,6 +28,9 @@ class StateUnavailable(Exception):
 class LimitKind(StrEnum):
     RATE = "rate"  # a token bucket: `capacity` per `period_s`, refilled continuously
     BUDGET = "budget"  # a fixed calendar period: `capacity` per period, reset at its end
+    # Requests in flight: `capacity` slots, each held by one request until it is released
+    # or its lease (`period_s`) runs out, so a replica that died holding slots gives them back.
+    CONCURRENCY = "concurrency"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,16 @@ class StateStore(Protocol):
 
     async def peek(self, limits: Sequence[Limit], now: float) -> tuple[LimitState, ...]:
         """Each limit's state without changing it (for explain and headers)."""
+
+    # --- requests in flight (CONCURRENCY limits) -----------------------------------------
+    async def acquire_slots(self, limits: Sequence[Limit], holder: str, now: float) -> Admission:
+        """All or nothing: a slot of each limit for `holder` (one request), held until
+        `release_slots` or until its lease (`now + limit.period_s`) passes; leases that have
+        passed are dropped first. A holder that holds a slot already has its lease renewed.
+        Each state's `remaining` is the slots left (0 and `retry_after_s` 1 when refused)."""
+
+    async def release_slots(self, limits: Sequence[Limit], holder: str) -> None:
+        """Give back `holder`'s slots (one it does not hold: nothing happens)."""
 
     # --- circuit breakers ---------------------------------------------------------------
     async def breaker_acquire(

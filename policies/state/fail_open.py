@@ -7,10 +7,11 @@ each `StateUnavailable` is counted (`on_error`, for metrics) and logged at most 
 
 - answered here where a neutral answer exists: breakers read as closed and outcomes go
   unrecorded (every deployment is tried; nothing opens); statistics writes are skipped; a
-  cache read misses and a write is skipped; a token correction is dropped;
-- raised to the caller where the fallback is the caller's decision: `admit` (the limits
-  policy, `state.limits_when_unavailable`), `peek` (explain says the state is unknown),
-  `latencies` and `in_flight` (the strategy falls back to config order).
+  cache read misses and a write is skipped; a token correction is dropped, and so is a
+  slot's release (its lease runs out instead);
+- raised to the caller where the fallback is the caller's decision: `admit` and
+  `acquire_slots` (the limits policy, `state.limits_when_unavailable`), `peek` (explain
+  says the state is unknown), `latencies` and `in_flight` (the strategy falls back to config order).
 
 `ping` is passed through, neither counted nor logged here: it is the start-up check, which
 still fails readiness when the store is unreachable at start (most likely a wrong URL).
@@ -69,6 +70,13 @@ class FailOpenStore:
 
     async def peek(self, limits: Sequence[Limit], now: float) -> tuple[LimitState, ...]:
         return await self._raised("peek", self._store.peek(limits, now))
+
+    async def acquire_slots(self, limits: Sequence[Limit], holder: str, now: float) -> Admission:
+        return await self._raised("acquire_slots", self._store.acquire_slots(limits, holder, now))
+
+    async def release_slots(self, limits: Sequence[Limit], holder: str) -> None:
+        # Dropped: the slot's lease gives it back once the store is reachable again.
+        await self._absorbed("release_slots", self._store.release_slots(limits, holder), None)
 
     # --- circuit breakers: closed ---------------------------------------------------------
     async def breaker_acquire(

@@ -99,6 +99,12 @@ def limit_state(limit: Limit, room: float, now: float, cost: int | None = None) 
     return LimitState(limit, remaining, reset, retry_after)
 
 
+def slot_state(limit: Limit, held: int, refused: bool) -> LimitState:
+    """A CONCURRENCY limit with `held` slots taken: none refills on a clock, so a refused
+    request is told to try again in a second."""
+    return LimitState(limit, max(0, limit.capacity - held), 0.0, 1.0 if refused else 0.0)
+
+
 def breaker_view(breaker: _Breaker | None, policy: BreakerPolicy, now: float) -> BreakerView:
     """The read-only view: an open breaker past its cooldown, or a half-open one whose probe
     went stale, reads as half-open and allowed (the next acquirer gets the probe)."""
@@ -138,6 +144,7 @@ class MemoryStore:
         self._breakers: dict[str, _Breaker] = {}
         self._latency: dict[str, float] = {}
         self._in_flight: dict[str, int] = {}
+        self._slots: dict[str, dict[str, float]] = {}  # limit key -> {holder: lease end}
         self._cache: dict[str, tuple[float, bytes]] = {}  # key -> (expires_at, value)
         self._next_sweep = -math.inf
 
@@ -212,6 +219,42 @@ class MemoryStore:
             del self._buckets[key]
         for budget in [b for b in self._budgets if b[1] + BUDGET_SLACK_S <= now]:
             del self._budgets[budget]
+
+    # --- requests in flight (CONCURRENCY limits) -----------------------------------------
+    async def acquire_slots(self, limits: Sequence[Limit], holder: str, now: float) -> Admission:
+        held = [self._live_slots(limit.key, now) for limit in limits]
+        refused = next(
+            (
+                limit
+                for limit, slots in zip(limits, held, strict=True)
+                if holder not in slots and len(slots) >= limit.capacity
+            ),
+            None,
+        )
+        for limit, slots in zip(limits, held, strict=True):
+            if refused is None:
+                slots[holder] = now + limit.period_s
+            if slots:
+                self._slots[limit.key] = slots
+        _bound(self._slots, self._max_keys)
+        states = tuple(
+            slot_state(limit, len(slots), refused is not None)
+            for limit, slots in zip(limits, held, strict=True)
+        )
+        return Admission(refused is None, states, refused)
+
+    async def release_slots(self, limits: Sequence[Limit], holder: str) -> None:
+        for limit in limits:
+            slots = self._slots.get(limit.key)
+            if slots is not None:
+                slots.pop(holder, None)
+                if not slots:
+                    del self._slots[limit.key]
+
+    def _live_slots(self, key: str, now: float) -> dict[str, float]:
+        """The holders of `key` whose lease has not passed (a dead replica's are dropped)."""
+        slots = self._slots.pop(key, {})  # re-inserted by the caller: the newest last
+        return {holder: end for holder, end in slots.items() if end > now}
 
     # --- circuit breakers ---------------------------------------------------------------
     async def breaker_acquire(

@@ -253,3 +253,40 @@ if count <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 redis.call('PEXPIRE', KEYS[1], ttl_ms(tonumber(ARGV[3])))
 """
 )
+
+# KEYS: one sorted set per CONCURRENCY limit (members: holders, scores: lease ends).
+# ARGV: now, holder, then two per limit: capacity, lease_s. Leases that have passed are
+# dropped first (a replica that died holding slots); then, all or nothing, the holder takes
+# (or renews) one slot of each. Returns {refused (1-based, 0 if none), then the slots held
+# per limit after it}. The set expires with its longest lease.
+ACQUIRE_SLOTS = (
+    _COMMON
+    + """
+local now, holder = tonumber(ARGV[1]), ARGV[2]
+local held, refused = {}, 0
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now))
+  held[i] = redis.call('ZCARD', key)
+  local cap = tonumber(ARGV[1 + i * 2])
+  if refused == 0 and held[i] >= cap and not redis.call('ZSCORE', key, holder) then
+    refused = i
+  end
+end
+if refused == 0 then
+  for i, key in ipairs(KEYS) do
+    local lease = tonumber(ARGV[2 + i * 2])
+    redis.call('ZADD', key, fmt(now + lease), holder)
+    held[i] = redis.call('ZCARD', key)
+    if redis.call('PTTL', key) < ttl_ms(lease) then redis.call('PEXPIRE', key, ttl_ms(lease)) end
+  end
+end
+local out = {refused}
+for i = 1, #KEYS do table.insert(out, held[i]) end
+return out
+"""
+)
+
+# KEYS: the sorted sets of `ACQUIRE_SLOTS`. ARGV: holder. Its slots are given back.
+RELEASE_SLOTS = """
+for _, key in ipairs(KEYS) do redis.call('ZREM', key, ARGV[1]) end
+"""

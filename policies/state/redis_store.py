@@ -33,7 +33,7 @@ from policies.state.base import (
     LimitState,
     StateUnavailable,
 )
-from policies.state.memory import BUDGET_SLACK_S, WINDOW_CAP
+from policies.state.memory import BUDGET_SLACK_S, WINDOW_CAP, slot_state
 
 _Arg = str | int | float
 
@@ -73,6 +73,8 @@ class RedisStore:
         self._views = client.register_script(redis_scripts.BREAKER_VIEWS)
         self._observe = client.register_script(redis_scripts.OBSERVE_LATENCY)
         self._add_in_flight = client.register_script(redis_scripts.ADD_IN_FLIGHT)
+        self._acquire_slots = client.register_script(redis_scripts.ACQUIRE_SLOTS)
+        self._release_slots = client.register_script(redis_scripts.RELEASE_SLOTS)
 
     @classmethod
     def from_url(
@@ -126,6 +128,32 @@ class RedisStore:
             # One counter per period: a new period starts from nothing, the old one expires.
             return f"{self._prefix}budget:{limit.key}:{limit.period_end:.3f}"
         return f"{self._prefix}rate:{limit.key}"
+
+    # --- requests in flight (CONCURRENCY limits) -----------------------------------------
+    async def acquire_slots(self, limits: Sequence[Limit], holder: str, now: float) -> Admission:
+        if not limits:
+            return Admission(True, ())
+        args: list[_Arg] = [now, holder]
+        for limit in limits:
+            args += [limit.capacity, limit.period_s]
+        keys = [self._slots_key(limit) for limit in limits]
+        with _reachable():
+            reply = _as_list(await self._acquire_slots(keys=keys, args=args))
+        refused = int(reply[0])
+        states = tuple(
+            slot_state(limit, int(held), refused > 0)
+            for limit, held in zip(limits, reply[1:], strict=True)
+        )
+        return Admission(refused == 0, states, limits[refused - 1] if refused else None)
+
+    async def release_slots(self, limits: Sequence[Limit], holder: str) -> None:
+        if not limits:
+            return
+        with _reachable():
+            await self._release_slots(keys=[self._slots_key(x) for x in limits], args=[holder])
+
+    def _slots_key(self, limit: Limit) -> str:
+        return f"{self._prefix}slots:{limit.key}"
 
     # --- circuit breakers ---------------------------------------------------------------
     async def breaker_acquire(

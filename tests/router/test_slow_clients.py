@@ -81,6 +81,9 @@ def served(
                 "body_timeout": BODY_TIMEOUT,
                 "header_timeout": HEADER_TIMEOUT,
                 "max_connections": MAX_CONNECTIONS,
+                # One key fills every slot here: its share is the whole (the share has its
+                # own tests, tests/router/test_stalled_clients.py).
+                "max_connections_per_key": MAX_CONNECTIONS,
             },
             # One failure would open it: a client going away must not count as one.
             breaker={"failures": 1, "cooldown": 600},
