@@ -33,6 +33,7 @@ import structlog
 from policies.config import TurnoutConfig
 from policies.health import Health
 from policies.plan import Target
+from policies.redaction import Redactor
 from policies.state.base import BreakerState
 from providers.base import Provider
 from providers.errors import UpstreamError
@@ -92,9 +93,16 @@ class HealthChecker:
     when it closes or a reload retires it."""
 
     def __init__(
-        self, checked: Iterable[CheckedProvider], health: Health, rng: random.Random | None = None
+        self,
+        checked: Iterable[CheckedProvider],
+        health: Health,
+        rng: random.Random | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
+        """`redactor`: masks what a failed check logs (the upstream's code or message can
+        echo the key the check was sent with)."""
         self._checked = tuple(checked)
+        self._redactor = redactor or Redactor()
         self._health = health
         self._rng = rng or random.Random()
         self._failing: dict[str, bool] = {}  # provider name → did its last check fail?
@@ -102,9 +110,13 @@ class HealthChecker:
 
     @classmethod
     def from_config(
-        cls, config: TurnoutConfig, providers: Mapping[str, Provider], health: Health
+        cls,
+        config: TurnoutConfig,
+        providers: Mapping[str, Provider],
+        health: Health,
+        redactor: Redactor | None = None,
     ) -> HealthChecker:
-        return cls(checked_providers(config, providers), health)
+        return cls(checked_providers(config, providers), health, redactor=redactor)
 
     @property
     def running(self) -> bool:
@@ -156,7 +168,8 @@ class HealthChecker:
         be recorded on a closed breaker: the last check failed, or there was none yet."""
         previous = self._failing.get(provider)  # None before this checker's first check
         if error is not None and not previous:
-            log.warning("health_check_failed", provider=provider, error=error.summary())
+            said = self._redactor.for_log(error.summary())
+            log.warning("health_check_failed", provider=provider, error=said)
         elif error is None and previous:
             log.info("health_check_recovered", provider=provider)
         self._failing[provider] = error is not None

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from policies.config import TurnoutConfig
 from policies.error_paths import join, locate
+from policies.redaction import looks_like_token, mask_credentials
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
@@ -79,37 +80,67 @@ def _lookup(match: re.Match[str], env: Mapping[str, str], path: Path, where: str
 
 
 def _describe(path: Path, exc: ValidationError, data: dict[str, Any]) -> str:
+    """Every problem, each as `key.path: what is wrong`, with the value it had only where
+    that cannot be a secret (`_got`). This text goes to the terminal and, on a reload, to
+    the log: the messages lose whatever looks like a credential too."""
     lines = [f"{path}: invalid config ({exc.error_count()} problem(s)):"]
     for error in exc.errors(include_url=False):
         where, _ = locate(error, data)
         message = error["msg"]
         if error["type"] == "value_error":
             message = message.removeprefix("Value error, ")
-        shown = error["type"] != "missing" and where and not _secret(where)
-        got = _got(error.get("input")) if shown else ""
-        lines.append(f"  {where or '<top level>'}: {message}{got}")
+        got = _got(error["type"], where, error.get("input"))
+        lines.append(f"  {where or '<top level>'}: {mask_credentials(message)}{got}")
     return "\n".join(lines)
 
 
+# Where a value is a credential as often as not: keys, tokens, passwords, header values.
+_SECRET_NAME = re.compile(r"(?i)key|token|secret|passw|auth|cookie|credential|header")
+# The errors whose value is shown: a number out of range, a choice misspelt. Any other
+# value (an unknown key's above all: `apikey: sk-...` is a misspelt credential) is not.
+_SHOWN_NUMBERS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+_SHOWN_CHOICES = frozenset({"enum", "literal_error"})
+MAX_SHOWN_CHARS = 40
+_NUMBER = re.compile(r"-?\d{1,20}(?:\.\d{1,20})?")
+
+
 def _secret(where: str) -> bool:
-    """Keys, API keys and header values (which carry credentials as often as not) are
-    never echoed back, not even in an error about them."""
-    last = where.rsplit(".", 1)[-1].split("[", 1)[0]
-    secret = last in ("key", "keys", "api_key", "headers")
-    return secret or ".keys[" in where or ".key" in where or ".headers." in where
+    """Whether any part of the key path names a credential (or a header, whose values
+    carry credentials as often as not): its value is never echoed back."""
+    return bool(_SECRET_NAME.search(where))
 
 
 # `scheme://user:password@host`: the credentials; `?token=...`: a query value.
-_URL_CREDENTIALS = re.compile(r"(?<=://)[^/?#@\s]*@")
+_URL_CREDENTIALS = re.compile(r"(?:(?<=://)|^)[^/?#@\s]*@")
 _QUERY_VALUE = re.compile(r"(?<=[?&])([^=&#\s]+)=[^&#\s]*")
 
 
-def _got(value: Any) -> str:
-    """The offending value, for an error line. A mapping or list is not shown at all (a
-    provider's whole entry holds its key and headers); a string loses the credentials and
-    query values a URL can carry."""
-    if isinstance(value, dict | list | tuple):
+def _got(kind: str, where: str, value: Any) -> str:
+    """The offending value, for an error line, where it cannot be a secret: a number out
+    of range; a short, word-like misspelt choice; a URL without its credentials and query
+    values. Nothing under a credential's name, nothing of an unknown key, no mapping or
+    list (a provider's whole entry holds its key and headers)."""
+    if not where or _secret(where):
         return ""
-    if isinstance(value, str):
+    if kind in _SHOWN_NUMBERS:
+        # A number out of range, or a string that is one (`${PORT}` interpolates a string).
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return f" (got {value!r})" if number or _NUMBER.fullmatch(str(value)) else ""
+    if not isinstance(value, str):
+        return ""
+    if where.endswith("url"):
         value = _QUERY_VALUE.sub(r"\1=***", _URL_CREDENTIALS.sub("***@", value))
+    elif kind not in _SHOWN_CHOICES or not _word_like(value):
+        return ""
     return f" (got {value!r:.80})"
+
+
+def _word_like(value: str) -> bool:
+    """A value that reads as a word (`openia`, `drpo`), not as a key (`sk-...`, a long run
+    of letters and digits)."""
+    return (
+        len(value) <= MAX_SHOWN_CHARS
+        and mask_credentials(value) == value
+        and not looks_like_token(value)
+        and not any(c.isdigit() for c in value)
+    )

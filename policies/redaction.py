@@ -10,8 +10,10 @@ host:port Turnout reached it at. `Redactor` gives two views of such text:
   header values, long hex or base64 runs) masked and every address (URL, IP, host:port,
   a configured upstream host) replaced by the deployment's public label.
 
-The configured secrets are compiled into one pattern per config: a reload builds a new
-gateway and with it a new `Redactor`. The token and address rules are pure functions.
+The configured secrets are compiled into one pattern per config, in every spelling an
+upstream may echo them (policies.secret_pattern): a reload builds a new gateway and with
+it a new `Redactor`. The token and address rules are pure functions. An upstream error's
+`type`, `code` and `param` reach a client only as short identifiers (`FIELD_SHAPE`).
 No library does this job on free text (secret scanners such as detect-secrets judge
 files line by line and do not rewrite), hence the patterns below.
 """
@@ -24,18 +26,17 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
-
-import orjson
+from urllib.parse import parse_qsl, urlsplit
 
 from policies.config import TurnoutConfig
+from policies.secret_pattern import SecretPattern
 from providers.errors import UpstreamError
 from providers.http_settings import HTTPSettings
 
 MASK = "[redacted]"
-# A configured value shorter than this is masked nowhere: it cannot be told from the
-# ordinary words of a message ("1", "yes"), and is no credential worth the name.
-MIN_SECRET_CHARS = 4
+# What an error's `type`, `code` and `param` may be to reach a client: an identifier or a
+# JSON path (`messages[0].content`). Anything else is the upstream's prose, or a secret.
+FIELD_SHAPE = re.compile(r"[A-Za-z0-9_.\[\]\-]{1,64}")
 
 # ---- token-shaped strings (pure) -----------------------------------------------------
 
@@ -77,6 +78,24 @@ def mask_tokens(text: str) -> str:
     text = _BASIC.sub(lambda m: MASK if _looks_encoded(m.group(1)) else m.group(0), text)
     text = _PREFIXED.sub(MASK, text)
     return _RUN.sub(lambda m: MASK if looks_like_token(m.group(0)) else m.group(0), text)
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with `Bearer`/`Basic` credentials and vendors' key formats masked: the
+    token shapes that are never anything else, so a log line can lose them at no cost
+    to the operator (long runs may be request ids or digests, and `api_key: ...` the
+    text of a config error)."""
+    # The scheme stays: the operator reads which credential it was.
+    text = _BEARER.sub(lambda m: _keep_scheme(m.group(0)), text)
+    text = _BASIC.sub(lambda m: _keep_scheme(m.group(0), m.group(1)), text)
+    return _PREFIXED.sub(MASK, text)
+
+
+def _keep_scheme(found: str, encoded: str | None = None) -> str:
+    if encoded is not None and not _looks_encoded(encoded):
+        return found
+    scheme = found.split(None, 1)[0]
+    return _keep_tail(found, f"{scheme} {MASK}")
 
 
 def _keep_tail(found: str, replacement: str) -> str:
@@ -191,12 +210,6 @@ def configured_hosts(config: TurnoutConfig) -> set[str]:
     return {host for url in urls if (host := urlsplit(url).hostname)}
 
 
-def _spellings(secret: str) -> set[str]:
-    # An upstream may echo a value as sent, percent-encoded (a query string) or
-    # JSON-escaped (inside a JSON dump of the request).
-    return {secret, quote(secret, safe=""), orjson.dumps(secret).decode()[1:-1]}
-
-
 def _alternation(values: Iterable[str]) -> re.Pattern[str] | None:
     # Longest first: a secret that contains another is masked whole.
     ordered = sorted(set(values), key=lambda v: (-len(v), v))
@@ -207,26 +220,25 @@ def _alternation(values: Iterable[str]) -> re.Pattern[str] | None:
 class Redactor:
     """One config's masking of upstream text: built once per config, immutable."""
 
-    secrets: re.Pattern[str] | None = None
+    secrets: SecretPattern | None = None
     hosts: re.Pattern[str] | None = None
 
     @classmethod
     def of(cls, secrets: Iterable[str] = (), hosts: Iterable[str] = ()) -> Redactor:
-        kept = [s for secret in secrets for s in _spellings(secret) if len(s) >= MIN_SECRET_CHARS]
         names = _alternation(hosts)
         host_pattern = (
             re.compile(rf"(?i)(?<![\w.\-])(?:{names.pattern})(?::\d{{1,5}})?(?![\w\-])")
             if names is not None
             else None
         )
-        return cls(_alternation(kept), host_pattern)
+        return cls(SecretPattern.of(secrets), host_pattern)
 
     @classmethod
     def from_config(cls, config: TurnoutConfig) -> Redactor:
         return cls.of(configured_secrets(config), configured_hosts(config))
 
     def for_log(self, text: str) -> str:
-        """`text` with the configured secrets masked."""
+        """`text` with the configured secrets masked, in every spelling."""
         return self.secrets.sub(MASK, text) if self.secrets is not None else text
 
     def for_client(self, text: str, label: str) -> str:
@@ -238,27 +250,33 @@ class Redactor:
         return self.hosts.sub(lambda _: label, text) if self.hosts is not None else text
 
     def public(self, error: UpstreamError, label: str) -> UpstreamError:
-        """`error` as a client of deployment `label` may see it: same status and fields,
-        each masked; the upstream's own words (secrets masked) kept in `detail` for the log."""
-
-        def clean(value: str | None) -> str | None:
-            return None if value is None else self.for_client(value, label)
-
+        """`error` as a client of deployment `label` may see it: same status, a masked
+        message, and `type`, `code` and `param` where they are identifiers that masking
+        leaves alone (else dropped; `type` then says only server or client error); the
+        upstream's own words (secrets masked) kept in `detail` for the log."""
+        fallback = "server_error" if error.status >= 500 else "invalid_request_error"
         return UpstreamError(
             self.for_client(error.message, label),
             failure=error.failure,
             status=error.status,
-            type=self.for_client(error.type, label),
-            code=clean(error.code),
-            param=clean(error.param),
+            type=self.field(error.type, label) or fallback,
+            code=self.field(error.code, label),
+            param=self.field(error.param, label),
             retry_after=error.retry_after,
             detail=self.for_log(error.detail or error.message),
         )
 
+    def field(self, value: str | None, label: str) -> str | None:
+        """An error field fit for a client: an identifier that carries nothing to mask."""
+        if value is None or not FIELD_SHAPE.fullmatch(value):
+            return None
+        return value if self.for_client(value, label) == value else None
+
     def scrub(self, value: Any) -> Any:
-        """A log event's value with the configured secrets masked in every string in it."""
+        """A log event's value with the configured secrets and unmistakable credentials
+        (`mask_credentials`) masked in every string in it."""
         if isinstance(value, str):
-            return self.for_log(value)
+            return mask_credentials(self.for_log(value))
         if isinstance(value, Mapping):
             return {k: self.scrub(v) for k, v in value.items()}
         if isinstance(value, list | tuple):

@@ -14,6 +14,7 @@ from router import catalog, endpoints, explain, metrics
 from router.errors import EXCEPTION_HANDLERS
 from router.exposure import Listener, OpenAccessRefused
 from router.gateway import Gateway
+from router.logging import LogScrubber
 from router.metrics import Metrics
 from router.reload import reloading
 
@@ -24,17 +25,22 @@ def create_app(
     *,
     clock: Callable[[], float] | None = None,
     listener: Listener | None = None,
+    log_scrubber: LogScrubber | None = None,
 ) -> Litestar:
     """`config_path`: the file `config` came from; when given, the app reloads it on
     SIGHUP and whenever it changes (see router.reload). `clock`: wall-clock seconds for
     breakers and limits (tests inject one; reloads reuse it from `app.state.clock`).
     `listener`: where the server listens; `config`, and every config a reload brings, must
-    pass its open-access check (None: the caller bound loopback itself, as tests do)."""
+    pass its open-access check (None: the caller bound loopback itself, as tests do).
+    `log_scrubber`: the log's processor (router.logging), pointed at the secrets of the
+    config served, this one and each one a reload brings."""
     refusal = listener.refusal(config) if listener is not None else None
     if refusal:
         raise OpenAccessRefused(refusal)
     observed = Metrics()  # beside the gateway, not in it: it outlives config reloads
     gateway = Gateway.from_config(config, clock=clock, observer=observed)
+    log_scrubber = log_scrubber or LogScrubber()
+    log_scrubber.use(gateway.redactor)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -49,7 +55,9 @@ def create_app(
     return Litestar(
         route_handlers=[*endpoints.ROUTES, *catalog.ROUTES, *metrics.ROUTES, *explain.ROUTES],
         lifespan=[lifespan],
-        state=State({"gateway": gateway, "metrics": observed, "clock": clock}),
+        state=State(
+            {"gateway": gateway, "metrics": observed, "clock": clock, "log_scrubber": log_scrubber}
+        ),
         exception_handlers=dict(EXCEPTION_HANDLERS),
         request_max_body_size=None,  # router.body enforces the configured limit itself
         openapi_config=None,

@@ -70,13 +70,25 @@ async def live() -> dict[str, str]:
 
 @get("/health/ready")
 async def ready(request: AnyRequest) -> Response[dict[str, Any]]:
+    """Whether the gateway serves. Anyone sees the status and what failed to start, by
+    name; only an admin key (or anyone, in open mode) sees why: a start-up error can
+    name an internal address or a local path (the log has it too)."""
     gateway: Gateway = request.app.state.gateway
     status = 200 if gateway.ready else 503
     state = "ready" if gateway.ready else ("failed" if gateway.startup_error else "starting")
     body: dict[str, Any] = {"status": state, "providers": len(gateway.providers)}
     if gateway.startup_error:
-        body["error"] = gateway.startup_error
+        body["not_ready"] = gateway.not_ready
+        if _is_admin(request, gateway):
+            body["error"] = gateway.redactor.for_log(gateway.startup_error)
     return Response(body, status_code=status)
+
+
+def _is_admin(request: AnyRequest, gateway: Gateway) -> bool:
+    try:
+        return authenticate(request, gateway).admin or gateway.open_access
+    except ApiError:
+        return False
 
 
 ROUTES = [list_models, retrieve_model, live, ready]

@@ -68,7 +68,8 @@ class Gateway:
     health_checks: HealthChecker | None = None  # started once ready, stopped when closed or retired
     created: int = field(default_factory=lambda: int(time()))
     ready: bool = False
-    startup_error: str | None = None
+    startup_error: str | None = None  # for admins and the log: may name internal addresses
+    not_ready: list[str] = field(default_factory=list)  # what failed to start, by name only
     _startup: asyncio.Task[None] | None = None
     deferred: Deferred = field(default_factory=lambda: Deferred(immediate=True))
     clock: Callable[[], float] = time  # wall clock for breakers and limits; reloads keep it
@@ -138,7 +139,7 @@ class Gateway:
             health,
             store,
             cache,
-            HealthChecker.from_config(config, providers, health),
+            HealthChecker.from_config(config, providers, health, redactor),
             reused=reused,
             redactor=redactor,
             deferred=deferred,
@@ -167,6 +168,7 @@ class Gateway:
             log.error("state_store_unreachable", error=str(exc))
             where = display_url(self.config.state.redis_url)
             failed.append(RuntimeError(f"state store ({where}): {exc}"))
+            self.not_ready.append("state store")
         for name, provider in self.providers.items():
             if name in self.reused:
                 continue
@@ -174,6 +176,7 @@ class Gateway:
                 await self._start_one(name, provider)
             except Exception as exc:
                 failed.append(exc)
+                self.not_ready.append(f"provider {name}")
         if failed:
             self.startup_error = "; ".join(str(r) for r in failed)
             return

@@ -105,6 +105,7 @@ class Reloader:
                 self._count("rejected")
                 return False
             self._app.state.gateway = new
+            self._app.state.log_scrubber.use(new.redactor)  # the log masks what it serves
             log.info("config_reloaded", path=str(self.path), trigger=reason, **changes(old, new))
             if waiting := needs_restart(old.config, config):
                 # The listener and the connection guard were built from them at start-up.

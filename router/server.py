@@ -91,7 +91,7 @@ def raise_open_file_limit() -> None:
 def app_from_environment() -> Litestar:
     """The app factory a server process calls: config path and log level come from the
     environment, since granian starts the app in a worker process of its own."""
-    configure_logging(os.environ.get(_LOG_LEVEL_ENV, "info"))
+    scrubber = configure_logging(os.environ.get(_LOG_LEVEL_ENV, "info"))
     path = os.environ[_CONFIG_ENV]
     reload = os.environ.get(_RELOAD_ENV, "1") != "0"
     if reload and threading.current_thread() is threading.main_thread():
@@ -100,7 +100,12 @@ def app_from_environment() -> Litestar:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     host = os.environ.get(_HOST_ENV)
     listener = None if host is None else Listener(host, os.environ.get(_ALLOW_OPEN_ENV) == "1")
-    return create_app(load_config(path), config_path=path if reload else None, listener=listener)
+    return create_app(
+        load_config(path),
+        config_path=path if reload else None,
+        listener=listener,
+        log_scrubber=scrubber,
+    )
 
 
 def guarded_app_from_environment() -> ConnectionGuard:

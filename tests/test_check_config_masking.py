@@ -72,3 +72,32 @@ def test_the_console_script_masks_too(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "providers.up.base_url" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        (
+            "providers:\n  up: {kind: openai, base_url: http://h/v1,"
+            " apikey: sk-proj-hunter2RealSecretKey}\n",
+            "providers.up.apikey",
+        ),
+        ("keys: [{key: k-1234567890, extra: tk-admin-hunter2}]\n", "keys[0].extra"),
+        ("server: {hots: hunter2-host}\n", "server.hots"),
+        ("models: {m: {deployments: [], translation: hunter2}}\n", "models.m.translation"),
+    ],
+    ids=["misspelt-api-key", "extra-under-keys", "extra-anywhere", "choice-with-a-secret-shape"],
+)
+def test_a_misspelt_key_or_a_secret_looking_value_is_never_echoed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, where: str
+) -> None:
+    stderr = check_in_process(write(tmp_path, text), capsys)
+    assert where in stderr
+    assert "hunter2" not in stderr
+
+
+def test_a_misspelt_choice_is_still_echoed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = "models: {m: {deployments: [], translation: drpo}}\n"
+    assert "(got 'drpo')" in check_in_process(write(tmp_path, text), capsys)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator
 
-from providers.errors import UpstreamError
+import orjson
+
+from providers.errors import UpstreamError, upstream_said
 from providers.http_adapter import HTTPProvider
 from providers.openai.settings import OpenAISettings
 from providers.openai.wire import (
@@ -46,6 +48,7 @@ class OpenAIProvider(HTTPProvider):
         error = error_from_payload(body, in_stream=False)
         if error is not None:
             raise error
+        _check_shape(self.name, request.endpoint, body)
         return ProviderResponse(body=body)
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
@@ -63,6 +66,8 @@ class OpenAIProvider(HTTPProvider):
                 error = error_from_payload(parsed, in_stream=True)
                 if error is not None:
                     raise error
+                if "choices" in parsed:  # a usage-only chunk may have none
+                    _check_shape(self.name, request.endpoint, parsed)
                 progress.saw(parsed)
                 yield parsed
         # Some servers never send [DONE]: the body's end is then the end, but only once
@@ -75,6 +80,17 @@ class OpenAIProvider(HTTPProvider):
 
     def _url(self, request: ProviderRequest) -> str:
         return self._base_url + request.endpoint.path
+
+
+def _check_shape(name: str, endpoint: Endpoint, body: JSONObject) -> None:
+    """A 200 whose body breaks OpenAI's schema where Turnout and clients read it is a
+    protocol error: relayed as is, a `choices` that is a string (a proxy's page, a debug
+    dump) would reach the client unmasked. The body goes to `detail`, for the log."""
+    field = "data" if endpoint is Endpoint.EMBEDDINGS else "choices"
+    if not isinstance(body.get(field), list):
+        error = UpstreamError.protocol(f"{name}: response `{field}` is not a list")
+        error.detail = upstream_said(orjson.dumps(body))
+        raise error
 
 
 def _check_path(settings: OpenAISettings) -> str:

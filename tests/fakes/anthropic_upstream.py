@@ -250,7 +250,10 @@ class FakeAnthropicUpstream:
             return ""
         dump = "; ".join(f"{name}: {value}" for name, value in request.headers.items())
         key = request.headers.get("x-api-key", "none")
-        return f": invalid x-api-key {key} (served by 127.0.0.1:{self.port}; headers: {dump})"
+        return (
+            f": invalid x-api-key {key}, lower={key.lower()}"
+            f" (served by 127.0.0.1:{self.port}; headers: {dump})"
+        )
 
 
 def _after_prefill(body: Mapping[str, Any], reply: Reply) -> tuple[AnthropicStatus | None, Reply]:

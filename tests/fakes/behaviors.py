@@ -8,6 +8,7 @@ their docstrings.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ __all__ = [
     "Behavior",
     "CutStream",
     "EchoHeaders",
+    "EchoInChoices",
+    "EchoVariants",
     "MalformedEvent",
     "MidStreamError",
     "Ok",
@@ -270,6 +273,55 @@ class EchoHeaders:
         )
 
 
+def _bare(headers: Mapping[str, str]) -> str:
+    """The key the request carried, without its scheme."""
+    sent = headers.get("authorization") or headers.get("x-api-key") or "none"
+    return sent.split(" ", 1)[1] if sent.lower().startswith("bearer ") else sent
+
+
+@dataclass(frozen=True)
+class EchoVariants:
+    """A careless upstream that echoes the key it was sent (and the value of header
+    ``header``) in the spellings its own code happens to use: lower- and upper-case,
+    base64 (alone and as ``Basic user:key`` and ``"Bearer " + key`` would encode it),
+    lower-case percent escapes, HTML entities, a partial mask in OpenAI's style; and
+    puts the key into the error's ``type``, ``code`` and ``param`` as well."""
+
+    code: int = 400
+    header: str = "x-org"
+
+    def reply(self, headers: Mapping[str, str]) -> Status:
+        key, org = _bare(headers), headers.get(self.header, "none")
+        punct = "".join(c if c.isalnum() else f"%{ord(c):02x}" for c in key)
+        entity = "".join(c if c.isalnum() else f"&#{ord(c)};" for c in key)
+
+        def b64(raw: str) -> str:
+            return base64.b64encode(raw.encode()).decode()
+
+        message = (
+            f"lower={key.lower()} upper={key.upper()} b64={b64(key)} basic={b64('u:' + key)}"
+            f" bearer={b64('Bearer ' + key)} url={punct} html={entity}"
+            f" partial={key[:6]}****{key[-4:]} org-lower={org.lower()} org-b64={b64(org)}"
+        )
+        return Status(
+            self.code,
+            type=f"type_{key}",
+            code_str=f"code-{org}",
+            message=message,
+            param=f"p {key.lower()}",
+        )
+
+
+@dataclass(frozen=True)
+class EchoInChoices:
+    """A 200 whose body breaks OpenAI's schema: ``choices`` is a string echoing the
+    ``Authorization`` header (a proxy's debug page gone wrong)."""
+
+    def reply(self, headers: Mapping[str, str]) -> Status:
+        sent = headers.get("authorization", "none")
+        return Status(200, body=json.dumps({"id": "x", "choices": sent}).encode())
+
+
 #: The exact ``data:`` payload sent by :class:`MidStreamError`.
 MID_STREAM_ERROR: Final = (
     '{"error":{"message":"upstream broke","type":"server_error","param":null,"code":null}}'
@@ -285,4 +337,6 @@ Behavior: TypeAlias = (
     | MalformedEvent
     | MidStreamError
     | EchoHeaders
+    | EchoVariants
+    | EchoInChoices
 )

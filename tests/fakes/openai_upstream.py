@@ -31,6 +31,8 @@ from .behaviors import (
     Behavior,
     CutStream,
     EchoHeaders,
+    EchoInChoices,
+    EchoVariants,
     MalformedEvent,
     MidStreamError,
     Ok,
@@ -50,6 +52,8 @@ __all__ = [
     "ClientClose",
     "CutStream",
     "EchoHeaders",
+    "EchoInChoices",
+    "EchoVariants",
     "FakeOpenAIUpstream",
     "MalformedEvent",
     "MidStreamError",
@@ -401,6 +405,8 @@ class FakeOpenAIUpstream:
                 b = MidStreamError(b.after_events, b.message(req.headers, address))
             else:
                 b = b.reply(req.headers, address)
+        if isinstance(b, EchoVariants | EchoInChoices):
+            b = b.reply(req.headers)
         if isinstance(b, Status):
             payload = b.payload()
             headers = {

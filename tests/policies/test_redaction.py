@@ -28,8 +28,13 @@ def config(**overrides: Any) -> TurnoutConfig:
             "a": {
                 "kind": "openai",
                 "base_url": "https://svc:url-pass-123@vllm.example:8443/v1?api-key=query-secret",
-                "api_key": "plain-provider-key",
                 "headers": {"x-org": "header-secret-value", "x-flag": "1"},
+            },
+            # A backend gets one Authorization header: a URL's credentials or an api_key.
+            "b": {
+                "kind": "openai",
+                "base_url": "https://b.example/v1",
+                "api_key": "plain-provider-key",
             },
             "c": {"kind": "anthropic", "api_key": "anthropic-key-abc"},
         },
@@ -179,3 +184,72 @@ def test_scrub_masks_every_string_in_a_log_event() -> None:
     redactor = Redactor.from_config(config())
     event = {"attempts": [{"outcome": "x plain-provider-key"}], "n": 3, "t": ("turnout-own-key",)}
     assert redactor.scrub(event) == {"attempts": [{"outcome": f"x {MASK}"}], "n": 3, "t": [MASK]}
+
+
+SECRET = "upk-Alpha7Bravo9Charlie"
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        SECRET.lower(),
+        SECRET.upper(),
+        SECRET.replace("-", "%2d"),
+        SECRET.replace("-", "%2D"),
+        SECRET.replace("-", "&#45;"),
+        SECRET.replace("-", "&#x2d;"),
+        SECRET.encode().hex(),
+        base64.b64encode(SECRET.encode()).decode(),
+        base64.b64encode(b"user:" + SECRET.encode()).decode(),  # inside a Basic credential
+        base64.b64encode(b"Bearer " + SECRET.encode()).decode(),  # each of 3 alignments
+        base64.urlsafe_b64encode(b"\xfb\xff" + SECRET.encode()).decode().rstrip("="),
+        f"{SECRET[:6]}****{SECRET[-4:]}",  # OpenAI's partial mask
+        f"****{SECRET[-6:]}",
+        f"{SECRET[:9]}...{SECRET[9:]}",
+        f"{SECRET[:11]}…",
+    ],
+)
+def test_every_spelling_of_a_secret_is_masked(spelling: str) -> None:
+    masked = Redactor.of([SECRET]).for_log(f"key={spelling} rejected")
+    assert masked.startswith("key=")
+    assert masked.endswith(" rejected")
+    assert MASK in masked
+    for fragment in (SECRET[:6], SECRET[-6:], spelling[-12:]):
+        assert fragment.lower() not in masked.lower()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Loading... please wait **** xxxx",
+        "upk-Alpha is a prefix too short to be the key",  # no mask run: not a fragment
+        "base64 of something else: dXNlcjpwYXNzd29yZA==",
+    ],
+)
+def test_text_that_only_resembles_a_secret_survives(text: str) -> None:
+    assert Redactor.of([SECRET]).for_log(text) == text
+
+
+def test_many_secrets_compile_into_one_pattern_that_finds_each() -> None:
+    secrets = [f"secret-{i:03d}-{'k' * (i % 7)}Zz" for i in range(60)]
+    redactor = Redactor.of(secrets)
+    for secret in secrets:
+        assert redactor.for_log(f"a {secret.upper()} b") == f"a {MASK} b"
+
+
+def test_error_fields_reach_a_client_only_as_identifiers_without_secrets() -> None:
+    redactor = Redactor.of([SECRET])
+    raw = UpstreamError(
+        "bad",
+        failure=Failure.STATUS,
+        status=401,
+        type=f"type_{SECRET}",
+        code=f"key_{SECRET.lower()}",
+        param=f"p {SECRET}",
+    )
+    public = redactor.public(raw, LABEL)
+    assert (public.type, public.code, public.param) == ("invalid_request_error", None, None)
+    fine = UpstreamError(
+        "x", failure=Failure.STATUS, status=400, type="t", code="c_1", param="messages[0].role"
+    )
+    assert (redactor.public(fine, LABEL).param) == "messages[0].role"
