@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from policies.continuation import Rescue
 from policies.errors import ApiError
-from policies.fan_out_cost import ONE_CALL, UpstreamCalls, may_fan_out, upstream_calls
+from policies.fan_out_cost import (
+    DEFAULT_MAX_CALLS,
+    ONE_CALL,
+    UpstreamCalls,
+    may_fan_out,
+    too_many_calls,
+    upstream_calls,
+)
 from policies.health import Health
 from policies.hedge import FirstTokenStats, HedgedWalk, Steps, Turn, mark_lost
 from policies.plan import DeploymentPlan, Target
@@ -21,10 +28,12 @@ from policies.retry import CANCELLED, Attempt, Decision, call_with_retries, clas
 from policies.state.base import BreakerState, BreakerView
 from policies.strategies import Orderer
 from policies.translation import Mode, Refusal, Translation, declared_for, translate
+from policies.turn_calls import covered, metered_call
 from policies.walk_errors import breakers_open, exhausted, public_label, refused
 from providers.base import Provider
+from providers.call_ledger import CallLedger, Tally
 from providers.capabilities import Capabilities
-from providers.emulation import DEFAULT_MAX_PARALLEL, EMULABLE, with_emulations
+from providers.emulation import DEFAULT_MAX_PARALLEL, EMULABLE
 from providers.errors import UpstreamError
 from providers.local.tokenizer_cache import TokenizerCache
 from providers.retimed import Retimed
@@ -46,9 +55,16 @@ class Trace:
     refusals: list[tuple[str, Refusal]] = field(default_factory=list)
     open_breakers: list[tuple[str, float]] = field(default_factory=list)  # (label, open until)
     holding: Target | None = None  # a stream's deployment, counted in flight until it ends
-    # Before a deployment whose emulation fans out into calls that each read the prompt:
-    # makes the request's token reservation cover them, or raises the 429.
-    cover: Callable[[UpstreamCalls], Awaitable[None]] | None = None
+    # Before a deployment whose emulation fans out into calls that each read the prompt,
+    # or a hedge: makes the request's token reservation cover the calls that will run at
+    # once (each entry: one deployment's), or raises the 429.
+    cover: Callable[[Sequence[UpstreamCalls]], Awaitable[None]] | None = None
+    # Every upstream call made, with its cost, so that limits are charged for calls that
+    # no answer accounts for (a failure, a client gone, a hedge that lost).
+    ledger: CallLedger = field(default_factory=CallLedger)
+    # The request's upstream calls in flight at once, over every attempt, hedge and
+    # continuation (`emulation.max_parallel`); made by `Dispatcher.start_trace`.
+    slots: asyncio.Semaphore | None = None
     hedges: list[str] = field(default_factory=list)  # each hedge's outcome (policies/hedge.py)
     # A stream continued after it broke (policies/continuation.py): how many times, how
     # it ended (ok, failed, not_continuable) and why, for the log and metrics.
@@ -78,6 +94,7 @@ class _Walk(Generic[T]):
     index: int = 0
     rerouted: bool = False  # to the context-window fallbacks, which happens once
     last: UpstreamError | None = None
+    live: list[UpstreamCalls] = field(default_factory=list)  # turns running (hedged)
 
 
 class Dispatcher:
@@ -90,6 +107,7 @@ class Dispatcher:
         redactor: Redactor | None = None,
         *,
         max_parallel: int = DEFAULT_MAX_PARALLEL,
+        max_calls: int = DEFAULT_MAX_CALLS,
         first_tokens: FirstTokenStats | None = None,
     ) -> None:
         """`capabilities`: each deployment's (by label), config overrides applied; a
@@ -97,7 +115,9 @@ class Dispatcher:
         breakers and statistics (none: every deployment is always tried); `orderer`
         applies the plan's strategy (none: config order); `redactor` masks what upstream
         errors must not show the client (none: token-shaped strings and addresses only);
-        `max_parallel`: upstream calls one request's emulation may run at once;
+        `max_parallel`: upstream calls one request may have in flight at once;
+        `max_calls`: upstream calls one request's emulations may make in all (a deployment
+        needing more is skipped, as one that cannot honour the request);
         `first_tokens`: streams' times to first token, for hedging (none: hedges wait
         their `cap` when adaptive)."""
         self._providers = providers
@@ -106,11 +126,13 @@ class Dispatcher:
         self._health = health
         self._orderer = orderer
         self._max_parallel = max_parallel
+        self._max_calls = max_calls
         self._redactor = redactor or Redactor()
         self._first_tokens = first_tokens
 
     def start_trace(self, plan: DeploymentPlan) -> Trace:
-        return Trace(deadline=asyncio.get_running_loop().time() + plan.deadline_s)
+        deadline = asyncio.get_running_loop().time() + plan.deadline_s
+        return Trace(deadline=deadline, slots=asyncio.Semaphore(self._max_parallel))
 
     async def complete(
         self, plan: DeploymentPlan, endpoint: Endpoint, body: Mapping[str, Any], trace: Trace
@@ -273,21 +295,15 @@ class Dispatcher:
             if fit is None:
                 continue  # cannot honour this request: skipped, never called
             capabilities = self._capabilities_of(target, provider)
-            if fit.applied and trace.cover is not None:
-                calls = upstream_calls(endpoint, fit, capabilities.max_n)
-                if calls.prompt_reads > 1:
-                    await trace.cover(calls)  # before any of its calls starts
+            calls = self._calls(trace, endpoint, target, fit, capabilities)
+            if calls is None:
+                continue  # more upstream calls than `emulation.max_calls`: skipped too
+            if not await covered(trace.cover, walk.live, calls):  # before any call starts
+                walk.index -= 1  # no room for a hedge beside the running call; a failover
+                return None  # may still call this deployment once that one has ended
             timeouts = plan.timeouts_for(target)
             if timeouts is not None:  # the model's own, on every call that reaches it
                 provider = Retimed(provider, timeouts)
-            if fit.applied:
-                provider = with_emulations(
-                    provider,
-                    fit.applied,
-                    capabilities,
-                    fit.declared,
-                    max_parallel=self._max_parallel,
-                )
             request = ProviderRequest(endpoint, {**fit.body, "model": target.deployment.model})
             # Nothing between the breaker's leave and `_attempts`, which owns a granted
             # probe from here: it is used, or given back.
@@ -297,7 +313,29 @@ class Dispatcher:
                 if not view.allowed:
                     continue  # breaker open: skipped without touching it
                 probe = view.probe
-            return Turn(target, fit, functools.partial(walk.attempt, provider, request), probe)
+            if trace.slots is None:  # a trace not made by `start_trace`
+                trace.slots = asyncio.Semaphore(self._max_parallel)
+            tallies: list[Tally] = []
+            turn = (provider, fit, capabilities)
+            call = metered_call(trace.ledger, trace.slots, turn, walk.attempt, request, tallies)
+            return Turn(target, fit, call, probe, calls, tallies)
+        return None
+
+    def _calls(
+        self,
+        trace: Trace,
+        endpoint: Endpoint,
+        target: Target,
+        fit: Translation,
+        capabilities: Capabilities,
+    ) -> UpstreamCalls | None:
+        """The upstream calls `fit` makes at `target`; None (a refusal recorded) when that
+        is more than one request may make."""
+        calls = upstream_calls(endpoint, fit, capabilities.max_n) if fit.applied else ONE_CALL
+        refusal = too_many_calls(fit.body, calls, self._max_calls)
+        if refusal is None:
+            return calls
+        trace.refusals.append((target.label, refusal))
         return None
 
     async def _turn_failed(self, walk: _Walk[T], turn: Turn[T], error: UpstreamError) -> None:
@@ -315,13 +353,21 @@ class Dispatcher:
 
     def _answered(self, trace: Trace, turn: Turn[Any], result: T) -> T:
         trace.target, trace.translation = turn.target, turn.fit
+        if turn.tallies:  # the last attempt answered: its usage is the answer's to settle
+            turn.tallies[-1].settled = True
         if isinstance(result, OpenStream):
             trace.holding = turn.target  # a hedge that lost may have been the last to set it
         return result
 
     def _steps(self, walk: _Walk[T], hedge: HedgeSettings) -> Steps[T]:
         async def run(turn: Turn[T]) -> T:
-            return await self._attempts(walk.plan, walk.trace, turn.target, turn.call, turn.probe)
+            walk.live.append(turn.calls)  # a hedge's reservation covers it too
+            try:
+                return await self._attempts(
+                    walk.plan, walk.trace, turn.target, turn.call, turn.probe
+                )
+            finally:
+                walk.live.remove(turn.calls)
 
         async def lost(turn: Turn[T], result: T | None, seconds: float) -> None:
             if isinstance(result, OpenStream):  # content came just too late: closed
@@ -435,15 +481,23 @@ class Dispatcher:
         self, plan: DeploymentPlan, endpoint: Endpoint, body: Mapping[str, Any]
     ) -> UpstreamCalls:
         """The upstream calls made by the first deployment (in plan order) that can honour
-        the request: what admission charges for before anything is called."""
+        the request: what admission charges for before anything is called. Raises the 400
+        when every deployment that could honour it would make more than `max_calls`."""
         if not may_fan_out(body):
             return ONE_CALL
+        too_many: list[tuple[str, Refusal]] = []
         for target in plan.targets:
             fit = self.assess(plan, endpoint, body, target)
             if isinstance(fit, Translation):
                 provider = self._providers[target.deployment.provider]
                 most = self._capabilities_of(target, provider).max_n
-                return upstream_calls(endpoint, fit, most)
+                calls = upstream_calls(endpoint, fit, most) if fit.applied else ONE_CALL
+                refusal = too_many_calls(fit.body, calls, self._max_calls)
+                if refusal is None:
+                    return calls
+                too_many.append((target.label, refusal))
+        if too_many:
+            raise refused(too_many)
         return ONE_CALL
 
     @property

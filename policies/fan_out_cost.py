@@ -6,7 +6,10 @@ and each call reads — and is billed for — the whole prompt; a completions ba
 chat-only backend is one chat per prompt, each reading its own prompt. So the prompt is
 read once per fanned-out candidate (`prompt_reads`), and the completion tokens are the
 same as natively. Calls run at most `emulation.max_parallel` at a time
-(providers/emulation/bounded.py).
+(providers/emulation/bounded.py), and one request makes at most `emulation.max_calls` of
+them: a deployment whose emulations would make more is skipped, as one that cannot
+honour the request is, and with none left the request is refused with a 400 naming what
+multiplies the calls (`n`, `best_of`, or a batch's `prompt`) before any call is made.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from policies.translation import Translation
+from policies.translation import Refusal, Translation
 from providers.types import Endpoint
 
 
@@ -26,12 +29,32 @@ class UpstreamCalls:
 
 
 ONE_CALL = UpstreamCalls(1, 1)
+# Upstream calls one request's emulations may make in all (`emulation: {max_calls: ...}`).
+DEFAULT_MAX_CALLS = 128
 
 
 def may_fan_out(body: Mapping[str, Any]) -> bool:
     """Whether any deployment could turn this request into several calls reading the
-    prompt each (only `n` or `best_of` above 1 do): the cheap test before planning."""
-    return _count(body.get("n")) > 1 or _count(body.get("best_of")) > 1
+    prompt each (only `n` or `best_of` above 1 do), or into one call per prompt of a
+    batch: the cheap test before planning."""
+    return _count(body.get("n")) > 1 or _count(body.get("best_of")) > 1 or _prompts(body) > 1
+
+
+def too_many_calls(body: Mapping[str, Any], calls: UpstreamCalls, max_calls: int) -> Refusal | None:
+    """Why a deployment making `calls` for `body` cannot take the request: more calls than
+    `max_calls`, named by what multiplies them (the candidates, else the batch's prompts);
+    None when it is within the bound."""
+    if calls.calls <= max_calls:
+        return None
+    n, best_of = _count(body.get("n")), _count(body.get("best_of"))
+    param = "prompt"  # the batch's prompts multiply the calls
+    if calls.prompt_reads > max_calls:  # the candidates alone are too many
+        param = "best_of" if best_of > n else "n"
+    return Refusal(
+        param,
+        f"emulated with {calls.calls} upstream calls, more than the {max_calls} one request "
+        "may make (emulation.max_calls)",
+    )
 
 
 def upstream_calls(

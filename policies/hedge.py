@@ -8,7 +8,10 @@ cancelled at once, their connections closed, and their attempts recorded as `hed
 losing is no failure, so no breaker hears of it. A call that fails before content fails
 as it would without hedging (the plan moves on once no call is left running); it does not
 stop the others. At most `max` hedges per request, each `delay` after the last call
-started.
+started. A hedge is paid for: the dispatcher tops the request's token reservation up for
+its calls beside the running ones before it starts (no room: no hedge), its calls share
+the request's `max_parallel` slots, and a loser's calls are charged (providers/
+call_ledger.py).
 
 `delay` is the configured `after`, or with `after: auto` (the default)
 `clamp(factor * p95 time to first token, floor, cap)` of the deployment last called:
@@ -31,15 +34,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from policies.deferred import Deferred
+from policies.fan_out_cost import ONE_CALL, UpstreamCalls
 from policies.plan import Target
 from policies.policy_config import HedgeSettings
 from policies.retry import CANCELLED, Attempt
 from policies.state.base import StateStore, StateUnavailable
 from policies.translation import Translation
+from providers.call_ledger import Tally
 from providers.errors import UpstreamError
 
 T = TypeVar("T")
@@ -94,12 +99,15 @@ def _keys(label: str) -> tuple[str, str]:
 @dataclass(frozen=True, slots=True, eq=False)
 class Turn(Generic[T]):
     """One deployment's turn in a plan, ready to run: admitted by its breaker (`probe`: as
-    its half-open probe), its call built for the request."""
+    its half-open probe), its call built for the request. `calls`: the upstream calls
+    each attempt makes; `tallies`: what each attempt's calls cost, in order."""
 
     target: Target
     fit: Translation
     call: Callable[[], Awaitable[T]]
     probe: bool
+    calls: UpstreamCalls = ONE_CALL
+    tallies: list[Tally] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,10 @@ is refused without holding a connection while it sends a body. Once the body is 
 completion tokens the request allows: `max_tokens`/`max_completion_tokens`, or 256 for a
 chat without one, times `n`). Once the response is known, the estimate is corrected to
 the true count (for a stream: its usage, which Turnout asks the backend for; else an
-estimate from the streamed text); a request that fails gives its tokens back and still
-counts as a request. A request refused by one limit takes nothing from the others.
+estimate from the streamed text); a request that ends without an answer still counts
+as a request and settles on the upstream calls it made (policies/call_cost.py: the usage
+of those that finished, the estimate of those cut once sent; nothing when none was
+made). A request refused by one limit takes nothing from the others.
 
 Emulations that make several upstream calls (`n` or `best_of` fanned out on a backend
 without them) are charged for every call: each reads the whole prompt, so the estimate
@@ -20,7 +22,9 @@ over every call, prompt included each time.
 
 Rate limits are token buckets refilled continuously (a full minute's allowance at most);
 budgets are fixed calendar periods in UTC. Over a limit: 429 in OpenAI's envelope with
-`Retry-After` and OpenAI's `x-ratelimit-*` headers, which every limited response carries.
+`Retry-After` and OpenAI's `x-ratelimit-*` headers, which every limited response carries;
+a request larger than the limit itself gets OpenAI's "Request too large" 429 without
+`Retry-After`, since no wait would let it in.
 
 With the shared store unreachable, limits cannot be checked: `state.limits_when_unavailable`
 says whether to admit the request unchecked (`allow`, the default: no reservation, no
@@ -211,7 +215,7 @@ class Limiter:
             requests = [lim for lim, t in zip(head.limits, head.token_limits, strict=True) if not t]
             if requests:
                 await self._store.charge(requests, [-1] * len(requests), self._clock())
-            raise self._refused(admission, reservation, on_refused)
+            raise self._refused(admission, reservation, on_refused, reservation.reserved_tokens)
         return reservation
 
     async def _take(
@@ -227,13 +231,17 @@ class Limiter:
 
     @staticmethod
     def _refused(
-        admission: Admission, reservation: Reservation, on_refused: Callable[[str, str], None]
+        admission: Admission,
+        reservation: Reservation,
+        on_refused: Callable[[str, str], None],
+        requested: int | None = None,
     ) -> ApiError:
+        """The 429 for the limit that refused; `requested`: the tokens asked for."""
         refused = admission.refused_by
         assert refused is not None
         kind, scope = refused.key.split(":")[:2]
         on_refused(scope, kind)
-        return _too_many(admission, refused, reservation)
+        return _too_many(admission, refused, reservation, requested)
 
     async def cover(
         self,
@@ -259,13 +267,23 @@ class Limiter:
             states[i] = state
         reservation.states = tuple(states)
         if not admission.allowed:
-            raise self._refused(admission, reservation, on_refused)
+            raise self._refused(admission, reservation, on_refused, tokens)
         reservation.reserved_tokens = tokens
 
-    async def settle(self, reservation: Reservation | None, actual_tokens: int | None) -> None:
-        """Correct the token estimate to what the response used (None: not known)."""
-        if reservation is None or actual_tokens is None:
+    async def settle(
+        self, reservation: Reservation | None, actual_tokens: int | None, unsettled: int = 0
+    ) -> None:
+        """Correct the token estimate to what the response used (None: not known, the
+        estimate stands for it), plus `unsettled`: the tokens of upstream calls no answer
+        accounts for (policies/call_cost.py). A request that failed or was cut off after
+        calling upstreams settles on those (`actual_tokens` 0): never on nothing."""
+        if reservation is None:
             return
+        if actual_tokens is None:
+            if unsettled == 0:
+                return
+            actual_tokens = reservation.reserved_tokens
+        actual_tokens += unsettled
         delta = actual_tokens - reservation.reserved_tokens
         if delta == 0 or not any(reservation.token_limits):
             return
@@ -399,11 +417,15 @@ def _unavailable() -> ApiError:
     )
 
 
-def _too_many(admission: Admission, refused: Limit, reservation: Reservation) -> ApiError:
+def _too_many(
+    admission: Admission, refused: Limit, reservation: Reservation, requested: int | None
+) -> ApiError:
     state = next(s for s in admission.states if s.limit is refused)
     kind = refused.key.split(":")[0]
     scope = refused.key.split(":")[1]
     what = {"rpm": "requests per minute", "tpm": "tokens per minute", "budget": "token budget"}
+    if requested is not None and requested > refused.capacity:
+        return _too_large(what.get(kind, kind), scope, refused.capacity, requested, reservation)
     retry = max(1, math.ceil(state.retry_after_s))
     message = (
         f"Rate limit reached for {what.get(kind, kind)} on this {scope}: limit "
@@ -420,4 +442,20 @@ def _too_many(admission: Admission, refused: Limit, reservation: Reservation) ->
         type="requests" if kind == "rpm" else "tokens",
         code="rate_limit_exceeded",
         headers={"retry-after": str(retry), **rate_limit_headers(reservation)},
+    )
+
+
+def _too_large(
+    what: str, scope: str, capacity: int, requested: int, reservation: Reservation
+) -> ApiError:
+    """A request larger than the limit itself can never be admitted: OpenAI's 429 for it,
+    with no `Retry-After`, since waiting would not help."""
+    return ApiError(
+        f"Request too large for {what} on this {scope}: Limit {capacity}, Requested "
+        f"{requested}. The input or output tokens must be reduced (a smaller prompt, "
+        "max_tokens or n) for the request to run.",
+        status=429,
+        type="tokens",
+        code="rate_limit_exceeded",
+        headers=rate_limit_headers(reservation),
     )

@@ -38,7 +38,13 @@ class EmulationSettings(_Strict):
     (`n` fanned out, `best_of` candidates, a batch of prompts as one chat each) may go."""
 
     max_parallel: int = Field(
-        4, ge=1, le=128, description="Upstream calls one request's emulation runs at once"
+        4, ge=1, le=128, description="Upstream calls one request has in flight at once"
+    )
+    max_calls: int = Field(
+        128,
+        ge=1,
+        le=100_000,
+        description="Upstream calls one request's emulations may make in all",
     )
 
 

@@ -12,6 +12,7 @@ import orjson
 from litestar import Request, Response, post
 
 from policies.cache import CacheChoice, ResponseCache
+from policies.call_cost import unsettled_tokens
 from policies.dispatch import Trace
 from policies.errors import ApiError
 from policies.fan_out_cost import prompt_reads
@@ -106,12 +107,13 @@ async def _serve(
             request, gateway.dispatcher.complete(route.plan, endpoint, forward, trace)
         )
     except ApiError as exc:  # 499: the client went away, which is no backend's failure
-        await gateway.limiter.settle(reservation, 0)
+        # Upstream calls already made were billed however the request ended.
+        await gateway.limiter.settle(reservation, 0, _unsettled(record.trace))
         outcome = "client_closed" if exc.status == 499 else "rejected"
         record.emit(exc.status, outcome=outcome, error=exc.code or exc.type)
         return _with_headers(from_api_error(exc), record)
     except UpstreamError as exc:
-        await gateway.limiter.settle(reservation, 0)
+        await gateway.limiter.settle(reservation, 0, _unsettled(record.trace))
         # The client gets the masked error; the log also gets what the upstream said.
         record.emit(exc.status, outcome="failed", error=exc.summary(), upstream=exc.detail)
         return _with_headers(from_upstream_error(exc), record)
@@ -125,7 +127,7 @@ async def _serve(
     if trace.target is not None and "model" not in result:
         result["model"] = trace.target.deployment.model
     usage = result.get("usage")
-    await gateway.limiter.settle(reservation, total_tokens(usage))
+    await gateway.limiter.settle(reservation, total_tokens(usage), _unsettled(trace))
     if cached is not None:
         await cached.store(result, record)
     headers = record.headers()  # before the log line: it records what the client gets
@@ -172,7 +174,7 @@ async def _stream(
             on_end,
             wants_usage(forward),
         ),
-        lambda: _settle_and_release(gateway, reservation, ended.get("usage")),
+        lambda: _settle_and_release(gateway, reservation, ended.get("usage"), trace),
     )
     return ClosingStream(
         frames, media_type="text/event-stream", headers={**SSE_HEADERS, **record.headers()}
@@ -180,13 +182,19 @@ async def _stream(
 
 
 async def _settle_and_release(
-    gateway: Gateway, reservation: Reservation | None, usage: Any
+    gateway: Gateway, reservation: Reservation | None, usage: Any, trace: Trace
 ) -> None:
-    """A stream's end, however it ends: its tokens settled, its concurrency slots back."""
+    """A stream's end, however it ends: its tokens settled (hedges that lost and attempts
+    that failed before it included), its concurrency slots back."""
     try:
-        await gateway.limiter.settle(reservation, total_tokens(usage))
+        await gateway.limiter.settle(reservation, total_tokens(usage), _unsettled(trace))
     finally:
         await gateway.limiter.release(reservation)
+
+
+def _unsettled(trace: Trace | None) -> int:
+    """Tokens of the request's upstream calls that its answer (if any) does not count."""
+    return 0 if trace is None else unsettled_tokens(trace.ledger)
 
 
 def _continued(trace: Trace) -> dict[str, Any]:

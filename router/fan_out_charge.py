@@ -1,11 +1,12 @@
 """Admission for a request's tokens when a deployment's emulation makes several upstream
 calls: every call is charged before the first starts (policies/fan_out_cost.py says how
 many read the prompt), and a fallback deployment that would make more calls reserves the
-difference before it starts, or the request is refused with the 429."""
+difference before it starts, or the request is refused with the 429; a hedge reserves
+for its calls on top of those of the calls still running beside it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from policies.fan_out_cost import UpstreamCalls
@@ -37,9 +38,9 @@ async def admit_every_call(
     )
     record.extra_headers.update(rate_limit_headers(reservation))
 
-    async def cover(more: UpstreamCalls) -> None:
+    async def cover(at_once: Sequence[UpstreamCalls]) -> None:
         try:
-            tokens = estimate_tokens(body, more.prompt_reads)
+            tokens = sum(estimate_tokens(body, calls.prompt_reads) for calls in at_once)
             await gateway.limiter.cover(reservation, tokens, on_refused)
         finally:  # a refusal's headers, too, say what is left
             record.extra_headers.update(rate_limit_headers(reservation))

@@ -118,6 +118,7 @@ class Gateway:
             orderer,
             redactor,
             max_parallel=config.emulation.max_parallel,
+            max_calls=config.emulation.max_calls,
             first_tokens=FirstTokenStats(store, deferred),
         )
         planner = Planner(config)

@@ -81,16 +81,17 @@ def with_emulations(
     capabilities: Capabilities,
     declared: Declared = NOTHING_DECLARED,
     *,
-    max_parallel: int = DEFAULT_MAX_PARALLEL,
+    max_parallel: int | None = DEFAULT_MAX_PARALLEL,
 ) -> Provider:
     """`provider` wrapped for the emulations chosen for one request. Outermost first: a
     synthetic stream; best_of ranking; the endpoint converters (completions as one chat
     per prompt, with echo and the suffix instruction; chat through the chat template) or
     suffix through the FIM template and echo; usage counted in streams; n fanned out;
     stop strings matched by Turnout; whole answers assembled from a stream-only backend;
-    and, where several calls are made, at most `max_parallel` of them at a time."""
+    and, where several calls are made, at most `max_parallel` of them at a time (None:
+    `provider` bounds its calls already, as the dispatcher's per-request bound does)."""
     tokenizer = declared.tokenizer
-    if SEVERAL_CALLS & set(emulated):
+    if max_parallel is not None and SEVERAL_CALLS & set(emulated):
         provider = BoundedCalls(provider, max_parallel)
     if "non_streaming" in emulated:
         if not capabilities.stream_usage and tokenizer is not None:

@@ -7,6 +7,10 @@ above it for one request. So however the emulations nest (a batch of prompts, ea
 out), at most `limit` calls are in flight to the backend; the rest wait their turn. The
 slot is taken only where the backend is called: a layer that holds one while waiting for
 others could deadlock. A stream holds its slot until it ends or is closed.
+
+The dispatcher passes one semaphore per client request, shared by every attempt at every
+deployment (failovers, hedges, stream continuations): `max_parallel` bounds what the
+request has in flight upstream, not what each attempt has.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from providers.types import JSONObject, ProviderRequest, ProviderResponse
 
 
 class BoundedCalls(ProviderWrapper):
-    """At most `limit` calls to `inner` at a time, whole or streamed."""
+    """At most `limit` calls to `inner` at a time, whole or streamed (a semaphore: shared
+    with whatever else holds it)."""
 
-    def __init__(self, inner: Provider, limit: int) -> None:
+    def __init__(self, inner: Provider, limit: int | asyncio.Semaphore) -> None:
         super().__init__(inner)
-        self._slots = asyncio.Semaphore(limit)
+        self._slots = asyncio.Semaphore(limit) if isinstance(limit, int) else limit
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
         async with self._slots:

@@ -173,11 +173,18 @@ def test_tpm_reserves_an_estimate_then_settles_to_the_actual_usage(
     second = ask(server, "sk-a", max_tokens=60)
     assert second.headers["x-ratelimit-remaining-tokens"] == str(100 - used - estimate)
 
-    error = refused(server, "sk-a", max_tokens=500)  # more than a minute's allowance
+    wanted = estimate_tokens({"messages": MESSAGES, "max_tokens": 95})
+    assert 100 - 2 * used < wanted <= 100
+    error = refused(server, "sk-a", max_tokens=95)  # within the limit, not what is left
     assert error.type == "tokens"
     assert "tokens per minute" in message_of(error)
-    # Until the bucket is full again: the 2 * used tokens taken, back at 100 a minute.
-    assert error.response.headers["retry-after"] == str(math.ceil(2 * used * 60 / 100))
+    # Until the bucket holds it: what is missing, back at 100 tokens a minute.
+    missing = wanted - (100 - 2 * used)
+    assert error.response.headers["retry-after"] == str(math.ceil(missing * 60 / 100))
+    # More than a minute's allowance can never be admitted: no Retry-After, and says so.
+    too_large = refused(server, "sk-a", max_tokens=500)
+    assert "Request too large for tokens per minute" in message_of(too_large)
+    assert "retry-after" not in too_large.response.headers
     assert chat_calls(upstream) == 2
 
 

@@ -1,0 +1,37 @@
+"""The tokens of upstream calls that no answer accounts for, priced from a request's
+`CallLedger` (providers/call_ledger.py): a call the upstream reported a usage for costs
+that usage; any other call that was sent and may have been billed (cancelled mid-flight,
+timed out, broken, answered without a usage) costs its reserved estimate (its prompt plus
+the completion it allowed). Calls the upstream refused, and calls never sent, cost
+nothing. The answer's own calls are left out: limits settle on its usage as before."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from policies.limits import estimate_tokens
+from providers.call_ledger import CallLedger
+
+
+def unsettled_tokens(ledger: CallLedger | None) -> int:
+    """What the calls no answer settles cost, in tokens (0 without a ledger)."""
+    if ledger is None:
+        return 0
+    total = 0
+    for call in ledger.unsettled():
+        used = usage_tokens(call.usage)
+        total += used if used is not None else estimate_tokens(call.body)
+    return total
+
+
+def usage_tokens(usage: Any) -> int | None:
+    """Tokens a `usage` object counts (None when it counts none)."""
+    if not isinstance(usage, Mapping):
+        return None
+    total = usage.get("total_tokens")
+    if isinstance(total, int) and not isinstance(total, bool):
+        return total
+    parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
+    counted = [p for p in parts if isinstance(p, int) and not isinstance(p, bool)]
+    return sum(counted) if counted else None
