@@ -185,9 +185,13 @@ async def _settle_and_release(
     gateway: Gateway, reservation: Reservation | None, usage: Any, trace: Trace
 ) -> None:
     """A stream's end, however it ends: its tokens settled (hedges that lost and attempts
-    that failed before it included), its concurrency slots back."""
+    that failed before it included), its concurrency slots back. A client that went away
+    ends the stream inside a cancelled scope: the settlement is shielded, so a shared
+    store's round trip is not cut off with it."""
     try:
-        await gateway.limiter.settle(reservation, total_tokens(usage), _unsettled(trace))
+        await asyncio.shield(
+            gateway.limiter.settle(reservation, total_tokens(usage), _unsettled(trace))
+        )
     finally:
         await gateway.limiter.release(reservation)
 
