@@ -17,9 +17,9 @@ import timeit
 from collections.abc import Callable
 
 from policies.config import Deployment
-from policies.dispatch import Trace
 from policies.plan import Target
 from policies.retry import Attempt
+from policies.trace import Trace
 from router.accounting import RequestRecord
 from router.logging import configure_logging
 from router.metrics import Metrics

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from policies.limits import estimate_tokens
+from policies.token_estimate import estimate_tokens
 from providers.call_ledger import CallLedger
 
 

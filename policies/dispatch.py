@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
-from policies.continuation import Rescue
-from policies.errors import ApiError
 from policies.fan_out_cost import (
     DEFAULT_MAX_CALLS,
     ONE_CALL,
@@ -24,14 +21,17 @@ from policies.hedge import FirstTokenStats, HedgedWalk, Steps, Turn, mark_lost
 from policies.plan import DeploymentPlan, Target
 from policies.policy_config import HedgeSettings
 from policies.redaction import Redactor
-from policies.retry import CANCELLED, Attempt, Decision, call_with_retries, classify
-from policies.state.base import BreakerState, BreakerView
+from policies.relay import StreamRelay
+from policies.retry import CANCELLED, Decision, classify
+from policies.state.base import BreakerView
 from policies.strategies import Orderer
+from policies.trace import OpenStream, Trace
 from policies.translation import Mode, Refusal, Translation, declared_for, translate
+from policies.turn_attempts import TurnAttempts
 from policies.turn_calls import covered, metered_call
 from policies.walk_errors import breakers_open, exhausted, public_label, refused
 from providers.base import Provider
-from providers.call_ledger import CallLedger, Tally
+from providers.call_ledger import Tally
 from providers.capabilities import Capabilities
 from providers.emulation import DEFAULT_MAX_PARALLEL, EMULABLE
 from providers.errors import UpstreamError
@@ -40,45 +40,6 @@ from providers.retimed import Retimed
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
 
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class Trace:
-    """What happened to one client request: its deadline, every attempt, who answered."""
-
-    deadline: float
-    attempts: list[Attempt] = field(default_factory=list)
-    target: Target | None = None
-    stream_error: str | None = None
-    mode: Mode | None = None  # the request's own translation mode, if it chose one
-    translation: Translation | None = None  # what was done for the deployment that answered
-    refusals: list[tuple[str, Refusal]] = field(default_factory=list)
-    open_breakers: list[tuple[str, float]] = field(default_factory=list)  # (label, open until)
-    holding: Target | None = None  # a stream's deployment, counted in flight until it ends
-    # Before a deployment whose emulation fans out into calls that each read the prompt,
-    # or a hedge: makes the request's token reservation cover the calls that will run at
-    # once (each entry: one deployment's), or raises the 429.
-    cover: Callable[[Sequence[UpstreamCalls]], Awaitable[None]] | None = None
-    # Every upstream call made, with its cost, so that limits are charged for calls that
-    # no answer accounts for (a failure, a client gone, a hedge that lost).
-    ledger: CallLedger = field(default_factory=CallLedger)
-    # The request's upstream calls in flight at once, over every attempt, hedge and
-    # continuation (`emulation.max_parallel`); made by `Dispatcher.start_trace`.
-    slots: asyncio.Semaphore | None = None
-    hedges: list[str] = field(default_factory=list)  # each hedge's outcome (policies/hedge.py)
-    # A stream continued after it broke (policies/continuation.py): how many times, how
-    # it ended (ok, failed, not_continuable) and why, for the log and metrics.
-    continued: int = 0
-    continuation: str | None = None
-    continuation_note: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OpenStream:
-    """A stream whose first chunk has arrived: from here on the client is committed."""
-
-    first: JSONObject
-    rest: AsyncGenerator[JSONObject, None]
 
 
 @dataclass(slots=True)
@@ -129,6 +90,10 @@ class Dispatcher:
         self._max_calls = max_calls
         self._redactor = redactor or Redactor()
         self._first_tokens = first_tokens
+        self._turns = TurnAttempts(health, first_tokens)
+        self._streams = StreamRelay(
+            self.open_stream, self._target_capabilities, health, self._redactor
+        )
 
     def start_trace(self, plan: DeploymentPlan) -> Trace:
         deadline = asyncio.get_running_loop().time() + plan.deadline_s
@@ -161,7 +126,7 @@ class Dispatcher:
 
         return await self._walk(plan, trace, endpoint, body, attempt, plan.hedge)
 
-    async def relay(
+    def relay(
         self,
         opened: OpenStream,
         trace: Trace,
@@ -171,75 +136,7 @@ class Dispatcher:
         Closing this iterator (the client went away) closes the upstream call at once.
         With its `request` (plan, endpoint, body), a stream that fails is continued where
         it can be (policies/continuation.py); else the failure ends it in-band."""
-        rescue = None if request is None else Rescue(*request, self._target_capabilities)
-        stream: OpenStream | None = opened
-        try:
-            while stream is not None:
-                try:
-                    chunk: JSONObject | None = stream.first
-                    while chunk is not None:
-                        out = chunk if rescue is None else rescue.relayed(chunk)
-                        if out is not None:
-                            yield out
-                        if rescue is not None and rescue.leg_stopped:
-                            break  # ended at the seam: the backend need not go on
-                        async with asyncio.timeout_at(trace.deadline):
-                            chunk = await anext(stream.rest, None)
-                    if rescue is not None:
-                        rescue.ended()
-                except UpstreamError as exc:
-                    await self._stream_failed(exc, trace, rescue)
-                finally:
-                    await stream.rest.aclose()
-                    await self._release(trace)
-                if rescue is None:
-                    return
-                for out in rescue.drain():
-                    yield out
-                stream = await self._continuation(rescue, trace)
-            if rescue is not None and rescue.continued:
-                trace.continuation = "ok"
-                yield rescue.closing()
-        except TimeoutError:
-            trace.stream_error = "deadline exceeded mid-stream"
-            raise UpstreamError.timeout("the request's total deadline passed mid-stream") from None
-
-    async def _stream_failed(self, exc: UpstreamError, trace: Trace, rescue: Rescue | None) -> None:
-        """A committed stream failed: its breaker is told; raises what the client gets,
-        unless the stream is to be continued."""
-        trace.stream_error = trace.stream_error or self._redactor.for_log(exc.summary())
-        if self._health is not None and trace.target is not None:
-            await self._health.failed(trace.target, exc)
-        public = self._public(exc, trace.target)
-        if rescue is None:
-            raise public from exc
-        why = rescue.broke(exc, public, trace.target, trace.attempts)
-        if why is not None:
-            trace.continuation = "failed" if rescue.continued else "not_continuable"
-            trace.continuation_note = why
-            raise rescue.original or public from exc
-
-    async def _continuation(self, rescue: Rescue, trace: Trace) -> OpenStream | None:
-        """The next continuation's stream, once it has a first chunk; None: none is left.
-        A deployment refusing it never hides the stream's own failure from the client."""
-        leg = rescue.next_leg()
-        if leg is None:
-            return None
-        trace.continued = rescue.continued
-        refusal: Exception | None = None
-        for plan in leg.plans:
-            try:
-                return await self.open_stream(plan, rescue.endpoint, leg.body, trace)
-            except (UpstreamError, ApiError) as exc:
-                refusal = exc
-        trace.continuation, trace.continuation_note = "failed", f"not continued: {refusal}"
-        assert rescue.original is not None
-        raise rescue.original from refusal
-
-    async def _release(self, trace: Trace) -> None:
-        held, trace.holding = trace.holding, None
-        if held is not None and self._health is not None:
-            await self._health.ended(held)
+        return self._streams.relay(opened, trace, request)
 
     async def _walk(
         self,
@@ -261,7 +158,7 @@ class Dispatcher:
                         return self._answered(trace, *won)
                 while (turn := await self._next_turn(walk)) is not None:
                     try:
-                        result = await self._attempts(
+                        result = await self._turns.run(
                             plan, trace, turn.target, turn.call, turn.probe
                         )
                     except UpstreamError as exc:
@@ -305,7 +202,7 @@ class Dispatcher:
             if timeouts is not None:  # the model's own, on every call that reaches it
                 provider = Retimed(provider, timeouts)
             request = ProviderRequest(endpoint, {**fit.body, "model": target.deployment.model})
-            # Nothing between the breaker's leave and `_attempts`, which owns a granted
+            # Nothing between the breaker's leave and `_turns.run`, which owns a granted
             # probe from here: it is used, or given back.
             probe = False
             if self._health is not None:
@@ -363,7 +260,7 @@ class Dispatcher:
         async def run(turn: Turn[T]) -> T:
             walk.live.append(turn.calls)  # a hedge's reservation covers it too
             try:
-                return await self._attempts(
+                return await self._turns.run(
                     walk.plan, walk.trace, turn.target, turn.call, turn.probe
                 )
             finally:
@@ -405,70 +302,6 @@ class Dispatcher:
         if not view.allowed:
             trace.open_breakers.append((target.label, view.open_until))
         return view
-
-    async def _attempts(
-        self,
-        plan: DeploymentPlan,
-        trace: Trace,
-        target: Target,
-        call: Callable[[], Awaitable[T]],
-        probe: bool = False,
-    ) -> T:
-        """One deployment's turn: its retries, each outcome told to its breaker (which, once
-        open, ends the turn), and the call counted in flight while it runs.
-
-        `probe`: the breaker granted this turn its half-open probe, which the first attempt
-        is. An attempt that ends with no outcome (cancelled by the client or the deadline,
-        or an unexpected error) gives the probe back, so the deployment is not skipped
-        until the probe times out."""
-        health = self._health
-        if health is None:
-            return await call_with_retries(
-                call,
-                label=target.label,
-                policy=plan.retry,
-                deadline=trace.deadline,
-                attempts=trace.attempts,
-            )
-        tripped = False
-        probe_out = probe  # until the probe's outcome is recorded
-
-        async def observed() -> T:
-            nonlocal tripped, probe_out
-            started = time.perf_counter()
-            try:
-                result = await call()
-            except UpstreamError as exc:
-                is_probe, probe_out = probe_out, False
-                view = await health.failed(target, exc, probe=is_probe)
-                tripped = view is not None and view.state is not BreakerState.CLOSED
-                raise
-            is_probe, probe_out = probe_out, False
-            seconds = time.perf_counter() - started
-            await health.succeeded(target, seconds, probe=is_probe)
-            if isinstance(result, OpenStream) and self._first_tokens is not None:
-                await self._first_tokens.observe(target.label, seconds)  # its first content
-            return result
-
-        await health.started(target)
-        held = False
-        try:
-            result = await call_with_retries(
-                observed,
-                label=target.label,
-                policy=plan.retry,
-                deadline=trace.deadline,
-                attempts=trace.attempts,
-                give_up=lambda: tripped,
-            )
-            if isinstance(result, OpenStream):
-                trace.holding, held = target, True
-            return result
-        finally:
-            if probe_out:
-                await health.release_probe(target)
-            if not held:
-                await health.ended(target)
 
     def assess(
         self, plan: DeploymentPlan, endpoint: Endpoint, body: Mapping[str, Any], target: Target

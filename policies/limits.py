@@ -29,47 +29,28 @@ a request larger than the limit itself gets OpenAI's "Request too large" 429 wit
 With the shared store unreachable, limits cannot be checked: `state.limits_when_unavailable`
 says whether to admit the request unchecked (`allow`, the default: no reservation, no
 headers) or to answer 503 `state_unavailable` with `Retry-After: 1` (`refuse`).
+
+Here: the `Limiter`, which admits, covers, settles and releases. The estimate is
+policies/token_estimate.py's; the limits a caller's settings define and a request's
+`Reservation`, policies/limit_set.py's; the 429s, the 503 and the headers,
+policies/limit_responses.py's.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from policies.concurrency import DEFAULT_LEASE_S, SlotLease, slot_limits, too_many_in_flight
 from policies.deferred import Deferred
 from policies.errors import ApiError
-from policies.policy_config import BudgetSettings, LimitSettings
-from policies.rules import estimate_prompt_tokens
-from policies.state.base import (
-    Admission,
-    Limit,
-    LimitKind,
-    LimitState,
-    StateStore,
-    StateUnavailable,
-)
+from policies.limit_responses import rate_limit_headers, too_many, unavailable
+from policies.limit_set import Reservation, scope_limits
+from policies.state.base import Admission, Limit, StateStore, StateUnavailable
 from policies.teams import Caller
+from policies.token_estimate import estimate_tokens
 
 Clock = Callable[[], float]
-MINUTE = 60.0
-COMPLETIONS_DEFAULT_MAX_TOKENS = 16
-# A chat without max_tokens may run to the model's context; reserving all of it would
-# refuse most chats under a tpm limit, reserving nothing lets concurrent chats overrun
-# it. A typical answer's size is reserved, and corrected once the usage is known.
-CHAT_COMPLETION_RESERVE = 256
-
-
-@dataclass(slots=True)  # not frozen: `Limiter.cover` raises what a request holds
-class Reservation:
-    limits: tuple[Limit, ...]
-    token_limits: tuple[bool, ...]  # which of `limits` count tokens (the rest: requests)
-    reserved_tokens: int
-    states: tuple[LimitState, ...]
-    lease: SlotLease | None = None  # given back by `Limiter.release` when the request ends
 
 
 class Limiter:
@@ -95,7 +76,7 @@ class Limiter:
             scopes.append((f"team:{caller.team}", caller.team_settings.limits))
         for scope, settings in scopes:
             if settings is not None:
-                result.extend(_limits(scope, settings, now))
+                result.extend(scope_limits(scope, settings, now))
         return result
 
     async def admit(
@@ -162,7 +143,7 @@ class Limiter:
             return await self._store.acquire_slots(lease.limits, lease.holder, now)
         except StateUnavailable:  # counted and logged by the store (fail_open.py)
             if self._refuse_when_unavailable:
-                raise _unavailable() from None
+                raise unavailable() from None
             return None
 
     async def _admit_requests(
@@ -226,7 +207,7 @@ class Limiter:
             return await self._store.admit(limits, costs, now)
         except StateUnavailable:  # counted and logged by the store (fail_open.py)
             if self._refuse_when_unavailable:
-                raise _unavailable() from None
+                raise unavailable() from None
             return None
 
     @staticmethod
@@ -241,7 +222,7 @@ class Limiter:
         assert refused is not None
         kind, scope = refused.key.split(":")[:2]
         on_refused(scope, kind)
-        return _too_many(admission, refused, reservation, requested)
+        return too_many(admission, refused, reservation, requested)
 
     async def cover(
         self,
@@ -293,169 +274,3 @@ class Limiter:
             if t
         ]
         await self._store.charge([p[0] for p in pairs], [p[1] for p in pairs], self._clock())
-
-
-def estimate_tokens(body: Mapping[str, Any], prompt_reads: int = 1) -> int:
-    """Tokens to reserve before the answer is known: the prompt's estimate (times
-    `prompt_reads`, the upstream calls that each read all of it) plus what the completion
-    may use (`max_tokens`; completions default to 16, chat without a limit reserves
-    `CHAT_COMPLETION_RESERVE`), times the candidates, for each prompt of a batch.
-    Embeddings: the input."""
-    allowed = body.get("max_completion_tokens") or body.get("max_tokens")
-    if allowed is None and "prompt" in body:
-        allowed = COMPLETIONS_DEFAULT_MAX_TOKENS
-    elif allowed is None and "messages" in body:
-        allowed = CHAT_COMPLETION_RESERVE
-    n = body.get("best_of") or body.get("n") or 1
-    completion = int(allowed or 0) * int(n) * _prompts(body) if isinstance(n, int) else 0
-    return estimate_prompt_tokens(body) * max(1, prompt_reads) + completion
-
-
-def _prompts(body: Mapping[str, Any]) -> int:
-    """Prompts in a completions batch (a list of token ids is one prompt); else 1."""
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and prompt and not all(isinstance(t, int) for t in prompt):
-        return len(prompt)
-    return 1
-
-
-def _limits(scope: str, settings: LimitSettings, now: float) -> list[tuple[Limit, bool]]:
-    result: list[tuple[Limit, bool]] = []
-    if settings.rpm is not None:
-        result.append((Limit(f"rpm:{scope}", LimitKind.RATE, settings.rpm, MINUTE), False))
-    if settings.tpm is not None:
-        result.append((Limit(f"tpm:{scope}", LimitKind.RATE, settings.tpm, MINUTE), True))
-    if settings.budget_tokens is not None:
-        budget = settings.budget_tokens
-        end = period_end(budget, now)
-        result.append(
-            (
-                Limit(
-                    f"budget:{scope}:{budget.per}",
-                    LimitKind.BUDGET,
-                    budget.tokens,
-                    end - period_start(budget, now),
-                    end,
-                ),
-                True,
-            )
-        )
-    return result
-
-
-def period_start(budget: BudgetSettings, now: float) -> float:
-    at = datetime.fromtimestamp(now, UTC)
-    if budget.per == "hour":
-        start = at.replace(minute=0, second=0, microsecond=0)
-    elif budget.per == "day":
-        start = at.replace(hour=0, minute=0, second=0, microsecond=0)
-    elif budget.per == "week":
-        start = (at - timedelta(days=at.weekday())).replace(
-            hour=0, minute=0, second=0, microsecond=0
-        )
-    else:
-        start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    return start.timestamp()
-
-
-def period_end(budget: BudgetSettings, now: float) -> float:
-    start = datetime.fromtimestamp(period_start(budget, now), UTC)
-    if budget.per == "hour":
-        end = start + timedelta(hours=1)
-    elif budget.per == "day":
-        end = start + timedelta(days=1)
-    elif budget.per == "week":
-        end = start + timedelta(weeks=1)
-    else:
-        end = (start + timedelta(days=32)).replace(day=1)
-    return end.timestamp()
-
-
-def rate_limit_headers(reservation: Reservation | None) -> dict[str, str]:
-    """OpenAI's `x-ratelimit-*` headers: for requests and for tokens, the limit with the
-    least room left among those that apply (budgets are reported as tokens too)."""
-    if reservation is None:
-        return {}
-    headers: dict[str, str] = {}
-    for kind, want_tokens in (("requests", False), ("tokens", True)):
-        states = [
-            s
-            for s, t in zip(reservation.states, reservation.token_limits, strict=True)
-            if t == want_tokens
-        ]
-        if not states:
-            continue
-        tightest = min(states, key=lambda s: (s.remaining, -s.reset_s))
-        headers[f"x-ratelimit-limit-{kind}"] = str(tightest.limit.capacity)
-        headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, tightest.remaining))
-        headers[f"x-ratelimit-reset-{kind}"] = duration(tightest.reset_s)
-    return headers
-
-
-def duration(seconds: float) -> str:
-    """OpenAI's reset format: `20ms`, `1s`, `6m0s`, `1h2m3s`."""
-    if seconds < 1:
-        return f"{max(0, math.ceil(seconds * 1000))}ms"
-    whole = math.ceil(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{minutes}m{secs}s"
-    return f"{secs}s"
-
-
-def _unavailable() -> ApiError:
-    return ApiError(
-        "Rate limits cannot be checked right now (the shared state store is unreachable). "
-        "Try again in 1s.",
-        status=503,
-        type="server_error",
-        code="state_unavailable",
-        headers={"retry-after": "1"},
-    )
-
-
-def _too_many(
-    admission: Admission, refused: Limit, reservation: Reservation, requested: int | None
-) -> ApiError:
-    state = next(s for s in admission.states if s.limit is refused)
-    kind = refused.key.split(":")[0]
-    scope = refused.key.split(":")[1]
-    what = {"rpm": "requests per minute", "tpm": "tokens per minute", "budget": "token budget"}
-    if requested is not None and requested > refused.capacity:
-        return _too_large(what.get(kind, kind), scope, refused.capacity, requested, reservation)
-    retry = max(1, math.ceil(state.retry_after_s))
-    message = (
-        f"Rate limit reached for {what.get(kind, kind)} on this {scope}: limit "
-        f"{refused.capacity}, remaining {max(0, state.remaining)}. Try again in {retry}s."
-    )
-    if kind == "budget":
-        message = (
-            f"Token budget of {refused.capacity} for this {scope} is used up until the period "
-            f"resets in {duration(state.reset_s)}."
-        )
-    return ApiError(
-        message,
-        status=429,
-        type="requests" if kind == "rpm" else "tokens",
-        code="rate_limit_exceeded",
-        headers={"retry-after": str(retry), **rate_limit_headers(reservation)},
-    )
-
-
-def _too_large(
-    what: str, scope: str, capacity: int, requested: int, reservation: Reservation
-) -> ApiError:
-    """A request larger than the limit itself can never be admitted: OpenAI's 429 for it,
-    with no `Retry-After`, since waiting would not help."""
-    return ApiError(
-        f"Request too large for {what} on this {scope}: Limit {capacity}, Requested "
-        f"{requested}. The input or output tokens must be reduced (a smaller prompt, "
-        "max_tokens or n) for the request to run.",
-        status=429,
-        type="tokens",
-        code="rate_limit_exceeded",
-        headers=rate_limit_headers(reservation),
-    )

@@ -11,10 +11,10 @@ from typing import Any, Protocol
 
 import structlog
 
-from policies.dispatch import Trace
 from policies.redaction import Redactor
 from policies.routing import Route
 from policies.teams import Caller
+from policies.trace import Trace
 from router.header_values import header_list
 from router.metrics import Metrics
 

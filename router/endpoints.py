@@ -13,10 +13,10 @@ from litestar import Request, Response, post
 
 from policies.cache import CacheChoice, ResponseCache
 from policies.call_cost import unsettled_tokens
-from policies.dispatch import Trace
 from policies.errors import ApiError
 from policies.fan_out_cost import prompt_reads
-from policies.limits import Reservation
+from policies.limit_set import Reservation
+from policies.trace import Trace
 from providers.errors import UpstreamError
 from providers.types import Endpoint, JSONObject
 from router.accounting import (

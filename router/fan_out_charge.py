@@ -10,7 +10,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from policies.fan_out_cost import UpstreamCalls
-from policies.limits import Reservation, estimate_tokens, rate_limit_headers
+from policies.limit_responses import rate_limit_headers
+from policies.limit_set import Reservation
+from policies.token_estimate import estimate_tokens
 from providers.types import Endpoint
 from router.accounting import RequestRecord
 from router.gateway import Gateway

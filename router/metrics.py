@@ -14,10 +14,10 @@ from litestar import Request, Response, get
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 
-from policies.dispatch import Trace
 from policies.errors import ApiError
 from policies.hedge import HEDGE_LOST
 from policies.retry import CANCELLED, Attempt
+from policies.trace import Trace
 from providers.errors import Failure
 from router.auth import require_admin
 from router.errors import from_api_error

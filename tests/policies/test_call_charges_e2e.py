@@ -19,7 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from policies.config import TurnoutConfig
-from policies.limits import estimate_tokens
+from policies.token_estimate import estimate_tokens
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Ok, Status
 from tests.manual_clock import ManualClock
 from tests.router.test_metrics import scrape

@@ -14,8 +14,8 @@ import pytest
 from pydantic import ValidationError
 
 from policies.config import TurnoutConfig
-from policies.limits import estimate_tokens
 from policies.rules import estimate_prompt_tokens
+from policies.token_estimate import estimate_tokens
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Ok, Status
 from tests.manual_clock import ManualClock
 from tests.turnout_server import RunningTurnout, simple_config

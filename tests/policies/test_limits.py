@@ -1,5 +1,6 @@
-"""The pure parts of policies/limits.py: OpenAI's reset durations, budget periods in UTC
-and the token estimate a request reserves before its usage is known."""
+"""The pure parts of the limits policy: OpenAI's reset durations (policies/limit_responses.py),
+budget periods in UTC (policies/limit_set.py) and the token estimate a request reserves
+before its usage is known (policies/token_estimate.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any
 
 import pytest
 
-from policies.limits import duration, estimate_tokens, period_end, period_start
+from policies.limit_responses import duration
+from policies.limit_set import period_end, period_start
 from policies.policy_config import BudgetSettings
+from policies.token_estimate import estimate_tokens
 
 
 def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:

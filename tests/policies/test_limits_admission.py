@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from policies.errors import ApiError
-from policies.limits import Limiter, Reservation
+from policies.limit_set import Reservation
+from policies.limits import Limiter
 from policies.policy_config import LimitSettings
 from policies.state.memory import MemoryStore
 from policies.teams import Caller

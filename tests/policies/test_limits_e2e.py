@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 
-from policies.limits import estimate_tokens
+from policies.token_estimate import estimate_tokens
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Ok
 from tests.manual_clock import ManualClock
 from tests.turnout_server import RunningTurnout, simple_config

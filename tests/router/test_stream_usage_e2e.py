@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from policies.limits import estimate_tokens
+from policies.token_estimate import estimate_tokens
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Ok
 from tests.local_tokenizer import smollm2_tokenizer
 from tests.manual_clock import ManualClock

@@ -1,0 +1,55 @@
+"""What dispatch keeps and hands back for one client request: its `Trace` (deadline,
+attempts, who answered, what the stream and its continuations did) and an `OpenStream`
+(a stream with its first chunk, from which point the client is committed)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from policies.fan_out_cost import UpstreamCalls
+from policies.plan import Target
+from policies.retry import Attempt
+from policies.translation import Mode, Refusal, Translation
+from providers.call_ledger import CallLedger
+from providers.types import JSONObject
+
+
+@dataclass(slots=True)
+class Trace:
+    """What happened to one client request: its deadline, every attempt, who answered."""
+
+    deadline: float
+    attempts: list[Attempt] = field(default_factory=list)
+    target: Target | None = None
+    stream_error: str | None = None
+    mode: Mode | None = None  # the request's own translation mode, if it chose one
+    translation: Translation | None = None  # what was done for the deployment that answered
+    refusals: list[tuple[str, Refusal]] = field(default_factory=list)
+    open_breakers: list[tuple[str, float]] = field(default_factory=list)  # (label, open until)
+    holding: Target | None = None  # a stream's deployment, counted in flight until it ends
+    # Before a deployment whose emulation fans out into calls that each read the prompt,
+    # or a hedge: makes the request's token reservation cover the calls that will run at
+    # once (each entry: one deployment's), or raises the 429.
+    cover: Callable[[Sequence[UpstreamCalls]], Awaitable[None]] | None = None
+    # Every upstream call made, with its cost, so that limits are charged for calls that
+    # no answer accounts for (a failure, a client gone, a hedge that lost).
+    ledger: CallLedger = field(default_factory=CallLedger)
+    # The request's upstream calls in flight at once, over every attempt, hedge and
+    # continuation (`emulation.max_parallel`); made by `Dispatcher.start_trace`.
+    slots: asyncio.Semaphore | None = None
+    hedges: list[str] = field(default_factory=list)  # each hedge's outcome (policies/hedge.py)
+    # A stream continued after it broke (policies/continuation.py): how many times, how
+    # it ended (ok, failed, not_continuable) and why, for the log and metrics.
+    continued: int = 0
+    continuation: str | None = None
+    continuation_note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStream:
+    """A stream whose first chunk has arrived: from here on the client is committed."""
+
+    first: JSONObject
+    rest: AsyncGenerator[JSONObject, None]
