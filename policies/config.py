@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Self
+from typing import ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -53,6 +53,12 @@ class ServerSettings(_Strict):
     # A response the client does not accept bytes of for this long is cut (a stalled
     # reader would otherwise hold its slot and its upstream stream for ever); read per request.
     send_timeout: float = Field(60.0, gt=0, description="Seconds one response write may wait")
+    # HTTP versions granian accepts from clients: 1 (HTTP/1.1 only), 2 (cleartext HTTP/2
+    # with prior knowledge only) or auto (either). HTTP/2 multiplexes a client's streams on
+    # one connection (one descriptor per connection, not per stream), but granian starts
+    # `header_timeout` only in HTTP/1-only mode: with 2 or auto, a socket that sends no
+    # byte is held until the client closes it (README, "Security"). uvicorn: 1 only.
+    http: Literal[1, 2, "auto"] = 1
 
     # Read once, when the server starts: a reload that changes them is logged as needing a
     # restart (router/reload.py); every other server setting applies to the next request.
@@ -62,6 +68,7 @@ class ServerSettings(_Strict):
         "max_connections",
         "max_connections_per_key",
         "header_timeout",
+        "http",
     )
 
     @property

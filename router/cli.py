@@ -70,6 +70,13 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    if args.server == "uvicorn" and config.server.http != 1:
+        print(
+            f"server.http: {config.server.http} needs --server granian "
+            "(uvicorn speaks HTTP/1.1 only)",
+            file=sys.stderr,
+        )
+        return 2
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
     refusal = Listener(host, args.allow_open).refusal(config)

@@ -11,7 +11,9 @@ the rest, the same under both):
   HTTP/1-only mode: in its default "auto" mode, the HTTP/1-or-2 detection waits for the
   first byte with no timer, so a socket that sends nothing was held for ever. Turnout
   serves HTTP/1.1 under granian (plain-text HTTP/2 needs a client that knows in advance;
-  none of OpenAI's SDKs does). uvicorn has no header timeout at all (its
+  none of OpenAI's SDKs does), unless `server.http` opts into it, and with it into
+  that hold (HTTP/2 multiplexes streams: a client's thousands of streams take one
+  descriptor per connection, not one each). uvicorn has no header timeout at all (its
   `timeout_keep_alive` runs only between requests, until the next one's first byte):
   router/header_deadline.py adds one to the httptools protocol it runs.
 - How many sockets: granian's `backpressure` counts open connections, not requests;
@@ -130,14 +132,21 @@ def guarded_app_from_environment() -> ConnectionGuard:
 def _run_granian(host: str, port: int, settings: ServerSettings, *, forward_sighup: bool) -> None:
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
-    from granian.http import HTTP1Settings
+    from granian.http import HTTP1Settings, HTTP2Settings
 
     server = Granian(
         "router.server:guarded_app_from_environment",
         factory=True,
-        # HTTP/1 only: in "auto" mode no header timeout runs until the first byte.
-        http=HTTPModes.http1,
+        # HTTP/1 only unless `server.http` says otherwise: in "auto" and "2" modes no
+        # header timeout runs until the first byte (README, "Security").
+        http=HTTPModes(str(settings.http)),
         http1_settings=HTTP1Settings(header_read_timeout=_milliseconds(settings.header_timeout)),
+        # An HTTP/2 connection whose client stops answering pings is closed: the nearest
+        # to a header timeout that HTTP/2 has once its preface is in.
+        http2_settings=HTTP2Settings(
+            keep_alive_interval=_milliseconds(settings.header_timeout),
+            keep_alive_timeout=math.ceil(settings.header_timeout),
+        ),
         backpressure=_granian_socket_cap(settings.max_connections),
         address=host,
         port=port,
