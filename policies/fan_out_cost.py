@@ -54,6 +54,7 @@ def too_many_calls(body: Mapping[str, Any], calls: UpstreamCalls, max_calls: int
         param,
         f"emulated with {calls.calls} upstream calls, more than the {max_calls} one request "
         "may make (emulation.max_calls)",
+        droppable=False,
     )
 
 

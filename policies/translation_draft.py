@@ -23,6 +23,7 @@ class Mode(StrEnum):
 class Refusal:
     param: str
     message: str
+    droppable: bool = True  # whether translation "drop" could get past it
 
 
 @dataclass(slots=True)

@@ -24,9 +24,13 @@ def refused(refusals: list[tuple[str, Refusal]]) -> ApiError:
             param="model",
             code="unsupported_endpoint",
         )
+    hint = (
+        ' Send {"router": {"translation": "drop"}} to drop what a deployment cannot do.'
+        if first.droppable
+        else ""
+    )
     return ApiError(
-        f"`{first.param}` cannot be honoured by any deployment of this model ({where}). "
-        'Send {"router": {"translation": "drop"}} to drop what a deployment cannot do.',
+        f"`{first.param}` cannot be honoured by any deployment of this model ({where}).{hint}",
         param=first.param,
         code="unsupported_parameter",
     )

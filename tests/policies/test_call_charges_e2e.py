@@ -214,6 +214,7 @@ def test_more_calls_than_max_calls_is_refused_before_any_call(
         within = client.chat.completions.create(model="m", messages=MESSAGES, n=8)
     assert by_n.value.param == "n"
     assert "emulation.max_calls" in by_n.value.message
+    assert "drop" not in by_n.value.message  # dropping would not get past it: no such hint
     assert by_prompts.value.param == "prompt"
     assert len(within.choices) == 8
     assert posts(upstream) == 8  # the refused requests made no call
