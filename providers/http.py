@@ -20,6 +20,9 @@ from providers.errors import UpstreamError
 from providers.timeouts import UpstreamTimeouts
 
 MAX_RETRY_AFTER_HEADER = 24 * 3600.0
+# What is read of an error status's body: room for any real error message (the log keeps
+# 8 KiB of it, providers.errors), and little memory however many calls fail at once.
+MAX_ERROR_BODY_BYTES = 64 * 1024
 # This process ran out of file descriptors, kernel buffers or local ports: no fault of the
 # backend's (ENFILE: the whole system's descriptors).
 _OWN_LIMITS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EADDRNOTAVAIL})
@@ -73,11 +76,48 @@ def mapped_transport_errors(what: str, *, started: bool = False) -> Iterator[Non
         raise UpstreamError.protocol(f"{what}: {exc}") from exc
 
 
-async def read_body(response: aiohttp.ClientResponse, limit: float) -> bytes:
+class BodyTooLarge(Exception):
+    """An answer held more than its cap; the caller says, in its terms, what that means."""
+
+
+async def read_body(response: aiohttp.ClientResponse, limit: float, max_bytes: int) -> bytes:
     """The whole (non-streamed) body, which must arrive within `limit` seconds of the
-    headers; one timer for the whole read rather than one per network read."""
+    headers; one timer for the whole read rather than one per network read. Raises
+    `BodyTooLarge` once it holds more than `max_bytes` (decompressed): the rest is never
+    read, and releasing the response then closes its connection."""
+    declared = response.content_length
+    if (
+        declared is not None
+        and declared > max_bytes
+        and not response.headers.get("content-encoding")
+    ):
+        raise BodyTooLarge(f"response body of {declared} bytes, over {max_bytes}")
+    parts: list[bytes] = []
+    size = 0
     async with asyncio.timeout(limit):
-        return await response.read()
+        while chunk := await response.content.readany():
+            size += len(chunk)
+            if size > max_bytes:
+                raise BodyTooLarge(f"response body over {max_bytes} bytes")
+            parts.append(chunk)
+    return b"".join(parts)
+
+
+async def read_error_body(response: aiohttp.ClientResponse, limit: float) -> bytes:
+    """At most `MAX_ERROR_BODY_BYTES` of an error status's body: an error message is
+    short, and anything past that is dropped unread (the connection is closed)."""
+    parts: list[bytes] = []
+    size = 0
+    async with asyncio.timeout(limit):
+        while size < MAX_ERROR_BODY_BYTES:
+            chunk = await response.content.read(MAX_ERROR_BODY_BYTES - size)
+            if not chunk:
+                break
+            size += len(chunk)
+            parts.append(chunk)
+    if not response.content.at_eof():
+        response.close()
+    return b"".join(parts)
 
 
 async def iter_body(response: aiohttp.ClientResponse, idle: float) -> AsyncIterator[bytes]:

@@ -22,14 +22,16 @@ import orjson
 from providers.base import Provider
 from providers.errors import Failure, UpstreamError
 from providers.http import (
+    BodyTooLarge,
     compact,
     iter_body,
     mapped_transport_errors,
     open_session,
     parse_retry_after,
     read_body,
+    read_error_body,
 )
-from providers.sse import SSEDecoder, SSEEvent
+from providers.sse import EventTooLarge, SSEDecoder, SSEEvent
 from providers.startup import StartGate
 from providers.timeouts import TimeoutOverrides, UpstreamTimeouts
 
@@ -44,13 +46,19 @@ class HTTPProvider(Provider):
         *,
         timeouts: UpstreamTimeouts,
         max_connections: int,
+        max_response_bytes: int,
+        max_event_bytes: int,
         headers: dict[str, str],
         parse_error: ErrorParser,
         check_url: str,
     ) -> None:
-        """`check_url`: what `check` GETs (the backend's model list, unless configured)."""
+        """`check_url`: what `check` GETs (the backend's model list, unless configured).
+        `max_response_bytes`, `max_event_bytes`: the most one answer, one SSE event, may
+        hold in memory (providers.http_settings)."""
         super().__init__(name)
         self._timeouts = timeouts
+        self._max_response_bytes = max_response_bytes
+        self._max_event_bytes = max_event_bytes
         self._get_headers = dict(headers)
         self._headers = {"content-type": "application/json", **headers}
         self._parse_error = parse_error
@@ -106,7 +114,14 @@ class HTTPProvider(Provider):
     ) -> Any:
         async with request as response:
             with mapped_transport_errors(self.name, started=True):
-                content = await read_body(response, limits.stream_idle)
+                try:
+                    content = await read_body(
+                        response, limits.stream_idle, self._max_response_bytes
+                    )
+                except BodyTooLarge as exc:
+                    raise UpstreamError.protocol(
+                        f"{self.name}: {exc} (max_response_bytes)"
+                    ) from None
         try:
             return orjson.loads(content)
         except orjson.JSONDecodeError as exc:
@@ -118,13 +133,23 @@ class HTTPProvider(Provider):
         """SSE events as they arrive (an unterminated last event included when the body ends
         cleanly). Close the generator to release the connection at once. `timeouts`: the
         call's own (a model's), over the provider's."""
-        decoder = SSEDecoder()
+        decoder = SSEDecoder(self._max_event_bytes)
         limits = self._limits(timeouts)
         body = compact(body)  # held until the stream ends
         async with self._request("POST", url, body, limits) as response:
             with mapped_transport_errors(self.name, started=True):
                 async for raw in iter_body(response, limits.stream_idle):
-                    for event in decoder.feed(raw):
+                    try:
+                        events = decoder.feed(raw)
+                    except EventTooLarge as exc:
+                        # Continued like any broken stream; released unread, the
+                        # connection is closed.
+                        for event in exc.events:
+                            yield event
+                        raise UpstreamError.stream_broken(
+                            f"{self.name}: {exc} (max_event_bytes)"
+                        ) from None
+                    for event in events:
                         yield event
         for event in decoder.close():
             yield event
@@ -157,7 +182,7 @@ class HTTPProvider(Provider):
             try:
                 if response.status >= 400:
                     with mapped_transport_errors(self.name, started=True):
-                        content = await read_body(response, limits.stream_idle)
+                        content = await read_error_body(response, limits.stream_idle)
                     retry_after = parse_retry_after(response.headers)
                     raise self._parse_error(response.status, content, retry_after, self.name)
                 yield response

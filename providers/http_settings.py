@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from providers.capabilities import CapabilityOverrides
 from providers.timeouts import UpstreamTimeouts
 
+MIB = 1 << 20
+
 
 class HealthCheckSettings(BaseModel):
     """`health_check:` on a provider: check it every `interval` seconds, each check given
@@ -39,6 +41,12 @@ class HTTPSettings(BaseModel):
     # deadline) for one to end. A stream holds its connection for its whole length, so this
     # counts open streams: the default fits 10,000 of them (README, "Sizing connections").
     max_connections: int = Field(10_000, ge=1)
+    # What one answer may hold in memory; past it the call fails as a protocol error (a
+    # broken stream), the connection is closed and nothing of it reaches the client. The
+    # largest legitimate answer is OpenAI's embeddings of 2,048 inputs of 3,072 dimensions,
+    # ~130 MB of JSON; an error body is read up to 64 KiB whatever this says.
+    max_response_bytes: int = Field(256 * MIB, ge=1024)
+    max_event_bytes: int = Field(16 * MIB, ge=1024)  # one SSE line, or one event's data
     timeouts: UpstreamTimeouts | None = None
     capabilities: CapabilityOverrides | None = None
     health_check: HealthCheckSettings | None = None  # absent: no active checks

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# One line, or one event's data, larger than any real LLM stream sends (the default of
+# providers.http_settings `max_event_bytes`).
+DEFAULT_MAX_EVENT_BYTES = 16 << 20
+
 
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
@@ -19,13 +23,29 @@ class SSEEvent:
     event: str = "message"
 
 
-class SSEDecoder:
-    """Feed bytes as they arrive; get back the events they complete."""
+class EventTooLarge(Exception):
+    """A line, or an event's data, grew past the decoder's cap: what was held is dropped.
+    `events`: those the same read completed before it, still to be delivered."""
 
-    def __init__(self) -> None:
-        self._pending = b""
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.events: list[SSEEvent] = []
+
+
+class SSEDecoder:
+    """Feed bytes as they arrive; get back the events they complete.
+
+    What it holds is bounded: an unended line, or the data of an undispatched event, past
+    `max_event_bytes` raises `EventTooLarge` (a hostile or broken backend could otherwise
+    grow one line without end)."""
+
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._max = max_event_bytes
+        self._pending: list[bytes] = []  # the unended line, in pieces: no copy per read
+        self._pending_size = 0
         self._skip_lf = False
         self._data: list[str] = []
+        self._data_size = 0
         self._event = ""
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
@@ -34,19 +54,36 @@ class SSEDecoder:
         if self._skip_lf and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._skip_lf = False
-        lines = (self._pending + chunk).splitlines(keepends=True)
-        self._pending = b""
+        if b"\n" not in chunk and b"\r" not in chunk:
+            self._hold(chunk)
+            return []
+        lines = b"".join([*self._pending, chunk]).splitlines(keepends=True)
+        self._pending, self._pending_size = [], 0
+        unended = None
         if lines and not lines[-1].endswith((b"\n", b"\r")):
-            self._pending = lines.pop()
+            unended = lines.pop()
         elif lines and lines[-1].endswith(b"\r"):
             # A CR that ends a read may be the first half of a CRLF.
             self._skip_lf = True
         events: list[SSEEvent] = []
-        for raw in lines:
-            event = self._line(raw.rstrip(b"\r\n").decode("utf-8", errors="replace"))
-            if event is not None:
-                events.append(event)
+        try:
+            for raw in lines:
+                event = self._line(raw.rstrip(b"\r\n").decode("utf-8", errors="replace"))
+                if event is not None:
+                    events.append(event)
+            if unended is not None:
+                self._hold(unended)
+        except EventTooLarge as exc:
+            exc.events = events
+            raise
         return events
+
+    def _hold(self, piece: bytes) -> None:
+        self._pending.append(piece)
+        self._pending_size += len(piece)
+        if self._pending_size > self._max:
+            self._pending, self._pending_size = [], 0
+            raise EventTooLarge(f"an SSE line over {self._max} bytes")
 
     def close(self) -> list[SSEEvent]:
         """The body ended cleanly: dispatch what an unterminated last event holds."""
@@ -67,6 +104,10 @@ class SSEDecoder:
         if value.startswith(" "):
             value = value[1:]
         if name == "data":
+            self._data_size += len(value) + 1
+            if self._data_size > self._max:
+                self._reset()
+                raise EventTooLarge(f"an SSE event's data over {self._max} bytes")
             self._data.append(value)
         elif name == "event":
             self._event = value
@@ -79,4 +120,5 @@ class SSEDecoder:
 
     def _reset(self) -> None:
         self._data = []
+        self._data_size = 0
         self._event = ""

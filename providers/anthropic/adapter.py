@@ -57,6 +57,8 @@ class AnthropicProvider(HTTPProvider):
             name,
             timeouts=settings.timeouts or timeouts,
             max_connections=settings.max_connections,
+            max_response_bytes=settings.max_response_bytes,
+            max_event_bytes=settings.max_event_bytes,
             headers=headers,
             parse_error=error_from_response,
             check_url=settings.base_url + _check_path(settings),

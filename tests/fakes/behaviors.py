@@ -26,6 +26,7 @@ __all__ = [
     "MalformedEvent",
     "MidStreamError",
     "Ok",
+    "Oversized",
     "Reset",
     "Silence",
     "StallMidStream",
@@ -241,6 +242,21 @@ class MidStreamError:
 
 
 @dataclass(frozen=True)
+class Oversized:
+    """A broken or hostile upstream's answer too large to hold.
+
+    Streaming: ``after_events`` events, then a ``data:`` line of ``size`` bytes that never
+    ends (no newline), then the end of the body. Non-streaming: a 200 whose answer is
+    ``text`` (default: empty) and ``size`` more bytes. (An error body that large:
+    ``Status(500, message="x" * size)``.)
+    """
+
+    size: int = 1 << 20
+    after_events: int = 1
+    text: str | None = None
+
+
+@dataclass(frozen=True)
 class EchoHeaders:
     """A careless upstream whose error text echoes what it received.
 
@@ -336,6 +352,7 @@ Behavior: TypeAlias = (
     | CutStream
     | MalformedEvent
     | MidStreamError
+    | Oversized
     | EchoHeaders
     | EchoVariants
     | EchoInChoices

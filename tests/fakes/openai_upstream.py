@@ -36,6 +36,7 @@ from .behaviors import (
     MalformedEvent,
     MidStreamError,
     Ok,
+    Oversized,
     Reset,
     Silence,
     StallMidStream,
@@ -58,6 +59,7 @@ __all__ = [
     "MalformedEvent",
     "MidStreamError",
     "Ok",
+    "Oversized",
     "RecordedRequest",
     "Reset",
     "Silence",
@@ -117,6 +119,15 @@ def _mid_character(data: bytes) -> int:
 
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+async def _endless_line(writer: asyncio.StreamWriter, size: int) -> None:
+    """`data: ` and `size` bytes with no newline, 64 KiB to a write, each flushed."""
+    writer.write(_chunk(b"data: "))
+    piece = b"x" * (1 << 16)
+    for start in range(0, size, len(piece)):
+        writer.write(_chunk(piece[: size - start]))
+        await writer.drain()
 
 
 async def _rst(writer: asyncio.StreamWriter) -> NoReturn:
@@ -417,6 +428,8 @@ class FakeOpenAIUpstream:
             writer.write(_head(b.code, headers, b.headers) + payload)
             return await writer.drain()
         ok = b if isinstance(b, Ok) else Ok(text=getattr(b, "text", None))
+        if isinstance(b, Oversized) and not (isinstance(req.json, dict) and req.json.get("stream")):
+            ok = Ok(text=(b.text or "") + "x" * b.size)
         if ok.delay:
             await asyncio.sleep(ok.delay)
         try:
@@ -488,6 +501,8 @@ class FakeOpenAIUpstream:
             events = [*events[: b.after_events], "{this is not json", *events[b.after_events :]]
         elif isinstance(b, MidStreamError):
             events = [*events[: b.after_events], b.payload(), "[DONE]"]
+        elif isinstance(b, Oversized):
+            events = events[: b.after_events]
         elif ok.no_done:
             events = events[:-1]
         elif ok.end_after is not None:
@@ -522,5 +537,7 @@ class FakeOpenAIUpstream:
                 await asyncio.sleep(0.005)
                 data = data[mid:]
             w.write(_chunk(data))
+        if isinstance(b, Oversized):
+            await _endless_line(w, b.size)
         w.write(b"0\r\n\r\n")
         await w.drain()

@@ -17,7 +17,7 @@ from providers.openai.wire import (
     error_from_response,
     parse_event,
 )
-from providers.sse import SSEDecoder, SSEEvent
+from providers.sse import EventTooLarge, SSEDecoder, SSEEvent
 
 
 def feed_all(pieces: list[bytes], *, close: bool = True) -> list[SSEEvent]:
@@ -177,6 +177,38 @@ def test_close_after_complete_events_adds_nothing() -> None:
     decoder = SSEDecoder()
     assert decoder.feed(b"data: a\n\ndata: [DONE]\n\n") == [SSEEvent("a"), SSEEvent("[DONE]")]
     assert decoder.close() == []
+
+
+# ---- SSEDecoder: bounded ------------------------------------------------------------------
+
+
+def test_a_line_that_never_ends_fails_once_past_the_cap() -> None:
+    decoder = SSEDecoder(max_event_bytes=1024)
+    assert decoder.feed(b"data: " + b"x" * 1000) == []
+    with pytest.raises(EventTooLarge):
+        decoder.feed(b"x" * 100)
+
+
+def test_an_event_of_many_lines_fails_once_its_data_is_past_the_cap() -> None:
+    decoder = SSEDecoder(max_event_bytes=1024)
+    line = b"data: " + b"x" * 100 + b"\n"
+    assert decoder.feed(line * 9) == []
+    with pytest.raises(EventTooLarge):
+        decoder.feed(line * 2)
+
+
+def test_events_completed_before_the_oversized_one_are_kept() -> None:
+    decoder = SSEDecoder(max_event_bytes=1024)
+    with pytest.raises(EventTooLarge) as raised:
+        decoder.feed(b"data: a\n\ndata: b\n\ndata: " + b"x" * 2000)
+    assert raised.value.events == [SSEEvent("a"), SSEEvent("b")]
+
+
+def test_events_up_to_the_cap_pass_and_the_count_restarts_per_event() -> None:
+    decoder = SSEDecoder(max_event_bytes=1024)
+    event = b"data: " + b"x" * 1000 + b"\n\n"
+    assert decoder.feed(event * 3) == [SSEEvent("x" * 1000)] * 3
+    assert decoder.feed(b": " + b"c" * 100 + b"\n" + event) == [SSEEvent("x" * 1000)]
 
 
 # ---- wire: errors ------------------------------------------------------------------------
