@@ -8,7 +8,13 @@ Starts the mock upstream (bench/transport/mock_upstream.py) and one Turnout proc
    streaming → sustained requests/s, p50, p99, errors.
 
     python bench/gateway_bench.py [--sequential 2000] [--duration 8] [--rounds 2]
-        [--servers granian,uvicorn,granian+policy]
+        [--servers granian,uvicorn,granian+policy] [--baseline /tmp/base]
+
+A server name ending in `@base` (e.g. `granian@base`) runs the Turnout of another checkout,
+given by `--baseline` (e.g. `git worktree add /tmp/base c68bbc6`), with this venv: its
+process starts in that directory with PYTHONPATH pointing there, and the bench checks that
+it imports `router` from there. Old and new then share one run, so their ratio is fair on
+noisy shared cores.
 
 A server name ending in `+policy` runs Turnout with the policy layer in use: a team key,
 rpm/tpm limits per key and per team (never reached), `least-latency` over two deployments
@@ -64,7 +70,9 @@ def wait_ready(port: int, path: str, timeout: float = 60.0) -> None:
 
 
 @contextmanager
-def processes(mock_port: int, turnouts: dict[str, int]) -> Iterator[None]:
+def processes(
+    mock_port: int, turnouts: dict[str, int], baseline: Path | None = None
+) -> Iterator[None]:
     """The mock upstream and one Turnout process per ASGI server named in `turnouts`."""
     base_url = f"http://127.0.0.1:{mock_port}/v1"
     plain = {
@@ -101,13 +109,21 @@ def processes(mock_port: int, turnouts: dict[str, int]) -> Iterator[None]:
             files[with_policy] = f.name
     procs = [subprocess.Popen([sys.executable, str(MOCK), "--port", str(mock_port)])]
     for name, port in turnouts.items():
+        name, _, checkout = name.partition("@")
         server, _, variant = name.partition("+")
         path = files[variant == "policy"]
         command = ["-m", "router", "serve", "--config", path, "--port", str(port)]
+        root, env = ROOT, None
+        if checkout:
+            if baseline is None:
+                raise SystemExit(f"{name}@{checkout} needs --baseline")
+            root, env = baseline, {**os.environ, "PYTHONPATH": str(baseline)}
+            check_imports_from(root, env)
         procs.append(
             subprocess.Popen(
                 [sys.executable, *command, "--server", server],
-                cwd=ROOT,
+                cwd=root,
+                env=env,
                 stderr=subprocess.DEVNULL,  # the per-request JSON log line is still rendered
             )
         )
@@ -122,6 +138,17 @@ def processes(mock_port: int, turnouts: dict[str, int]) -> Iterator[None]:
             p.wait(timeout=10)
         for path in files.values():
             os.unlink(path)
+
+
+def check_imports_from(root: Path, env: dict[str, str]) -> None:
+    """The baseline's packages, not the installed ones, are what its process imports."""
+    code = "import router, policies, providers as p; print(router.__file__, policies.__file__)"
+    code += "; print(p.__file__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    if not all(Path(f).resolve().is_relative_to(root.resolve()) for f in out):
+        raise SystemExit(f"baseline imports from elsewhere: {out}")
 
 
 def one_request(conn: http.client.HTTPConnection, stream: bool) -> tuple[float, float]:
@@ -218,12 +245,13 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--servers", default="granian,uvicorn", help="Turnout under each")
+    parser.add_argument("--baseline", type=Path, help="checkout run by servers named NAME@base")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
     args = parser.parse_args()
     turnouts = {name: free_port() for name in args.servers.split(",")}
     ports = {"direct": free_port(), **turnouts}
     results: dict[str, object] = {}
-    with processes(ports["direct"], turnouts):
+    with processes(ports["direct"], turnouts, args.baseline):
         for stream in (False, True):
             kind = "stream" if stream else "json"
             seq = sequential(ports, args.sequential, stream)

@@ -21,6 +21,7 @@ files line by line and do not rewrite), hence the patterns below.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
@@ -60,6 +61,14 @@ _PREFIXED = re.compile(
     r"|\bAKIA[0-9A-Z]{16}\b"
     r"|\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"
 )
+# What every match of _BEARER, _BASIC or _PREFIXED starts with (without their `\b`, so
+# it finds more, never less): a log line's strings (ids, model names, paths) seldom hold
+# one, and one search for it is cheaper than three subs. Plain literals and classes, no
+# `(?i)` or `\b` in front, let `re` skip ahead fast.
+_CREDENTIAL_START = re.compile(
+    r"[bB][eE][aA][rR][eE][rR]|[bB][aA][sS][iI][cC]|[spr]k[-_]"
+    r"|(?:gsk|ghp|gho|ghu|ghs|github_pat|hf|xox[abpr]|glpat|r8)_|xai-|AIza|AKIA|eyJ"
+)
 _RUN = re.compile(r"(?<![A-Za-z0-9+/_\-])[A-Za-z0-9+/_\-]{32,}={0,2}")
 _SEPARATORS = re.compile(r"[-_/+]")
 _HEX = re.compile(r"[0-9a-fA-F]+")
@@ -85,6 +94,8 @@ def mask_credentials(text: str) -> str:
     token shapes that are never anything else, so a log line can lose them at no cost
     to the operator (long runs may be request ids or digests, and `api_key: ...` the
     text of a config error)."""
+    if _CREDENTIAL_START.search(text) is None:
+        return text
     # The scheme stays: the operator reads which credential it was.
     text = _BEARER.sub(lambda m: _keep_scheme(m.group(0)), text)
     text = _BASIC.sub(lambda m: _keep_scheme(m.group(0), m.group(1)), text)
@@ -216,12 +227,24 @@ def _alternation(values: Iterable[str]) -> re.Pattern[str] | None:
     return re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
 
+_PLAIN_SCALARS = frozenset({int, float, bool})
+_CLEAN_CACHE_SIZE = 4096
+_CLEAN_CACHE_CHARS = 256
+
+
 @dataclass(frozen=True, slots=True)
 class Redactor:
     """One config's masking of upstream text: built once per config, immutable."""
 
     secrets: SecretPattern | None = None
     hosts: re.Pattern[str] | None = None
+    # Log strings `scrub` found nothing in: most recur on every line (model, endpoint,
+    # deployment, outcome), and the request's log line is scrubbed twice (router.accounting
+    # and router.logging). A pure function of the string and this config's patterns, so
+    # caching it masks exactly what scrubbing again would; bounded in count and length.
+    _clean: dict[str, None] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def of(cls, secrets: Iterable[str] = (), hosts: Iterable[str] = ()) -> Redactor:
@@ -275,10 +298,25 @@ class Redactor:
     def scrub(self, value: Any) -> Any:
         """A log event's value with the configured secrets and unmistakable credentials
         (`mask_credentials`) masked in every string in it."""
+        kind = type(value)  # exact types first: an ABC's isinstance is slow, per log value
+        if kind is str:
+            return self._scrub_text(value)
+        if value is None or kind in _PLAIN_SCALARS:
+            return value
         if isinstance(value, str):
-            return mask_credentials(self.for_log(value))
-        if isinstance(value, Mapping):
+            return self._scrub_text(value)
+        if kind is dict or isinstance(value, Mapping):
             return {k: self.scrub(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self.scrub(v) for v in value]
         return value
+
+    def _scrub_text(self, text: str) -> str:
+        if text in self._clean:
+            return text
+        masked = mask_credentials(self.for_log(text))
+        if masked == text and len(text) <= _CLEAN_CACHE_CHARS:
+            if len(self._clean) >= _CLEAN_CACHE_SIZE:
+                self._clean.clear()
+            self._clean[text] = None
+        return masked

@@ -45,6 +45,7 @@ from litestar.types import (
 )
 
 from policies.errors import ApiError
+from router.await_deadline import AwaitDeadline
 from router.errors import envelope
 
 log = structlog.get_logger("turnout.router")
@@ -112,7 +113,11 @@ class _Exchange:
     def __init__(self, scope: Scope, receive: Receive, send: Send, timeout: float) -> None:
         self._scope, self._receive, self._send = scope, receive, send
         self._timeout = timeout
-        self._deadline = asyncio.get_running_loop().time() + timeout
+        self._loop = asyncio.get_running_loop()
+        self._deadline = self._loop.time() + timeout
+        # One timer each per request, not one `asyncio.timeout` per receive or send.
+        self._body_deadline = AwaitDeadline(self._loop)
+        self._send_deadline = AwaitDeadline(self._loop)
         self._received = 0
         self._body_done = not _expects_body(scope)
         self._started = False
@@ -129,15 +134,19 @@ class _Exchange:
             if not _from_send_timeout(exc):
                 raise
             # Logged where it happened; the server drops the connection.
+        finally:
+            self._body_deadline.close()
+            self._send_deadline.close()
 
     async def receive(self) -> ReceiveMessage:
         if self._body_done:
             return await self._receive()
-        left = self._deadline - asyncio.get_running_loop().time()
+        self._body_deadline.begin(self._deadline)
         try:
-            async with asyncio.timeout(max(left, 0.0)):
-                message = await self._receive()
-        except TimeoutError:
+            message = await self._receive()
+        except asyncio.CancelledError:
+            if not self._body_deadline.expired():
+                raise
             log.warning(
                 "request_body_timeout",
                 path=self._scope["path"],
@@ -146,6 +155,8 @@ class _Exchange:
                 body_timeout=self._timeout,
             )
             raise BodyTimeout(self._timeout) from None
+        finally:
+            self._body_deadline.end()
         if message["type"] == "http.request":
             self._received += len(message.get("body", b""))
             self._body_done = not message.get("more_body", False)
@@ -158,14 +169,18 @@ class _Exchange:
             self._started = True
             if not self._body_done:
                 message = _closing(message)
+        self._send_deadline.begin(self._loop.time() + self.send_timeout)
         try:
-            async with asyncio.timeout(self.send_timeout):
-                await self._send(message)
-        except TimeoutError:
+            await self._send(message)
+        except asyncio.CancelledError:
+            if not self._send_deadline.expired():
+                raise
             log.warning(
                 "response_send_timeout", path=self._scope["path"], send_timeout=self.send_timeout
             )
             raise SendTimeout(f"the client accepted nothing for {self.send_timeout:g}s") from None
+        finally:
+            self._send_deadline.end()
 
 
 def _closing(start: HTTPResponseStartEvent) -> HTTPResponseStartEvent:

@@ -15,6 +15,7 @@ from policies.redaction import (
     configured_secrets,
     looks_like_token,
     mask_addresses,
+    mask_credentials,
     mask_tokens,
 )
 from providers.errors import Failure, UpstreamError
@@ -184,6 +185,37 @@ def test_scrub_masks_every_string_in_a_log_event() -> None:
     redactor = Redactor.from_config(config())
     event = {"attempts": [{"outcome": "x plain-provider-key"}], "n": 3, "t": ("turnout-own-key",)}
     assert redactor.scrub(event) == {"attempts": [{"outcome": f"x {MASK}"}], "n": 3, "t": [MASK]}
+
+
+@pytest.mark.parametrize(
+    "credential",
+    [
+        "Bearer abc.def",
+        "BEARER x",
+        "basic dXNlcjpwYXNz",
+        "sk-proj-abcd",
+        "pk_live_abc",
+        "rk-abc",
+        *(f"{p}_abcdefgh12345678" for p in ("gsk", "ghp", "gho", "ghu", "ghs", "github_pat")),
+        *(f"{p}_abcdefgh12345678" for p in ("hf", "xoxa", "xoxb", "xoxp", "xoxr", "glpat", "r8")),
+        "xai-abcdefgh1234",
+        "AIza" + "B" * 20,
+        "AKIA" + "ABCDEFGH12345678",
+        "eyJabcdefgh.ijklmnop.qrst",
+    ],
+)
+def test_every_credential_shape_gets_past_the_quick_check(credential: str) -> None:
+    # mask_credentials returns early when no credential can start in the text: each
+    # shape it masks must start the way that check looks for.
+    assert MASK in mask_credentials(f"said ({credential}) twice")
+
+
+def test_scrub_remembers_clean_strings_per_config_only() -> None:
+    text = "x plain-provider-key"
+    assert Redactor().scrub(text) == text  # no secrets: found clean, and remembered
+    masking = Redactor.from_config(config())
+    assert masking.scrub(text) == masking.scrub(text) == f"x {MASK}"
+    assert masking.scrub("Bearer abcdefgh") == f"Bearer {MASK}"
 
 
 SECRET = "upk-Alpha7Bravo9Charlie"
