@@ -152,7 +152,10 @@ class Dispatcher:
         walk = _Walk(plan, trace, endpoint, body, attempt, await self._ordered(plan.targets, plan))
         try:
             async with asyncio.timeout_at(trace.deadline):
-                if hedge is not None:
+                # A plan of one deployment has nothing to hedge with: its streams skip the
+                # race (and so record no time to first token: with no statistics a hedge
+                # waits the cap, the safe side, should the deployment later have a partner).
+                if hedge is not None and len(walk.queue) > 1:
                     won = await HedgedWalk(self._steps(walk, hedge), hedge, trace.hedges).run()
                     if won is not None:
                         return self._answered(trace, *won)
