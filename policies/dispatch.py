@@ -132,10 +132,8 @@ class Dispatcher:
         trace: Trace,
         request: tuple[DeploymentPlan, Endpoint, Mapping[str, Any]] | None = None,
     ) -> AsyncIterator[JSONObject]:
-        """The committed stream, chunk by chunk, still under the request's deadline.
-        Closing this iterator (the client went away) closes the upstream call at once.
-        With its `request` (plan, endpoint, body), a stream that fails is continued where
-        it can be (policies/continuation.py); else the failure ends it in-band."""
+        """The committed stream, relayed (and continued where it breaks) by
+        `policies/relay.StreamRelay.relay`."""
         return self._streams.relay(opened, trace, request)
 
     async def _walk(
