@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-from policies.continuation import Rescue
+from policies.continuation import Rescue, can_continue
 from policies.errors import ApiError
 from policies.health import Health
 from policies.plan import DeploymentPlan, Target
@@ -52,7 +52,15 @@ class StreamRelay:
         Closing this iterator (the client went away) closes the upstream call at once.
         With its `request` (plan, endpoint, body), a stream that fails is continued where
         it can be (policies/continuation.py); else the failure ends it in-band."""
-        rescue = None if request is None else Rescue(*request, self._capabilities)
+        rescue: Rescue | None = None
+        if request is not None and any(
+            can_continue(request[1], self._capabilities(t))
+            for t in (*request[0].targets, *request[0].context_window_targets)
+        ):
+            rescue = Rescue(*request, self._capabilities)
+        # Without a deployment able to continue it, the stream keeps no seam bookkeeping:
+        # a failure ends it in-band (and is said to be not continuable).
+        trace.continuable = request is None or rescue is not None
         stream: OpenStream | None = opened
         try:
             while stream is not None:
@@ -94,6 +102,9 @@ class StreamRelay:
         # Every upstream error reaching the client is redacted (as `Dispatcher._public`).
         public = self._redactor.public(exc, public_label(trace.target))
         if rescue is None:
+            if not trace.continuable:
+                trace.continuation = "not_continuable"
+                trace.continuation_note = "no deployment of the plan can continue it"
             raise public from exc
         why = rescue.broke(exc, public, trace.target, trace.attempts)
         if why is not None:

@@ -44,6 +44,7 @@ class Trace:
     # it ended (ok, failed, not_continuable) and why, for the log and metrics.
     continued: int = 0
     continuation: str | None = None
+    continuable: bool = True  # False: no deployment of the plan could continue the stream
     continuation_note: str | None = None
 
 
