@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import openai
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from policies.config import TurnoutConfig
 from router.app import create_app
@@ -110,3 +111,15 @@ def simple_config(
     }
     config.update(overrides)
     return config
+
+
+def policy_series(url: str) -> dict[str, float]:
+    """Breaker transitions and attempt outcomes that Turnout at `url` counted so far, by
+    sample."""
+    text = httpx.get(f"{url}/metrics", timeout=20).text
+    return {
+        f"{sample.name}{sorted(sample.labels.items())}": sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in ("turnout_breaker_transitions_total", "turnout_attempts_total")
+    }

@@ -13,10 +13,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from providers.local.packaged import ModelSource
 from providers.local.provider import LocalModel
@@ -24,7 +22,7 @@ from providers.torch import factory
 from providers.torch.settings import TorchSettings
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.local_tokenizer import smollm2_dir
-from tests.turnout_server import RunningTurnout
+from tests.turnout_server import RunningTurnout, policy_series
 
 MODEL = "smollm2-135m-instruct"
 LOCAL = f"local/{MODEL}"
@@ -104,17 +102,6 @@ def chat(server: RunningTurnout, model: str) -> Any:
     )
 
 
-def breaker_series(server: RunningTurnout) -> dict[str, float]:
-    """Every breaker transition and attempt outcome counted so far, by sample."""
-    text = httpx.get(f"{server.url}/metrics", timeout=20).text
-    return {
-        f"{sample.name}{sorted(sample.labels.items())}": sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name in ("turnout_breaker_transitions_total", "turnout_attempts_total")
-    }
-
-
 def sent_while_loading(server: RunningTurnout, gate: GatedLoad, *models: str) -> list[Any]:
     """Each model asked once while the load is held back; the load let go once they are
     in; their raw responses (or errors)."""
@@ -146,7 +133,7 @@ def test_requests_sent_before_ready_wait_for_the_load_and_are_answered(
         assert local.headers["x-turnout-attempts"] == other.headers["x-turnout-attempts"] == "1"
         assert local.parse().choices[0].message.content
         assert other.parse().choices[0].message.content
-        series = breaker_series(server)
+        series = policy_series(server.url)
         assert not [name for name, count in series.items() if "state" in name and count]
         assert series == {
             "turnout_attempts_total[('deployment', 'local/smollm2-135m-instruct'), "
@@ -168,4 +155,4 @@ def test_a_failed_load_is_the_waiting_requests_error_and_opens_no_breaker(
         assert failed.status_code == 503
         assert "the model failed to load: weights are missing" in failed.message
         assert failed.response.headers["x-turnout-attempts"] == "1"  # not retried
-        assert not [name for name, count in breaker_series(server).items() if "state" in name]
+        assert not [name for name, count in policy_series(server.url).items() if "state" in name]

@@ -8,12 +8,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import openai
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Ok
-from tests.turnout_server import RunningTurnout
+from tests.turnout_server import RunningTurnout, policy_series
 
 TEXT = "one two three four"
 MESSAGES: Any = [{"role": "user", "content": "count"}]
@@ -38,17 +36,6 @@ def pooled_config(upstream: FakeOpenAIUpstream, quick_total: float = 60) -> dict
     }
 
 
-def policy_series(server: RunningTurnout) -> dict[str, float]:
-    """Breaker transitions and attempt outcomes counted so far, by sample."""
-    text = httpx.get(f"{server.url}/metrics", timeout=20).text
-    return {
-        f"{sample.name}{sorted(sample.labels.items())}": sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name in ("turnout_breaker_transitions_total", "turnout_attempts_total")
-    }
-
-
 async def streamed(client: openai.AsyncOpenAI) -> str:
     stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
     parts = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
@@ -66,7 +53,7 @@ async def test_streams_past_the_pool_wait_for_a_connection_and_arrive_whole(
 
     assert texts == [TEXT] * 10
     assert upstream.max_in_flight == 2  # the pool held: the rest waited for it
-    assert policy_series(server) == {
+    assert policy_series(server.url) == {
         "turnout_attempts_total[('deployment', 'up/gpt-4o-mini'), ('outcome', 'ok')]": 10.0
     }
 
@@ -95,5 +82,5 @@ async def test_a_wait_for_a_connection_ends_at_the_request_deadline_not_in_a_bre
     assert refused.status_code == 504
     assert "within the request deadline of 1s" in refused.message
     assert len(upstream.requests) == 2  # the waiting request never reached the upstream
-    series = policy_series(server)
+    series = policy_series(server.url)
     assert not [name for name, count in series.items() if "state" in name and count]

@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import resource
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import httpx2
 import openai
 import pytest
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.held_streams import TEXT, HeldStreams
+from tests.served import served_turnout
+from tests.turnout_server import policy_series
 
 STREAMS = 2000
 # Per process: the client's and the upstream's sockets here, Turnout's both sides there.
@@ -47,12 +43,6 @@ def enough_files() -> Iterator[None]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def served(tmp_path: Path, enough_files: None) -> Iterator[tuple[HeldStreams, str]]:
     """The held upstream, and the URL of a `turnout serve` in front of it: the provider
@@ -63,53 +53,22 @@ def served(tmp_path: Path, enough_files: None) -> Iterator[tuple[HeldStreams, st
             "providers": {"up": {"kind": "openai", "base_url": upstream.base_url}},
             "models": {"m": {"deployments": [{"provider": "up", "model": "held"}]}},
         }
-        path = tmp_path / "turnout.yaml"
-        path.write_text(yaml.safe_dump(config))
-        port = free_port()
-        command = [sys.executable, "-m", "router", "serve", "--config", str(path)]
-        process = subprocess.Popen(
-            [*command, "--port", str(port), "--log-level", "error"],
+        with served_turnout(
+            tmp_path / "turnout.yaml",
+            config,
+            args=["--log-level", "error"],
+            log=tmp_path / "stderr.log",
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(process, url)
-            yield upstream, url
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-def wait_ready(process: subprocess.Popen[bytes], url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            stderr = process.stderr.read().decode() if process.stderr else ""
-            pytest.fail(f"turnout serve exited with {process.returncode}: {stderr}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail("turnout serve never became ready")
+            ready_timeout=60,
+            stop_timeout=30,
+        ) as turnout:
+            yield upstream, turnout.url
 
 
 async def streamed(client: openai.AsyncOpenAI) -> str:
     stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
     parts = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
     return "".join(parts)
-
-
-def policy_series(url: str) -> dict[str, float]:
-    text = httpx.get(f"{url}/metrics", timeout=20).text
-    return {
-        f"{sample.name}{sorted(sample.labels.items())}": sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name in ("turnout_breaker_transitions_total", "turnout_attempts_total")
-    }
 
 
 async def test_two_thousand_streams_at_once_through_one_provider(

@@ -7,9 +7,6 @@ under `turnout serve` with granian and with uvicorn."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,9 +15,9 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
-import yaml
 
 from tests.fakes.anthropic_upstream import FakeAnthropicUpstream
+from tests.served import served_turnout
 from tests.turnout_server import RunningTurnout, simple_config
 
 StartTurnout = Callable[..., RunningTurnout]
@@ -78,42 +75,16 @@ def test_many_dropped_keys_are_counted_not_all_listed(
     assert reply.headers["x-turnout-dropped"].endswith(", +24 more")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(params=["granian", "uvicorn"])
 def served(
     request: pytest.FixtureRequest, claude: FakeAnthropicUpstream, tmp_path: Path
 ) -> Iterator[tuple[str, Path]]:
     """`turnout serve` under each ASGI server: its URL and the file its log goes to."""
-    path = tmp_path / "turnout.yaml"
-    path.write_text(yaml.safe_dump(config(claude), allow_unicode=True))
-    port = _free_port()
     log = tmp_path / "stderr.log"
-    command = [sys.executable, "-m", "router", "serve", "--config", str(path)]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [*command, "--port", str(port), "--server", request.param], stderr=sink
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, "turnout serve exited"
-            assert time.monotonic() < deadline, "turnout serve did not become ready"
-            time.sleep(0.1)
-        yield url, log
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+    with served_turnout(
+        tmp_path / "turnout.yaml", config(claude), server=request.param, log=log
+    ) as turnout:
+        yield turnout.url, log
 
 
 def _logged_statuses(log: Path) -> list[int]:

@@ -7,59 +7,34 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import httpx2
 import openai
 import pytest
 import yaml
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
+from tests.served import SERVE, free_port, served_turnout
 from tests.turnout_server import simple_config
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _command(config: dict[str, Any], tmp_path: Path, server: str) -> tuple[list[str], str]:
+def _command(config: dict[str, Any], tmp_path: Path, server: str) -> list[str]:
     path = tmp_path / "turnout.yaml"
     path.write_text(yaml.safe_dump(config))
-    port = _free_port()
-    command = [sys.executable, "-m", "router", "serve", "--config", str(path)]
-    return [*command, "--port", str(port), "--server", server], f"http://127.0.0.1:{port}"
+    return [*SERVE, "--config", str(path), "--port", str(free_port()), "--server", server]
 
 
 @contextmanager
 def _serve(config: dict[str, Any], tmp_path: Path) -> Iterator[str]:
     """`turnout serve` under granian, once /health/ready answers over HTTP/1.1 or HTTP/2."""
-    command, url = _command(config, tmp_path, "granian")
-    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     http2 = config["server"].get("http") == 2
-    try:
-        deadline = time.monotonic() + 30
-        with httpx.Client(http1=not http2, http2=http2, timeout=1) as probe:
-            while True:
-                try:
-                    if probe.get(f"{url}/health/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert process.poll() is None, "turnout serve exited"
-                assert time.monotonic() < deadline, "turnout serve did not become ready"
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+    path = tmp_path / "turnout.yaml"
+    with served_turnout(path, config, server="granian", http2=http2) as turnout:
+        yield turnout.url
 
 
 @contextmanager
@@ -121,7 +96,7 @@ def test_default_is_http1_only(upstream: FakeOpenAIUpstream, tmp_path: Path) -> 
 
 def test_uvicorn_refuses_http2(upstream: FakeOpenAIUpstream, tmp_path: Path) -> None:
     config = simple_config({"a": upstream.base_url}, server={"http": 2})
-    command, _ = _command(config, tmp_path, "uvicorn")
+    command = _command(config, tmp_path, "uvicorn")
     done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2
     assert "server.http: 2 needs --server granian" in done.stderr

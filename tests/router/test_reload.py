@@ -8,9 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,11 +24,11 @@ from router.app import create_app
 from router.reload import Reloader, install_sighup, remove_sighup
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Ok
 from tests.router.test_metrics import parse, value
+from tests.served import served_turnout
 from tests.turnout_server import RunningTurnout, simple_config
 
 MESSAGES: list[Any] = [{"role": "user", "content": "hello"}]
 Logs = list[dict[str, Any]]
-SERVE = [sys.executable, "-m", "router", "serve"]
 
 
 class ReloadingTurnout(RunningTurnout):
@@ -312,12 +309,6 @@ def test_in_flight_stream_finishes_on_the_old_config(
     assert reloaded["models_changed"] == ["m"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _recording(aclose: Callable[[], Any], times: list[float]) -> Callable[[], Any]:
     async def recorded() -> None:
         times.append(time.monotonic())
@@ -335,33 +326,17 @@ def test_real_server_reloads_on_sighup_and_on_change(
     metrics shows it was handled in place."""
     path = tmp_path / "turnout.yaml"
     write(path, with_models(upstream, "m"))
-    port = _free_port()
-    process = subprocess.Popen(
-        [*SERVE, "--config", str(path), "--port", str(port), "--server", server_name],
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+    with served_turnout(path, server=server_name) as turnout:
 
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/health/ready", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
+        def reloads(result: str) -> float:
+            samples = parse(httpx.get(f"{turnout.url}/metrics", timeout=5).text)
+            return value(samples, "turnout_config_reloads_total", result=result)
 
-    def reloads(result: str) -> float:
-        samples = parse(httpx.get(f"{url}/metrics", timeout=5).text)
-        return value(samples, "turnout_config_reloads_total", result=result)
-
-    try:
-        wait_for(ready, timeout=30)
-        process.send_signal(signal.SIGHUP)
+        turnout.process.send_signal(signal.SIGHUP)
         wait_for(lambda: reloads("unchanged") == 1)
-        assert process.poll() is None
+        assert turnout.process.poll() is None
 
         write(path, with_models(upstream, "m", "m2"))
         wait_for(lambda: reloads("ok") == 1)
-        models = httpx.get(f"{url}/v1/models", timeout=5).json()["data"]
+        models = httpx.get(f"{turnout.url}/v1/models", timeout=5).json()["data"]
         assert {m["id"] for m in models} == {"m", "m2"}
-    finally:
-        process.terminate()
-        process.wait(timeout=15)

@@ -4,56 +4,25 @@ only, so these pin the same behaviour under granian, the default)."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-import yaml
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Ok
+from tests.served import served_turnout
 from tests.turnout_server import simple_config
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(params=["granian", "uvicorn"])
 def served(
     request: pytest.FixtureRequest, upstream: FakeOpenAIUpstream, tmp_path: Path
 ) -> Iterator[str]:
-    config = tmp_path / "turnout.yaml"
-    config.write_text(yaml.safe_dump(simple_config({"a": upstream.base_url})))
-    port = _free_port()
-    command = [sys.executable, "-m", "router", "serve", "--config", str(config)]
-    process = subprocess.Popen(
-        [*command, "--port", str(port), "--server", request.param],
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, "turnout serve exited"
-            assert time.monotonic() < deadline, "turnout serve did not become ready"
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+    config = simple_config({"a": upstream.base_url})
+    with served_turnout(tmp_path / "turnout.yaml", config, server=request.param) as turnout:
+        yield turnout.url
 
 
 def test_answers_and_streams(served: str) -> None:

@@ -15,18 +15,18 @@ import asyncio
 import json
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Ok
+from tests.served import served_turnout
 from tests.turnout_server import simple_config
 
 OPEN_KEY = "sk-slow-test-open"
@@ -62,10 +62,16 @@ class Served:
         raise AssertionError(f"no request log line for {client_id}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@contextmanager
+def serving(
+    config: dict[str, Any], tmp: Path, server: str, upstream: FakeOpenAIUpstream
+) -> Iterator[Served]:
+    """`turnout serve` with `config` under `server`; its file and its log in `tmp`."""
+    log = tmp / "turnout.log"
+    with served_turnout(
+        tmp / "turnout.yaml", config, server=server, log=log, stdout=subprocess.DEVNULL
+    ) as turnout:
+        yield Served(turnout.url, turnout.port, server, log, upstream)
 
 
 @pytest.fixture(scope="module", params=["granian", "uvicorn"])
@@ -88,43 +94,8 @@ def served(
             # One failure would open it: a client going away must not count as one.
             breaker={"failures": 1, "cooldown": 600},
         )
-        (tmp / "turnout.yaml").write_text(yaml.safe_dump(config))
-        port = _free_port()
-        log = tmp / "turnout.log"
-        with log.open("wb") as sink:
-            command = [
-                sys.executable,
-                "-m",
-                "router",
-                "serve",
-                "--config",
-                str(tmp / "turnout.yaml"),
-            ]
-            process = subprocess.Popen(
-                [*command, "--port", str(port), "--server", request.param],
-                stderr=sink,
-                stdout=subprocess.DEVNULL,
-            )
-            url = f"http://127.0.0.1:{port}"
-            try:
-                _wait_ready(url, process)
-                yield Served(url, port, request.param, log, upstream)
-            finally:
-                process.terminate()
-                process.wait(timeout=15)
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, "turnout serve exited"
-        assert time.monotonic() < deadline, "turnout serve did not become ready"
-        time.sleep(0.1)
+        with serving(config, tmp, request.param, upstream) as served:
+            yield served
 
 
 def _head(key: str, length: int, request_id: str = "") -> bytes:

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import yaml
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Ok
-from tests.router.test_slow_clients import Served, _free_port, _wait_ready
+from tests.router.test_slow_clients import Served, serving
 from tests.turnout_server import simple_config
 
 TENANT_A, TENANT_B = "sk-stall-tenant-a", "sk-stall-tenant-b"
@@ -47,23 +44,8 @@ def served(
             timeouts={"connect": 2, "first_byte": 5, "stream_idle": 60, "total": 120},
             breaker={"failures": 1, "cooldown": 600},
         )
-        (tmp / "turnout.yaml").write_text(yaml.safe_dump(config))
-        port = _free_port()
-        log = tmp / "turnout.log"
-        command = [sys.executable, "-m", "router", "serve", "--config", str(tmp / "turnout.yaml")]
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                [*command, "--port", str(port), "--server", request.param],
-                stderr=sink,
-                stdout=subprocess.DEVNULL,
-            )
-            url = f"http://127.0.0.1:{port}"
-            try:
-                _wait_ready(url, process)
-                yield Served(url, port, request.param, log, upstream)
-            finally:
-                process.terminate()
-                process.wait(timeout=15)
+        with serving(config, tmp, request.param, upstream) as served:
+            yield served
 
 
 def _request(key: str, body: bytes, request_id: str, declared: int | None = None) -> bytes:
