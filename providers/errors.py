@@ -83,6 +83,12 @@ class UpstreamError(Exception):
         return cls(message, failure=Failure.PROTOCOL, status=502, type="upstream_protocol_error")
 
     @classmethod
+    def unavailable(cls, message: str) -> UpstreamError:
+        """A health check of a provider that is not up (not started, not loaded, stopped):
+        counted like a failed call, so an idle provider's breaker opens too."""
+        return cls(message, failure=Failure.CONNECT, status=503, type="service_unavailable")
+
+    @classmethod
     def own_limit(cls, message: str) -> UpstreamError:
         return cls(message, failure=Failure.OWN_LIMIT, status=503, type="service_unavailable")
 

@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 
 from providers.base import Provider
-from providers.errors import Failure, UpstreamError
+from providers.errors import UpstreamError
 from providers.http import (
     BodyTooLarge,
     compact,
@@ -86,12 +86,7 @@ class HTTPProvider(Provider):
         becomes `UpstreamError` through the adapter's parser, like a failed call's. Not
         started: unhealthy at once (a check does not wait for the start, as calls do)."""
         if self._session is None:
-            raise UpstreamError(
-                f"{self.name}: not started yet",
-                failure=Failure.CONNECT,
-                status=503,
-                type="service_unavailable",
-            )
+            raise UpstreamError.unavailable(f"{self.name}: not started yet")
         body = await self.get_json(self._check_url)
         if not isinstance(body, dict):
             raise UpstreamError.protocol(f"{self.name}: health check answer is not a JSON object")

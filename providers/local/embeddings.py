@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Protocol
 
 from providers.base import Provider
-from providers.errors import Failure, UpstreamError
+from providers.errors import UpstreamError
 from providers.local.bad_request import bad_request
 from providers.startup import StartGate
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
@@ -48,12 +48,7 @@ class LocalEmbedder(Provider):
     async def check(self) -> None:
         """Healthy once the model is loaded (and until the provider closes)."""
         if self._embedder is None:
-            raise UpstreamError(
-                f"{self.name}: the model is not loaded",
-                failure=Failure.CONNECT,
-                status=503,
-                type="service_unavailable",
-            )
+            raise UpstreamError.unavailable(f"{self.name}: the model is not loaded")
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
         # A request that arrives while the model loads waits for it (see providers.startup).

@@ -83,12 +83,7 @@ class LocalGenerator(Provider):
         """Healthy while the engine's decode thread runs; nothing goes over a network."""
         engine = self._engine
         if engine is None or not engine.running:
-            raise UpstreamError(
-                f"{self.name}: the model's engine is not running",
-                failure=Failure.CONNECT,
-                status=503,
-                type="service_unavailable",
-            )
+            raise UpstreamError.unavailable(f"{self.name}: the model's engine is not running")
 
     async def aclose(self) -> None:
         self._loaded.close()
