@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from policies.errors import ApiError
-from policies.limit_set import Reservation
+from policies.limit_set import Reservation, share_of
 from policies.state.base import Admission, Limit
 
 
@@ -65,8 +65,13 @@ def too_many(
     kind = refused.key.split(":")[0]
     scope = refused.key.split(":")[1]
     what = {"rpm": "requests per minute", "tpm": "tokens per minute", "budget": "token budget"}
-    if requested is not None and requested > refused.capacity:
-        return too_large(what.get(kind, kind), scope, refused.capacity, requested, reservation)
+    # A request held to a share of the limit never fits past that share: no wait would help.
+    usable, label = refused.capacity, what.get(kind, kind)
+    if reservation.share < 1.0:
+        usable = share_of(refused.capacity, reservation.share)
+        label += f" (this request's share of {refused.capacity})"
+    if requested is not None and requested > usable:
+        return too_large(label, scope, usable, requested, reservation)
     retry = max(1, math.ceil(state.retry_after_s))
     message = (
         f"Rate limit reached for {what.get(kind, kind)} on this {scope}: limit "

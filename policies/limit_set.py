@@ -1,9 +1,15 @@
 """The limits a request is held to and what it holds of them: the store's `Limit`s that a
 scope's `LimitSettings` define (rpm and tpm as token buckets over a minute, token budgets
-over calendar periods in UTC), and a request's `Reservation` against them."""
+over calendar periods in UTC), and a request's `Reservation` against them.
+
+A request may be held to a `share` of each limit (a batch line: live traffic keeps the
+rest): it is admitted only while `headroom` is left after its cost, so a live request,
+whose share is the whole limit, always finds that rest."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -23,6 +29,23 @@ class Reservation:
     reserved_tokens: int
     states: tuple[LimitState, ...]
     lease: SlotLease | None = None  # given back by `Limiter.release` when the request ends
+    share: float = 1.0  # of each limit this request may use; `cover` holds it to the same
+
+
+def share_of(capacity: int, share: float) -> int:
+    """What a `share` of `capacity` may use: at least 1, so a small share still moves.
+    The epsilon keeps a product a hair under a whole number on it: 0.29 * 100 is 28.99..."""
+    return min(capacity, max(1, math.floor(share * capacity + 1e-9)))
+
+
+def headroom(limits: Sequence[Limit], share: float) -> list[int] | None:
+    """What a request with `share` must leave of each limit (the store's `headroom`);
+    None for a whole share, so live requests take exactly the path they always took."""
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"a limit share must be in (0, 1], not {share}")
+    if share == 1.0:
+        return None
+    return [max(0, limit.capacity - share_of(limit.capacity, share)) for limit in limits]
 
 
 def scope_limits(scope: str, settings: LimitSettings, now: float) -> list[tuple[Limit, bool]]:

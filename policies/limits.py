@@ -26,6 +26,13 @@ budgets are fixed calendar periods in UTC. Over a limit: 429 in OpenAI's envelop
 a request larger than the limit itself gets OpenAI's "Request too large" 429 without
 `Retry-After`, since no wait would let it in.
 
+A request may be held to a `share` of every limit (`admit_request(..., share=0.5)`; a
+batch line, so that it only takes what live traffic leaves): it is admitted only while,
+after its cost, the rest of each limit (`limit_set.headroom`) is still left, and it may
+take a concurrency slot only while fewer than its share of the slots are held. Its
+`Reservation` keeps the share, so its tokens and `cover` are held to the same; its 429's
+`Retry-After` is when its cost and that rest would both fit.
+
 With the shared store unreachable, limits cannot be checked: `state.limits_when_unavailable`
 says whether to admit the request unchecked (`allow`, the default: no reservation, no
 headers) or to answer 503 `state_unavailable` with `Retry-After: 1` (`refuse`).
@@ -45,7 +52,7 @@ from policies.concurrency import DEFAULT_LEASE_S, SlotLease, slot_limits, too_ma
 from policies.deferred import Deferred
 from policies.errors import ApiError
 from policies.limit_responses import rate_limit_headers, too_many, unavailable
-from policies.limit_set import Reservation, scope_limits
+from policies.limit_set import Reservation, headroom, scope_limits
 from policies.state.base import Admission, Limit, StateStore, StateUnavailable
 from policies.teams import Caller
 from policies.token_estimate import estimate_tokens
@@ -86,9 +93,10 @@ class Limiter:
         on_refused: Callable[[str, str], None],
         *,
         prompt_reads: int = 1,
+        share: float = 1.0,
     ) -> Reservation | None:
         """Both steps at once, for a caller that has the body already."""
-        head = await self.admit_request(caller, on_refused)
+        head = await self.admit_request(caller, on_refused, share=share)
         try:
             return await self.admit_tokens(head, body, on_refused, prompt_reads=prompt_reads)
         except ApiError:
@@ -97,7 +105,7 @@ class Limiter:
             raise
 
     async def admit_request(
-        self, caller: Caller, on_refused: Callable[[str, str], None]
+        self, caller: Caller, on_refused: Callable[[str, str], None], *, share: float = 1.0
     ) -> Reservation | None:
         """From the headers alone, before the body is read: one request against every
         request limit, and every token limit checked for being overdrawn (nothing is
@@ -105,14 +113,15 @@ class Limiter:
         connection while it sends a body. None: no limits apply, or they could not be
         checked and the request is let through unchecked. Raises the 429 (or 503).
         Then a slot of every concurrency limit (policies/concurrency.py), held until
-        `release`; refused, the request is given back to the request limits."""
+        `release`; refused, the request is given back to the request limits. `share`:
+        of each limit this request may use, leaving the rest to others (module docstring)."""
         now = self._clock()
-        reservation = await self._admit_requests(caller, now, on_refused)
+        reservation = await self._admit_requests(caller, now, on_refused, share)
         slots = slot_limits(caller, self._slot_lease_s)
         if not slots:
             return reservation
         lease = SlotLease.new(slots)
-        admission = await self._take_slots(lease, now)
+        admission = await self._take_slots(lease, now, share)
         if admission is None:
             return reservation
         if not admission.allowed:
@@ -123,7 +132,7 @@ class Limiter:
                 await self._store.charge(counted, [-1] * len(counted), self._clock())
             on_refused(admission.refused_by.key.split(":")[1], "concurrency")
             raise too_many_in_flight(admission.refused_by, rate_limit_headers(reservation))
-        reservation = reservation or Reservation((), (), 0, ())
+        reservation = reservation or Reservation((), (), 0, (), share=share)
         reservation.lease = lease
         return reservation
 
@@ -137,27 +146,28 @@ class Limiter:
         # server's cancelled scope, where any await of a network round trip is cancelled too.
         await self._deferred.run(self._store.release_slots(lease.limits, lease.holder))
 
-    async def _take_slots(self, lease: SlotLease, now: float) -> Admission | None:
+    async def _take_slots(self, lease: SlotLease, now: float, share: float) -> Admission | None:
         """As `_take`, for slots: None when the store is unreachable and requests pass."""
+        kept = headroom(lease.limits, share)
         try:
-            return await self._store.acquire_slots(lease.limits, lease.holder, now)
+            return await self._store.acquire_slots(lease.limits, lease.holder, now, kept)
         except StateUnavailable:  # counted and logged by the store (fail_open.py)
             if self._refuse_when_unavailable:
                 raise unavailable() from None
             return None
 
     async def _admit_requests(
-        self, caller: Caller, now: float, on_refused: Callable[[str, str], None]
+        self, caller: Caller, now: float, on_refused: Callable[[str, str], None], share: float
     ) -> Reservation | None:
         pairs = self.limits_for(caller, now)
         if not pairs:
             return None
         limits = tuple(limit for limit, _ in pairs)
         is_tokens = tuple(t for _, t in pairs)
-        admission = await self._take(limits, [0 if t else 1 for t in is_tokens], now)
+        admission = await self._take(limits, [0 if t else 1 for t in is_tokens], now, share)
         if admission is None:
             return None
-        reservation = Reservation(limits, is_tokens, 0, admission.states)
+        reservation = Reservation(limits, is_tokens, 0, admission.states, share=share)
         if not admission.allowed:
             raise self._refused(admission, reservation, on_refused)
         return reservation
@@ -181,7 +191,8 @@ class Limiter:
         token_limits = tuple(
             lim for lim, t in zip(head.limits, head.token_limits, strict=True) if t
         )
-        admission = await self._take(token_limits, [extra] * len(token_limits), self._clock())
+        costs = [extra] * len(token_limits)
+        admission = await self._take(token_limits, costs, self._clock(), head.share)
         if admission is None:  # tokens unchecked; the request was admitted from the headers
             return head
         by_limit = {state.limit: state for state in admission.states}
@@ -191,6 +202,7 @@ class Limiter:
             head.reserved_tokens + extra,
             tuple(by_limit.get(state.limit, state) for state in head.states),
             head.lease,
+            head.share,
         )
         if not admission.allowed:
             requests = [lim for lim, t in zip(head.limits, head.token_limits, strict=True) if not t]
@@ -200,11 +212,12 @@ class Limiter:
         return reservation
 
     async def _take(
-        self, limits: tuple[Limit, ...], costs: list[int], now: float
+        self, limits: tuple[Limit, ...], costs: list[int], now: float, share: float
     ) -> Admission | None:
         """The store's admission; None when it is unreachable and requests are let through."""
+        kept = headroom(limits, share)
         try:
-            return await self._store.admit(limits, costs, now)
+            return await self._store.admit(limits, costs, now, kept)
         except StateUnavailable:  # counted and logged by the store (fail_open.py)
             if self._refuse_when_unavailable:
                 raise unavailable() from None
@@ -240,7 +253,9 @@ class Limiter:
             return
         extra = tokens - reservation.reserved_tokens
         limits = tuple(reservation.limits[i] for i in indices)
-        admission = await self._take(limits, [extra] * len(limits), self._clock())
+        admission = await self._take(
+            limits, [extra] * len(limits), self._clock(), reservation.share
+        )
         if admission is None:  # unchecked, as admission would have been
             return
         states = list(reservation.states)

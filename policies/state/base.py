@@ -88,9 +88,18 @@ class BreakerView:
 
 class StateStore(Protocol):
     # --- limits -----------------------------------------------------------------------
-    async def admit(self, limits: Sequence[Limit], costs: Sequence[int], now: float) -> Admission:
+    async def admit(
+        self,
+        limits: Sequence[Limit],
+        costs: Sequence[int],
+        now: float,
+        headroom: Sequence[int] | None = None,
+    ) -> Admission:
         """All or nothing: if every limit has room for its cost, take them all; otherwise
-        take none and say which limit refused first. Never over-admits under concurrency."""
+        take none and say which limit refused first. Never over-admits under concurrency.
+        `headroom` (one per limit; None: all 0): what must still be left after the cost,
+        kept for others (a batch line leaves it to live requests); a refused state's
+        `retry_after_s` is when cost and headroom would both fit."""
 
     async def charge(self, limits: Sequence[Limit], costs: Sequence[int], now: float) -> None:
         """Take (or, with a negative cost, give back) without checking: the true token
@@ -100,11 +109,18 @@ class StateStore(Protocol):
         """Each limit's state without changing it (for explain and headers)."""
 
     # --- requests in flight (CONCURRENCY limits) -----------------------------------------
-    async def acquire_slots(self, limits: Sequence[Limit], holder: str, now: float) -> Admission:
+    async def acquire_slots(
+        self,
+        limits: Sequence[Limit],
+        holder: str,
+        now: float,
+        headroom: Sequence[int] | None = None,
+    ) -> Admission:
         """All or nothing: a slot of each limit for `holder` (one request), held until
         `release_slots` or until its lease (`now + limit.period_s`) passes; leases that have
         passed are dropped first. A holder that holds a slot already has its lease renewed.
-        Each state's `remaining` is the slots left (0 and `retry_after_s` 1 when refused)."""
+        Each state's `remaining` is the slots left (`retry_after_s` 1 when refused).
+        `headroom` (one per limit; None: all 0): slots that must stay free after this one."""
 
     async def release_slots(self, limits: Sequence[Limit], holder: str) -> None:
         """Give back `holder`'s slots (one it does not hold: nothing happens)."""

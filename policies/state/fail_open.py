@@ -62,8 +62,14 @@ class FailOpenStore:
         self._warned = False  # a warning went out and no call has succeeded since
 
     # --- limits: the caller decides -----------------------------------------------------
-    async def admit(self, limits: Sequence[Limit], costs: Sequence[int], now: float) -> Admission:
-        return await self._raised("admit", self._store.admit(limits, costs, now))
+    async def admit(
+        self,
+        limits: Sequence[Limit],
+        costs: Sequence[int],
+        now: float,
+        headroom: Sequence[int] | None = None,
+    ) -> Admission:
+        return await self._raised("admit", self._store.admit(limits, costs, now, headroom))
 
     async def charge(self, limits: Sequence[Limit], costs: Sequence[int], now: float) -> None:
         await self._absorbed("charge", self._store.charge(limits, costs, now), None)
@@ -71,8 +77,15 @@ class FailOpenStore:
     async def peek(self, limits: Sequence[Limit], now: float) -> tuple[LimitState, ...]:
         return await self._raised("peek", self._store.peek(limits, now))
 
-    async def acquire_slots(self, limits: Sequence[Limit], holder: str, now: float) -> Admission:
-        return await self._raised("acquire_slots", self._store.acquire_slots(limits, holder, now))
+    async def acquire_slots(
+        self,
+        limits: Sequence[Limit],
+        holder: str,
+        now: float,
+        headroom: Sequence[int] | None = None,
+    ) -> Admission:
+        work = self._store.acquire_slots(limits, holder, now, headroom)
+        return await self._raised("acquire_slots", work)
 
     async def release_slots(self, limits: Sequence[Limit], holder: str) -> None:
         # Dropped: the slot's lease gives it back once the store is reachable again.

@@ -149,22 +149,30 @@ class MemoryStore:
         self._next_sweep = -math.inf
 
     # --- limits -----------------------------------------------------------------------
-    async def admit(self, limits: Sequence[Limit], costs: Sequence[int], now: float) -> Admission:
+    async def admit(
+        self,
+        limits: Sequence[Limit],
+        costs: Sequence[int],
+        now: float,
+        headroom: Sequence[int] | None = None,
+    ) -> Admission:
         pairs = list(zip(limits, costs, strict=True))
+        # What must fit: the cost and the headroom left for others above it.
+        needs = [c + h for c, h in zip(costs, headroom or [0] * len(pairs), strict=True)]
         self._sweep(now)
         rooms = [self._room(limit, now) for limit in limits]
         refused = next(
             (
                 limit
-                for (limit, cost), room in zip(pairs, rooms, strict=True)
-                if cost > room + _slack(limit)
+                for limit, need, room in zip(limits, needs, rooms, strict=True)
+                if need > room + _slack(limit)
             ),
             None,
         )
         if refused is not None:
             states = tuple(
-                limit_state(limit, room, now, cost)
-                for (limit, cost), room in zip(pairs, rooms, strict=True)
+                limit_state(limit, room, now, need)
+                for limit, need, room in zip(limits, needs, rooms, strict=True)
             )
             return Admission(False, states, refused)
         rooms = [
@@ -221,13 +229,20 @@ class MemoryStore:
             del self._budgets[budget]
 
     # --- requests in flight (CONCURRENCY limits) -----------------------------------------
-    async def acquire_slots(self, limits: Sequence[Limit], holder: str, now: float) -> Admission:
+    async def acquire_slots(
+        self,
+        limits: Sequence[Limit],
+        holder: str,
+        now: float,
+        headroom: Sequence[int] | None = None,
+    ) -> Admission:
         held = [self._live_slots(limit.key, now) for limit in limits]
+        kept = headroom or [0] * len(limits)
         refused = next(
             (
                 limit
-                for limit, slots in zip(limits, held, strict=True)
-                if holder not in slots and len(slots) >= limit.capacity
+                for limit, slots, free in zip(limits, held, kept, strict=True)
+                if holder not in slots and len(slots) + free >= limit.capacity
             ),
             None,
         )

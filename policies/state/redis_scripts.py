@@ -16,7 +16,8 @@ local function ttl_ms(seconds) return math.max(1000, math.ceil(seconds * 1000)) 
 """
 
 # KEYS: one per limit. ARGV: mode ('admit' | 'charge' | 'peek'), now, budget slack, then
-# five per limit: kind ('rate' | 'budget'), capacity, period_s, period_end, cost.
+# six per limit: kind ('rate' | 'budget'), capacity, period_s, period_end, cost, headroom
+# (what 'admit' must leave after the cost; 0 for any other mode).
 # Returns {refused (1-based index of the first limit without room, 0 if none), then three
 # per limit: remaining (integer), reset_s, retry_after_s (strings)}.
 LIMITS = (
@@ -25,10 +26,11 @@ LIMITS = (
 local mode, now, budget_slack = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local limits = {}
 for i, key in ipairs(KEYS) do
-  local a = 3 + (i - 1) * 5
+  local a = 3 + (i - 1) * 6
   local l = {key = key, kind = ARGV[a + 1], cap = tonumber(ARGV[a + 2]),
              period = tonumber(ARGV[a + 3]), period_end = tonumber(ARGV[a + 4]),
              cost = tonumber(ARGV[a + 5]), rate = 0}
+  l.need = l.cost + tonumber(ARGV[a + 6])
   if l.kind == 'budget' then
     l.room = l.cap - (tonumber(redis.call('GET', key)) or 0)
   else
@@ -60,7 +62,7 @@ end
 
 local function state(l, check_cost)
   local remaining = math.max(0, math.floor(l.room + l.slack))
-  local short = check_cost and l.cost > l.room + l.slack
+  local short = check_cost and l.need > l.room + l.slack
   local reset, retry = 0, 0
   if l.kind == 'budget' then
     reset = math.max(0, l.period_end - now)
@@ -69,7 +71,7 @@ local function state(l, check_cost)
     if l.rate > 0 then reset = math.max(0, (l.cap - l.room) / l.rate) end
     if short then
       if l.rate > 0 then
-        retry = math.max(0, (math.min(l.cost, l.cap) - l.room) / l.rate)
+        retry = math.max(0, (math.min(l.need, l.cap) - l.room) / l.rate)
       else
         retry = l.period
       end
@@ -81,7 +83,7 @@ end
 local refused = 0
 if mode == 'admit' then
   for i, l in ipairs(limits) do
-    if l.cost > l.room + l.slack then refused = i; break end
+    if l.need > l.room + l.slack then refused = i; break end
   end
 end
 if mode ~= 'peek' and refused == 0 then
@@ -255,10 +257,11 @@ redis.call('PEXPIRE', KEYS[1], ttl_ms(tonumber(ARGV[3])))
 )
 
 # KEYS: one sorted set per CONCURRENCY limit (members: holders, scores: lease ends).
-# ARGV: now, holder, then two per limit: capacity, lease_s. Leases that have passed are
-# dropped first (a replica that died holding slots); then, all or nothing, the holder takes
-# (or renews) one slot of each. Returns {refused (1-based, 0 if none), then the slots held
-# per limit after it}. The set expires with its longest lease.
+# ARGV: now, holder, then three per limit: capacity, lease_s, headroom (slots that must stay
+# free after this one). Leases that have passed are dropped first (a replica that died
+# holding slots); then, all or nothing, the holder takes (or renews) one slot of each.
+# Returns {refused (1-based, 0 if none), then the slots held per limit after it}. The set
+# expires with its longest lease.
 ACQUIRE_SLOTS = (
     _COMMON
     + """
@@ -267,14 +270,14 @@ local held, refused = {}, 0
 for i, key in ipairs(KEYS) do
   redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now))
   held[i] = redis.call('ZCARD', key)
-  local cap = tonumber(ARGV[1 + i * 2])
-  if refused == 0 and held[i] >= cap and not redis.call('ZSCORE', key, holder) then
+  local cap, headroom = tonumber(ARGV[i * 3]), tonumber(ARGV[2 + i * 3])
+  if refused == 0 and held[i] + headroom >= cap and not redis.call('ZSCORE', key, holder) then
     refused = i
   end
 end
 if refused == 0 then
   for i, key in ipairs(KEYS) do
-    local lease = tonumber(ARGV[2 + i * 2])
+    local lease = tonumber(ARGV[1 + i * 3])
     redis.call('ZADD', key, fmt(now + lease), holder)
     held[i] = redis.call('ZCARD', key)
     if redis.call('PTTL', key) < ttl_ms(lease) then redis.call('PEXPIRE', key, ttl_ms(lease)) end

@@ -95,8 +95,14 @@ class RedisStore:
         return cls(client, prefix=prefix)
 
     # --- limits -----------------------------------------------------------------------
-    async def admit(self, limits: Sequence[Limit], costs: Sequence[int], now: float) -> Admission:
-        refused, states = await self._run_limits("admit", limits, costs, now)
+    async def admit(
+        self,
+        limits: Sequence[Limit],
+        costs: Sequence[int],
+        now: float,
+        headroom: Sequence[int] | None = None,
+    ) -> Admission:
+        refused, states = await self._run_limits("admit", limits, costs, now, headroom)
         if refused:
             return Admission(False, states, limits[refused - 1])
         return Admission(True, states)
@@ -109,11 +115,17 @@ class RedisStore:
         return states
 
     async def _run_limits(
-        self, mode: str, limits: Sequence[Limit], costs: Sequence[int], now: float
+        self,
+        mode: str,
+        limits: Sequence[Limit],
+        costs: Sequence[int],
+        now: float,
+        headroom: Sequence[int] | None = None,
     ) -> tuple[int, tuple[LimitState, ...]]:
         args: list[_Arg] = [mode, now, BUDGET_SLACK_S]
-        for limit, cost in zip(limits, costs, strict=True):
-            args += [limit.kind.value, limit.capacity, limit.period_s, limit.period_end, cost]
+        kept = headroom or [0] * len(limits)
+        for limit, cost, free in zip(limits, costs, kept, strict=True):
+            args += [limit.kind.value, limit.capacity, limit.period_s, limit.period_end, cost, free]
         with _reachable():
             reply = await self._limits(keys=[self._limit_key(x) for x in limits], args=args)
         reply = _as_list(reply)
@@ -130,12 +142,18 @@ class RedisStore:
         return f"{self._prefix}rate:{limit.key}"
 
     # --- requests in flight (CONCURRENCY limits) -----------------------------------------
-    async def acquire_slots(self, limits: Sequence[Limit], holder: str, now: float) -> Admission:
+    async def acquire_slots(
+        self,
+        limits: Sequence[Limit],
+        holder: str,
+        now: float,
+        headroom: Sequence[int] | None = None,
+    ) -> Admission:
         if not limits:
             return Admission(True, ())
         args: list[_Arg] = [now, holder]
-        for limit in limits:
-            args += [limit.capacity, limit.period_s]
+        for limit, free in zip(limits, headroom or [0] * len(limits), strict=True):
+            args += [limit.capacity, limit.period_s, free]
         keys = [self._slots_key(limit) for limit in limits]
         with _reachable():
             reply = _as_list(await self._acquire_slots(keys=keys, args=args))
