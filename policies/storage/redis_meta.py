@@ -1,0 +1,357 @@
+"""`RedisMeta`: the `MetaStore` that several Turnout replicas share through one Redis, and
+through which they drain one batch together.
+
+Every read-then-write is one Lua script (`redis_meta_scripts.py`), so two replicas never
+claim one chunk at once nor record one line twice. Keys live under a prefix (default
+`turnout:`); a batch's keys share the hash tag `{batch:<id>}`, so each script on one batch's
+line state touches one slot. Records and indexes are not Cluster-safe yet: putting a record
+updates its owner's index (and the active set) in the same script. Unlike the state store's
+keys, nothing here has a TTL (a batch's records must outlive any quiet spell), except a
+named lease a dead replica never gave back; `drop_batch_lines` deletes a batch's line state.
+
+A line costs its output line, its custom_id twice (in the value, and in the custom_id ->
+line hash that keeps it unique) and a few bytes of framing, as a Redis hash holds only
+strings: the value is the ok flag (one digit), the custom_id's length, ':', the custom_id,
+then the output line.
+
+redis-py's errors stop here, as in `policies/state/redis_store.py`: an outage is raised as
+`StorageUnavailable`; anything else (a script error, a bad reply) is a bug and stays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from redis import exceptions
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from policies.storage import redis_meta_scripts as scripts
+from policies.storage.base import ACTIVE, BatchRecord, FileRecord, LineResult, StorageUnavailable
+
+# Each command waits at most this long for a connection, and again for its answer; longer
+# than the state store's, as a batch record (its chunk offsets) can be tens of kilobytes.
+DEFAULT_TIMEOUT_S = 2.0
+# A named lease's key outlives its lease by this long (server clock) before Redis drops it.
+LEASE_GRACE_S = 24 * 3600.0
+_Arg = str | int | float | bytes
+_OUTAGE = (
+    exceptions.ConnectionError,  # also: authentication, still loading, no free connection
+    exceptions.TimeoutError,
+    exceptions.ReadOnlyError,
+    exceptions.OutOfMemoryError,
+    exceptions.MasterDownError,
+)
+
+
+@contextmanager
+def _reachable() -> Iterator[None]:
+    """The one place redis-py's outage errors become Turnout's."""
+    try:
+        yield
+    except _OUTAGE as exc:
+        raise StorageUnavailable(f"redis: {exc or type(exc).__name__}") from exc
+
+
+def _member(created_at: int, record_id: str) -> str:
+    """An index member: sorts as (created_at, id) under ZRANGEBYLEX (times are >= 0)."""
+    return f"{created_at:012d}:{record_id}"
+
+
+class RedisMeta:
+    """Records and line state in Redis. Owns `client`: `aclose` closes it."""
+
+    def __init__(self, client: Redis, *, prefix: str = "turnout:") -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._put_file = client.register_script(scripts.PUT_FILE)
+        self._delete_file = client.register_script(scripts.DELETE_FILE)
+        self._list = client.register_script(scripts.LIST)
+        self._put_batch = client.register_script(scripts.PUT_BATCH)
+        self._update_batch = client.register_script(scripts.UPDATE_BATCH)
+        self._claim = client.register_script(scripts.CLAIM_CHUNK)
+        self._renew = client.register_script(scripts.RENEW_CHUNK)
+        self._finish = client.register_script(scripts.FINISH_CHUNK)
+        self._acquire = client.register_script(scripts.ACQUIRE)
+        self._release = client.register_script(scripts.RELEASE)
+        self._record = client.register_script(scripts.RECORD_LINE)
+        self._recorded = client.register_script(scripts.RECORDED_LINES)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, prefix: str = "turnout:", timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> RedisMeta:
+        """E.g. `redis://localhost:6379/0`; no connection is made until the first call.
+        Retried once, at once, only when a pooled connection broke, as `RedisStore`."""
+        client = Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1, supported_errors=(exceptions.ConnectionError,)),
+        )
+        return cls(client, prefix=prefix)
+
+    async def ping(self) -> None:
+        with _reachable():
+            await self._redis.ping()
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+    # --- keys ---------------------------------------------------------------------------
+    def _file_key(self, file_id: str) -> str:
+        return f"{self._prefix}file:{file_id}"
+
+    def _batch_key(self, batch_id: str, part: str = "") -> str:
+        return f"{self._prefix}{{batch:{batch_id}}}{part}"
+
+    @property
+    def _active_key(self) -> str:
+        return f"{self._prefix}active_batches"
+
+    # --- files --------------------------------------------------------------------------
+    async def put_file(self, record: FileRecord) -> None:
+        p = self._prefix
+        keys = [
+            self._file_key(record.id),
+            f"{p}files:{record.owner}",
+            f"{p}files_purpose:{record.purpose}:{record.owner}",
+            self._expiring_key,
+        ]
+        args: list[_Arg] = [
+            record.model_dump_json(),
+            record.owner,
+            _member(record.created_at, record.id),
+            record.purpose,
+            f"{p}files:",
+            f"{p}files_purpose:",
+            record.id,
+            "" if record.expires_at is None else record.expires_at,
+        ]
+        with _reachable():
+            await self._put_file(keys=keys, args=args)
+
+    async def get_file(self, file_id: str) -> FileRecord | None:
+        with _reachable():
+            raw = await self._redis.hget(self._file_key(file_id), "json")
+        return None if raw is None else FileRecord.model_validate_json(raw)
+
+    async def list_files(
+        self,
+        owner: str,
+        *,
+        purpose: str | None,
+        after: str | None,
+        limit: int,
+        order: Literal["asc", "desc"],
+    ) -> list[FileRecord]:
+        """An `after` that names no file of `owner` (e.g. one deleted since) gives an
+        empty page: its place in the order is unknown, and starting over would loop."""
+        p = self._prefix
+        index = f"{p}files:{owner}" if purpose is None else f"{p}files_purpose:{purpose}:{owner}"
+        cursor = None if after is None else self._file_key(after)
+        rows = await self._run_list(index, cursor, order, limit, owner, (f"{p}file:", ""))
+        return [FileRecord.model_validate_json(row) for row in rows]
+
+    async def delete_file(self, file_id: str) -> bool:
+        keys = [self._file_key(file_id), self._expiring_key]
+        args = [f"{self._prefix}files:", f"{self._prefix}files_purpose:", file_id]
+        with _reachable():
+            return bool(await self._delete_file(keys=keys, args=args))
+
+    async def expired_files(self, now: float, limit: int) -> list[FileRecord]:
+        with _reachable():
+            ids = await self._redis.zrangebyscore(self._expiring_key, "-inf", now, 0, limit)
+            if not ids:
+                return []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for file_id in ids:
+                    pipe.hget(self._file_key(_text(file_id)), "json")
+                raws = await pipe.execute()
+        return [FileRecord.model_validate_json(raw) for raw in raws if raw is not None]
+
+    @property
+    def _expiring_key(self) -> str:
+        return f"{self._prefix}files_expiring"
+
+    async def _run_list(
+        self,
+        index: str,
+        cursor: str | None,
+        order: str,
+        limit: int,
+        owner: str,
+        record_key: tuple[str, str],
+    ) -> list[bytes]:
+        keys = [index] if cursor is None else [index, cursor]
+        with _reachable():
+            reply = await self._list(keys=keys, args=[order, limit, owner, *record_key])
+        return _as_list(reply)
+
+    # --- batches ------------------------------------------------------------------------
+    async def put_batch(self, record: BatchRecord) -> None:
+        keys = [
+            self._batch_key(record.id),
+            f"{self._prefix}batches:{record.owner}",
+            self._active_key,
+        ]
+        args: list[_Arg] = [
+            record.model_dump_json(),
+            record.owner,
+            _member(record.created_at, record.id),
+            record.status,
+            int(record.status in ACTIVE),
+            record.created_at,
+            record.id,
+            f"{self._prefix}batches:",
+        ]
+        with _reachable():
+            await self._put_batch(keys=keys, args=args)
+
+    async def get_batch(self, batch_id: str) -> BatchRecord | None:
+        with _reachable():
+            raw = await self._redis.hget(self._batch_key(batch_id), "json")
+        return None if raw is None else BatchRecord.model_validate_json(raw)
+
+    async def list_batches(self, owner: str, *, after: str | None, limit: int) -> list[BatchRecord]:
+        """As `list_files`: an unknown `after` gives an empty page."""
+        index = f"{self._prefix}batches:{owner}"
+        cursor = None if after is None else self._batch_key(after)
+        record_key = (f"{self._prefix}{{batch:", "}")
+        rows = await self._run_list(index, cursor, "desc", limit, owner, record_key)
+        return [BatchRecord.model_validate_json(row) for row in rows]
+
+    async def update_batch(self, record: BatchRecord, expect: Sequence[str]) -> bool:
+        if not expect:
+            return False
+        keys = [self._batch_key(record.id), self._active_key]
+        args: list[_Arg] = [
+            record.model_dump_json(),
+            record.status,
+            int(record.status in ACTIVE),
+            record.id,
+            *expect,
+        ]
+        with _reachable():
+            return bool(await self._update_batch(keys=keys, args=args))
+
+    async def active_batches(self) -> list[str]:
+        with _reachable():
+            ids = await self._redis.zrange(self._active_key, 0, -1)
+        return [_text(i) for i in ids]
+
+    # --- leases -------------------------------------------------------------------------
+    def _chunk_keys(self, batch_id: str) -> list[str]:
+        """Lease ends (zset chunk -> time), holders (hash chunk -> holder), finished (set),
+        next never-claimed chunk (counter)."""
+        return [
+            self._batch_key(batch_id, f":{x}") for x in ("leases", "holders", "finished", "next")
+        ]
+
+    async def claim_chunk(
+        self, batch_id: str, chunks: int, holder: str, now: float, lease_s: float
+    ) -> int | None:
+        leases, holders, _, next_key = self._chunk_keys(batch_id)
+        args: list[_Arg] = [chunks, holder, now, lease_s]
+        with _reachable():
+            reply = await self._claim(keys=[leases, holders, next_key], args=args)
+        return None if reply is None else int(reply)
+
+    async def renew_chunk(
+        self, batch_id: str, chunk: int, holder: str, now: float, lease_s: float
+    ) -> bool:
+        """A lease that ran out is still renewed while nobody else has claimed the chunk."""
+        leases, holders, _, _ = self._chunk_keys(batch_id)
+        args: list[_Arg] = [chunk, holder, now, lease_s]
+        with _reachable():
+            return bool(await self._renew(keys=[leases, holders], args=args))
+
+    async def finish_chunk(self, batch_id: str, chunk: int, holder: str) -> None:
+        """Whoever says so: "finished" means every line is recorded, which is true whoever
+        recorded them. A chunk never claimed is left as it is (nothing of it ran)."""
+        with _reachable():
+            await self._finish(keys=self._chunk_keys(batch_id), args=[chunk])
+
+    async def chunks_finished(self, batch_id: str) -> int:
+        with _reachable():
+            return int(await self._redis.scard(self._batch_key(batch_id, ":finished")))
+
+    async def acquire(self, name: str, holder: str, now: float, lease_s: float) -> bool:
+        args: list[_Arg] = [holder, now, lease_s, LEASE_GRACE_S]
+        with _reachable():
+            return bool(await self._acquire(keys=[self._lease_key(name)], args=args))
+
+    async def release(self, name: str, holder: str) -> None:
+        with _reachable():
+            await self._release(keys=[self._lease_key(name)], args=[holder])
+
+    def _lease_key(self, name: str) -> str:
+        return f"{self._prefix}lease:{name}"
+
+    # --- line results -------------------------------------------------------------------
+    def _line_keys(self, batch_id: str) -> list[str]:
+        """Lines (hash line -> value), custom_ids (hash custom_id -> line), counts (hash)."""
+        return [self._batch_key(batch_id, f":{x}") for x in ("lines", "ids", "counts")]
+
+    async def record_line(self, batch_id: str, result: LineResult) -> bool:
+        custom_id = result.custom_id.encode()
+        value = b"%d%d:%b%b" % (result.ok, len(custom_id), custom_id, result.data)
+        counter = "completed" if result.ok else "failed"
+        args: list[_Arg] = [result.line, custom_id, counter, value]
+        with _reachable():
+            return bool(await self._record(keys=self._line_keys(batch_id), args=args))
+
+    async def recorded_lines(self, batch_id: str, start: int, stop: int) -> set[int]:
+        if stop <= start:
+            return set()
+        lines_key = self._line_keys(batch_id)[0]
+        with _reachable():
+            reply = await self._recorded(keys=[lines_key], args=[start, stop])
+        return {int(line) for line in _as_list(reply)}
+
+    async def line_counts(self, batch_id: str) -> tuple[int, int]:
+        counts_key = self._line_keys(batch_id)[2]
+        with _reachable():
+            completed, failed = await self._redis.hmget(counts_key, ["completed", "failed"])
+        return int(completed or 0), int(failed or 0)
+
+    async def line_results(self, batch_id: str, start: int, stop: int) -> list[LineResult]:
+        if stop <= start:
+            return []
+        lines = range(start, stop)
+        with _reachable():
+            values = await self._redis.hmget(self._line_keys(batch_id)[0], list(lines))
+        return [
+            _line(line, _bytes(v)) for line, v in zip(lines, values, strict=True) if v is not None
+        ]
+
+    async def drop_batch_lines(self, batch_id: str) -> None:
+        with _reachable():
+            await self._redis.delete(*self._chunk_keys(batch_id), *self._line_keys(batch_id))
+
+
+def _line(line: int, value: bytes) -> LineResult:
+    """Undo `record_line`'s framing: ok (one digit), len(custom_id), ':', custom_id, data."""
+    colon = value.index(b":")
+    size = int(value[1:colon])
+    custom_id = value[colon + 1 : colon + 1 + size].decode()
+    return LineResult(line, custom_id, value[:1] == b"1", value[colon + 1 + size :])
+
+
+def _text(value: Any) -> str:
+    """redis-py's replies are bytes, or str from a client made with decode_responses=True."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bytes(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _as_list(reply: Any) -> list[Any]:
+    """A script's reply is untyped; the scripts here that return arrays return them."""
+    if not isinstance(reply, list):
+        raise TypeError(f"unexpected reply from a Redis script: {reply!r}")
+    return reply
