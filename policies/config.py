@@ -20,6 +20,7 @@ from policies.policy_config import (
     check_key,
     configured_digest,
 )
+from policies.storage.settings import BatchSettings, StorageSettings
 from policies.translation import Mode
 from providers.capabilities import CapabilityOverrides
 from providers.emulation.fim import FimSetting
@@ -53,6 +54,9 @@ class ServerSettings(_Strict):
     # A response the client does not accept bytes of for this long is cut (a stalled
     # reader would otherwise hold its slot and its upstream stream for ever); read per request.
     send_timeout: float = Field(60.0, gt=0, description="Seconds one response write may wait")
+    # An upload (POST /v1/files) gets `body_timeout` plus one second per this many bytes
+    # received, so a large file may take its time while a trickle is still cut (408).
+    upload_min_rate: int = Field(65536, ge=1024, description="Bytes a second, on average")
     # HTTP versions granian accepts from clients: 1 (HTTP/1.1 only), 2 (cleartext HTTP/2
     # with prior knowledge only) or auto (either). HTTP/2 multiplexes a client's streams on
     # one connection (one descriptor per connection, not per stream), but granian starts
@@ -172,6 +176,8 @@ class TurnoutConfig(_Strict):
     state: StateSettings = Field(default_factory=StateSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     emulation: EmulationSettings = Field(default_factory=EmulationSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    batches: BatchSettings = Field(default_factory=BatchSettings)
 
     def total_for(self, model: str) -> float:
         """The deadline of a request for `model`: its own `timeouts.total`, else the top level's."""
@@ -202,9 +208,23 @@ class TurnoutConfig(_Strict):
                             f"models.{name}.{key}[{j}]: unknown model {target!r} "
                             f"(defined: {_names(self.models)})"
                         )
+        problems.extend(self._storage_problems())
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _storage_problems(self) -> list[str]:
+        """A shared Redis means several replicas: files kept on one replica's disk would be
+        missing on the others (and a batch's output lost with its replica), so that
+        combination is refused here, at start-up and on every reload alike."""
+        storage = self.storage
+        if self.state.redis_url is not None and storage.s3 is None and not storage.single_replica:
+            return [
+                "storage: with state.redis_url set, several replicas share batches, so file "
+                "bytes must be in a bucket every replica reads (storage.s3); a deployment of "
+                "one replica says so with storage.single_replica: true"
+            ]
+        return []
 
     def _team_problems(self) -> list[str]:
         problems: list[str] = []

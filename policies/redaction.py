@@ -193,6 +193,10 @@ def configured_secrets(config: TurnoutConfig) -> set[str]:
             found.update(settings.headers.values())
             found.update(url_credentials(settings.base_url))
     found.update(url_credentials(config.state.redis_url))
+    s3 = config.storage.s3
+    if s3 is not None:
+        found.update(v for v in (s3.key_id, s3.secret) if v)
+        found.update(url_credentials(s3.endpoint))
     keys = [k.key for k in config.keys] + [k for t in config.teams.values() for k in t.keys]
     found.update(k for k in keys if not k.startswith("sha256:"))
     return found
@@ -218,6 +222,8 @@ def configured_hosts(config: TurnoutConfig) -> set[str]:
     """The host names of the configured upstreams and state store."""
     urls = [s.base_url for s in config.providers.values() if isinstance(s, HTTPSettings)]
     urls.append(config.state.redis_url or "")
+    if config.storage.s3 is not None:
+        urls.append(config.storage.s3.endpoint or "")
     return {host for url in urls if (host := urlsplit(url).hostname)}
 
 

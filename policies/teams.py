@@ -45,6 +45,7 @@ class KeyTable:
                 d = configured_digest(key)
                 callers[d] = Caller(d.hex()[:12], None, team_name, False, team, team.key_limits)
         self._callers = callers
+        self._by_id = {caller.key_id: caller for caller in callers.values()}
 
     @property
     def open_access(self) -> bool:
@@ -52,3 +53,11 @@ class KeyTable:
 
     def lookup(self, key: str) -> Caller | None:
         return self._callers.get(digest(key))
+
+    def by_key_id(self, key_id: str) -> Caller | None:
+        """The caller a key id names, as configured now (work queued by a key, a batch,
+        runs as that key: with its team's rules and limits, or not at all once the key is
+        gone). Open access: the anonymous caller."""
+        if self.open_access:
+            return ANONYMOUS if key_id == ANONYMOUS.key_id else None
+        return self._by_id.get(key_id)

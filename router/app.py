@@ -6,17 +6,24 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import structlog
 from litestar import Litestar
 from litestar.datastructures import State
 
 from policies.config import TurnoutConfig
+from policies.storage.factory import open_storage
 from router import catalog, endpoints, explain, metrics
+from router.batches import endpoints as batches
+from router.batches.runner import BatchRunner
 from router.errors import EXCEPTION_HANDLERS
 from router.exposure import Listener, OpenAccessRefused
+from router.files import endpoints as files
 from router.gateway import Gateway
 from router.logging import LogScrubber
 from router.metrics import Metrics
 from router.reload import reloading
+
+log = structlog.get_logger("turnout.app")
 
 
 def create_app(
@@ -44,16 +51,34 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        runner: BatchRunner | None = None
         try:
             startup = gateway.begin_start()
+            storage = app.state.storage = await open_storage(config)
+            log.info("storage_opened", where=storage.describe())
+            runner = app.state.batch_runner = BatchRunner(
+                storage, lambda: app.state.gateway, observed
+            )
+            runner.start()
             async with reloading(app, config_path, observed, startup, listener):
                 yield
         finally:
+            if runner is not None:
+                await runner.aclose()
+            if app.state.get("storage") is not None:
+                await app.state.storage.aclose()
             # The gateway serving now; the reloader closed any it replaced.
             await app.state.gateway.aclose()
 
     return Litestar(
-        route_handlers=[*endpoints.ROUTES, *catalog.ROUTES, *metrics.ROUTES, *explain.ROUTES],
+        route_handlers=[
+            *endpoints.ROUTES,
+            *files.ROUTES,
+            *batches.ROUTES,
+            *catalog.ROUTES,
+            *metrics.ROUTES,
+            *explain.ROUTES,
+        ],
         lifespan=[lifespan],
         state=State(
             {"gateway": gateway, "metrics": observed, "clock": clock, "log_scrubber": log_scrubber}

@@ -12,6 +12,9 @@ An ASGI wrapper around the app, so it sees every request, routed or not:
 - A response that starts before the body was read to its end (a 401/429 decided from
   the headers, a 408, a 413) carries `connection: close`, so both servers close the
   connection instead of reading and discarding the rest of a slow body.
+- An upload (POST /v1/files, up to `storage.max_file_bytes`) has `body_timeout` plus one
+  second per `server.upload_min_rate` bytes received: a large file may take its time, a
+  trickle may not.
 - Requests in flight past `max_in_flight` are answered 503 in OpenAI's envelope, with
   `Retry-After: 1`, without reading their bodies. This guard does it under both servers,
   rather than their own limits (router/server.py says why). What it counts is requests
@@ -48,6 +51,8 @@ from policies.errors import ApiError
 from router.await_deadline import AwaitDeadline
 from router.errors import envelope
 
+UPLOAD_PATH = "/v1/files"
+
 log = structlog.get_logger("turnout.router")
 
 
@@ -67,6 +72,10 @@ class SendTimeout(Exception):
     """The client did not accept a response write within `server.send_timeout`."""
 
 
+def _default_upload_rate() -> float:
+    return 65536.0
+
+
 def _default_send_timeout() -> float:
     return 60.0
 
@@ -78,6 +87,9 @@ class ConnectionGuard:
     max_in_flight: int  # `server.max_connections`, as read at start-up
     max_per_key: int | None = None  # `server.max_connections_per_key` (resolved), at start-up
     send_timeout: Callable[[], float] = _default_send_timeout  # read per request
+    # An upload (POST /v1/files) may take longer than `body_timeout`, as long as it keeps
+    # coming at this many bytes a second on average (`server.upload_min_rate`).
+    upload_rate: Callable[[], float] = _default_upload_rate  # read per request
     _in_flight: int = field(default=0, init=False)
     _per_key: dict[bytes, int] = field(default_factory=dict, init=False)
 
@@ -100,6 +112,8 @@ class ConnectionGuard:
         try:
             exchange = _Exchange(scope, receive, send, self.body_timeout())
             exchange.send_timeout = self.send_timeout()
+            if scope["method"] == "POST" and scope["path"] == UPLOAD_PATH:
+                exchange.upload_rate = self.upload_rate()
             await exchange.run(self.app)
         finally:
             self._in_flight -= 1
@@ -122,6 +136,7 @@ class _Exchange:
         self._body_done = not _expects_body(scope)
         self._started = False
         self.send_timeout = 60.0
+        self.upload_rate: float | None = None  # an upload's deadline grows with its bytes
 
     async def run(self, app: ASGIApp) -> None:
         try:
@@ -141,7 +156,10 @@ class _Exchange:
     async def receive(self) -> ReceiveMessage:
         if self._body_done:
             return await self._receive()
-        self._body_deadline.begin(self._deadline)
+        deadline = self._deadline
+        if self.upload_rate is not None:
+            deadline += self._received / self.upload_rate
+        self._body_deadline.begin(deadline)
         try:
             message = await self._receive()
         except asyncio.CancelledError:

@@ -1,42 +1,29 @@
-"""The OpenAI inference endpoints. Handlers are thin: authenticate, validate, plan,
-hand to the dispatcher, frame the result."""
+"""The OpenAI inference endpoints: the OpenAI door over HTTP. Handlers are thin: they
+authenticate, read the body and hand it to the one pipeline (router/pipeline.py), then
+frame the result; a stream is relayed here."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import orjson
 from litestar import Request, Response, post
 
-from policies.cache import CacheChoice, ResponseCache
-from policies.call_cost import unsettled_tokens
 from policies.errors import ApiError
 from policies.fan_out_cost import prompt_reads
 from policies.limit_set import Reservation
 from policies.trace import Trace
 from providers.errors import UpstreamError
-from providers.types import Endpoint, JSONObject
-from router.accounting import (
-    ANSWERED_BY_MODEL,
-    CACHE,
-    CLAMPED,
-    DEPLOYMENT,
-    DROPPED,
-    EMULATED,
-    RequestRecord,
-)
+from providers.types import Endpoint
+from router.accounting import CACHE, RequestRecord
 from router.auth import authenticate
-from router.body import client_closed, read_json_object, validate
+from router.body import client_closed, read_json_object
 from router.closing_stream import ClosingStream
-from router.errors import from_api_error, from_upstream_error
-from router.fan_out_charge import admit_every_call
 from router.gateway import Gateway, PolicyObserver
-from router.routing_options import routing_choices
+from router.pipeline import PipelineRun, total_tokens, unsettled
 from router.schemas.chat import ChatCompletionRequest
-from router.schemas.common import OpenAIRequest, forwardable
+from router.schemas.common import OpenAIRequest
 from router.schemas.completions import CompletionRequest
 from router.schemas.embeddings import EmbeddingRequest
 from router.sse import estimated_usage, sse_frames, wants_usage
@@ -67,72 +54,39 @@ ROUTES = [completions, chat_completions, embeddings]
 async def _serve(
     request: AnyRequest, endpoint: Endpoint, schema: type[OpenAIRequest]
 ) -> Response[Any]:
+    """The OpenAI door over HTTP: authenticate, read the body, and hand both to the one
+    pipeline (router/pipeline.py); a stream is relayed here as it comes."""
     gateway: Gateway = request.app.state.gateway
-    record = RequestRecord.begin(
-        endpoint.value,
-        request.headers.get("x-request-id"),
-        gateway.new_request_id,
-        metrics=request.app.state.metrics,
-        in_flight=gateway,
-        redactor=gateway.redactor,
+    run = PipelineRun.begin(
+        gateway, _observer(request), endpoint, request.headers.get("x-request-id")
     )
-    reservation: Reservation | None = None
-    streaming = False  # once a stream is handed over, it gives back the slots at its end
     try:
-        caller = record.caller = authenticate(request, gateway)
-        # Counted from the headers, before any byte of the body: a refused key holds no
+        # Admitted from the headers, before any byte of the body: a refused key holds no
         # connection while it sends one.
-        reservation = await gateway.limiter.admit_request(caller, _observer(request).limit_rejected)
+        await run.admit(authenticate(request, gateway))
         body = await read_json_object(request, gateway.config.server.max_body_bytes)
-        record.model = body.get("model") if isinstance(body.get("model"), str) else None
-        parsed = validate(schema, body)
-        route = record.route = gateway.router.route(
-            caller, body, request.headers, routing_choices(parsed)
-        )
-        record.trace = trace = gateway.dispatcher.start_trace(route.plan)
-        forward = forwardable(body)
-        reservation = await admit_every_call(
-            gateway, reservation, record, endpoint, forward, _observer(request).limit_rejected
-        )
+        forward = await run.prepare(schema, body, request.headers)
         if body.get("stream") is True:
-            response = await _stream(request, gateway, record, endpoint, forward, reservation)
-            streaming = True
+            response = await _stream(request, gateway, run.record, endpoint, forward, run)
+            run.streaming = True
             return response
-        cached = _Cached.choose(request, gateway, record, endpoint, forward, body.get("cache"))
-        if cached is not None and (hit := await cached.lookup(record)) is not None:
-            await gateway.limiter.settle(reservation, 0)
-            record.emit(200, outcome="cache_hit")
-            return Response(hit, media_type="application/json", headers=record.headers())
-        answer = await _unless_disconnected(
-            request, gateway.dispatcher.complete(route.plan, endpoint, forward, trace)
+        content, headers = await run.answer(
+            forward, body.get("cache"), lambda work: _unless_disconnected(request, work)
         )
-    except ApiError as exc:  # 499: the client went away, which is no backend's failure
-        # Upstream calls already made were billed however the request ended.
-        await gateway.limiter.settle(reservation, 0, _unsettled(record.trace))
-        outcome = "client_closed" if exc.status == 499 else "rejected"
-        record.emit(exc.status, outcome=outcome, error=exc.code or exc.type)
-        return _with_headers(from_api_error(exc), record)
-    except UpstreamError as exc:
-        await gateway.limiter.settle(reservation, 0, _unsettled(record.trace))
-        # The client gets the masked error; the log also gets what the upstream said.
-        record.emit(exc.status, outcome="failed", error=exc.summary(), upstream=exc.detail)
-        return _with_headers(from_upstream_error(exc), record)
+    except (ApiError, UpstreamError) as exc:
+        failure = await run.fail(exc)
+        return Response(
+            failure.body,
+            status_code=failure.status,
+            media_type="application/json",
+            headers=failure.headers,
+        )
     except Exception as exc:  # a bug: outages of the shared store are met by failing open
-        record.emit(500, outcome="error", error=type(exc).__name__)
+        run.crashed(exc)
         raise  # router.errors answers the envelope and logs the traceback
     finally:
-        if not streaming:  # concurrency slots: this request is no longer in flight
-            await gateway.limiter.release(reservation)
-    result: JSONObject = answer.body
-    if trace.target is not None and "model" not in result:
-        result["model"] = trace.target.deployment.model
-    usage = result.get("usage")
-    await gateway.limiter.settle(reservation, total_tokens(usage), _unsettled(trace))
-    if cached is not None:
-        await cached.store(result, record)
-    headers = record.headers()  # before the log line: it records what the client gets
-    record.emit(200, usage=usage)
-    return Response(orjson.dumps(result), media_type="application/json", headers=headers)
+        await run.end()
+    return Response(content, media_type="application/json", headers=headers)
 
 
 async def _stream(
@@ -141,7 +95,7 @@ async def _stream(
     record: RequestRecord,
     endpoint: Endpoint,
     forward: dict[str, Any],
-    reservation: Reservation | None,
+    run: PipelineRun,
 ) -> Response[Any]:
     """Open the stream (failing over until a first chunk) and relay it; the limits are
     settled on its usage once it ends, however it ends."""
@@ -174,7 +128,7 @@ async def _stream(
             on_end,
             wants_usage(forward),
         ),
-        lambda: _settle_and_release(gateway, reservation, ended.get("usage"), trace),
+        lambda: _settle_and_release(gateway, run.reservation, ended.get("usage"), trace),
     )
     return ClosingStream(
         frames, media_type="text/event-stream", headers={**SSE_HEADERS, **record.headers()}
@@ -190,15 +144,10 @@ async def _settle_and_release(
     store's round trip is not cut off with it."""
     try:
         await asyncio.shield(
-            gateway.limiter.settle(reservation, total_tokens(usage), _unsettled(trace))
+            gateway.limiter.settle(reservation, total_tokens(usage), unsettled(trace))
         )
     finally:
         await gateway.limiter.release(reservation)
-
-
-def _unsettled(trace: Trace | None) -> int:
-    """Tokens of the request's upstream calls that its answer (if any) does not count."""
-    return 0 if trace is None else unsettled_tokens(trace.ledger)
 
 
 def _continued(trace: Trace) -> dict[str, Any]:
@@ -211,70 +160,9 @@ def _continued(trace: Trace) -> dict[str, Any]:
     return fields
 
 
-# The headers a cached answer replays: who answered it, and what was done to the request.
-_REPLAYED = (DEPLOYMENT, ANSWERED_BY_MODEL, EMULATED, DROPPED, CLAMPED)
-
-
-@dataclass(frozen=True, slots=True)
-class _Cached:
-    """One request's use of the response cache. The key is the normalized body and
-    everything routing decided for it (model, deployments, translation mode), scoped to
-    the team (a teamless key: to that key); an entry keeps the translation headers, so a
-    hit says what the original answer did."""
-
-    cache: ResponseCache
-    choice: CacheChoice
-    observer: PolicyObserver
-
-    @classmethod
-    def choose(
-        cls,
-        request: AnyRequest,
-        gateway: Gateway,
-        record: RequestRecord,
-        endpoint: Endpoint,
-        forward: dict[str, Any],
-        options: Any,
-    ) -> _Cached | None:
-        cache, route, caller = gateway.cache, record.route, record.caller
-        if cache is None or route is None or caller is None:
-            return None
-        plan = route.plan
-        decided = "|".join(
-            [endpoint.value, plan.model, plan.mode.value, *(t.label for t in plan.targets)]
-        )
-        scope = caller.team if caller.team is not None else f"key:{caller.key_id}"
-        return cls(cache, cache.choose(scope, decided, forward, options), _observer(request))
-
-    async def lookup(self, record: RequestRecord) -> bytes | None:
-        entry = await self.cache.get(self.choice)
-        self.observer.cache("miss" if entry is None else "hit")
-        record.extra_headers[CACHE] = "miss" if entry is None else "hit"
-        if entry is None:
-            return None
-        stored = orjson.loads(entry)
-        record.extra_headers.update(stored["headers"])
-        return orjson.dumps(stored["body"])
-
-    async def store(self, result: JSONObject, record: RequestRecord) -> None:
-        headers = {k: v for k, v in record.headers().items() if k in _REPLAYED}
-        await self.cache.put(self.choice, orjson.dumps({"headers": headers, "body": result}))
-
-
 def _observer(request: AnyRequest) -> PolicyObserver:
     metrics: PolicyObserver = request.app.state.metrics
     return metrics
-
-
-def total_tokens(usage: Any) -> int | None:
-    """Tokens a response used, from its `usage` (None when it reported none)."""
-    if not isinstance(usage, dict):
-        return None
-    total = usage.get("total_tokens")
-    if isinstance(total, int):
-        return total
-    parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
-    return sum(p for p in parts if isinstance(p, int)) if any(parts) else None
 
 
 async def _after(
@@ -320,9 +208,3 @@ async def _disconnected(request: AnyRequest) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
-
-
-def _with_headers(response: Response[Any], record: RequestRecord) -> Response[Any]:
-    for name, value in record.headers().items():
-        response.headers[name] = value
-    return response

@@ -53,12 +53,17 @@ def from_api_error(exc: ApiError) -> Response[bytes]:
 
 
 def from_upstream_error(exc: UpstreamError) -> Response[bytes]:
-    headers = {}
-    # HTTP defines Retry-After for both: a rate limit, and every deployment unavailable.
+    return error_response(
+        exc.status, exc.message, exc.type, exc.param, exc.code, upstream_headers(exc)
+    )
+
+
+def upstream_headers(exc: UpstreamError) -> dict[str, str]:
+    """HTTP defines Retry-After for both a rate limit and every deployment unavailable."""
     if exc.status in (429, 503) and exc.retry_after is not None:
         # Rounded up: a client told to come back too early would only be refused again.
-        headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
-    return error_response(exc.status, exc.message, exc.type, exc.param, exc.code, headers)
+        return {"retry-after": str(max(1, math.ceil(exc.retry_after)))}
+    return {}
 
 
 def stream_error_payload(exc: UpstreamError) -> dict[str, Any]:

@@ -150,6 +150,28 @@ class Metrics:
             "operation",
         )
 
+        self._batches = counter(
+            "batches", "Batches that reached a status here (each status once per batch).", "status"
+        )
+        self._batch_lines = counter(
+            "batch_lines", "Batch lines finished here, by outcome: ok, error or expired.", "outcome"
+        )
+        self._batch_in_flight = Gauge(
+            "turnout_batch_lines_in_flight",
+            "Batch lines running in this process now.",
+            registry=registry,
+        )
+
+    def batch_status(self, status: str) -> None:
+        """A batch entered `status` (validating, in_progress, completed, failed, ...)."""
+        self._batches(status).inc()
+
+    def batch_line(self, outcome: str) -> None:
+        self._batch_lines(outcome).inc()
+
+    def batch_lines_in_flight(self, change: int) -> None:
+        self._batch_in_flight.inc(change)
+
     def request_finished(
         self,
         *,

@@ -123,9 +123,17 @@ def guarded_app_from_environment() -> ConnectionGuard:
     def send_timeout() -> float:
         return float(app.state.gateway.config.server.send_timeout)
 
+    def upload_rate() -> float:
+        return float(app.state.gateway.config.server.upload_min_rate)
+
     server = app.state.gateway.config.server
     return ConnectionGuard(
-        app, body_timeout, server.max_connections, server.per_key_connections, send_timeout
+        app,
+        body_timeout,
+        server.max_connections,
+        server.per_key_connections,
+        send_timeout,
+        upload_rate,
     )
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -7,6 +9,11 @@ import pytest
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.turnout_server import RunningTurnout
+
+# Files and batches of the servers the tests start (in process or as `turnout serve`)
+# go to a directory of the test run, never the user's own data directory.
+_DATA = tempfile.TemporaryDirectory(prefix="turnout-test-data-")
+os.environ["TURNOUT_DATA_DIR"] = _DATA.name
 
 
 @pytest.fixture

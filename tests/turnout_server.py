@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,11 @@ class RunningTurnout:
     ) -> None:
         if isinstance(config, dict):
             config = TurnoutConfig.model_validate(config)
+        if "path" not in config.storage.model_fields_set:
+            # Each app its own files and batches: one app's runner never takes another's.
+            self._data = tempfile.TemporaryDirectory(prefix="turnout-data-")
+            storage = config.storage.model_copy(update={"path": self._data.name})
+            config = config.model_copy(update={"storage": storage})
         self.config = config
         self.app = create_app(config, clock=clock)
         self._server = uvicorn.Server(

@@ -1,0 +1,252 @@
+"""The batch runner: one per process, draining every active batch together with the
+runners of the other replicas (through the shared store's leases).
+
+Each look (every `batches.poll_s`, or at once when a batch is created or cancelled here):
+a `validating` batch is checked; an `in_progress` one is expired once its window ended,
+else this runner claims chunks of it while it has room (`batches.max_in_flight` lines in
+flight in this process, `batches.max_in_flight_per_batch` in one batch) and, once every
+chunk is finished, finalizes it; a `cancelling` one has its lines here cancelled and is
+finalized once nothing of it runs here (other replicas see the status at their next look).
+
+A chunk's lease is renewed while its lines run. A line is committed the moment it ends
+(first write wins), so after a crash the chunk is claimed again once its lease runs out,
+and only the lines that were in flight are run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from policies.storage.base import BatchRecord, LineResult, StorageUnavailable
+from policies.storage.factory import Storage
+from router.batches.input_file import split_lines
+from router.batches.lifecycle import Lifecycle, read_chunk
+from router.batches.line import LineRun, crashed_line
+from router.gateway import Gateway
+from router.metrics import Metrics
+
+log = structlog.get_logger("turnout.batches")
+SWEEP_S = 60.0  # how often expired files are deleted
+
+
+@dataclass(slots=True)
+class BatchRunner:
+    storage: Storage
+    gateway: Callable[[], Gateway]  # the one serving now: a reload replaces it
+    metrics: Metrics
+    holder: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    )
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _chunks: dict[str, set[asyncio.Task[None]]] = field(default_factory=dict)
+    _cancelled: set[str] = field(default_factory=set)
+    _lines: asyncio.Semaphore | None = None  # this process's lines in flight
+    _per_batch: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+    _swept: float = 0.0
+
+    def start(self) -> None:
+        self._lines = asyncio.Semaphore(self.gateway().config.batches.max_in_flight)
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def aclose(self) -> None:
+        """Stop: lines in flight are cancelled, not recorded; their chunks' leases run out
+        and they are run again (here after a restart, or by another replica)."""
+        tasks = [t for chunk in self._chunks.values() for t in chunk]
+        if self._task is not None:
+            tasks.append(self._task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cancelled(self, batch_id: str) -> None:
+        """The batch was cancelled here: no new line starts, those in flight are cancelled."""
+        self._cancelled.add(batch_id)
+        for task in self._chunks.get(batch_id, ()):
+            task.cancel()
+        self.wake()
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()  # a wake during the look below brings the next one at once
+            try:
+                await self.look()
+            except StorageUnavailable as exc:
+                log.warning("batch_storage_unavailable", error=str(exc))
+            except Exception as exc:  # a bug: logged, and the runner carries on
+                log.error("batch_runner_error", exc_info=exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.gateway().config.batches.poll_s)
+
+    async def look(self) -> None:
+        """One pass over the active batches."""
+        now = time.time()
+        if now - self._swept >= SWEEP_S:
+            self._swept = now
+            await self._sweep(now)
+        for batch_id in await self.storage.meta.active_batches():
+            batch = await self.storage.meta.get_batch(batch_id)
+            if batch is not None:
+                await self._attend(batch, time.time())
+
+    async def _attend(self, batch: BatchRecord, now: float) -> None:
+        meta, settings = self.storage.meta, self.gateway().config.batches
+        step = f"{batch.status}:{batch.id}"
+        if batch.status == "validating":
+            if await meta.acquire(step, self.holder, now, settings.lease_s):
+                await self._lifecycle().validate(batch)
+                await meta.release(step, self.holder)
+        elif batch.status == "in_progress" and now >= batch.expires_at:
+            self.cancelled(batch.id)  # nothing more starts here
+            if not self._chunks.get(batch.id) and await meta.acquire(
+                f"expire:{batch.id}", self.holder, now, settings.lease_s
+            ):
+                await self._lifecycle().expire(batch)
+        elif batch.status == "in_progress":
+            await self._claim(batch, now)
+        elif batch.status == "cancelling":
+            self.cancelled(batch.id)
+            settled = now - (batch.cancelling_at or 0) >= 2 * settings.poll_s
+            if (
+                settled
+                and not self._chunks.get(batch.id)
+                and await meta.acquire(step, self.holder, now, settings.lease_s)
+            ):
+                await self._lifecycle().finalize(batch, "cancelled", ["cancelling"])
+        elif batch.status == "finalizing" and await meta.acquire(
+            step, self.holder, now, settings.lease_s
+        ):
+            await self._lifecycle().finalize(batch, "completed", ["finalizing"])
+
+    async def _claim(self, batch: BatchRecord, now: float) -> None:
+        """Claim chunks while this process has room; finalize once all are finished."""
+        settings = self.gateway().config.batches
+        running = self._chunks.setdefault(batch.id, set())
+        per_batch = -(-settings.max_in_flight_per_batch // batch.chunk_lines)
+        overall = -(-settings.max_in_flight // batch.chunk_lines)
+        claimed: int | None = None
+        while len(running) < per_batch and self._running_chunks() < overall:
+            claimed = await self.storage.meta.claim_chunk(
+                batch.id, batch.chunks, self.holder, now, settings.lease_s
+            )
+            if claimed is None:
+                break
+            task = asyncio.get_running_loop().create_task(self._run_chunk(batch, claimed))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        if running or claimed is not None:
+            return
+        if await self.storage.meta.chunks_finished(batch.id) >= batch.chunks:
+            finalizing = batch.model_copy(
+                update={"status": "finalizing", "finalizing_at": int(time.time())}
+            )
+            if await self.storage.meta.update_batch(finalizing, ["in_progress"]):
+                self.metrics.batch_status("finalizing")
+                self.wake()
+
+    def _running_chunks(self) -> int:
+        return sum(len(tasks) for tasks in self._chunks.values())
+
+    async def _run_chunk(self, batch: BatchRecord, chunk: int) -> None:
+        meta = self.storage.meta
+        start = chunk * batch.chunk_lines
+        stop = min(start + batch.chunk_lines, batch.total)
+        renewal = asyncio.get_running_loop().create_task(self._renew(batch, chunk))
+        try:
+            done = await meta.recorded_lines(batch.id, start, stop)
+            raw = await read_chunk(self.storage, batch, chunk)
+            runner = LineRun(batch, self.gateway, self.metrics, time.time)
+            async with asyncio.TaskGroup() as group:
+                for line, item in enumerate(split_lines(raw), start):
+                    if line in done:
+                        continue
+                    if batch.id in self._cancelled or renewal.done():
+                        break  # cancelled, or the lease was lost to another runner
+                    await self._slot(batch)
+                    group.create_task(self._run_line(runner, batch, line, item))
+            if len(await meta.recorded_lines(batch.id, start, stop)) == stop - start:
+                await meta.finish_chunk(batch.id, chunk, self.holder)
+                self.wake()
+        except StorageUnavailable as exc:  # the lease runs out; the chunk is run again
+            log.warning("batch_chunk_interrupted", batch=batch.id, chunk=chunk, error=str(exc))
+        finally:
+            renewal.cancel()
+
+    async def _slot(self, batch: BatchRecord) -> None:
+        """Wait for room for one more line: in this process, and in this batch."""
+        assert self._lines is not None
+        per_batch = self._per_batch.get(batch.id)
+        if per_batch is None:
+            limit = self.gateway().config.batches.max_in_flight_per_batch
+            per_batch = self._per_batch[batch.id] = asyncio.Semaphore(limit)
+        await self._lines.acquire()
+        try:
+            await per_batch.acquire()
+        except BaseException:
+            self._lines.release()
+            raise
+
+    async def _run_line(self, runner: LineRun, batch: BatchRecord, line: int, raw: bytes) -> None:
+        assert self._lines is not None
+        self.metrics.batch_lines_in_flight(1)
+        try:
+            try:
+                result = await runner.run(line, raw)
+            except Exception as exc:  # a bug: logged, and the line answered as a 500
+                log.error("batch_line_error", batch=batch.id, line=line, exc_info=exc)
+                result = crashed_line(batch.id, line, raw)
+            await self.storage.meta.record_line(batch.id, result)
+            self.metrics.batch_line(_outcome(result))
+        finally:
+            self.metrics.batch_lines_in_flight(-1)
+            self._lines.release()
+            self._per_batch[batch.id].release()
+
+    async def _renew(self, batch: BatchRecord, chunk: int) -> None:
+        """Keep the chunk's lease while its lines run; return once it is lost."""
+        lease_s = self.gateway().config.batches.lease_s
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            try:
+                held = await self.storage.meta.renew_chunk(
+                    batch.id, chunk, self.holder, time.time(), lease_s
+                )
+            except StorageUnavailable:
+                continue  # the lease may outlive a short outage
+            if not held:
+                log.warning("batch_chunk_lease_lost", batch=batch.id, chunk=chunk)
+                return
+
+    async def _sweep(self, now: float) -> None:
+        """Delete files whose `expires_after` has passed."""
+        for record in await self.storage.meta.expired_files(now, 100):
+            await self.storage.blobs.delete(record.id)
+            await self.storage.meta.delete_file(record.id)
+
+    def _lifecycle(self) -> Lifecycle:
+        config = self.gateway().config
+        return Lifecycle(
+            self.storage,
+            self.holder,
+            config.batches,
+            config.server.max_body_bytes,
+            self.metrics.batch_status,
+        )
+
+
+def _outcome(result: LineResult) -> str:
+    if result.ok:
+        return "ok"
+    return "expired" if b'"batch_expired"' in result.data[:400] else "error"
