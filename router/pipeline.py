@@ -96,9 +96,7 @@ class PipelineRun:
         a door reads the body: a refused key holds no connection while it sends one)."""
         self.record.caller = caller
         self.reservation = await self.gateway.limiter.admit_request(
-            caller,
-            self.observer.limit_rejected,
-            **({"share": self.share} if self.share != 1.0 else {}),  # TEMP
+            caller, self.observer.limit_rejected, share=self.share
         )
 
     async def prepare(
@@ -111,9 +109,7 @@ class PipelineRun:
         record.model = body.get("model") if isinstance(body.get("model"), str) else None
         parsed = validate(schema, body)
         route = record.route = gateway.router.route(caller, body, headers, routing_choices(parsed))
-        record.trace = gateway.dispatcher.start_trace(
-            route.plan, **({"background": True} if self.background else {})
-        )  # TEMP
+        record.trace = gateway.dispatcher.start_trace(route.plan, background=self.background)
         forward = forwardable(body)
         self.reservation = await admit_every_call(
             gateway, self.reservation, record, self.endpoint, forward, self.observer.limit_rejected
