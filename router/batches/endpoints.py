@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from litestar import Request, Response, get, post
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 
 from policies.errors import ApiError
 from policies.storage.base import ACTIVE, BatchRecord
@@ -102,7 +102,7 @@ async def cancel_batch(request: AnyRequest, batch_id: FromPath[str]) -> Response
 
 @get("/v1/batches")
 async def list_batches(
-    request: AnyRequest, after: str | None = None, limit: int = 20
+    request: AnyRequest, after: FromQuery[str | None] = None, limit: FromQuery[int] = 20
 ) -> Response[Any]:
     async def answer(storage: Storage, caller: Caller) -> dict[str, Any]:
         if not 1 <= limit <= 100:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from litestar import Request, Response, delete, get, post
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
 from policies.errors import ApiError
@@ -68,10 +68,10 @@ async def upload_file(request: AnyRequest) -> Response[Any]:
 @get("/v1/files")
 async def list_files(
     request: AnyRequest,
-    purpose: str | None = None,
-    limit: int = 10000,
-    after: str | None = None,
-    order: Literal["asc", "desc"] = "desc",
+    purpose: FromQuery[str | None] = None,
+    limit: FromQuery[int] = 10000,
+    after: FromQuery[str | None] = None,
+    order: FromQuery[Literal["asc", "desc"]] = "desc",
 ) -> Response[Any]:
     async def answer(storage: Storage, caller: Caller) -> dict[str, Any]:
         if not 1 <= limit <= 10000:

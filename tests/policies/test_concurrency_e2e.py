@@ -179,8 +179,9 @@ def test_replicas_sharing_redis_share_one_count(
 ) -> None:
     state = {"redis_url": redis_url, "prefix": f"conc-{time.monotonic_ns()}:"}
     keys = [{"key": KEY, "limits": {"concurrency": 1}}]
-    first = turnout(config(upstream, keys=keys, state=state))
-    second = turnout(config(upstream, keys=keys, state=state))
+    one = {"single_replica": True}
+    first = turnout(config(upstream, keys=keys, state=state, storage=one))
+    second = turnout(config(upstream, keys=keys, state=state, storage=one))
 
     upstream.enqueue(StallMidStream(after_events=1, seconds=60))
     with held_stream(first, KEY):
@@ -196,7 +197,9 @@ def test_concurrency_with_the_store_down_follows_limits_when_unavailable(
     with socket_nobody_listens_on() as url:
         state = {"redis_url": url, "timeout": 0.2, "limits_when_unavailable": when}
         keys = [{"key": KEY, "limits": {"concurrency": 1}}]
-        server = RunningTurnout(config(upstream, keys=keys, state=state)).start(ready=False)
+        one = {"single_replica": True}
+        server = RunningTurnout(config(upstream, keys=keys, state=state, storage=one))
+        server.start(ready=False)
         try:
             answer = post(server, KEY)
         finally:

@@ -43,6 +43,7 @@ def config(**overrides: Any) -> TurnoutConfig:
         "keys": [{"key": "turnout-own-key"}, {"key": "sha256:" + "ab" * 32}],
         "teams": {"t": {"keys": ["team-key-xyz"]}},
         "state": {"redis_url": "redis://:redis-pass-9@cache.internal:6379/0"},
+        "storage": {"single_replica": True},
     }
     raw.update(overrides)
     return TurnoutConfig.model_validate(raw)

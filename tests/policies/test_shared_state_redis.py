@@ -106,6 +106,7 @@ def replicas(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             breaker={"failures": 2, "cooldown": 60},
             retry={"attempts": 1},
             state={"redis_url": redis_url, "prefix": f"test:{uuid.uuid4().hex}:"},
+            storage={"single_replica": True},
         )
         folder = tmp_path_factory.mktemp("replicas")
         path = folder / "turnout.yaml"
@@ -175,7 +176,12 @@ def test_two_apps_on_one_redis_share_the_response_cache(
     redis_url: str, turnout: StartTurnout, upstream: FakeOpenAIUpstream
 ) -> None:
     state = {"redis_url": redis_url, "prefix": f"test:{uuid.uuid4().hex}:"}
-    config = simple_config({"up": upstream.base_url}, cache={"ttl": 60}, state=state)
+    config = simple_config(
+        {"up": upstream.base_url},
+        cache={"ttl": 60},
+        state=state,
+        storage={"single_replica": True},
+    )
     first, second = turnout(config), turnout(config)
 
     def ask(server: RunningTurnout) -> Any:

@@ -58,6 +58,7 @@ def outage_config(
         retry={"attempts": 1},
         cache={"ttl": 60},
         state={"redis_url": redis.url, "timeout": 0.2, **state},
+        storage={"single_replica": True},
     )
 
 

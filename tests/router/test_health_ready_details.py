@@ -25,6 +25,7 @@ def dead_redis_config(keys: list[dict[str, Any]]) -> dict[str, Any]:
         {"up": "http://127.0.0.1:9/v1"},
         keys=keys,
         state={"redis_url": f"redis://127.0.0.1:{port}/0"},
+        storage={"single_replica": True},
     )
 
 
