@@ -30,6 +30,7 @@ from policies.translation import Mode, Refusal, Translation, declared_for, trans
 from policies.turn_attempts import TurnAttempts
 from policies.turn_calls import covered, metered_call
 from policies.walk_errors import breakers_open, exhausted, public_label, refused
+from providers.background import InBackground
 from providers.base import Provider
 from providers.call_ledger import Tally
 from providers.capabilities import Capabilities
@@ -95,9 +96,12 @@ class Dispatcher:
             self.open_stream, self._target_capabilities, health, self._redactor
         )
 
-    def start_trace(self, plan: DeploymentPlan) -> Trace:
+    def start_trace(self, plan: DeploymentPlan, *, background: bool = False) -> Trace:
+        """`background`: the request is a batch line; every upstream call it makes says so
+        (`ProviderRequest.background`), and a local sampler serves it after live requests."""
         deadline = asyncio.get_running_loop().time() + plan.deadline_s
-        return Trace(deadline=deadline, slots=asyncio.Semaphore(self._max_parallel))
+        slots = asyncio.Semaphore(self._max_parallel)
+        return Trace(deadline=deadline, slots=slots, background=background)
 
     async def complete(
         self, plan: DeploymentPlan, endpoint: Endpoint, body: Mapping[str, Any], trace: Trace
@@ -202,7 +206,10 @@ class Dispatcher:
             timeouts = plan.timeouts_for(target)
             if timeouts is not None:  # the model's own, on every call that reaches it
                 provider = Retimed(provider, timeouts)
-            request = ProviderRequest(endpoint, {**fit.body, "model": target.deployment.model})
+            if trace.background:  # on the calls emulations build from `request` too
+                provider = InBackground(provider)
+            body = {**fit.body, "model": target.deployment.model}
+            request = ProviderRequest(endpoint, body, background=trace.background)
             # Nothing between the breaker's leave and `_turns.run`, which owns a granted
             # probe from here: it is used, or given back.
             probe = False

@@ -46,6 +46,8 @@ class Trace:
     continuation: str | None = None
     continuable: bool = True  # False: no deployment of the plan could continue the stream
     continuation_note: str | None = None
+    # A batch line's request: its calls are background work (`ProviderRequest.background`).
+    background: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,9 @@ class ProviderRequest:
     # The deployment's model's own timeouts (`timeouts:` on a model), which HTTP adapters
     # apply over their provider's; None: the provider's.
     timeouts: TimeoutOverrides | None = None
+    # A batch line's call: a backend with a queue of its own (the local samplers) serves
+    # it after every live request waiting there.
+    background: bool = False
 
     @property
     def stream(self) -> bool:

@@ -7,6 +7,10 @@ slots of its other candidates (n, best_of), so a prompt is never computed twice;
 one batched decode step over every active candidate and hands each sampled token to the
 candidate's sink. Candidates finish on a sink's word (stop string, end-of-sequence), on
 `max_new_tokens`, or when their slot's context is full.
+
+Waiting jobs are admitted in order of arrival, except that background jobs (batch lines)
+queue behind every live one: a background job starts only while no live job waits, so
+batches yield to interactive traffic without ever preempting a job already decoding.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class Job:
     score_prompt: int | None = None  # top alternatives per prompt position, None: no scores
     on_prompt_scores: Callable[[PromptScores], None] | None = None
     on_error: Callable[[BaseException], None] | None = None
+    background: bool = False  # waits behind every live job (a batch line)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def cancel(self) -> None:
@@ -83,7 +88,8 @@ class Engine:
         self._runner = runner
         self._sampler = sampler
         self._name = name
-        self._waiting: deque[Job] = deque()
+        self._waiting: deque[Job] = deque()  # live jobs, in order of arrival
+        self._background: deque[Job] = deque()  # admitted only while no live job waits
         self._active: list[_Candidate] = []
         # A min-heap: the lowest free slots first, so a batch's slots tend to be contiguous
         # and the runner can take a view of its cache rows instead of gathering them.
@@ -103,7 +109,7 @@ class Engine:
     @property
     def queue_depth(self) -> int:
         """Jobs waiting for slots (for least-busy routing)."""
-        return len(self._waiting)
+        return len(self._waiting) + len(self._background)
 
     @property
     def in_flight(self) -> int:
@@ -117,7 +123,7 @@ class Engine:
                 f"({self._runner.max_slots})"
             )
         with self._wake:
-            self._waiting.append(job)
+            (self._background if job.background else self._waiting).append(job)
             self._wake.notify()
 
     def close(self) -> None:
@@ -129,7 +135,7 @@ class Engine:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._closing and not self._active and not self._waiting:
+                while not self._closing and not self._active and not self.queue_depth:
                     self._wake.wait()
                 if self._closing:
                     break
@@ -152,17 +158,21 @@ class Engine:
                 keep.append(candidate)
         self._active = keep
         with self._wake:
-            for job in [j for j in self._waiting if j.cancelled.is_set()]:
-                self._waiting.remove(job)
-                for sink in job.sinks:
-                    sink.on_finish("cancelled")
+            for queue in (self._waiting, self._background):
+                for job in [j for j in queue if j.cancelled.is_set()]:
+                    queue.remove(job)
+                    for sink in job.sinks:
+                        sink.on_finish("cancelled")
 
     def _admit(self) -> None:
         while True:
             with self._wake:
-                if not self._waiting or len(self._waiting[0].rows) > len(self._free):
+                # The head of the live queue, else of the background one; a head that does
+                # not fit waits for slots, and nothing behind it overtakes it.
+                queue = self._waiting or self._background
+                if not queue or len(queue[0].rows) > len(self._free):
                     return
-                job = self._waiting.popleft()
+                job = queue.popleft()
                 slots = [heapq.heappop(self._free) for _ in job.rows]
             try:
                 self._start(job, slots)
@@ -249,7 +259,8 @@ class Engine:
     def _fail_all(self, exc: BaseException) -> None:
         self._fail_active(exc)
         with self._wake:
-            waiting = list(self._waiting)
+            waiting = [*self._waiting, *self._background]
             self._waiting.clear()
+            self._background.clear()
         for job in waiting:
             self._fail(job, exc)

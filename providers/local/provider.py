@@ -160,7 +160,7 @@ class LocalGenerator(Provider):
         # Templating and tokenizing a prompt of megabytes take seconds: on a worker thread,
         # so that other requests' streams flow meanwhile.
         prompts = await asyncio.to_thread(_prepare_prompts, gen, adapter, model.runner.max_context)
-        return GenerationRun(engine, adapter, gen, prompts)
+        return GenerationRun(engine, adapter, gen, prompts, background=request.background)
 
 
 def _prepare_prompts(

@@ -30,6 +30,8 @@ class GenerationRun:
         adapter: TokenizerAdapter,
         request: GenerationRequest,
         prompts: list[PreparedPrompt],
+        *,
+        background: bool = False,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
@@ -57,6 +59,7 @@ class GenerationRun:
                     score_prompt=scores,
                     on_prompt_scores=partial(_share_scores, outputs, prompt),
                     on_error=lambda exc, emit=emit: emit(Failed(exc)),  # type: ignore[misc]
+                    background=background,
                 )
             )
         self._engine = engine

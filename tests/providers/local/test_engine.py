@@ -309,3 +309,27 @@ def test_close_fails_what_is_still_running(runner: TorchRunner) -> None:
     assert len(errors) == 1
     assert "shutting down" in str(errors[0])
     assert not sink.finished.is_set()
+
+
+def test_background_jobs_wait_behind_live_ones(engine: Engine) -> None:
+    """Batch lines yield: with slots short, every live job waiting starts before any
+    background job, whichever came first; each class keeps its order; and a background job
+    already decoding is not preempted."""
+    busy = [RecordingSink(f"busy{i}") for i in range(SLOTS)]
+    busy_job = make_job(busy, max_new_tokens=100, background=True)
+    engine.submit(busy_job)
+    wait_for(lambda: all(sink.tokens for sink in busy), "the background job to decode")
+    log: list[str] = []
+    jobs = {name: [RecordingSink(name, log) for _ in range(2)] for name in ("b1", "l1", "b2", "l2")}
+    for name, sinks in jobs.items():  # two slots each: one job at a time fits beside none
+        engine.submit(make_job(sinks, max_new_tokens=2, background=name.startswith("b")))
+    assert engine.queue_depth == 4
+    decoded = len(busy[0].tokens)
+    wait_for(lambda: len(busy[0].tokens) >= decoded + 3, "the background job to go on")
+    assert not log, "nothing waiting starts while every slot is busy"
+    busy_job.cancel()
+    assert all(sink.finished.wait(WAIT) for sinks in jobs.values() for sink in sinks)
+    started = [name for i, name in enumerate(log) if name not in log[:i]]
+    assert started == ["l1", "l2", "b1", "b2"]
+    assert log == [name for name in started for _ in range(4)]  # one after another
+    assert (engine.queue_depth, engine.in_flight) == (0, 0)
