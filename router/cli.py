@@ -1,5 +1,5 @@
-"""`turnout serve`, `turnout check-config` and `turnout explain`; `python -m router` is
-the same."""
+"""`turnout serve`, `turnout check-config`, `turnout explain` and `turnout batches`;
+`python -m router` is the same."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from policies.loading import DEFAULT_CONFIG, ConfigError, load_config
+from router.batches.cli import batches_command
 from router.explain_cli import explain_command
 from router.exposure import Listener, bind_address, open_access_refusal
 from router.server import SERVERS, run
@@ -20,6 +21,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check-config":
         return _check_config(Path(args.path))
+    if args.command == "batches":
+        if args.action == "show" and not args.id:
+            print("turnout batches show: give the batch's id", file=sys.stderr)
+            return 2
+        batch_id = args.id if args.action == "show" else None
+        return batches_command(args.config or DEFAULT_CONFIG, batch_id)
     if args.command == "explain":
         return explain_command(args.config or DEFAULT_CONFIG, Path(args.request), args.team)
     return _serve(args)
@@ -47,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("request", help="a JSON file: a request body, or an explain query")
     explain.add_argument("--config", type=Path, default=None, help=f"default: {DEFAULT_CONFIG}")
     explain.add_argument("--team", default=None, help="explain as this team would be routed")
+    batches = commands.add_parser("batches", help="the batches in the configured storage")
+    batches.add_argument("action", choices=["list", "show"])
+    batches.add_argument("id", nargs="?", help="show: the batch's id")
+    batches.add_argument("--config", type=Path, default=None, help=f"default: {DEFAULT_CONFIG}")
     return parser
 
 
