@@ -25,6 +25,7 @@ from watchfiles import Change, awatch
 
 from policies.config import ServerSettings, TurnoutConfig
 from policies.loading import ConfigError, load_config
+from policies.storage.factory import shared
 from providers.base import Provider
 from router.exposure import Listener
 from router.gateway import Gateway
@@ -252,12 +253,19 @@ def changes(old: Gateway, new: Gateway) -> dict[str, list[str]]:
 
 
 def needs_restart(before: TurnoutConfig, after: TurnoutConfig) -> list[str]:
-    """The changed settings a reload cannot apply (the server reads them once, at start)."""
-    return [
+    """The changed settings a reload cannot apply (the server reads them once, at start;
+    files and batches stay in the storage opened at start, and the batch runner keeps
+    the number of lines it runs at once)."""
+    waiting = [
         f"server.{name}"
         for name in ServerSettings.RESTART_ONLY
         if getattr(before.server, name) != getattr(after.server, name)
     ]
+    if before.storage != after.storage or shared(before) != shared(after):
+        waiting.append("storage")
+    if before.batches.max_in_flight != after.batches.max_in_flight:
+        waiting.append("batches.max_in_flight")
+    return waiting
 
 
 def _changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:

@@ -47,13 +47,13 @@ class Storage:
 
 async def open_storage(config: TurnoutConfig) -> Storage:
     settings = config.storage
-    shared = config.state.redis_url is not None and not settings.single_replica
+    is_shared = shared(config)
     directory = settings.directory()
     blobs: BlobStore = (
         S3Blobs.from_settings(settings.s3) if settings.s3 is not None else LocalBlobs(directory)
     )
     meta: MetaStore
-    if shared:
+    if is_shared:
         assert config.state.redis_url is not None
         meta = RedisMeta.from_url(
             config.state.redis_url,
@@ -63,4 +63,9 @@ async def open_storage(config: TurnoutConfig) -> Storage:
     else:
         directory.mkdir(parents=True, exist_ok=True)
         meta = await SqliteMeta.open(directory / DATABASE)
-    return Storage(blobs, meta, settings, shared)
+    return Storage(blobs, meta, settings, is_shared)
+
+
+def shared(config: TurnoutConfig) -> bool:
+    """Whether files and batches are kept in the shared Redis, for several replicas."""
+    return config.state.redis_url is not None and not config.storage.single_replica

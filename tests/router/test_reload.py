@@ -36,7 +36,9 @@ class ReloadingTurnout(RunningTurnout):
 
     def __init__(self, path: Path) -> None:
         super().__init__(load_config(path))
-        self.app = create_app(self.config, config_path=path)
+        # The file's own config (storage in the test run's data directory): a reload
+        # compares against it.
+        self.app = create_app(load_config(path), config_path=path)
         self._server.config.app = self.app
 
     @property

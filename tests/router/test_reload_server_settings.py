@@ -64,3 +64,26 @@ def test_live_server_settings_reload_without_a_warning(
     assert reloaded["sections_changed"] == ["server"]
     assert server.app.state.gateway.config.server.send_timeout == 7
     assert not events(logs, "config_reload_needs_restart")
+
+
+def test_storage_changes_wait_for_a_restart(
+    tmp_path: Path,
+    upstream: FakeOpenAIUpstream,
+    serve: Callable[[Path], ReloadingTurnout],
+    logs: Logs,
+) -> None:
+    """Files and batches stay where they were opened: a reload that moves them says so."""
+    path = tmp_path / "turnout.yaml"
+    first = {**with_models(upstream, "m"), "storage": {"path": str(tmp_path / "one")}}
+    write(path, first)
+    server = serve(path)
+    opened = server.app.state.storage
+
+    moved = {**with_models(upstream, "m", "m2"), "storage": {"path": str(tmp_path / "two")}}
+    moved["batches"] = {"max_in_flight": 4}
+    write(path, moved)
+    wait_for(lambda: "m2" in model_ids(server))
+
+    [warning] = wait_for(lambda: events(logs, "config_reload_needs_restart"))
+    assert warning["keys"] == ["storage", "batches.max_in_flight"]
+    assert server.app.state.storage is opened
