@@ -96,10 +96,19 @@ class BatchRunner:
         if now - self._swept >= SWEEP_S:
             self._swept = now
             await self._sweep(now)
-        for batch_id in await self.storage.meta.active_batches():
+        active = await self.storage.meta.active_batches()
+        self._forget(set(active))
+        for batch_id in active:
             batch = await self.storage.meta.get_batch(batch_id)
             if batch is not None:
                 await self._attend(batch, time.time())
+
+    def _forget(self, active: set[str]) -> None:
+        """Drop what this runner kept of batches that are over."""
+        for kept in (self._chunks, self._per_batch):
+            for batch_id in [b for b in kept if b not in active and not self._chunks.get(b)]:
+                del kept[batch_id]
+        self._cancelled &= active
 
     async def _attend(self, batch: BatchRecord, now: float) -> None:
         meta, settings = self.storage.meta, self.gateway().config.batches
@@ -134,8 +143,10 @@ class BatchRunner:
         """Claim chunks while this process has room; finalize once all are finished."""
         settings = self.gateway().config.batches
         running = self._chunks.setdefault(batch.id, set())
-        per_batch = -(-settings.max_in_flight_per_batch // batch.chunk_lines)
-        overall = -(-settings.max_in_flight // batch.chunk_lines)
+        # One chunk more than the lines allowed in flight fill: its lines start as the
+        # previous chunk's last ones finish, instead of after all of them.
+        per_batch = -(-settings.max_in_flight_per_batch // batch.chunk_lines) + 1
+        overall = -(-settings.max_in_flight // batch.chunk_lines) + 1
         claimed: int | None = None
         while len(running) < per_batch and self._running_chunks() < overall:
             claimed = await self.storage.meta.claim_chunk(
