@@ -107,6 +107,9 @@ class BatchRecord(BaseModel):
     error_file_id: str | None = None
     errors: list[dict[str, Any]] | None = None  # validation errors: {code, message, param, line}
     metadata: dict[str, str] | None = None
+    model: str | None = None  # the first line's `model`, once validated
+    usage: dict[str, Any] | None = None  # the answered lines' tokens, once finalized
+    output_expires_after: int | None = None  # seconds; None: `batches.output_expires_after`
     total: int = 0  # lines, once validated
     completed: int = 0  # lines answered, as last counted (the store's counts are the truth)
     failed: int = 0
@@ -121,6 +124,7 @@ class BatchRecord(BaseModel):
 
     def public(self) -> dict[str, Any]:
         """The Batch object a client sees."""
+        known = {"model": self.model, "usage": self.usage}  # strings and objects: never null
         return {
             "id": self.id,
             "object": "batch",
@@ -146,6 +150,7 @@ class BatchRecord(BaseModel):
                 "failed": self.failed,
             },
             "metadata": self.metadata,
+            **{name: value for name, value in known.items() if value is not None},
         }
 
 

@@ -35,7 +35,7 @@ async def create_batch(request: AnyRequest) -> Response[Any]:
         limit = request.app.state.gateway.config.server.max_body_bytes
         body = await read_json_object(request, limit)
         endpoint, window, metadata = _checked(body)
-        source = await owned_file(storage, caller, str(body["input_file_id"]))
+        source = await owned_file(storage, caller, str(body["input_file_id"]), "input_file_id")
         if source.purpose != "batch":
             raise ApiError(
                 f"File {source.id} has purpose {source.purpose!r}; a batch needs one of "
@@ -55,8 +55,10 @@ async def create_batch(request: AnyRequest) -> Response[Any]:
             expires_at=now + WINDOW_S[window],
             metadata=metadata,
             chunk_lines=config.batches.chunk_lines,
+            output_expires_after=_output_expiry(body.get("output_expires_after")),
         )
         await storage.meta.put_batch(record)
+        request.app.state.metrics.batch_status("validating")
         _wake_runner(request)
         return record.public()
 
@@ -91,6 +93,7 @@ async def cancel_batch(request: AnyRequest, batch_id: FromPath[str]) -> Response
                 update={"status": "cancelling", "cancelling_at": int(time.time())}
             )
             if await storage.meta.update_batch(cancelling, [record.status]):
+                request.app.state.metrics.batch_status("cancelling")
                 runner = request.app.state.get("batch_runner")
                 if runner is not None:
                     runner.cancelled(batch_id)
@@ -162,11 +165,29 @@ def _checked(body: dict[str, Any]) -> tuple[str, str, dict[str, str] | None]:
                     f"strings of at most {METADATA_VALUE}.",
                     param=f"metadata.{key[:METADATA_KEY]}",
                 )
-    unknown = set(body) - {"input_file_id", "endpoint", "completion_window", "metadata"}
+    known = {"input_file_id", "endpoint", "completion_window", "metadata", "output_expires_after"}
+    unknown = set(body) - known
     if unknown:
         name = sorted(unknown)[0]
         raise ApiError(f"Unrecognized request argument supplied: {name}", param=name)
     return endpoint, window, metadata
+
+
+def _output_expiry(value: Any) -> int | None:
+    """`output_expires_after: {anchor: created_at, seconds}`: when the output and error
+    files expire, counted from their creation."""
+    if value is None:
+        return None
+    param = "output_expires_after"
+    if not isinstance(value, dict) or value.get("anchor") != "created_at":
+        raise ApiError("`output_expires_after.anchor` must be created_at.", param=f"{param}.anchor")
+    seconds = value.get("seconds")
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or not 3600 <= seconds <= 2592000:
+        raise ApiError(
+            "`output_expires_after.seconds` must be between 3600 and 2592000.",
+            param=f"{param}.seconds",
+        )
+    return seconds
 
 
 def _wake_runner(request: AnyRequest) -> None:

@@ -50,6 +50,7 @@ class InputCheck:
     max_line_bytes: int
     chunk_lines: int = 16
     endpoint: str | None = None  # the batch's: every line must use it (None: the first's)
+    model: str | None = None  # the first line's
     lines: int = 0
     problems: list[LineProblem] = field(default_factory=list)
     chunk_offsets: list[int] = field(default_factory=list)
@@ -134,6 +135,8 @@ class InputCheck:
         body = item.get("body")
         if not isinstance(body, dict):
             return "missing_required_parameter", "`body` must be a JSON object.", "body"
+        if self.model is None and isinstance(body.get("model"), str):
+            self.model = body["model"]
         if body.get("stream") not in (None, False):
             return "invalid_parameter", "Batch requests cannot stream.", "body.stream"
         extra = set(item) - {"custom_id", "method", "url", "body"}

@@ -23,6 +23,7 @@ from policies.storage.factory import Storage
 from policies.storage.settings import BatchSettings
 from router.batches.input_file import InputCheck, split_lines
 from router.batches.line import expired_line
+from router.batches.usage import BatchUsage
 
 log = structlog.get_logger("turnout.batches")
 READ_LINES = 512  # line results read from the store at a time while writing the files
@@ -75,6 +76,7 @@ class Lifecycle:
             in_progress_at=_now(),
             total=check.lines,
             chunk_offsets=check.chunk_offsets,
+            model=check.model,
         )
 
     async def _fail(self, batch: BatchRecord, errors: list[dict[str, object]]) -> None:
@@ -101,7 +103,8 @@ class Lifecycle:
         """Write the output and error files from the recorded lines, then the final status;
         the line state is dropped last, once the files are safely referenced."""
         completed, failed = await self.storage.meta.line_counts(batch.id)
-        output = await self._write(batch, True, "output") if completed else None
+        usage = BatchUsage()
+        output = await self._write(batch, True, "output", usage) if completed else None
         errors = await self._write(batch, False, "error") if failed else None
         stamp = {"completed": "completed_at", "cancelled": "cancelled_at", "expired": "expired_at"}
         moved = await self._move(
@@ -112,6 +115,7 @@ class Lifecycle:
             failed=failed,
             output_file_id=output,
             error_file_id=errors,
+            usage=usage.public(),
             **{stamp[final]: _now()},
         )
         if moved:
@@ -120,9 +124,12 @@ class Lifecycle:
                 "batch_finished", batch=batch.id, status=final, completed=completed, failed=failed
             )
 
-    async def _write(self, batch: BatchRecord, ok: bool, kind: str) -> str:
+    async def _write(
+        self, batch: BatchRecord, ok: bool, kind: str, usage: BatchUsage | None = None
+    ) -> str:
         file_id = _derived_id(batch.id, kind)
-        size = await self.storage.blobs.put(file_id, self._lines(batch, ok), UNLIMITED)
+        lines = self._lines(batch, ok, usage)
+        size = await self.storage.blobs.put(file_id, lines, UNLIMITED)
         now = _now()
         await self.storage.meta.put_file(
             FileRecord(
@@ -132,16 +139,23 @@ class Lifecycle:
                 created_at=now,
                 filename=f"{batch.id}_{kind}.jsonl",
                 purpose="batch_output",
-                expires_at=now + self.settings.output_expires_after,
+                expires_at=now + (batch.output_expires_after or self.settings.output_expires_after),
             )
         )
         return file_id
 
-    async def _lines(self, batch: BatchRecord, ok: bool) -> AsyncIterator[bytes]:
+    async def _lines(
+        self, batch: BatchRecord, ok: bool, usage: BatchUsage | None
+    ) -> AsyncIterator[bytes]:
         for start in range(0, batch.total, READ_LINES):
             stop = min(start + READ_LINES, batch.total)
-            results = await self.storage.meta.line_results(batch.id, start, stop)
-            block = b"".join(r.data + b"\n" for r in results if r.ok is ok)
+            results = [
+                r for r in await self.storage.meta.line_results(batch.id, start, stop) if r.ok is ok
+            ]
+            if usage is not None:
+                for result in results:
+                    usage.add(result.data)
+            block = b"".join(r.data + b"\n" for r in results)
             if block:
                 yield block
 
