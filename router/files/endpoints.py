@@ -105,6 +105,16 @@ async def retrieve_file(request: AnyRequest, file_id: FromPath[str]) -> Response
 async def delete_file(request: AnyRequest, file_id: FromPath[str]) -> Response[Any]:
     async def answer(storage: Storage, caller: Caller) -> dict[str, Any]:
         record = await owned_file(storage, caller, file_id)
+        user = await _running_batch_of(storage, record.id)
+        if user is not None:
+            # Its runners read the input chunk by chunk until the batch ends: without it
+            # they could neither run nor expire the rest of the batch.
+            raise ApiError(
+                f"File {record.id} is the input of batch {user}, which has not ended; "
+                "cancel the batch or wait for it to end.",
+                status=409,
+                param="file_id",
+            )
         await storage.meta.delete_file(record.id)
         await storage.blobs.delete(record.id)
         return {"id": record.id, "object": "file", "deleted": True}
@@ -136,8 +146,11 @@ async def file_content(request: AnyRequest, file_id: FromPath[str]) -> Response[
 ROUTES = [upload_file, list_files, retrieve_file, delete_file, file_content]
 
 
-async def owned_file(storage: Storage, caller: Caller, file_id: str) -> FileRecord:
-    """The caller's file `file_id`, live; else the 404 a missing file gets."""
+async def owned_file(
+    storage: Storage, caller: Caller, file_id: str, param: str = "id"
+) -> FileRecord:
+    """The caller's file `file_id`, live; else the 404 a missing file gets (naming `param`,
+    the request's field that held the id)."""
     record = await storage.meta.get_file(file_id)
     expired = record is not None and record.expires_at is not None
     if (
@@ -145,8 +158,17 @@ async def owned_file(storage: Storage, caller: Caller, file_id: str) -> FileReco
         or record.owner != owner_of(caller)
         or (expired and (record.expires_at or 0) <= time.time())
     ):
-        raise not_found("File object", file_id)
+        raise not_found("File object", file_id, param)
     return record
+
+
+async def _running_batch_of(storage: Storage, file_id: str) -> str | None:
+    """The id of a batch not yet ended whose input is `file_id`, if any."""
+    for batch_id in await storage.meta.active_batches():
+        batch = await storage.meta.get_batch(batch_id)
+        if batch is not None and batch.input_file_id == file_id:
+            return batch_id
+    return None
 
 
 async def _checked(
