@@ -34,6 +34,9 @@ class StorageSettings(_Strict):
     # $TURNOUT_DATA_DIR, else the user's data directory (~/.local/share/turnout on Linux).
     path: str | None = None
     max_file_bytes: int = Field(512 * MIB, ge=1, description="Larger uploads get 413")
+    # What one owner (a team; a key outside teams) may keep in all, uploads and batch
+    # outputs together: an upload past it gets 413 `storage_quota_exceeded`. None: no quota.
+    max_bytes_per_owner: int | None = Field(10 * 1024 * MIB, ge=1)
     s3: S3Settings | None = None
     # With `state.redis_url` set, Turnout expects several replicas: records and batch
     # coordination go through that Redis, and file bytes must be where every replica sees
@@ -59,6 +62,8 @@ class BatchSettings(_Strict):
     # less headroom than that. 1.0: batches compete with live traffic as equals.
     limit_share: float = Field(0.5, gt=0, le=1)
     max_lines: int = Field(50_000, ge=1, le=1_000_000)
+    # Batches one owner may have not yet ended; past it, creating one gets 429.
+    max_active_per_owner: int = Field(16, ge=1)
     # Lines claimed together by one runner (the unit of a lease), and the lease's length:
     # a replica that dies gives its chunk back this many seconds after its last renewal.
     chunk_lines: int = Field(16, ge=1, le=10_000)

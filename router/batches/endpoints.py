@@ -42,8 +42,9 @@ async def create_batch(request: AnyRequest) -> Response[Any]:
                 "purpose 'batch'.",
                 param="input_file_id",
             )
-        now = int(time.time())
         config = request.app.state.gateway.config
+        await _room_for_one_more(storage, owner_of(caller), config.batches.max_active_per_owner)
+        now = int(time.time())
         record = BatchRecord(
             id=new_id("batch_"),
             owner=owner_of(caller),
@@ -171,6 +172,23 @@ def _checked(body: dict[str, Any]) -> tuple[str, str, dict[str, str] | None]:
         name = sorted(unknown)[0]
         raise ApiError(f"Unrecognized request argument supplied: {name}", param=name)
     return endpoint, window, metadata
+
+
+async def _room_for_one_more(storage: Storage, owner: str, most: int) -> None:
+    """Bound the work one owner queues: at most `batches.max_active_per_owner` batches not
+    yet ended (lines of all of them also share the owner's limits)."""
+    running = 0
+    for batch_id in await storage.meta.active_batches():
+        batch = await storage.meta.get_batch(batch_id)
+        running += batch is not None and batch.owner == owner
+    if running >= most:
+        raise ApiError(
+            f"You have {running} batches that have not ended, the most this server runs for "
+            "you at once; wait for one to end or cancel one.",
+            status=429,
+            type="invalid_request_error",
+            code="too_many_batches",
+        )
 
 
 def _output_expiry(value: Any) -> int | None:

@@ -49,13 +49,15 @@ async def upload_file(request: AnyRequest) -> Response[Any]:
         if declared.isdigit() and int(declared) > limit + 64 * 1024:  # the form's own bytes
             raise _too_large(limit)
         upload = Upload.of(request)
+        owner = owner_of(caller)
+        room = await _room_left(storage, owner)
         file_id = new_id("file-")
         try:
-            size = await storage.blobs.put(file_id, upload.file_chunks(), limit)
+            size = await storage.blobs.put(file_id, upload.file_chunks(), min(limit, room))
         except TooLarge:
-            raise _too_large(limit) from None
+            raise (_too_large(limit) if room >= limit else _over_quota(storage)) from None
         try:
-            record = await _checked(request, storage, upload, file_id, size, owner_of(caller))
+            record = await _checked(request, storage, upload, file_id, size, owner)
         except BaseException:
             await storage.blobs.delete(file_id)
             raise
@@ -221,6 +223,37 @@ def _expiry(fields: dict[str, str], now: int) -> int | None:
             param="expires_after.seconds",
         )
     return now + int(seconds)
+
+
+async def _room_left(storage: Storage, owner: str) -> int:
+    """Bytes `owner` may still store under `storage.max_bytes_per_owner` (uploads running
+    at the same moment each see the same room: the quota is checked, not reserved)."""
+    quota = storage.settings.max_bytes_per_owner
+    if quota is None:
+        return storage.settings.max_file_bytes
+    room, after = quota, None
+    while True:  # a page at a time: an owner may keep many files
+        page = await storage.meta.list_files(
+            owner, purpose=None, after=after, limit=1000, order="asc"
+        )
+        room -= sum(record.bytes for record in page)
+        if len(page) < 1000:
+            break
+        after = page[-1].id
+    if room <= 0:
+        raise _over_quota(storage)
+    return room
+
+
+def _over_quota(storage: Storage) -> ApiError:
+    return ApiError(
+        f"Your files would take more than the {storage.settings.max_bytes_per_owner} bytes "
+        "this server keeps for you; delete some first.",
+        status=413,
+        param="file",
+        code="storage_quota_exceeded",
+        headers={"connection": "close"},
+    )
 
 
 def _too_large(limit: int) -> ApiError:
