@@ -54,17 +54,18 @@ class FileRecord(BaseModel):
     status: Literal["uploaded", "processed", "error"] = "processed"
 
     def public(self) -> dict[str, Any]:
-        """The File object a client sees."""
+        """The File object a client sees. OpenAI's spec types `expires_at` as an integer,
+        never null: a file that does not expire has none."""
+        expiry = {} if self.expires_at is None else {"expires_at": self.expires_at}
         return {
             "id": self.id,
             "object": "file",
             "bytes": self.bytes,
             "created_at": self.created_at,
-            "expires_at": self.expires_at,
+            **expiry,
             "filename": self.filename,
             "purpose": self.purpose,
             "status": self.status,
-            "status_details": None,
         }
 
 
@@ -123,9 +124,10 @@ class BatchRecord(BaseModel):
         return max(0, len(self.chunk_offsets) - 1)
 
     def public(self) -> dict[str, Any]:
-        """The Batch object a client sees."""
-        known = {"model": self.model, "usage": self.usage}  # strings and objects: never null
-        return {
+        """The Batch object a client sees. OpenAI's spec types its ids, timestamps, `errors`,
+        `model` and `usage` as strings, integers and objects, never null: one not set yet is
+        left out (`metadata` alone may be null)."""
+        batch = {
             "id": self.id,
             "object": "batch",
             "endpoint": self.endpoint,
@@ -150,7 +152,11 @@ class BatchRecord(BaseModel):
                 "failed": self.failed,
             },
             "metadata": self.metadata,
-            **{name: value for name, value in known.items() if value is not None},
+            "model": self.model,
+            "usage": self.usage,
+        }
+        return {
+            name: value for name, value in batch.items() if value is not None or name == "metadata"
         }
 
 

@@ -113,13 +113,9 @@ async def list_batches(
             raise ApiError("`limit` must be between 1 and 100.", param="limit")
         records = await storage.meta.list_batches(owner_of(caller), after=after, limit=limit + 1)
         page = [await _public(storage, r) for r in records[:limit]]
-        return {
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(records) > limit,
-        }
+        # OpenAI's spec types the ids as strings, never null: an empty page has none.
+        ends = {"first_id": page[0]["id"], "last_id": page[-1]["id"]} if page else {}
+        return {"object": "list", "data": page, **ends, "has_more": len(records) > limit}
 
     return await answer_json(request, "batches.list", answer)
 

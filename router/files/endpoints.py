@@ -84,11 +84,12 @@ async def list_files(
         now = time.time()
         live = [r for r in records if r.expires_at is None or r.expires_at > now]
         page = live[:limit]
+        # OpenAI's spec requires both ids, as strings (never null), even for an empty page.
         return {
             "object": "list",
             "data": [r.public() for r in page],
-            "first_id": page[0].id if page else None,
-            "last_id": page[-1].id if page else None,
+            "first_id": page[0].id if page else "",
+            "last_id": page[-1].id if page else "",
             "has_more": len(records) > limit,
         }
 

@@ -5,8 +5,12 @@ Run from the repository root:
     .venv/bin/python tests/openapi/extract.py path/to/openai-openapi.json
 
 It writes ``tests/openapi/openai-subset.json``: a valid OpenAPI 3 document holding the POST
-operations of ``/chat/completions``, ``/completions`` and ``/embeddings``, the request and response
-schemas named below, and every component they reference, transitively.
+operations of ``/chat/completions``, ``/completions`` and ``/embeddings``, the operations of the
+Files and Batch APIs, the request and response schemas named below, and every component they
+reference, transitively.
+
+The spec (2.3.0) describes no schema for a batch's input or output lines (the older
+``BatchRequestInput`` / ``BatchRequestOutput`` are gone), so none is cut out here.
 """
 
 from __future__ import annotations
@@ -17,7 +21,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-PATHS = ("/chat/completions", "/completions", "/embeddings")
+#: Each path with the methods whose operations are kept.
+PATHS: dict[str, tuple[str, ...]] = {
+    "/chat/completions": ("post",),
+    "/completions": ("post",),
+    "/embeddings": ("post",),
+    "/files": ("get", "post"),
+    "/files/{file_id}": ("get", "delete"),
+    "/files/{file_id}/content": ("get",),
+    "/batches": ("get", "post"),
+    "/batches/{batch_id}": ("get",),
+    "/batches/{batch_id}/cancel": ("post",),
+}
 SCHEMAS = (
     "CreateChatCompletionRequest",
     "CreateCompletionRequest",
@@ -26,6 +41,14 @@ SCHEMAS = (
     "CreateChatCompletionStreamResponse",
     "CreateCompletionResponse",
     "CreateEmbeddingResponse",
+    "OpenAIFile",
+    "ListFilesResponse",
+    "DeleteFileResponse",
+    "CreateFileRequest",
+    "Batch",
+    "ListBatchesResponse",
+    "CreateBatchRequest",
+    "ErrorResponse",
 )
 OUTPUT = Path(__file__).with_name("openai-subset.json")
 REF_PREFIX = "#/components/"
@@ -44,9 +67,10 @@ def _refs(node: Any) -> Iterator[str]:
             yield from _refs(item)
 
 
-def _operation(spec: dict[str, Any], path: str) -> dict[str, Any]:
-    """The POST operation of ``path``, without the documentation-only ``x-oaiMeta`` block."""
-    operation = dict(spec["paths"][path]["post"])
+def _operation(spec: dict[str, Any], path: str, method: str) -> dict[str, Any]:
+    """The ``method`` operation of ``path``, without the documentation-only ``x-oaiMeta``
+    block."""
+    operation = dict(spec["paths"][path][method])
     operation.pop("x-oaiMeta", None)
     return operation
 
@@ -70,7 +94,10 @@ def _components(spec: dict[str, Any], roots: list[Any]) -> dict[str, dict[str, A
 
 def extract(spec: dict[str, Any]) -> dict[str, Any]:
     """The subset document for ``spec``."""
-    paths = {path: {"post": _operation(spec, path)} for path in PATHS}
+    paths = {
+        path: {method: _operation(spec, path, method) for method in methods}
+        for path, methods in PATHS.items()
+    }
     wanted = [{"$ref": f"{REF_PREFIX}schemas/{name}"} for name in SCHEMAS]
     return {
         "openapi": spec["openapi"],

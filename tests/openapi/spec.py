@@ -10,9 +10,13 @@ import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+from jsonschema import Draft202012Validator
 from pydantic import BaseModel
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 SUBSET = Path(__file__).with_name("openai-subset.json")
+SUBSET_URI = "urn:turnout:openai-subset"
 Schema = dict[str, Any]
 
 
@@ -30,6 +34,15 @@ def document() -> Schema:
 def schema(name: str) -> Schema:
     found: Schema = document()["components"]["schemas"][name]
     return found
+
+
+def validator(name: str) -> Draft202012Validator:
+    """A validator of answers against the subset's schema `name` (JSON Schema 2020-12, as
+    OpenAPI 3.1 uses), its `$ref`s resolved within the subset."""
+    resource = Resource.from_contents(document(), default_specification=DRAFT202012)
+    registry: Registry[Any] = Registry().with_resource(SUBSET_URI, resource)
+    ref = {"$ref": f"{SUBSET_URI}#/components/schemas/{name}"}
+    return Draft202012Validator(ref, registry=registry)
 
 
 class SpecWalk:
