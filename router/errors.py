@@ -81,7 +81,17 @@ def handle_upstream_error(_: Request[Any, Any, Any], exc: UpstreamError) -> Resp
 def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
     kind = _HTTP_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return error_response(status, str(exc.detail), kind, headers=exc.headers)
+    return error_response(status, str(exc.detail), kind, _param(exc), headers=exc.headers)
+
+
+def _param(exc: HTTPException) -> str | None:
+    """The parameter Litestar's own validation named (a query parameter of the wrong
+    type, e.g. `?limit=abc`), as OpenAI's `param`."""
+    extra = exc.extra
+    if isinstance(extra, list) and extra and isinstance(extra[0], dict):
+        key = extra[0].get("key")
+        return key if isinstance(key, str) else None
+    return None
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

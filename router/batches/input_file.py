@@ -33,7 +33,7 @@ MAX_ERRORS = 100  # reported per file; checking stops counting problems past thi
 
 @dataclass(frozen=True, slots=True)
 class LineProblem:
-    line: int  # 1-based
+    line: int | None  # 1-based; None: the file as a whole
     code: str
     message: str
     param: str | None = None
@@ -85,7 +85,7 @@ class InputCheck:
             self._offset += len(self._pending)
             self._pending.clear()
         if self.lines == 0 and not self.problems:
-            self.problems.append(LineProblem(0, "empty_file", "The file has no requests."))
+            self.problems.append(LineProblem(None, "empty_file", "The file has no requests."))
         self.chunk_offsets.append(self._offset)
 
     @property

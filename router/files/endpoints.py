@@ -192,7 +192,8 @@ async def _checked(
         await check.check(storage.blobs.get(file_id))
         if not check.ok:
             first = check.problems[0]
-            where = f"line {first.line}" + (f", field `{first.param}`" if first.param else "")
+            where = "the file" if first.line is None else f"line {first.line}"
+            where += f", field `{first.param}`" if first.param else ""
             raise ApiError(
                 f"Invalid batch input file: {where}: {first.message}",
                 param="file",
