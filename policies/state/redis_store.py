@@ -13,15 +13,13 @@ anything else (a script error, a bad reply) is a bug and stays what it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
-from redis import exceptions
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
+from policies.redis_client import connect, reachable
 from policies.state import redis_scripts
 from policies.state.base import (
     Admission,
@@ -42,22 +40,10 @@ _Arg = str | int | float
 STATE_TTL_S = 24 * 3600.0
 # Each command waits at most this long for a connection, and again for its answer.
 DEFAULT_TIMEOUT_S = 0.5
-_OUTAGE = (
-    exceptions.ConnectionError,  # also: authentication, still loading, no free connection
-    exceptions.TimeoutError,
-    exceptions.ReadOnlyError,
-    exceptions.OutOfMemoryError,
-    exceptions.MasterDownError,
-)
 
 
-@contextmanager
-def _reachable() -> Iterator[None]:
-    """The one place redis-py's outage errors become Turnout's."""
-    try:
-        yield
-    except _OUTAGE as exc:
-        raise StateUnavailable(f"redis: {exc or type(exc).__name__}") from exc
+def _reachable() -> AbstractContextManager[None]:
+    return reachable(StateUnavailable)
 
 
 class RedisStore:
@@ -80,18 +66,8 @@ class RedisStore:
     def from_url(
         cls, url: str, *, prefix: str = "turnout:", timeout_s: float = DEFAULT_TIMEOUT_S
     ) -> RedisStore:
-        """E.g. `redis://localhost:6379/0`; no connection is made until the first call.
-
-        A command is tried again once, at once, only when its connection broke (a pooled
-        connection Redis closed, e.g. by restarting); never after a timeout. redis-py's
-        default (10 tries with backoff) would hold a request for seconds during an outage.
-        """
-        client = Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1, supported_errors=(exceptions.ConnectionError,)),
-        )
+        """E.g. `redis://localhost:6379/0`: see `policies.redis_client.connect`."""
+        client = connect(url, timeout_s)
         return cls(client, prefix=prefix)
 
     # --- limits -----------------------------------------------------------------------

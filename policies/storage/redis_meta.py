@@ -20,15 +20,13 @@ redis-py's errors stop here, as in `policies/state/redis_store.py`: an outage is
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Literal
 
-from redis import exceptions
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
+from policies.redis_client import connect, reachable
 from policies.storage import redis_meta_scripts as scripts
 from policies.storage.base import ACTIVE, BatchRecord, FileRecord, LineResult, StorageUnavailable
 
@@ -38,22 +36,10 @@ DEFAULT_TIMEOUT_S = 2.0
 # A named lease's key outlives its lease by this long (server clock) before Redis drops it.
 LEASE_GRACE_S = 24 * 3600.0
 _Arg = str | int | float | bytes
-_OUTAGE = (
-    exceptions.ConnectionError,  # also: authentication, still loading, no free connection
-    exceptions.TimeoutError,
-    exceptions.ReadOnlyError,
-    exceptions.OutOfMemoryError,
-    exceptions.MasterDownError,
-)
 
 
-@contextmanager
-def _reachable() -> Iterator[None]:
-    """The one place redis-py's outage errors become Turnout's."""
-    try:
-        yield
-    except _OUTAGE as exc:
-        raise StorageUnavailable(f"redis: {exc or type(exc).__name__}") from exc
+def _reachable() -> AbstractContextManager[None]:
+    return reachable(StorageUnavailable)
 
 
 def _member(created_at: int, record_id: str) -> str:
@@ -84,14 +70,8 @@ class RedisMeta:
     def from_url(
         cls, url: str, *, prefix: str = "turnout:", timeout_s: float = DEFAULT_TIMEOUT_S
     ) -> RedisMeta:
-        """E.g. `redis://localhost:6379/0`; no connection is made until the first call.
-        Retried once, at once, only when a pooled connection broke, as `RedisStore`."""
-        client = Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1, supported_errors=(exceptions.ConnectionError,)),
-        )
+        """E.g. `redis://localhost:6379/0`: see `policies.redis_client.connect`."""
+        client = connect(url, timeout_s)
         return cls(client, prefix=prefix)
 
     async def ping(self) -> None:
