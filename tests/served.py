@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +37,14 @@ class ServedTurnout:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown runs. Under granian the router runs in a worker
+        process, so the whole process group is killed (the process was started in a
+        session of its own: `served_turnout(..., own_group=True)`)."""
+        assert os.getpgid(self.process.pid) == self.process.pid, "needs own_group=True"
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=15)
+
 
 @contextmanager
 def served_turnout(
@@ -48,10 +58,13 @@ def served_turnout(
     http2: bool = False,
     ready_timeout: float = 30,
     stop_timeout: float = 15,
+    own_group: bool = False,
 ) -> Iterator[ServedTurnout]:
     """`turnout serve --config path` (`config` written there first, when given), under
     `server` (else the default), once /health/ready answers 200 (asked over HTTP/2 with
-    prior knowledge where `http2`); terminated on the way out. Its stderr goes to `log`."""
+    prior knowledge where `http2`); terminated on the way out. Its stderr goes to `log`.
+    `own_group`: in a process group of its own, so that `ServedTurnout.kill` reaches its
+    workers too."""
     if config is not None:
         path.write_text(yaml.safe_dump(config, allow_unicode=True))
     port = free_port()
@@ -59,10 +72,14 @@ def served_turnout(
     if server is not None:
         command += ["--server", server]
     if log is None:
-        process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command, stdout=stdout, stderr=subprocess.DEVNULL, start_new_session=own_group
+        )
     else:
         with log.open("wb") as sink:
-            process = subprocess.Popen(command, stdout=stdout, stderr=sink)
+            process = subprocess.Popen(
+                command, stdout=stdout, stderr=sink, start_new_session=own_group
+            )
     served = ServedTurnout(process, port, log)
     try:
         _wait_ready(served, http2=http2, timeout=ready_timeout)

@@ -241,8 +241,20 @@ class BatchRunner:
                 return
 
     async def _sweep(self, now: float) -> None:
-        """Delete files whose `expires_after` has passed."""
-        for record in await self.storage.meta.expired_files(now, 100):
+        """Delete files whose `expires_after` has passed, except the input of a batch not
+        yet ended (`DELETE /v1/files` refuses it too): its runners read it chunk by chunk
+        until the batch ends, and without it the batch could neither run nor expire."""
+        expired = await self.storage.meta.expired_files(now, 100)
+        if not expired:
+            return
+        inputs: set[str] = set()
+        for batch_id in await self.storage.meta.active_batches():
+            batch = await self.storage.meta.get_batch(batch_id)
+            if batch is not None:
+                inputs.add(batch.input_file_id)
+        for record in expired:
+            if record.id in inputs:
+                continue  # swept once its batch has ended
             await self.storage.blobs.delete(record.id)
             await self.storage.meta.delete_file(record.id)
 
