@@ -42,6 +42,7 @@ from router.connection_guard import ConnectionGuard
 from router.exposure import Listener
 from router.header_deadline import header_deadline_protocol
 from router.logging import configure_logging
+from router.orphan_guard import PARENT_ENV, watch_parent
 
 ServerName = Literal["granian", "uvicorn"]
 SERVERS: tuple[ServerName, ...] = ("granian", "uvicorn")
@@ -74,6 +75,7 @@ def run(
     os.environ[_ALLOW_OPEN_ENV] = "1" if listener.allow_open else "0"
     settings = load_config(config_path).server
     if server == "granian":
+        os.environ[PARENT_ENV] = str(os.getpid())  # its workers end when it is gone
         _run_granian(listener.host, port, settings, forward_sighup=reload)
     else:
         _run_uvicorn(listener.host, port, settings)
@@ -94,6 +96,7 @@ def app_from_environment() -> Litestar:
     """The app factory a server process calls: config path and log level come from the
     environment, since granian starts the app in a worker process of its own."""
     scrubber = configure_logging(os.environ.get(_LOG_LEVEL_ENV, "info"))
+    watch_parent()
     path = os.environ[_CONFIG_ENV]
     reload = os.environ.get(_RELOAD_ENV, "1") != "0"
     if reload and threading.current_thread() is threading.main_thread():

@@ -175,6 +175,7 @@ class BatchRunner:
         start = chunk * batch.chunk_lines
         stop = min(start + batch.chunk_lines, batch.total)
         renewal = asyncio.get_running_loop().create_task(self._renew(batch, chunk))
+        finished = False
         try:
             done = await meta.recorded_lines(batch.id, start, stop)
             raw = await read_chunk(self.storage, batch, chunk)
@@ -189,11 +190,21 @@ class BatchRunner:
                     group.create_task(self._run_line(runner, batch, line, item))
             if len(await meta.recorded_lines(batch.id, start, stop)) == stop - start:
                 await meta.finish_chunk(batch.id, chunk, self.holder)
+                finished = True
                 self.wake()
         except StorageUnavailable as exc:  # the lease runs out; the chunk is run again
             log.warning("batch_chunk_interrupted", batch=batch.id, chunk=chunk, error=str(exc))
         finally:
             renewal.cancel()
+            if not finished and not renewal.done():
+                await self._give_back(batch, chunk)
+
+    async def _give_back(self, batch: BatchRecord, chunk: int) -> None:
+        """A chunk left unfinished (this runner stops, or the batch is cancelled): its lease
+        ends now, so a restarted runner, or another replica, takes it up at once rather
+        than after `batches.lease_s`."""
+        with contextlib.suppress(StorageUnavailable):
+            await self.storage.meta.renew_chunk(batch.id, chunk, self.holder, time.time(), 0.0)
 
     async def _slot(self, batch: BatchRecord) -> None:
         """Wait for room for one more line: in this process, and in this batch."""
@@ -218,7 +229,11 @@ class BatchRunner:
             except Exception as exc:  # a bug: logged, and the line answered as a 500
                 log.error("batch_line_error", batch=batch.id, line=line, exc_info=exc)
                 result = crashed_line(batch.id, line, raw)
-            await self.storage.meta.record_line(batch.id, result)
+            try:
+                await self.storage.meta.record_line(batch.id, result)
+            except StorageUnavailable as exc:  # not recorded: run again with its chunk
+                log.warning("batch_line_not_recorded", batch=batch.id, line=line, error=str(exc))
+                return
             self.metrics.batch_line(_outcome(result))
         finally:
             self.metrics.batch_lines_in_flight(-1)

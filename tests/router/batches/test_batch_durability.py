@@ -196,6 +196,29 @@ def test_sigkill_mid_batch_then_restart_runs_each_line_once(
     assert sum(sent.values()) <= LINES + IN_FLIGHT
 
 
+def test_a_stopped_replica_gives_its_chunks_back_at_once(
+    tmp_path: Path, upstream: FakeOpenAIUpstream
+) -> None:
+    """Stopped (SIGTERM, not a crash), a runner cancels its lines in flight and ends their
+    chunks' leases, so a restart takes them up at once: with a lease of ten minutes, the
+    batch would otherwise wait that long."""
+    upstream.set_default(HANG)
+    config = simple_config(
+        {"a": upstream.base_url},
+        storage={"path": str(tmp_path / "data")},
+        batches=batch_settings(lease_s=600),
+    )
+    path = tmp_path / "turnout.yaml"
+    with served_turnout(path, config, log=tmp_path / "first.log") as first:
+        _, batch = start_batch(first)
+        wait_until(lambda: calls(upstream).total() >= IN_FLIGHT, "lines to be in flight")
+    # Leaving the block terminated it gracefully: its lines in flight were cancelled.
+    upstream.set_default(Ok())
+
+    with served_turnout(path, log=tmp_path / "second.log") as second:
+        assert_each_line_once(output_lines(second, finished(second, batch.id)))
+
+
 def test_restart_keeps_an_expired_input_file_until_its_batch_ends(
     tmp_path: Path, upstream: FakeOpenAIUpstream
 ) -> None:
