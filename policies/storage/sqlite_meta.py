@@ -58,6 +58,11 @@ CREATE TABLE IF NOT EXISTS lines (
   PRIMARY KEY (batch_id, line), UNIQUE (batch_id, custom_id));
 CREATE TABLE IF NOT EXISTS line_counts (
   batch_id TEXT PRIMARY KEY, completed INTEGER NOT NULL, failed INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS count_lines AFTER INSERT ON lines BEGIN
+  INSERT INTO line_counts VALUES (NEW.batch_id, NEW.ok, 1 - NEW.ok)
+  ON CONFLICT (batch_id) DO UPDATE SET completed = completed + excluded.completed,
+  failed = failed + excluded.failed;
+END;
 """
 # How long a statement waits for another process's lock before it is an outage.
 DEFAULT_BUSY_TIMEOUT_S = 5.0
@@ -324,21 +329,14 @@ class SqliteMeta:
 
     # --- line results -------------------------------------------------------------------
     async def record_line(self, batch_id: str, result: LineResult) -> bool:
-        async with self._write() as db:
-            # DO NOTHING on either unique key (line, custom_id): the first write wins.
-            async with db.execute(
-                "INSERT INTO lines VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (batch_id, result.line, result.custom_id, int(result.ok), result.data),
-            ) as cursor:
-                if cursor.rowcount == 0:
-                    return False
-            await db.execute(
-                "INSERT INTO line_counts VALUES (?, ?, ?) ON CONFLICT (batch_id) DO UPDATE"
-                " SET completed = completed + excluded.completed,"
-                " failed = failed + excluded.failed",
-                (batch_id, int(result.ok), int(not result.ok)),
-            )
-            return True
+        # One statement, so one round trip to the writer thread: the trigger `count_lines`
+        # counts the line in the same statement's transaction. DO NOTHING on either unique
+        # key (line, custom_id): the first write wins, and a refused line counts nothing.
+        changed = await self._change(
+            "INSERT INTO lines VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (batch_id, result.line, result.custom_id, int(result.ok), result.data),
+        )
+        return changed > 0
 
     async def recorded_lines(self, batch_id: str, start: int, stop: int) -> set[int]:
         rows = await self._fetch(
