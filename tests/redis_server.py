@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 import pytest
+
+from tests.server_process import LoopbackServer
 
 MISSING = (
     "redis-server is not on PATH; the Redis store tests need a real one. "
@@ -27,76 +27,43 @@ MISSING = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+class RedisServer(LoopbackServer):
+    """`with RedisServer() as server:` gives `server.url`; the server stops on exit.
+    `start(port=server.port)` after `stop()` (e.g. to simulate an outage) brings it back,
+    empty, where its clients look."""
 
-
-def _answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-class RedisServer:
-    """`with RedisServer() as server:` gives `server.url`; the server stops on exit."""
+    name = "redis-server"
+    start_timeout_s = 10.0
+    poll_s = 0.01
 
     def __init__(self, executable: str | None = None) -> None:
+        super().__init__()
         found = executable or shutil.which("redis-server")
         if found is None:
             raise FileNotFoundError(MISSING)
         self._executable = found
         self._dir = tempfile.TemporaryDirectory(prefix="turnout-redis-")
-        self._process: subprocess.Popen[bytes] | None = None
-        self.port = 0
+        self.cwd = Path(self._dir.name)
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0, *, port: int | None = None) -> RedisServer:
-        """`port`: this one (e.g. the port of a server stopped to simulate an outage, to
-        bring it back empty where its clients look); else a free one."""
-        # The free port can be taken between probing and binding; a retry gets another.
-        for _ in range(3):
-            self.port = port or _free_port()
-            self._process = subprocess.Popen(
-                [
-                    self._executable,
-                    *("--port", str(self.port), "--bind", "127.0.0.1"),
-                    *("--save", "", "--appendonly", "no"),
-                    *("--dir", self._dir.name, "--daemonize", "no"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                cwd=Path(self._dir.name),
-            )
-            deadline = time.monotonic() + timeout_s
-            while self._process.poll() is None and time.monotonic() < deadline:
-                if _answers_ping(self.port):
-                    return self
-                time.sleep(0.01)
-            self.stop()
-        raise RuntimeError("redis-server did not start answering PING")
+    def _command(self, port: int) -> list[str]:
+        return [
+            self._executable,
+            *("--port", str(port), "--bind", "127.0.0.1"),
+            *("--save", "", "--appendonly", "no"),
+            *("--dir", self._dir.name, "--daemonize", "no"),
+        ]
 
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
+    def _answers(self) -> bool:
         try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
 
     def __exit__(
         self,
@@ -104,7 +71,7 @@ class RedisServer:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.stop()
+        super().__exit__(exc_type, exc, traceback)
         self._dir.cleanup()
 
 

@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from xml.etree import ElementTree
 
 import httpx
 import pytest
 
 from policies.storage.settings import S3Settings
+from tests.server_process import LoopbackServer
+from tests.server_process import free_port as free_port  # tests import it from here
 
 BUCKET = "turnout-test"
 MISSING = (
@@ -34,34 +32,18 @@ MISSING = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _command() -> list[str]:
+def _moto_server() -> list[str]:
     """The venv's `moto_server`, else the one on PATH, else the module through this Python."""
     beside = Path(sys.executable).parent / "moto_server"
     found = str(beside) if beside.exists() else shutil.which("moto_server")
     return [found] if found else [sys.executable, "-m", "moto.server"]
 
 
-def _answers(endpoint: str) -> bool:
-    try:
-        return httpx.get(f"{endpoint}/moto-api/", timeout=0.5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-class S3Server:
+class S3Server(LoopbackServer):
     """`with S3Server() as server:` gives `server.endpoint`, with `BUCKET` created; the
     server stops on exit."""
 
-    def __init__(self) -> None:
-        self._process: subprocess.Popen[bytes] | None = None
-        self.port = 0
+    name = "moto_server"
 
     @property
     def endpoint(self) -> str:
@@ -77,45 +59,17 @@ class S3Server:
             allow_http=True,
         )
 
-    def start(self, timeout_s: float = 30.0) -> S3Server:
-        # The free port can be taken between probing and binding; a retry gets another.
-        for _ in range(3):
-            self.port = free_port()
-            self._process = subprocess.Popen(
-                [*_command(), "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            deadline = time.monotonic() + timeout_s
-            while self._process.poll() is None and time.monotonic() < deadline:
-                if _answers(self.endpoint):
-                    httpx.put(f"{self.endpoint}/{BUCKET}", timeout=5).raise_for_status()
-                    return self
-                time.sleep(0.05)
-            self.stop()
-        raise RuntimeError("moto_server did not start answering")
+    def _command(self, port: int) -> list[str]:
+        return [*_moto_server(), "-H", "127.0.0.1", "-p", str(port)]
 
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
+    def _answers(self) -> bool:
         try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            return httpx.get(f"{self.endpoint}/moto-api/", timeout=0.5).status_code == 200
+        except httpx.HTTPError:
+            return False
 
-    def __enter__(self) -> S3Server:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _ready(self) -> None:
+        httpx.put(f"{self.endpoint}/{BUCKET}", timeout=5).raise_for_status()
 
 
 async def bucket_keys(settings: S3Settings, *, uploads: bool = False) -> list[str]:
