@@ -20,7 +20,7 @@ from policies.policy_config import (
     check_key,
     configured_digest,
 )
-from policies.storage.settings import BatchSettings, StorageSettings
+from policies.storage.settings import BatchSettings, ResponsesSettings, StorageSettings
 from policies.translation import Mode
 from providers.capabilities import CapabilityOverrides
 from providers.emulation.fim import FimSetting
@@ -178,6 +178,7 @@ class TurnoutConfig(_Strict):
     emulation: EmulationSettings = Field(default_factory=EmulationSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     batches: BatchSettings = Field(default_factory=BatchSettings)
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
 
     def total_for(self, model: str) -> float:
         """The deadline of a request for `model`: its own `timeouts.total`, else the top level's."""

@@ -15,7 +15,7 @@ from policies.fan_out_cost import prompt_reads
 from policies.limit_set import Reservation
 from policies.trace import Trace
 from providers.errors import UpstreamError
-from providers.types import Endpoint
+from providers.types import Endpoint, JSONObject
 from router.accounting import CACHE, RequestRecord
 from router.auth import authenticate
 from router.body import client_closed, read_json_object
@@ -26,10 +26,12 @@ from router.schemas.chat import ChatCompletionRequest
 from router.schemas.common import OpenAIRequest
 from router.schemas.completions import CompletionRequest
 from router.schemas.embeddings import EmbeddingRequest
-from router.sse import estimated_usage, sse_frames, wants_usage
+from router.sse import StreamEnd, estimated_usage, sse_frames, wants_usage
 
 T = TypeVar("T")
 AnyRequest = Request[Any, Any, Any]
+# Frames a relayed stream of chat chunks for the client (router/sse.py's `sse_frames`).
+Framer = Callable[[AsyncIterator[JSONObject], StreamEnd, bool], AsyncIterator[bytes]]
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -67,11 +69,11 @@ async def _serve(
         body = await read_json_object(request, gateway.config.server.max_body_bytes)
         forward = await run.prepare(schema, body, request.headers)
         if body.get("stream") is True:
-            response = await _stream(request, gateway, run.record, endpoint, forward, run)
+            response = await stream_answer(request, gateway, run.record, endpoint, forward, run)
             run.streaming = True
             return response
         content, headers = await run.answer(
-            forward, body.get("cache"), lambda work: _unless_disconnected(request, work)
+            forward, body.get("cache"), lambda work: unless_disconnected(request, work)
         )
     except (ApiError, UpstreamError) as exc:
         failure = await run.fail(exc)
@@ -89,16 +91,18 @@ async def _serve(
     return Response(content, media_type="application/json", headers=headers)
 
 
-async def _stream(
+async def stream_answer(
     request: AnyRequest,
     gateway: Gateway,
     record: RequestRecord,
     endpoint: Endpoint,
     forward: dict[str, Any],
     run: PipelineRun,
+    framer: Framer = sse_frames,
 ) -> Response[Any]:
-    """Open the stream (failing over until a first chunk) and relay it; the limits are
-    settled on its usage once it ends, however it ends."""
+    """Open the stream (failing over until a first chunk) and relay it, framed by
+    `framer` (chat's SSE; another door's events); the limits are settled on its usage
+    once it ends, however it ends."""
     route, trace = record.route, record.trace
     assert route is not None  # set by _serve before it streams
     assert trace is not None
@@ -106,7 +110,7 @@ async def _stream(
     if gateway.cache is not None:
         record.extra_headers[CACHE] = "bypass"
         _observer(request).cache("bypass")
-    opened = await _unless_disconnected(
+    opened = await unless_disconnected(
         request, gateway.dispatcher.open_stream(route.plan, endpoint, forward, trace)
     )
     record.mark_first_chunk()
@@ -123,7 +127,7 @@ async def _stream(
         record.emit(status, outcome=outcome, usage=usage, stream_error=error, **_continued(trace))
 
     frames = _after(
-        sse_frames(
+        framer(
             gateway.dispatcher.relay(opened, trace, (route.plan, endpoint, forward)),
             on_end,
             wants_usage(forward),
@@ -176,7 +180,7 @@ async def _after(
         await then()
 
 
-async def _unless_disconnected(request: AnyRequest, work: Awaitable[T]) -> T:
+async def unless_disconnected(request: AnyRequest, work: Awaitable[T]) -> T:
     """Await `work`, cancelling it the moment the client disconnects (it would be wasted).
 
     One watcher task per request; `work` runs in the handler's own task, which the

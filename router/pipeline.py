@@ -78,11 +78,15 @@ class PipelineRun:
         observer: PolicyObserver,
         endpoint: Endpoint,
         incoming_id: str | None,
+        *,
+        label: str | None = None,
         **options: Any,
     ) -> PipelineRun:
+        """`label`: the door's name for the request in logs and metrics (default: the
+        endpoint's), e.g. `responses` for a Responses API request run as a chat."""
         metrics: Any = observer
         record = RequestRecord.begin(
-            endpoint.value,
+            label or endpoint.value,
             incoming_id,
             gateway.new_request_id,
             metrics=metrics,

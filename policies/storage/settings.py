@@ -4,10 +4,12 @@ batches run."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Annotated
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 MIB = 1024 * 1024
 
@@ -71,3 +73,28 @@ class BatchSettings(_Strict):
     poll_s: float = Field(1.0, gt=0, description="How often runners look for work")
     # Output and error files expire after this many seconds (OpenAI: 30 days).
     output_expires_after: int = Field(30 * 24 * 3600, ge=3600)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(value: object) -> object:
+    """A duration: seconds, or a number with a unit (`90s`, `15m`, `12h`, `30d`)."""
+    if isinstance(value, str):
+        found = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", value)
+        if found is None:
+            raise ValueError("a duration: seconds, or a number and s, m, h or d (e.g. 30d)")
+        return int(found[1]) * _UNITS[found[2]]
+    return value
+
+
+Duration = Annotated[int, BeforeValidator(_seconds), Field(ge=1)]
+
+
+class ResponsesSettings(_Strict):
+    # How long a stored response (and so a conversation continued from it) is kept.
+    ttl: Duration = 30 * 86400
+    # A conversation rebuilt from `previous_response_id` walks back at most this many
+    # responses and takes at most this many items: past either, a 400 (bounded work).
+    max_turns: int = Field(1000, ge=1)
+    max_items: int = Field(10_000, ge=1)
