@@ -257,7 +257,8 @@ class MetaStore(Protocol):
     ) -> int | None:
         """Claim a chunk of the batch (0 <= k < chunks) that is neither finished nor held
         under a live lease: first any whose lease ran out, else the next never claimed.
-        None when there is none to claim now."""
+        None when there is none to claim now, or the batch has ended (its record's status
+        is not in `ACTIVE`: its chunks were dropped with its lines)."""
         ...
 
     async def renew_chunk(
@@ -286,7 +287,8 @@ class MetaStore(Protocol):
     # --- line results --------------------------------------------------------------------
     async def record_line(self, batch_id: str, result: LineResult) -> bool:
         """Commit a finished line; first write wins: False (and nothing written) when the
-        line, or its custom_id, was recorded already. Counts are updated in the same step."""
+        line, or its custom_id, was recorded already, or the batch has ended (a late line
+        would outlive `drop_batch_lines`). Counts are updated in the same step."""
         ...
 
     async def recorded_lines(self, batch_id: str, start: int, stop: int) -> set[int]:

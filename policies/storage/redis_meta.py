@@ -237,7 +237,8 @@ class RedisMeta:
         leases, holders, _, next_key = self._chunk_keys(batch_id)
         args: list[_Arg] = [chunks, holder, now, lease_s]
         with _reachable():
-            reply = await self._claim(keys=[leases, holders, next_key], args=args)
+            keys = [leases, holders, next_key, self._batch_key(batch_id)]
+            reply = await self._claim(keys=keys, args=args)
         return None if reply is None else int(reply)
 
     async def renew_chunk(
@@ -282,7 +283,8 @@ class RedisMeta:
         counter = "completed" if result.ok else "failed"
         args: list[_Arg] = [result.line, custom_id, counter, value]
         with _reachable():
-            return bool(await self._record(keys=self._line_keys(batch_id), args=args))
+            keys = [*self._line_keys(batch_id), self._batch_key(batch_id)]
+            return bool(await self._record(keys=keys, args=args))
 
     async def recorded_lines(self, batch_id: str, start: int, stop: int) -> set[int]:
         if stop <= start:

@@ -10,9 +10,24 @@ argument (`now`), never the server's clock.
 
 from __future__ import annotations
 
+from policies.storage.base import ACTIVE
+
 _COMMON = """
 local function fmt(x) return string.format('%.17g', x) end
 """
+
+# `ended(record)`: the batch has a record (a hash with its `status`) and it has ended. Its
+# line state is dropped then; a late line or claim would bring it back, never to be dropped.
+_ENDED = (
+    "local ACTIVE = {"
+    + ", ".join(f"['{status}'] = true" for status in sorted(ACTIVE))
+    + """}
+local function ended(record)
+  local status = redis.call('HGET', record, 'status')
+  return status and not ACTIVE[status]
+end
+"""
+)
 
 # Files are indexed twice: by owner (`files:<owner>`) and by purpose and owner
 # (`files_purpose:<purpose>:<owner>`; purposes hold no ':'), so a listing filtered by
@@ -122,12 +137,15 @@ end
 return 1
 """
 
-# KEYS: leases (zset chunk -> lease end), holders (hash chunk -> holder), next (counter).
-# ARGV: chunks, holder, now, lease_s. A finished chunk is in neither leases nor holders,
-# so it is never taken again. Returns the chunk, or false (nil) when none is free.
+# KEYS: leases (zset chunk -> lease end), holders (hash chunk -> holder), next (counter),
+# the batch's record. ARGV: chunks, holder, now, lease_s. A finished chunk is in neither
+# leases nor holders, so it is never taken again. Returns the chunk, or false (nil) when
+# none is free (none ever, once the batch has ended).
 CLAIM_CHUNK = (
     _COMMON
+    + _ENDED
     + """
+if ended(KEYS[4]) then return false end
 local chunks, holder, now, lease = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]),
   tonumber(ARGV[4])
 local chunk
@@ -184,16 +202,21 @@ RELEASE = """
 if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] then redis.call('DEL', KEYS[1]) end
 """
 
-# KEYS: lines (hash line -> value), ids (hash custom_id -> line), counts (hash).
-# ARGV: line, custom_id, counter ('completed' | 'failed'), value. Returns 1 when recorded,
-# 0 (nothing written) when the line or the custom_id is recorded already.
-RECORD_LINE = """
+# KEYS: lines (hash line -> value), ids (hash custom_id -> line), counts (hash), the
+# batch's record. ARGV: line, custom_id, counter ('completed' | 'failed'), value. Returns
+# 1 when recorded, 0 (nothing written) when the line or the custom_id is recorded already,
+# or the batch has ended.
+RECORD_LINE = (
+    _ENDED
+    + """
+if ended(KEYS[4]) then return 0 end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 if redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
 redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
 return 1
 """
+)
 
 # KEYS: lines. ARGV: start, stop. Returns the recorded lines among [start, stop).
 RECORDED_LINES = """

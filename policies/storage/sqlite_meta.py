@@ -265,6 +265,8 @@ class SqliteMeta:
         """A chunk has a row from its first claim on, so the next never-claimed one is
         one past the highest row."""
         async with self._write() as db:
+            if await _ended(db, batch_id):
+                return None
             rows = await db.execute_fetchall(
                 "SELECT chunk FROM chunks WHERE batch_id = ? AND finished = 0 AND expires <= ?"
                 " ORDER BY expires, chunk LIMIT 1",
@@ -332,9 +334,21 @@ class SqliteMeta:
         # One statement, so one round trip to the writer thread: the trigger `count_lines`
         # counts the line in the same statement's transaction. DO NOTHING on either unique
         # key (line, custom_id): the first write wins, and a refused line counts nothing.
+        # Nothing either once the batch has ended: its line state is dropped, and a late
+        # line (a runner whose lease ran out) would otherwise be kept for ever.
+        marks = ", ".join("?" * len(_ACTIVE))
         changed = await self._change(
-            "INSERT INTO lines VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (batch_id, result.line, result.custom_id, int(result.ok), result.data),
+            "INSERT INTO lines SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM batches"
+            f" WHERE id = ? AND status NOT IN ({marks})) ON CONFLICT DO NOTHING",
+            (
+                batch_id,
+                result.line,
+                result.custom_id,
+                int(result.ok),
+                result.data,
+                batch_id,
+                *_ACTIVE,
+            ),
         )
         return changed > 0
 
@@ -363,6 +377,13 @@ class SqliteMeta:
         async with self._write() as db:
             for table in ("lines", "chunks", "line_counts"):
                 await db.execute(f"DELETE FROM {table} WHERE batch_id = ?", (batch_id,))
+
+
+async def _ended(db: aiosqlite.Connection, batch_id: str) -> bool:
+    """Whether the batch has a record and it has ended: its chunks are no longer claimed
+    (its line state was dropped, so every chunk would look never claimed)."""
+    rows = list(await db.execute_fetchall("SELECT status FROM batches WHERE id = ?", (batch_id,)))
+    return bool(rows) and rows[0][0] not in ACTIVE
 
 
 async def _set_up(db: aiosqlite.Connection) -> None:

@@ -14,6 +14,7 @@ numbers and chunk offsets agree everywhere.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,10 @@ BATCH_ENDPOINTS: dict[str, Endpoint] = {
     "/v1/embeddings": Endpoint.EMBEDDINGS,
 }
 MAX_ERRORS = 100  # reported per file; checking stops counting problems past this
+# A client's words quoted back (a custom_id, a field's name) and the `model` kept on the
+# batch are cut to this many characters: a line may be megabytes, and a batch record (its
+# errors, its model) is read on every look of every runner and every listing.
+QUOTE_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +59,9 @@ class InputCheck:
     lines: int = 0
     problems: list[LineProblem] = field(default_factory=list)
     chunk_offsets: list[int] = field(default_factory=list)
-    _ids: set[str] = field(default_factory=set)
+    # Digests of the custom_ids seen, not the ids: they may be as long as a line, and the
+    # set would then hold as much as the file.
+    _ids: set[bytes] = field(default_factory=set)
     _pending: bytearray = field(default_factory=bytearray)
     _offset: int = 0  # of the first byte of `_pending` in the file
 
@@ -119,9 +126,11 @@ class InputCheck:
         custom_id = item.get("custom_id")
         if not isinstance(custom_id, str) or not custom_id:
             return "missing_required_parameter", "`custom_id` must be a string.", "custom_id"
-        if custom_id in self._ids:
-            return "duplicate_custom_id", f"`custom_id` {custom_id!r} is repeated.", "custom_id"
-        self._ids.add(custom_id)
+        seen = hashlib.blake2b(custom_id.encode(), digest_size=16).digest()
+        if seen in self._ids:
+            quoted = _quote(custom_id)
+            return "duplicate_custom_id", f"`custom_id` {quoted} is repeated.", "custom_id"
+        self._ids.add(seen)
         if item.get("method") != "POST":
             return "invalid_method", "`method` must be POST.", "method"
         url = item.get("url")
@@ -136,13 +145,19 @@ class InputCheck:
         if not isinstance(body, dict):
             return "missing_required_parameter", "`body` must be a JSON object.", "body"
         if self.model is None and isinstance(body.get("model"), str):
-            self.model = body["model"]
+            self.model = body["model"][:QUOTE_CHARS]
         if body.get("stream") not in (None, False):
             return "invalid_parameter", "Batch requests cannot stream.", "body.stream"
         extra = set(item) - {"custom_id", "method", "url", "body"}
         if extra:
-            return "invalid_parameter", f"Unknown field {sorted(extra)[0]!r}.", sorted(extra)[0]
+            name = sorted(extra)[0]
+            return "invalid_parameter", f"Unknown field {_quote(name)}.", name[:QUOTE_CHARS]
         return None
+
+
+def _quote(text: str) -> str:
+    """`text` as a message quotes it, cut to `QUOTE_CHARS`."""
+    return repr(text[:QUOTE_CHARS]) + ("..." if len(text) > QUOTE_CHARS else "")
 
 
 def split_lines(data: bytes) -> Iterator[bytes]:

@@ -53,12 +53,7 @@ class Lifecycle:
                 raise FileNotFoundError(batch.input_file_id)
             await check.check(self.storage.blobs.get(source.id))
         except FileNotFoundError:
-            problem = {
-                "code": "input_file_missing",
-                "message": f"The input file {batch.input_file_id} no longer exists.",
-                "param": "input_file_id",
-                "line": None,
-            }
+            problem = missing_input(batch)
             await self._move(
                 batch, ["validating"], status="failed", failed_at=_now(), errors=[problem]
             )
@@ -92,7 +87,11 @@ class Lifecycle:
             done = await meta.recorded_lines(batch.id, start, stop)
             if len(done) == stop - start:
                 continue
-            raw = await read_chunk(self.storage, batch, chunk)
+            try:
+                raw = await read_chunk(self.storage, batch, chunk)
+            except FileNotFoundError:  # its lines' custom_ids are gone with it: not listed
+                log.warning("batch_input_missing", batch=batch.id)
+                break
             for line, item in enumerate(split_lines(raw), start):
                 if line not in done:
                     custom_id = _custom_id(item)
@@ -116,6 +115,9 @@ class Lifecycle:
             output_file_id=output,
             error_file_id=errors,
             usage=usage.public(),
+            # Read only while lines run; kept, they would be read with the record for ever
+            # (a 50,000-line batch's are some 30 KB, in every look and every listing).
+            chunk_offsets=[],
             **{stamp[final]: _now()},
         )
         if moved:
@@ -177,6 +179,16 @@ async def read_chunk(storage: Storage, batch: BatchRecord, chunk: int) -> bytes:
         async for part in storage.blobs.get(batch.input_file_id, offsets[chunk], offsets[chunk + 1])
     ]
     return b"".join(parts)
+
+
+def missing_input(batch: BatchRecord) -> dict[str, object]:
+    """The batch's `errors` entry for an input file that is gone."""
+    return {
+        "code": "input_file_missing",
+        "message": f"The input file {batch.input_file_id} no longer exists.",
+        "param": "input_file_id",
+        "line": None,
+    }
 
 
 def _custom_id(raw: bytes) -> str:

@@ -29,6 +29,7 @@ from router.errors import envelope
 from router.gateway import Gateway, PolicyObserver
 from router.pipeline import Failure, PipelineRun
 from router.schemas.endpoint_schemas import SCHEMAS
+from router.stored import owner_of
 
 RETRY_CAP_S = 60.0  # a line held back by a limit looks again at least this often
 
@@ -49,7 +50,9 @@ class LineRun:
         while True:
             gateway = self.gateway()
             caller = gateway.keys.by_key_id(self.batch.key_id)
-            if caller is None:
+            # A key moved to another team since is gone for this batch too: its lines
+            # would spend the new team's budgets for answers only the old team reads.
+            if caller is None or owner_of(caller) != self.batch.owner:
                 failure = _gone_key()
                 return _result(line, custom_id, request_id_base, failure, "")
             outcome = await self._attempt(gateway, caller, item)

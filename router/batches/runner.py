@@ -29,7 +29,7 @@ import structlog
 from policies.storage.base import BatchRecord, LineResult, StorageUnavailable
 from policies.storage.factory import Storage
 from router.batches.input_file import split_lines
-from router.batches.lifecycle import Lifecycle, read_chunk
+from router.batches.lifecycle import Lifecycle, missing_input, read_chunk
 from router.batches.line import LineRun, crashed_line
 from router.gateway import Gateway
 from router.metrics import Metrics
@@ -100,8 +100,14 @@ class BatchRunner:
         self._forget(set(active))
         for batch_id in active:
             batch = await self.storage.meta.get_batch(batch_id)
-            if batch is not None:
+            if batch is None:
+                continue
+            try:
                 await self._attend(batch, time.time())
+            except StorageUnavailable:
+                raise  # every batch's problem: the look ends
+            except Exception as exc:  # a bug in one batch must not stall those after it
+                log.error("batch_attend_error", batch=batch_id, exc_info=exc)
 
     def _forget(self, active: set[str]) -> None:
         """Drop what this runner kept of batches that are over."""
@@ -194,10 +200,30 @@ class BatchRunner:
                 self.wake()
         except StorageUnavailable as exc:  # the lease runs out; the chunk is run again
             log.warning("batch_chunk_interrupted", batch=batch.id, chunk=chunk, error=str(exc))
+        except FileNotFoundError:
+            await self._input_gone(batch)
         finally:
             renewal.cancel()
             if not finished and not renewal.done():
                 await self._give_back(batch, chunk)
+
+    async def _input_gone(self, batch: BatchRecord) -> None:
+        """The input file is gone (deleted in a race with the batch's creation, or from
+        the store behind Turnout's back): no line of it can run any more. The batch is
+        cancelled, keeping what finished, rather than its chunks tried again and again
+        until it expires."""
+        log.warning("batch_input_missing", batch=batch.id)
+        self._cancelled.add(batch.id)  # this runner's other chunks of it stop too
+        cancelling = batch.model_copy(
+            update={
+                "status": "cancelling",
+                "cancelling_at": int(time.time()),
+                "errors": [missing_input(batch)],
+            }
+        )
+        if await self.storage.meta.update_batch(cancelling, ["in_progress"]):
+            self.metrics.batch_status("cancelling")
+            self.wake()
 
     async def _give_back(self, batch: BatchRecord, chunk: int) -> None:
         """A chunk left unfinished (this runner stops, or the batch is cancelled): its lease

@@ -24,7 +24,7 @@ from policies.teams import Caller
 from router.accounting import RequestRecord
 from router.auth import authenticate
 from router.batches.input_file import InputCheck
-from router.files.upload import Upload
+from router.files.upload import Upload, too_large
 from router.gateway import Gateway
 from router.stored import (
     answer_json,
@@ -44,18 +44,15 @@ MIN_EXPIRY_S, MAX_EXPIRY_S = 3600, 30 * 24 * 3600
 @post("/v1/files", status_code=200)
 async def upload_file(request: AnyRequest) -> Response[Any]:
     async def answer(storage: Storage, caller: Caller) -> dict[str, Any]:
-        declared = request.headers.get("content-length", "")
         limit = storage.settings.max_file_bytes
-        if declared.isdigit() and int(declared) > limit + 64 * 1024:  # the form's own bytes
-            raise _too_large(limit)
-        upload = Upload.of(request)
+        upload = Upload.of(request, limit)
         owner = owner_of(caller)
         room = await _room_left(storage, owner)
         file_id = new_id("file-")
         try:
             size = await storage.blobs.put(file_id, upload.file_chunks(), min(limit, room))
         except TooLarge:
-            raise (_too_large(limit) if room >= limit else _over_quota(storage)) from None
+            raise (too_large(limit) if room >= limit else _over_quota(storage)) from None
         try:
             record = await _checked(request, storage, upload, file_id, size, owner)
         except BaseException:
@@ -254,16 +251,6 @@ def _over_quota(storage: Storage) -> ApiError:
         status=413,
         param="file",
         code="storage_quota_exceeded",
-        headers={"connection": "close"},
-    )
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(
-        f"The file is larger than this server accepts ({limit} bytes).",
-        status=413,
-        param="file",
-        code="file_too_large",
         headers={"connection": "close"},
     )
 
