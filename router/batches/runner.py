@@ -21,8 +21,9 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -120,9 +121,12 @@ class BatchRunner:
         meta, settings = self.storage.meta, self.gateway().config.batches
         step = f"{batch.status}:{batch.id}"
         if batch.status == "validating":
-            if await meta.acquire(step, self.holder, now, settings.lease_s):
-                await self._lifecycle().validate(batch)
-                await meta.release(step, self.holder)
+            # A task of its own: a large input is read whole to check it, and the other
+            # batches go on meanwhile; cancelling the batch cancels the check.
+            if not self._chunks.get(batch.id) and await meta.acquire(
+                step, self.holder, now, settings.lease_s
+            ):
+                self._spawn(batch.id, self._validate(batch, step))
         elif batch.status == "in_progress" and now >= batch.expires_at:
             self.cancelled(batch.id)  # nothing more starts here
             if not self._chunks.get(batch.id) and await meta.acquire(
@@ -145,6 +149,25 @@ class BatchRunner:
         ):
             await self._lifecycle().finalize(batch, "completed", ["finalizing"])
 
+    def _spawn(self, batch_id: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` for the batch as a task this runner tracks (and cancels with it)."""
+        running = self._chunks.setdefault(batch_id, set())
+        task = asyncio.get_running_loop().create_task(work)
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    async def _validate(self, batch: BatchRecord, step: str) -> None:
+        try:
+            await self._lifecycle().validate(batch)
+        except StorageUnavailable as exc:  # the lease runs out; the check is done again
+            log.warning("batch_validation_interrupted", batch=batch.id, error=str(exc))
+        except Exception as exc:  # a bug: logged; the lease runs out and it is tried again
+            log.error("batch_validation_error", batch=batch.id, exc_info=exc)
+        finally:
+            with contextlib.suppress(StorageUnavailable):
+                await self.storage.meta.release(step, self.holder)
+        self.wake()
+
     async def _claim(self, batch: BatchRecord, now: float) -> None:
         """Claim chunks while this process has room; finalize once all are finished."""
         settings = self.gateway().config.batches
@@ -160,9 +183,7 @@ class BatchRunner:
             )
             if claimed is None:
                 break
-            task = asyncio.get_running_loop().create_task(self._run_chunk(batch, claimed))
-            running.add(task)
-            task.add_done_callback(running.discard)
+            self._spawn(batch.id, self._run_chunk(batch, claimed))
         if running or claimed is not None:
             return
         if await self.storage.meta.chunks_finished(batch.id) >= batch.chunks:
