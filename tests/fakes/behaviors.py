@@ -31,6 +31,7 @@ __all__ = [
     "Silence",
     "StallMidStream",
     "Status",
+    "ToolCall",
     "content_policy_violation",
     "context_length_exceeded",
     "rate_limited",
@@ -71,6 +72,24 @@ class Ok:
     first_delay: float = 0.0
     headers: Mapping[str, str] = field(default_factory=_no_headers)
     prefill: bool = False
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A chat answer that calls the function tool ``name`` with ``arguments`` (a JSON text),
+    ``finish_reason: "tool_calls"``, as OpenAI answers; chat completions only (elsewhere a 400).
+
+    ``call_id`` is the call's ``id`` (default: a fresh ``call_...``); ``text`` is assistant
+    content said before the call (default: none, ``content: null``). Streamed as OpenAI
+    streams a call: the role chunk, the text's pieces, a ``tool_calls[0]`` delta with the id,
+    type, name and empty arguments, the arguments in several fragments, the finish chunk,
+    the usage chunk under ``stream_options.include_usage``, ``[DONE]``.
+    """
+
+    name: str
+    arguments: str
+    call_id: str | None = None
+    text: str | None = None
 
 
 _DEFAULT_TYPE: Final = MappingProxyType(
@@ -349,6 +368,7 @@ Behavior: TypeAlias = (
     | Reset
     | Silence
     | StallMidStream
+    | ToolCall
     | CutStream
     | MalformedEvent
     | MidStreamError

@@ -41,11 +41,21 @@ from .behaviors import (
     Silence,
     StallMidStream,
     Status,
+    ToolCall,
     content_policy_violation,
     context_length_exceeded,
     rate_limited,
 )
-from .wire import ROUTES, InvalidRequest, Json, dumps, invalid, model_object, rest_after_prefill
+from .wire import (
+    ROUTES,
+    InvalidRequest,
+    Json,
+    chat_tool_call,
+    dumps,
+    invalid,
+    model_object,
+    rest_after_prefill,
+)
 
 __all__ = [
     "MID_STREAM_ERROR",
@@ -65,6 +75,7 @@ __all__ = [
     "Silence",
     "StallMidStream",
     "Status",
+    "ToolCall",
     "content_policy_violation",
     "context_length_exceeded",
     "rate_limited",
@@ -433,8 +444,11 @@ class FakeOpenAIUpstream:
         if ok.delay:
             await asyncio.sleep(ok.delay)
         try:
-            text = rest_after_prefill(req.json, ok.text) if ok.prefill else ok.text
-            result = self._answer(req, text)
+            if isinstance(b, ToolCall):
+                result = self._tool_call(req, b)
+            else:
+                text = rest_after_prefill(req.json, ok.text) if ok.prefill else ok.text
+                result = self._answer(req, text)
         except InvalidRequest as exc:
             return await self._respond(req, exc.status, writer, keep)
         except Exception as exc:  # a bug in the fake: make it loud
@@ -487,6 +501,13 @@ class FakeOpenAIUpstream:
         if not isinstance(req.json, dict):
             raise invalid("We could not parse the JSON body of your request.")
         return route(req.json, text)
+
+    def _tool_call(self, req: RecordedRequest, call: ToolCall) -> Json | list[str]:
+        if req.method != "POST" or req.path != "/v1/chat/completions":
+            raise invalid(f"ToolCall answers chat completions only, not {req.method} {req.path}")
+        if not isinstance(req.json, dict):
+            raise invalid("We could not parse the JSON body of your request.")
+        return chat_tool_call(req.json, call)
 
     async def _stream(
         self, events: list[str], b: Behavior, ok: Ok, w: asyncio.StreamWriter, base: dict[str, str]

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
-from .behaviors import Status
+from .behaviors import Status, ToolCall
 from .logprobs import completion_logprobs, prompt_logprobs
 
 Json = dict[str, Any]
@@ -115,8 +115,7 @@ def _usage(prompt: int, completion: int) -> Json:
     }
 
 
-def chat(body: Json, text: str | None) -> Json | list[str]:
-    model, n = _model(body), _n(body)
+def _messages(body: Json) -> list[Json]:
     messages = body.get("messages")
     if (
         not isinstance(messages, list)
@@ -124,9 +123,23 @@ def chat(body: Json, text: str | None) -> Json | list[str]:
         or not all(isinstance(m, dict) for m in messages)
     ):
         raise invalid("'messages' must be a non-empty array of message objects.", "messages")
+    return messages
+
+
+def _echo(messages: list[Json]) -> str:
+    """``echo: `` and the last user message, or the tool's output when a ``tool`` message
+    ends the conversation, so a test sees what a tool round trip brought to the model."""
+    if messages[-1].get("role") == "tool":
+        return "echo: " + _content_text(messages[-1].get("content"))
+    users = [m for m in messages if m.get("role") == "user"]
+    return "echo: " + (_content_text(users[-1].get("content")) if users else "")
+
+
+def chat(body: Json, text: str | None) -> Json | list[str]:
+    model, n = _model(body), _n(body)
+    messages = _messages(body)
     if text is None:
-        users = [m for m in messages if m.get("role") == "user"]
-        text = "echo: " + (_content_text(users[-1].get("content")) if users else "")
+        text = _echo(messages)
     usage = _usage(sum(_words(_content_text(m.get("content"))) for m in messages), _words(text) * n)
     head: Json = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
     prompt_top = _count(body, "prompt_logprobs")
@@ -161,6 +174,57 @@ def chat(body: Json, text: str | None) -> Json | list[str]:
         events.append(chunk(i, {"role": "assistant", "content": ""}, None))
         events.extend(chunk(i, {"content": piece}, None) for piece in _pieces(text))
         events.append(chunk(i, {}, "stop"))
+    if extra:
+        events.append(dumps({**head, "choices": [], "usage": usage}))
+    return [*events, "[DONE]"]
+
+
+def chat_tool_call(body: Json, call: ToolCall) -> Json | list[str]:
+    """A chat answer whose every choice calls ``call.name`` (see :class:`ToolCall`)."""
+    model, n, messages = _model(body), _n(body), _messages(body)
+    call_id = call.call_id or f"call_{uuid.uuid4().hex[:24]}"
+    function = {"name": call.name, "arguments": call.arguments}
+    said = _words(call.text or "") + _words(f"{call.name} {call.arguments}")
+    usage = _usage(sum(_words(_content_text(m.get("content"))) for m in messages), said * n)
+    head: Json = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model}
+    head["system_fingerprint"] = FINGERPRINT
+    if not body.get("stream"):
+        tool_call = {"id": call_id, "type": "function", "function": function}
+        message = {
+            "role": "assistant",
+            "content": call.text,
+            "refusal": None,
+            "tool_calls": [tool_call],
+        }
+        choices = [
+            {"index": i, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+            for i in range(n)
+        ]
+        return {**head, "object": "chat.completion", "choices": choices, "usage": usage}
+    head["object"] = "chat.completion.chunk"
+    extra: Json = {"usage": None} if _include_usage(body) else {}
+
+    def chunk(i: int, delta: Json, finish: str | None = None) -> str:
+        choice = {"index": i, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return dumps({**head, "choices": [choice], **extra})
+
+    opening = {
+        "index": 0,
+        "id": call_id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": ""},
+    }
+    fragments = [call.arguments[k : k + 6] for k in range(0, len(call.arguments), 6)]
+    events: list[str] = []
+    for i in range(n):
+        events.append(chunk(i, {"role": "assistant", "content": "" if call.text else None}))
+        events.extend(chunk(i, {"content": piece}) for piece in _pieces(call.text or ""))
+        events.append(chunk(i, {"tool_calls": [opening]}))
+        events.extend(
+            chunk(i, {"tool_calls": [{"index": 0, "function": {"arguments": part}}]})
+            for part in fragments
+        )
+        events.append(chunk(i, {}, "tool_calls"))
     if extra:
         events.append(dumps({**head, "choices": [], "usage": usage}))
     return [*events, "[DONE]"]
