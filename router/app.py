@@ -22,6 +22,7 @@ from router.gateway import Gateway
 from router.logging import LogScrubber
 from router.metrics import Metrics
 from router.reload import reloading
+from router.responses import endpoints as responses
 
 log = structlog.get_logger("turnout.app")
 
@@ -75,6 +76,7 @@ def create_app(
             *endpoints.ROUTES,
             *files.ROUTES,
             *batches.ROUTES,
+            *responses.ROUTES,
             *catalog.ROUTES,
             *metrics.ROUTES,
             *explain.ROUTES,
