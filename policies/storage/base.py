@@ -6,11 +6,12 @@ Two halves, each with implementations side by side (as `policies/state/` has for
   `S3Blobs` (an S3-compatible bucket, through `obstore`) for several. Bytes always move as
   streams of chunks: an upload is written as it arrives and a download read as it is sent,
   so no file is ever held whole in memory.
-- `MetaStore`: the records (files, batches) and a batch's line state. `SqliteMeta` (WAL,
-  one connection, so one writer) for one replica, `RedisMeta` for several, which also
-  coordinates them: a batch is cut into chunks of consecutive lines, each *claimed* by one
-  replica under a lease that the replica renews while it works; a replica that dies stops
-  renewing, and its chunk goes back to the others once the lease runs out.
+- `MetaStore`: the records (files, batches, stored responses) and a batch's line state.
+  `SqliteMeta` (WAL, one connection, so one writer) for one replica, `RedisMeta` for
+  several, which also coordinates them: a batch is cut into chunks of consecutive lines,
+  each *claimed* by one replica under a lease that the replica renews while it works; a
+  replica that dies stops renewing, and its chunk goes back to the others once the lease
+  runs out.
 
 A line's result is committed as it finishes, first write wins (keyed by the batch and the
 line; the custom_id is unique in a batch too), so a chunk redone after a crash never writes
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from policies.storage.response_store import ResponseStore
 
 
 class StorageUnavailable(Exception):
@@ -196,8 +199,9 @@ class BlobStore(Protocol):
     async def aclose(self) -> None: ...
 
 
-class MetaStore(Protocol):
-    """Records of files and batches, and batches' line state."""
+class MetaStore(ResponseStore, Protocol):
+    """Records of files and batches, batches' line state, and stored responses (their
+    methods are `ResponseStore`'s, policies/storage/response_store.py)."""
 
     async def ping(self) -> None: ...
 

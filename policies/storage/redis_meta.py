@@ -7,7 +7,8 @@ claim one chunk at once nor record one line twice. Keys live under a prefix (def
 line state touches one slot. Records and indexes are not Cluster-safe yet: putting a record
 updates its owner's index (and the active set) in the same script. Unlike the state store's
 keys, nothing here has a TTL (a batch's records must outlive any quiet spell), except a
-named lease a dead replica never gave back; `drop_batch_lines` deletes a batch's line state.
+named lease a dead replica never gave back, and a stored response (one key each, which
+Redis drops at its `expires_at`); `drop_batch_lines` deletes a batch's line state.
 
 A line costs its output line, its custom_id twice (in the value, and in the custom_id ->
 line hash that keeps it unique) and a few bytes of framing, as a Redis hash holds only
@@ -29,6 +30,7 @@ from redis.asyncio import Redis
 from policies.redis_client import connect, reachable
 from policies.storage import redis_meta_scripts as scripts
 from policies.storage.base import ACTIVE, BatchRecord, FileRecord, LineResult, StorageUnavailable
+from policies.storage.response_store import ResponseRecord
 
 # Each command waits at most this long for a connection, and again for its answer; longer
 # than the state store's, as a batch record (its chunk offsets) can be tens of kilobytes.
@@ -313,6 +315,42 @@ class RedisMeta:
     async def drop_batch_lines(self, batch_id: str) -> None:
         with _reachable():
             await self._redis.delete(*self._chunk_keys(batch_id), *self._line_keys(batch_id))
+
+    # --- stored responses ---------------------------------------------------------------
+    def _response_key(self, response_id: str) -> str:
+        return f"{self._prefix}response:{response_id}"
+
+    async def put_response(self, record: ResponseRecord) -> None:
+        """The record's JSON under one key, which Redis drops itself at `expires_at` (its
+        own clock), so no sweeper is needed. SET and EXPIREAT in one MULTI: a record is
+        never kept without its expiry, and SET clears a replaced record's old one."""
+        key = self._response_key(record.id)
+        with _reachable():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(key, record.model_dump_json())
+                if record.expires_at is not None:
+                    pipe.expireat(key, record.expires_at)
+                await pipe.execute()
+
+    async def get_response(self, response_id: str, now: float) -> ResponseRecord | None:
+        """Past `expires_at` at `now` is missing, even while Redis (whose clock may lag
+        ours) still holds the key."""
+        with _reachable():
+            raw = await self._redis.get(self._response_key(response_id))
+        if raw is None:
+            return None
+        record = ResponseRecord.model_validate_json(raw)
+        if record.expires_at is not None and record.expires_at <= now:
+            return None
+        return record
+
+    async def delete_response(self, response_id: str) -> bool:
+        with _reachable():
+            return bool(await self._redis.delete(self._response_key(response_id)))
+
+    async def expired_responses(self, now: float, limit: int) -> list[str]:
+        """None: Redis expires the keys itself."""
+        return []
 
 
 def _line(line: int, value: bytes) -> LineResult:

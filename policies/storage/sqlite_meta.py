@@ -33,8 +33,12 @@ from typing import Any, Literal
 import aiosqlite
 
 from policies.storage.base import ACTIVE, BatchRecord, FileRecord, LineResult, StorageUnavailable
+from policies.storage.sqlite_responses import SCHEMA as RESPONSES_SCHEMA
+from policies.storage.sqlite_responses import SqliteResponses
 
 # Bumped by a change of the schema below; `open` refuses a database from a newer Turnout.
+# A table added with `IF NOT EXISTS` (stored responses' RESPONSES_SCHEMA) is no change:
+# an older Turnout ignores it, and an older database gains it on its next open.
 SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -93,8 +97,9 @@ def _available() -> Iterator[None]:
         raise StorageUnavailable(f"sqlite: {exc}") from exc
 
 
-class SqliteMeta:
-    """Records and line state in one SQLite file. Owns its connection: `aclose` closes it."""
+class SqliteMeta(SqliteResponses):
+    """Records and line state in one SQLite file, and stored responses (`SqliteResponses`).
+    Owns its connection: `aclose` closes it."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         """Use `open`; this takes a connection already set up by it."""
@@ -398,4 +403,6 @@ async def _set_up(db: aiosqlite.Connection) -> None:
             f"the database's schema is version {version}, newer than this Turnout's"
             f" ({SCHEMA_VERSION}): upgrade Turnout"
         )
-    await db.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+    await db.executescript(
+        f"BEGIN; {SCHEMA} {RESPONSES_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    )

@@ -36,7 +36,8 @@ from router.gateway import Gateway
 from router.metrics import Metrics
 
 log = structlog.get_logger("turnout.batches")
-SWEEP_S = 60.0  # how often expired files are deleted
+SWEEP_S = 60.0  # how often expired files (and stored responses) are deleted
+SWEEP_RESPONSES = 2000  # at most this many expired responses deleted a sweep
 
 
 @dataclass(slots=True)
@@ -305,7 +306,16 @@ class BatchRunner:
     async def _sweep(self, now: float) -> None:
         """Delete files whose `expires_after` has passed, except the input of a batch not
         yet ended (`DELETE /v1/files` refuses it too): its runners read it chunk by chunk
-        until the batch ends, and without it the batch could neither run nor expire."""
+        until the batch ends, and without it the batch could neither run nor expire.
+        Stored responses past their `expires_at` too (already unreadable; this frees the
+        space): pages of 100 while full, up to `SWEEP_RESPONSES` a sweep, as a busy
+        replica stores far more responses a minute than it uploads files."""
+        for _ in range(0, SWEEP_RESPONSES, 100):
+            ids = await self.storage.meta.expired_responses(now, 100)
+            for response_id in ids:
+                await self.storage.meta.delete_response(response_id)
+            if len(ids) < 100:
+                break
         expired = await self.storage.meta.expired_files(now, 100)
         if not expired:
             return
