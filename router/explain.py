@@ -2,10 +2,12 @@
 `turnout explain`: the plan Turnout would carry out for a request, without carrying it
 out (see policies/explain.py).
 
-The body is `{"endpoint": "chat" | "completions" | "embeddings", "request": {...}}`,
-optionally with `"team"` or `"key"` to explain as that team or key would be routed, and
-`"headers"` for rules that match on headers. Without `endpoint`, it is inferred from the
-request (`messages` → chat, `input` → embeddings, else completions)."""
+The body is `{"endpoint": "chat" | "completions" | "embeddings" | "responses", "request":
+{...}}`, optionally with `"team"` or `"key"` to explain as that team or key would be routed,
+and `"headers"` for rules that match on headers. Without `endpoint`, it is inferred from the
+request (`messages` → chat, `input` → embeddings, else completions). A Responses request is
+explained as the chat request its door runs (router/responses/to_chat.py; a
+`previous_response_id` is not expanded: explain reads no stored conversation)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from router.auth import require_admin
 from router.body import read_json_object, validate
 from router.errors import from_api_error
 from router.gateway import Gateway
+from router.responses.schema import ROUTING_FIELDS, ResponsesRequest
+from router.responses.to_chat import chat_request
 from router.routing_options import routing_choices
 from router.schemas.chat import ChatCompletionRequest
 from router.schemas.common import OpenAIRequest
@@ -43,6 +47,7 @@ ALIASES = {
     "embeddings": Endpoint.EMBEDDINGS,
     "/v1/embeddings": Endpoint.EMBEDDINGS,
 }
+RESPONSES = ("responses", "/v1/responses")
 
 
 async def explain_request(
@@ -52,6 +57,11 @@ async def explain_request(
     request = query.get("request")
     if not isinstance(request, dict):
         raise ApiError("`request` must be the request body to explain.", param="request")
+    if query.get("endpoint") in RESPONSES:
+        validate(ResponsesRequest, request)
+        chat, _ = chat_request(request)
+        request = {**chat, **{k: request[k] for k in ROUTING_FIELDS if k in request}}
+        query = {**query, "endpoint": "chat"}
     endpoint = _endpoint(query.get("endpoint"), request)
     as_caller = _as_caller(gateway, caller, query)
     parsed = validate(SCHEMAS[endpoint], request)
@@ -88,7 +98,8 @@ def _endpoint(name: Any, request: Mapping[str, Any]) -> Endpoint:
         return Endpoint.EMBEDDINGS if "input" in request else Endpoint.COMPLETIONS
     if isinstance(name, str) and name in ALIASES:
         return ALIASES[name]
-    raise ApiError(f"`endpoint` must be one of {', '.join(sorted(ALIASES))}.", param="endpoint")
+    names = ", ".join(sorted([*ALIASES, *RESPONSES]))
+    raise ApiError(f"`endpoint` must be one of {names}.", param="endpoint")
 
 
 def _as_caller(gateway: Gateway, caller: Caller, query: Mapping[str, Any]) -> Caller:

@@ -41,7 +41,7 @@ from router.responses.conversation import earlier_items, store_turn
 from router.responses.events import ResponseEvents, sse
 from router.responses.from_chat import response_object
 from router.responses.ids import new_id
-from router.responses.schema import ResponsesRequest
+from router.responses.schema import ROUTING_FIELDS, ResponsesRequest
 from router.responses.to_chat import chat_request, input_items
 from router.schemas.chat import ChatCompletionRequest
 from router.sse import StreamEnd, generated_chars
@@ -49,8 +49,6 @@ from router.stored import answer_json, not_found, owner_of, storage_of, unavaila
 
 AnyRequest = Request[Any, Any, Any]
 log = structlog.get_logger("turnout.responses")
-# Turnout's own request fields, carried from the Responses body onto the chat request.
-ROUTING_FIELDS = ("router", "fallbacks")
 
 
 @post("/v1/responses", status_code=200)

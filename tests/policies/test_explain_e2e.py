@@ -282,3 +282,26 @@ def test_explain_says_which_limit_is_over_and_takes_nothing_from_it(
             ("rpm:team:research", 2, False),
         ]
     assert requests_seen(upstream, upstream_b) == seen
+
+
+def test_a_responses_request_is_explained_as_the_chat_it_runs(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream, upstream_b: FakeOpenAIUpstream
+) -> None:
+    """`"endpoint": "responses"`: the plan of the chat request the Responses door runs: a
+    deployment without tools is excluded for the request's function tool."""
+    server = turnout(explained_config(upstream, upstream_b))
+    request = {
+        "model": "m",
+        "input": "hi",
+        "tools": [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}],
+    }
+
+    answer = explain(server, {"endpoint": "responses", "request": request})
+
+    deployments = by_label(answer)
+    assert deployments["up/a"]["eligible"] is True
+    assert deployments["up/c"]["eligible"] is False
+    assert requests_seen(upstream, upstream_b) == 0
+    with pytest.raises(openai.BadRequestError) as refused:
+        explain(server, {"endpoint": "responses", "request": {"model": "m", "input": 3}})
+    assert refused.value.response.json()["error"]["param"] == "input"
