@@ -33,6 +33,8 @@ from typing import Any, Literal
 import aiosqlite
 
 from policies.storage.base import ACTIVE, BatchRecord, FileRecord, LineResult, StorageUnavailable
+from policies.storage.group_commit import GroupCommit
+from policies.storage.sqlite_responses import PUT as PUT_RESPONSE
 from policies.storage.sqlite_responses import SCHEMA as RESPONSES_SCHEMA
 from policies.storage.sqlite_responses import SqliteResponses
 
@@ -105,6 +107,15 @@ class SqliteMeta(SqliteResponses):
         """Use `open`; this takes a connection already set up by it."""
         self._db = db
         self._lock = asyncio.Lock()
+        self._stored = GroupCommit(self._put_responses)
+
+    @property
+    def _responses(self) -> GroupCommit:
+        return self._stored
+
+    async def _put_responses(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        async with self._write() as db:
+            await db.executemany(PUT_RESPONSE, rows)
 
     @classmethod
     async def open(

@@ -14,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from policies.storage.group_commit import GroupCommit
 from policies.storage.response_store import ResponseRecord
 
+PUT = "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
   id TEXT PRIMARY KEY, owner TEXT NOT NULL, created_at INTEGER NOT NULL,
@@ -32,21 +34,18 @@ class _Statements(Protocol):
 
     async def _change(self, sql: str, params: Iterable[Any]) -> int: ...
 
+    @property
+    def _responses(self) -> GroupCommit: ...
+
 
 class SqliteResponses:
     """`ResponseStore` over `SqliteMeta`'s connection (mixed into `SqliteMeta`)."""
 
     async def put_response(self: _Statements, record: ResponseRecord) -> None:
-        await self._change(
-            "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
-            (
-                record.id,
-                record.owner,
-                record.created_at,
-                record.expires_at,
-                record.model_dump_json(),
-            ),
-        )
+        """Written with whatever other responses are being stored at the same moment, in one
+        transaction (policies/storage/group_commit.py); returns once it is committed."""
+        row = (record.id, record.owner, record.created_at, record.expires_at)
+        await self._responses.write((*row, record.model_dump_json()))
 
     async def get_response(
         self: _Statements, response_id: str, now: float
