@@ -18,6 +18,7 @@ from policies.fan_out_cost import (
 )
 from policies.health import Health
 from policies.hedge import FirstTokenStats, HedgedWalk, Steps, Turn, mark_lost
+from policies.native import native_turn, takes_native
 from policies.plan import DeploymentPlan, Target
 from policies.policy_config import HedgeSettings
 from policies.redaction import Redactor
@@ -96,12 +97,23 @@ class Dispatcher:
             self.open_stream, self._target_capabilities, health, self._redactor
         )
 
-    def start_trace(self, plan: DeploymentPlan, *, background: bool = False) -> Trace:
+    def start_trace(
+        self,
+        plan: DeploymentPlan,
+        *,
+        background: bool = False,
+        native: Mapping[str, Any] | None = None,
+        chat_refusal: Refusal | None = None,
+    ) -> Trace:
         """`background`: the request is a batch line; every upstream call it makes says so
-        (`ProviderRequest.background`), and a local sampler serves it after live requests."""
+        (`ProviderRequest.background`), and a local sampler serves it after live requests.
+        `native`: a Responses API request as the client sent it, which deployments that
+        declare `responses` get instead of the chat body (`chat_refusal`: why the chat
+        body falls short of it, which the others are then skipped with)."""
         deadline = asyncio.get_running_loop().time() + plan.deadline_s
         slots = asyncio.Semaphore(self._max_parallel)
-        return Trace(deadline=deadline, slots=slots, background=background)
+        return Trace(deadline, slots=slots, background=background, native=native,
+                     chat_refusal=chat_refusal)  # fmt: skip
 
     async def complete(
         self, plan: DeploymentPlan, endpoint: Endpoint, body: Mapping[str, Any], trace: Trace
@@ -193,10 +205,11 @@ class Dispatcher:
             target = walk.queue[walk.index]
             walk.index += 1
             provider = self._providers[target.deployment.provider]
-            fit = self._translate(plan, trace, endpoint, walk.body, target, provider)
-            if fit is None:
-                continue  # cannot honour this request: skipped, never called
             capabilities = self._capabilities_of(target, provider)
+            fitted = self._fit_turn(walk, target, provider, capabilities)
+            if fitted is None:
+                continue  # cannot honour this request: skipped, never called
+            called, fit = fitted
             calls = self._calls(trace, endpoint, target, fit, capabilities)
             if calls is None:
                 continue  # more upstream calls than `emulation.max_calls`: skipped too
@@ -209,7 +222,7 @@ class Dispatcher:
             if trace.background:  # on the calls emulations build from `request` too
                 provider = InBackground(provider)
             body = {**fit.body, "model": target.deployment.model}
-            request = ProviderRequest(endpoint, body, background=trace.background)
+            request = ProviderRequest(called, body, background=trace.background)
             # Nothing between the breaker's leave and `_turns.run`, which owns a granted
             # probe from here: it is used, or given back.
             probe = False
@@ -225,6 +238,31 @@ class Dispatcher:
             call = metered_call(trace.ledger, trace.slots, turn, walk.attempt, request, tallies)
             return Turn(target, fit, call, probe, calls, tallies)
         return None
+
+    def _fit_turn(
+        self, walk: _Walk[Any], target: Target, provider: Provider, capabilities: Capabilities
+    ) -> tuple[Endpoint, Translation] | None:
+        """The endpoint `target` is called on, and the body (policies/native.py: the
+        Responses request itself, where it declares `responses`). None: it cannot honour
+        the request (a refusal recorded)."""
+        native = native_turn(walk.trace, walk.endpoint, capabilities, provider.endpoints)
+        if isinstance(native, Translation):
+            return Endpoint.RESPONSES, native
+        if native is not None:
+            walk.trace.refusals.append((target.label, native))
+            return None
+        fit = self._translate(walk.plan, walk.trace, walk.endpoint, walk.body, target, provider)
+        return None if fit is None else (walk.endpoint, fit)
+
+    def answers_natively(self, plan: DeploymentPlan) -> bool:
+        """Whether some deployment of `plan` takes a Responses API request natively."""
+        return any(
+            takes_native(self._target_capabilities(t), self._provider(t).endpoints)
+            for t in (*plan.targets, *plan.context_window_targets)
+        )
+
+    def _provider(self, target: Target) -> Provider:
+        return self._providers[target.deployment.provider]
 
     def _calls(
         self,
@@ -258,6 +296,8 @@ class Dispatcher:
 
     def _answered(self, trace: Trace, turn: Turn[Any], result: T) -> T:
         trace.target, trace.translation = turn.target, turn.fit
+        # A native turn's translation is the native request itself (`_fit_turn`).
+        trace.native_answer = trace.native is not None and turn.fit.body is trace.native
         if turn.tallies:  # the last attempt answered: its usage is the answer's to settle
             turn.tallies[-1].settled = True
         if isinstance(result, OpenStream):

@@ -53,14 +53,14 @@ class StreamRelay:
         With its `request` (plan, endpoint, body), a stream that fails is continued where
         it can be (policies/continuation.py); else the failure ends it in-band."""
         rescue: Rescue | None = None
-        if request is not None and any(
-            can_continue(request[1], self._capabilities(t))
-            for t in (*request[0].targets, *request[0].context_window_targets)
-        ):
+        # A native Responses stream (policies/native.py) has no chat to continue; any
+        # other's continuation is a chat request, which no deployment gets natively.
+        native, trace.native = trace.native_answer, None
+        if request is not None and not native and self._can_continue(*request[:2]):
             rescue = Rescue(*request, self._capabilities)
         # Without a deployment able to continue it, the stream keeps no seam bookkeeping:
         # a failure ends it in-band (and is said to be not continuable).
-        trace.continuable = request is None or rescue is not None
+        trace.continuable = (request is None and not native) or rescue is not None
         stream: OpenStream | None = opened
         try:
             while stream is not None:
@@ -93,6 +93,13 @@ class StreamRelay:
             trace.stream_error = "deadline exceeded mid-stream"
             raise UpstreamError.timeout("the request's total deadline passed mid-stream") from None
 
+    def _can_continue(self, plan: DeploymentPlan, endpoint: Endpoint) -> bool:
+        """Whether some deployment of `plan` could continue a stream on `endpoint`."""
+        return any(
+            can_continue(endpoint, self._capabilities(t))
+            for t in (*plan.targets, *plan.context_window_targets)
+        )
+
     async def _stream_failed(self, exc: UpstreamError, trace: Trace, rescue: Rescue | None) -> None:
         """A committed stream failed: its breaker is told; raises what the client gets,
         unless the stream is to be continued."""
@@ -104,7 +111,11 @@ class StreamRelay:
         if rescue is None:
             if not trace.continuable:
                 trace.continuation = "not_continuable"
-                trace.continuation_note = "no deployment of the plan can continue it"
+                trace.continuation_note = (
+                    "a native Responses stream is not continued"
+                    if trace.native_answer
+                    else "no deployment of the plan can continue it"
+                )
             raise public from exc
         why = rescue.broke(exc, public, trace.target, trace.attempts)
         if why is not None:

@@ -5,8 +5,9 @@ attempts, who answered, what the stream and its continuations did) and an `OpenS
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from policies.fan_out_cost import UpstreamCalls
 from policies.plan import Target
@@ -48,6 +49,14 @@ class Trace:
     continuation_note: str | None = None
     # A batch line's request: its calls are background work (`ProviderRequest.background`).
     background: bool = False
+    # The Responses door's request as the client sent it (history expanded into `input`):
+    # what a deployment declaring `responses` gets instead of the chat body, untranslated.
+    # Cleared once a stream is committed: a continuation is a chat request.
+    native: Mapping[str, Any] | None = None
+    # Why the chat body cannot stand for `native` (a Responses tool chat has no form for,
+    # in a mode that refuses it): a deployment without `responses` is skipped with it.
+    chat_refusal: Refusal | None = None
+    native_answer: bool = False  # the deployment that answered got `native`
 
 
 @dataclass(frozen=True, slots=True)

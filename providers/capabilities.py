@@ -1,6 +1,6 @@
 """What a backend supports natively, declared once per adapter and frozen; config may
 override it per provider or per deployment with a `capabilities:` mapping whose keys are
-OpenAI option names plus `completions`/`chat`/`embeddings`."""
+OpenAI option names plus `completions`/`chat`/`embeddings`/`responses`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ _KEYS = {
     "completions": "completions",
     "chat": "chat",
     "embeddings": "embeddings",
+    "responses": "responses",
     "stream": "stream",
     "non_streaming": "non_streaming",
     "stream_options": "stream_usage",
@@ -84,6 +85,9 @@ class Capabilities:
     completions: bool = True
     chat: bool = True
     embeddings: bool = True
+    # OpenAI's Responses API natively (OpenAI, vLLM): off unless declared, as most
+    # OpenAI-compatible servers have chat completions only.
+    responses: bool = False
     stream: bool = True
     non_streaming: bool = True
     stream_usage: bool = True

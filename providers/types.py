@@ -25,6 +25,9 @@ class Endpoint(StrEnum):
     COMPLETIONS = "completions"
     CHAT = "chat"
     EMBEDDINGS = "embeddings"
+    # OpenAI's Responses API, for deployments that declare it (`capabilities: {responses:
+    # true}`): the Responses door's request is passed to them as the client sent it.
+    RESPONSES = "responses"
 
     @property
     def path(self) -> str:
@@ -35,6 +38,7 @@ _PATHS = {
     Endpoint.COMPLETIONS: "/completions",
     Endpoint.CHAT: "/chat/completions",
     Endpoint.EMBEDDINGS: "/embeddings",
+    Endpoint.RESPONSES: "/responses",
 }
 
 

@@ -25,6 +25,7 @@ from policies.errors import ApiError
 from policies.limit_set import Reservation
 from policies.teams import Caller
 from policies.trace import Trace
+from policies.translation import Refusal
 from providers.errors import UpstreamError
 from providers.types import Endpoint, JSONObject
 from router.accounting import RequestRecord
@@ -104,16 +105,27 @@ class PipelineRun:
         )
 
     async def prepare(
-        self, schema: type[OpenAIRequest], body: dict[str, Any], headers: Mapping[str, str]
+        self,
+        schema: type[OpenAIRequest],
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        *,
+        native: Mapping[str, Any] | None = None,
+        chat_refusal: Refusal | None = None,
     ) -> dict[str, Any]:
-        """Validate, route and reserve every upstream call; the body to forward."""
+        """Validate, route and reserve every upstream call; the body to forward.
+        `native`: the Responses door's request as the client sent it, for deployments that
+        declare `responses` (policies/native.py; `chat_refusal`: why `body` falls short
+        of it, which every other deployment then refuses with)."""
         record, gateway = self.record, self.gateway
         caller = record.caller
         assert caller is not None  # `admit` came first
         record.model = body.get("model") if isinstance(body.get("model"), str) else None
         parsed = validate(schema, body)
         route = record.route = gateway.router.route(caller, body, headers, routing_choices(parsed))
-        record.trace = gateway.dispatcher.start_trace(route.plan, background=self.background)
+        record.trace = gateway.dispatcher.start_trace(
+            route.plan, background=self.background, native=native, chat_refusal=chat_refusal
+        )
         forward = forwardable(body)
         self.reservation = await admit_every_call(
             gateway, self.reservation, record, self.endpoint, forward, self.observer.limit_rejected
@@ -130,7 +142,10 @@ class PipelineRun:
         route, trace = record.route, record.trace
         assert route is not None  # set by `prepare`
         assert trace is not None
-        cached = CachedAnswer.choose(gateway, record, self.endpoint, forward, cache_options)
+        # A door's request with a native form may be answered in the native shape: its
+        # entries are kept apart from plain chat's (a chat client never gets a Response).
+        keyed = Endpoint.RESPONSES if trace.native is not None else self.endpoint
+        cached = CachedAnswer.choose(gateway, record, keyed, forward, cache_options)
         if cached is not None and (hit := await cached.lookup(record, self.observer)) is not None:
             await gateway.limiter.settle(self.reservation, 0)
             record.emit(200, outcome="cache_hit", **self.extra_log)

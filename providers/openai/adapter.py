@@ -12,7 +12,9 @@ from providers.http_adapter import HTTPProvider
 from providers.openai.settings import OpenAISettings
 from providers.openai.wire import (
     DONE,
+    ResponsesProgress,
     StreamProgress,
+    error_from_event,
     error_from_payload,
     error_from_response,
     parse_event,
@@ -54,7 +56,8 @@ class OpenAIProvider(HTTPProvider):
         return ProviderResponse(body=body)
 
     async def stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
-        progress = StreamProgress(request)
+        responses = request.endpoint is Endpoint.RESPONSES
+        progress = ResponsesProgress() if responses else StreamProgress(request)
         events = self.post_events(self._url(request), to_wire(request.body), request.timeouts)
         async with contextlib.aclosing(events):
             async for event in events:
@@ -65,15 +68,16 @@ class OpenAIProvider(HTTPProvider):
                     # It may have carried text: skipping it could pass a cut answer off as
                     # whole. A broken stream is rescued (continued) or ends in an error.
                     raise UpstreamError.stream_broken(f"{self.name}: malformed stream event")
-                error = error_from_payload(parsed, in_stream=True)
+                error = error_from_payload(parsed, in_stream=True) or error_from_event(parsed)
                 if error is not None:
                     raise error
-                if "choices" in parsed:  # a usage-only chunk may have none
-                    _check_shape(self.name, request.endpoint, parsed)
+                if responses or "choices" in parsed:  # a usage-only chunk may have none
+                    _check_shape(self.name, request.endpoint, parsed, in_stream=True)
                 progress.saw(parsed)
                 yield parsed
-        # Some servers never send [DONE]: the body's end is then the end, but only once
-        # everything the stream owes has come; anything short of that is a cut.
+        # Some servers never send [DONE] (the Responses API never does): the body's end is
+        # then the end, but only once everything the stream owes has come; anything short
+        # of that is a cut.
         missing = progress.missing()
         if missing:
             raise UpstreamError.stream_broken(
@@ -84,13 +88,23 @@ class OpenAIProvider(HTTPProvider):
         return self._base_url + request.endpoint.path
 
 
-def _check_shape(name: str, endpoint: Endpoint, body: JSONObject) -> None:
+def _check_shape(name: str, endpoint: Endpoint, body: JSONObject, in_stream: bool = False) -> None:
     """A 200 whose body breaks OpenAI's schema where Turnout and clients read it is a
     protocol error: relayed as is, a `choices` that is a string (a proxy's page, a debug
-    dump) would reach the client unmasked. The body goes to `detail`, for the log."""
-    field = "data" if endpoint is Endpoint.EMBEDDINGS else "choices"
-    if not isinstance(body.get(field), list):
-        error = UpstreamError.protocol(f"{name}: response `{field}` is not a list")
+    dump) would reach the client unmasked. The body goes to `detail`, for the log. A
+    Responses API answer is a Response object (`object: response`, a list `output`); each
+    event of its stream has a `type`."""
+    problem: str | None = None
+    if endpoint is Endpoint.RESPONSES and in_stream:
+        problem = None if isinstance(body.get("type"), str) else "event has no `type`"
+    elif endpoint is Endpoint.RESPONSES:
+        if body.get("object") != "response" or not isinstance(body.get("output"), list):
+            problem = "answer is not a Response object with a list `output`"
+    else:
+        field = "data" if endpoint is Endpoint.EMBEDDINGS else "choices"
+        problem = None if isinstance(body.get(field), list) else f"`{field}` is not a list"
+    if problem is not None:
+        error = UpstreamError.protocol(f"{name}: response {problem}")
         error.detail = upstream_said(orjson.dumps(body))
         raise error
 

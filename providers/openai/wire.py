@@ -12,6 +12,8 @@ from providers.sse import SSEEvent
 from providers.types import JSONObject, ProviderRequest
 
 DONE = "[DONE]"
+# The Responses API's last events: its streams have no [DONE], the server closes them.
+RESPONSE_ENDS = frozenset({"response.completed", "response.failed", "response.incomplete"})
 
 _DEFAULT_TYPES = {
     400: "invalid_request_error",
@@ -108,6 +110,29 @@ class StreamProgress:
         if self.wants_usage and not self.usage:
             return "the usage chunk that was asked for"
         return None
+
+
+class ResponsesProgress:
+    """What a Responses API stream has delivered of what it owes: its final event."""
+
+    def __init__(self) -> None:
+        self.ended = False
+
+    def saw(self, event: JSONObject) -> None:
+        if event.get("type") in RESPONSE_ENDS:
+            self.ended = True
+
+    def missing(self) -> str | None:
+        return None if self.ended else "the response's final event"
+
+
+def error_from_event(event: JSONObject) -> UpstreamError | None:
+    """A Responses stream's `error` event (`type: error`, with `code`, `message`,
+    `param`) as the failure it reports, if `event` is one."""
+    if event.get("type") != "error":
+        return None
+    fields = {k: v for k, v in event.items() if k not in ("type", "sequence_number")}
+    return error_from_payload({"error": fields}, in_stream=True)
 
 
 def _error_from_fields(

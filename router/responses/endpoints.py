@@ -9,6 +9,11 @@ chat does: team rules, limits, cache, plan, translation per deployment, retries,
 continuation of broken streams. The chat answer is mapped back: whole
 (router/responses/from_chat.py) or as Responses events (router/responses/events.py). With
 `store` (the default) the turn is stored before the client gets the final answer.
+
+A deployment declaring `capabilities: {responses: true}` gets the Responses request itself
+instead (policies/native.py); its answer, whole or streamed, is passed through under the
+turn's own id (router/responses/native.py). What chat has no form for (a built-in tool)
+is then dropped from the chat form only, and refused unless a deployment is native.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from policies.storage.base import StorageUnavailable
 from policies.storage.factory import Storage
 from policies.storage.response_store import ResponseRecord
 from policies.teams import Caller
+from policies.translation import Refusal
 from providers.errors import UpstreamError
 from providers.types import Endpoint, JSONObject
 from router.accounting import DROPPED
@@ -41,10 +47,18 @@ from router.responses.conversation import earlier_items, store_turn
 from router.responses.events import ResponseEvents, sse
 from router.responses.from_chat import response_object
 from router.responses.ids import new_id
+from router.responses.native import (
+    NativeEvents,
+    chunk_chars,
+    chunk_usage,
+    is_response_event,
+    native_request,
+    own_response,
+)
 from router.responses.schema import ROUTING_FIELDS, ResponsesRequest
 from router.responses.to_chat import chat_request, input_items
 from router.schemas.chat import ChatCompletionRequest
-from router.sse import StreamEnd, generated_chars
+from router.sse import StreamEnd
 from router.stored import answer_json, not_found, owner_of, storage_of, unavailable
 
 AnyRequest = Request[Any, Any, Any]
@@ -67,17 +81,22 @@ async def create_response(request: AnyRequest) -> Response[Any]:
         turn = await _Turn.begin(gateway, storage, caller, body)
         if turn.dropped:  # said as chat's own drops are (x-turnout-dropped)
             run.record.extra_headers[DROPPED] = header_list(turn.dropped)
-        forward = await run.prepare(ChatCompletionRequest, turn.chat, request.headers)
+        forward = await run.prepare(
+            ChatCompletionRequest,
+            turn.chat,
+            request.headers,
+            native=turn.native,
+            chat_refusal=turn.chat_refusal(),
+        )
+        turn.check_routable(gateway, run)
         if body.get("stream") is True:
             response = await stream_answer(
                 request, gateway, run.record, Endpoint.CHAT, forward, run, turn.framer()
             )
             run.streaming = True
             return response
-        # A continued conversation is not answered from the cache: its turns are its own.
-        cache = body.get("cache") if turn.previous is None else {"no_cache": True}
         content, headers = await run.answer(
-            forward, cache, lambda work: unless_disconnected(request, work)
+            forward, turn.cache_options(), lambda work: unless_disconnected(request, work)
         )
         answer = await turn.whole(orjson.loads(content))
     except StorageUnavailable:
@@ -180,8 +199,20 @@ class _Turn:
         self.keep = keep
         self.previous: str | None = request.get("previous_response_id")
         self.dropped: list[str] = []  # Responses fields chat could not take (drop mode)
+        # For deployments declaring `responses` (policies/native.py): the request as sent.
+        self.native: dict[str, Any] = {}
+        # Why `chat` falls short of the request (it had to drop what chat has no form for):
+        # only a native deployment may answer it.
+        self.refusal: ApiError | None = None
         self.id = new_id("resp")
         self.created_at = int(time.time())
+        # The turn's own fields of a Response, whoever answered (`own_response`).
+        self.own = {
+            "id": self.id,
+            "created_at": self.created_at,
+            "previous_response_id": self.previous,
+            "store": request.get("store") is not False,
+        }
 
     @classmethod
     async def begin(
@@ -192,7 +223,15 @@ class _Turn:
         settings = gateway.config.responses
         owner = owner_of(caller)
         history = await earlier_items(storage, owner, body.get("previous_response_id"), settings)
-        chat, dropped = chat_request(body, history, drop=_drops(gateway, caller, body))
+        drop, refusal = _drops(gateway, caller, body), None
+        try:
+            chat, dropped = chat_request(body, history, drop=drop)
+        except ApiError as exc:
+            if drop:
+                raise
+            # What chat has no form for (a built-in tool ...) a native deployment takes: the
+            # chat form drops it, and every deployment without `responses` refuses it.
+            (chat, _), dropped, refusal = chat_request(body, history, drop=True), [], exc
         chat.update({k: body[k] for k in ROUTING_FIELDS if k in body})
         items = input_items(body)
 
@@ -200,66 +239,109 @@ class _Turn:
             await store_turn(storage, owner, response, items, settings)
 
         turn = cls(body, chat, items, keep if body.get("store", True) is not False else None)
-        turn.dropped = dropped
+        turn.dropped, turn.refusal = dropped, refusal
+        turn.native = native_request(body, history, items)
         return turn
 
-    async def whole(self, chat_answer: JSONObject) -> dict[str, Any]:
-        answer = response_object(
-            self.id,
-            self.request,
-            chat_answer,
-            created_at=self.created_at,
-            previous_response_id=self.previous,
-            completed_at=int(time.time()),
-        )
+    def chat_refusal(self) -> Refusal | None:
+        """What a deployment without `responses` is skipped with (None: it takes `chat`)."""
+        if self.refusal is None:
+            return None
+        return Refusal(self.refusal.param or "input", self.refusal.message)
+
+    def check_routable(self, gateway: Gateway, run: PipelineRun) -> None:
+        """Raises the chat form's refusal when no deployment of the plan is native: the
+        request is then refused as any chat-only model refuses it (before any call)."""
+        route = run.record.route
+        if self.refusal is not None and (
+            route is None or not gateway.dispatcher.answers_natively(route.plan)
+        ):
+            raise self.refusal
+
+    def cache_options(self) -> Any:
+        """A continued conversation is not answered from the cache (its turns are its own);
+        nor is a request whose chat form falls short of it (the key is the chat form)."""
+        if self.previous is not None or self.refusal is not None:
+            return {"no_cache": True}
+        return self.request.get("cache")
+
+    async def whole(self, upstream: JSONObject) -> dict[str, Any]:
+        """The Response: a native deployment's own (made the turn's), or the chat answer's."""
+        if upstream.get("object") == "response":
+            answer = own_response(upstream, self.own)
+        else:
+            answer = response_object(
+                self.id,
+                self.request,
+                upstream,
+                created_at=self.created_at,
+                previous_response_id=self.previous,
+                completed_at=int(time.time()),
+            )
         if self.keep is not None:
             await self.keep(answer)
         return answer
 
     def framer(self) -> Framer:
-        events = ResponseEvents(
+        chat = ResponseEvents(
             self.id, self.request, created_at=self.created_at, previous_response_id=self.previous
         )
-        return lambda chunks, on_end, _usage: _frames(events, chunks, on_end, self.keep)
+        native = NativeEvents(chat.response, self.own)
+        return lambda chunks, on_end, _usage: _frames((chat, native), chunks, on_end, self.keep)
 
 
 async def _frames(
-    events: ResponseEvents,
+    modes: tuple[ResponseEvents, NativeEvents],
     chunks: AsyncIterator[JSONObject],
     on_end: StreamEnd,
     keep: Callable[[Mapping[str, Any]], Awaitable[None]] | None,
 ) -> AsyncIterator[bytes]:
-    """The chat stream as Responses events; a failure after the first event is
-    `response.failed`, never a truncated `response.completed`. The turn is kept before
-    its final event goes out."""
+    """The stream as Responses events: a chat stream mapped (`ResponseEvents`), a native
+    deployment's relayed (`NativeEvents`), as its first chunk says; a failure after the
+    first event is `response.failed`, never a truncated `response.completed`. The turn is
+    kept before its final event goes out."""
     outcome, usage, streamed = "client_closed", None, 0
+    events: ResponseEvents | NativeEvents = modes[0]
+    started = False
     try:
-        for event in events.start():
-            yield sse(event)
         async for chunk in chunks:
-            if chunk.get("usage"):
-                usage = chunk["usage"]
-            streamed += generated_chars(chunk)
+            if not started:
+                events = modes[1] if is_response_event(chunk) else modes[0]
+                started = True
+                for event in events.start():
+                    yield sse(event)
+            usage = chunk_usage(chunk) or usage
+            streamed += chunk_chars(chunk)
             for event in events.on_chunk(chunk):
+                yield sse(event)
+        if not started:
+            for event in events.start():
                 yield sse(event)
         final = events.finish(completed_at=int(time.time()))
         if keep is not None:
             await keep(events.response)
         for event in final:
             yield sse(event)
-        outcome = "ok"
+        outcome = "error" if events.response.get("status") == "failed" else "ok"
     except UpstreamError as exc:
         outcome = "error"
-        for event in events.fail(stream_error_payload(exc)["error"]):
+        for event in _failed(events, started, stream_error_payload(exc)["error"]):
             yield sse(event)
     except Exception as exc:  # a bug mid-stream: the client still gets `response.failed`
         outcome = "error"
         log.error("responses_stream_failed", exc_info=exc)
         error = envelope("The server had an error processing the response.", "server_error")
-        for event in events.fail(error["error"]):
+        for event in _failed(events, started, error["error"]):
             yield sse(event)
     finally:
         on_end(outcome, usage, streamed)
+
+
+def _failed(
+    events: ResponseEvents | NativeEvents, started: bool, error: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """`response.failed`, after the opening events if none went out yet."""
+    return [*([] if started else events.start()), *events.fail(error)]
 
 
 def _drops(gateway: Gateway, caller: Caller, body: Mapping[str, Any]) -> bool:

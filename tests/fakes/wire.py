@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from .behaviors import Status, ToolCall
 from .logprobs import completion_logprobs, prompt_logprobs
+from .responses_wire import responses
 
 Json = dict[str, Any]
 #: OpenAI's spec types `system_fingerprint` as a string (never null).
@@ -348,7 +349,12 @@ Builder = Callable[[Json, "str | None"], "Json | list[str]"]
 
 #: POST path → builder.
 ROUTES: Final[Mapping[str, Builder]] = MappingProxyType(
-    {"/v1/chat/completions": chat, "/v1/completions": completions, "/v1/embeddings": embeddings}
+    {
+        "/v1/chat/completions": chat,
+        "/v1/completions": completions,
+        "/v1/embeddings": embeddings,
+        "/v1/responses": responses,  # OpenAI's Responses API, natively (responses_wire.py)
+    }
 )
 
 
