@@ -19,7 +19,6 @@ is then dropped from the chat form only, and refused unless a deployment is nati
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 import orjson
@@ -32,33 +31,15 @@ from policies.storage.base import StorageUnavailable
 from policies.storage.factory import Storage
 from policies.storage.response_store import ResponseRecord
 from policies.teams import Caller
-from policies.translation import Refusal
 from providers.errors import UpstreamError
-from providers.types import Endpoint, JSONObject
-from router.accounting import DROPPED
+from providers.types import Endpoint
 from router.auth import authenticate
 from router.body import read_json_object, validate
-from router.endpoints import Framer, stream_answer, unless_disconnected
-from router.errors import envelope, stream_error_payload
+from router.endpoints import stream_answer, unless_disconnected
 from router.gateway import Gateway, PolicyObserver
-from router.header_values import header_list
 from router.pipeline import PipelineRun
-from router.responses.conversation import earlier_items, store_turn
-from router.responses.events import ResponseEvents, sse
-from router.responses.from_chat import response_object
-from router.responses.ids import new_id
-from router.responses.native import (
-    NativeEvents,
-    chunk_chars,
-    chunk_usage,
-    is_response_event,
-    native_request,
-    own_response,
-)
-from router.responses.schema import ROUTING_FIELDS, ResponsesRequest
-from router.responses.to_chat import chat_request, input_items
-from router.schemas.chat import ChatCompletionRequest
-from router.sse import StreamEnd
+from router.responses.schema import ResponsesRequest
+from router.responses.turn import prepare_turn
 from router.stored import answer_json, not_found, owner_of, storage_of, unavailable
 
 AnyRequest = Request[Any, Any, Any]
@@ -77,18 +58,7 @@ async def create_response(request: AnyRequest) -> Response[Any]:
         await run.admit(caller)
         body = await read_json_object(request, gateway.config.server.max_body_bytes)
         validate(ResponsesRequest, body)
-        storage = storage_of(request)
-        turn = await _Turn.begin(gateway, storage, caller, body)
-        if turn.dropped:  # said as chat's own drops are (x-turnout-dropped)
-            run.record.extra_headers[DROPPED] = header_list(turn.dropped)
-        forward = await run.prepare(
-            ChatCompletionRequest,
-            turn.chat,
-            request.headers,
-            native=turn.native,
-            chat_refusal=turn.chat_refusal(),
-        )
-        turn.check_routable(gateway, run)
+        turn, forward = await prepare_turn(run, storage_of(request), caller, body, request.headers)
         if body.get("stream") is True:
             response = await stream_answer(
                 request, gateway, run.record, Endpoint.CHAT, forward, run, turn.framer()
@@ -181,177 +151,6 @@ async def cancel_response(request: AnyRequest, response_id: FromPath[str]) -> Re
 
 
 ROUTES = [create_response, retrieve_response, delete_response, list_input_items, cancel_response]
-
-
-class _Turn:
-    """One request's turn: its chat request, and how its answer is mapped and kept."""
-
-    def __init__(
-        self,
-        request: dict[str, Any],
-        chat: dict[str, Any],
-        items: list[dict[str, Any]],
-        keep: Callable[[Mapping[str, Any]], Awaitable[None]] | None,
-    ) -> None:
-        self.request = request
-        self.chat = chat
-        self.items = items
-        self.keep = keep
-        self.previous: str | None = request.get("previous_response_id")
-        self.dropped: list[str] = []  # Responses fields chat could not take (drop mode)
-        # For deployments declaring `responses` (policies/native.py): the request as sent.
-        self.native: dict[str, Any] = {}
-        # Why `chat` falls short of the request (it had to drop what chat has no form for):
-        # only a native deployment may answer it.
-        self.refusal: ApiError | None = None
-        self.id = new_id("resp")
-        self.created_at = int(time.time())
-        # The turn's own fields of a Response, whoever answered (`own_response`).
-        self.own = {
-            "id": self.id,
-            "created_at": self.created_at,
-            "previous_response_id": self.previous,
-            "store": request.get("store") is not False,
-        }
-
-    @classmethod
-    async def begin(
-        cls, gateway: Gateway, storage: Storage, caller: Caller, body: dict[str, Any]
-    ) -> _Turn:
-        if body.get("background") is True:
-            raise ApiError("Background responses are not supported.", param="background")
-        settings = gateway.config.responses
-        owner = owner_of(caller)
-        history = await earlier_items(storage, owner, body.get("previous_response_id"), settings)
-        drop, refusal = _drops(gateway, caller, body), None
-        try:
-            chat, dropped = chat_request(body, history, drop=drop)
-        except ApiError as exc:
-            if drop:
-                raise
-            # What chat has no form for (a built-in tool ...) a native deployment takes: the
-            # chat form drops it, and every deployment without `responses` refuses it.
-            (chat, _), dropped, refusal = chat_request(body, history, drop=True), [], exc
-        chat.update({k: body[k] for k in ROUTING_FIELDS if k in body})
-        items = input_items(body)
-
-        async def keep(response: Mapping[str, Any]) -> None:
-            await store_turn(storage, owner, response, items, settings)
-
-        turn = cls(body, chat, items, keep if body.get("store", True) is not False else None)
-        turn.dropped, turn.refusal = dropped, refusal
-        turn.native = native_request(body, history, items)
-        return turn
-
-    def chat_refusal(self) -> Refusal | None:
-        """What a deployment without `responses` is skipped with (None: it takes `chat`)."""
-        if self.refusal is None:
-            return None
-        return Refusal(self.refusal.param or "input", self.refusal.message)
-
-    def check_routable(self, gateway: Gateway, run: PipelineRun) -> None:
-        """Raises the chat form's refusal when no deployment of the plan is native: the
-        request is then refused as any chat-only model refuses it (before any call)."""
-        route = run.record.route
-        if self.refusal is not None and (
-            route is None or not gateway.dispatcher.answers_natively(route.plan)
-        ):
-            raise self.refusal
-
-    def cache_options(self) -> Any:
-        """A continued conversation is not answered from the cache (its turns are its own);
-        nor is a request whose chat form falls short of it (the key is the chat form)."""
-        if self.previous is not None or self.refusal is not None:
-            return {"no_cache": True}
-        return self.request.get("cache")
-
-    async def whole(self, upstream: JSONObject) -> dict[str, Any]:
-        """The Response: a native deployment's own (made the turn's), or the chat answer's."""
-        if upstream.get("object") == "response":
-            answer = own_response(upstream, self.own)
-        else:
-            answer = response_object(
-                self.id,
-                self.request,
-                upstream,
-                created_at=self.created_at,
-                previous_response_id=self.previous,
-                completed_at=int(time.time()),
-            )
-        if self.keep is not None:
-            await self.keep(answer)
-        return answer
-
-    def framer(self) -> Framer:
-        chat = ResponseEvents(
-            self.id, self.request, created_at=self.created_at, previous_response_id=self.previous
-        )
-        native = NativeEvents(chat.response, self.own)
-        return lambda chunks, on_end, _usage: _frames((chat, native), chunks, on_end, self.keep)
-
-
-async def _frames(
-    modes: tuple[ResponseEvents, NativeEvents],
-    chunks: AsyncIterator[JSONObject],
-    on_end: StreamEnd,
-    keep: Callable[[Mapping[str, Any]], Awaitable[None]] | None,
-) -> AsyncIterator[bytes]:
-    """The stream as Responses events: a chat stream mapped (`ResponseEvents`), a native
-    deployment's relayed (`NativeEvents`), as its first chunk says; a failure after the
-    first event is `response.failed`, never a truncated `response.completed`. The turn is
-    kept before its final event goes out."""
-    outcome, usage, streamed = "client_closed", None, 0
-    events: ResponseEvents | NativeEvents = modes[0]
-    started = False
-    try:
-        async for chunk in chunks:
-            if not started:
-                events = modes[1] if is_response_event(chunk) else modes[0]
-                started = True
-                for event in events.start():
-                    yield sse(event)
-            usage = chunk_usage(chunk) or usage
-            streamed += chunk_chars(chunk)
-            for event in events.on_chunk(chunk):
-                yield sse(event)
-        if not started:
-            for event in events.start():
-                yield sse(event)
-        final = events.finish(completed_at=int(time.time()))
-        if keep is not None:
-            await keep(events.response)
-        for event in final:
-            yield sse(event)
-        outcome = "error" if events.response.get("status") == "failed" else "ok"
-    except UpstreamError as exc:
-        outcome = "error"
-        for event in _failed(events, started, stream_error_payload(exc)["error"]):
-            yield sse(event)
-    except Exception as exc:  # a bug mid-stream: the client still gets `response.failed`
-        outcome = "error"
-        log.error("responses_stream_failed", exc_info=exc)
-        error = envelope("The server had an error processing the response.", "server_error")
-        for event in _failed(events, started, error["error"]):
-            yield sse(event)
-    finally:
-        on_end(outcome, usage, streamed)
-
-
-def _failed(
-    events: ResponseEvents | NativeEvents, started: bool, error: Mapping[str, Any]
-) -> list[dict[str, Any]]:
-    """`response.failed`, after the opening events if none went out yet."""
-    return [*([] if started else events.start()), *events.fail(error)]
-
-
-def _drops(gateway: Gateway, caller: Caller, body: Mapping[str, Any]) -> bool:
-    """Whether what chat cannot express is dropped (translation mode `drop`: the
-    request's, else the team's, else the model's) rather than refused."""
-    options = body.get("router")
-    asked = options.get("translation") if isinstance(options, Mapping) else None
-    route = gateway.config.models.get(str(body.get("model")))
-    mode = asked or caller.translation or (route.translation if route is not None else None)
-    return str(mode) == "drop"
 
 
 async def _owned(storage: Storage, caller: Caller, response_id: str) -> ResponseRecord:
