@@ -6,11 +6,12 @@ Run from the repository root:
 
 It writes ``tests/openapi/openai-subset.json``: a valid OpenAPI 3 document holding the POST
 operations of ``/chat/completions``, ``/completions`` and ``/embeddings``, the operations of the
-Files and Batch APIs, the request and response schemas named below, and every component they
-reference, transitively.
+Files, Batch and Responses APIs, the request and response schemas named below, and every
+component they reference, transitively.
 
 The spec (2.3.0) describes no schema for a batch's input or output lines (the older
-``BatchRequestInput`` / ``BatchRequestOutput`` are gone), so none is cut out here.
+``BatchRequestInput`` / ``BatchRequestOutput`` are gone), so none is cut out here; nor does it
+describe the body of ``DELETE /responses/{response_id}`` (its 200 has no content).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ PATHS: dict[str, tuple[str, ...]] = {
     "/batches": ("get", "post"),
     "/batches/{batch_id}": ("get",),
     "/batches/{batch_id}/cancel": ("post",),
+    "/responses": ("post",),
+    "/responses/{response_id}": ("get", "delete"),
+    "/responses/{response_id}/input_items": ("get",),
+    "/responses/{response_id}/cancel": ("post",),
 }
 SCHEMAS = (
     "CreateChatCompletionRequest",
@@ -48,6 +53,10 @@ SCHEMAS = (
     "Batch",
     "ListBatchesResponse",
     "CreateBatchRequest",
+    "CreateResponse",
+    "Response",
+    "ResponseStreamEvent",
+    "ResponseItemList",
     "ErrorResponse",
 )
 OUTPUT = Path(__file__).with_name("openai-subset.json")
