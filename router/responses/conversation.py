@@ -51,7 +51,8 @@ async def earlier_items(
     history: list[dict[str, Any]] = []
     for record in reversed(turns):
         history += record.input_items
-        history += [dict(item) for item in record.response.get("output") or ()]
+        if record.response.get("status") != "failed":  # a failed turn's output is partial
+            history += [dict(item) for item in record.response.get("output") or ()]
     return history
 
 

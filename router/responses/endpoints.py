@@ -129,8 +129,9 @@ async def list_input_items(
         return {
             "object": "list",
             "data": page,
-            "first_id": page[0].get("id") if page else None,
-            "last_id": page[-1].get("id") if page else None,
+            # Strings even on an empty page: the spec's ResponseItemList requires them.
+            "first_id": page[0].get("id", "") if page else "",
+            "last_id": page[-1].get("id", "") if page else "",
             "has_more": len(ordered) > limit,
         }
 

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from policies.errors import ApiError
+from policies.storage.base import StorageUnavailable
 from policies.storage.factory import Storage
 from policies.teams import Caller
 from policies.translation import Refusal
@@ -212,23 +213,35 @@ async def _frames(
         outcome = "error" if events.response.get("status") == "failed" else "ok"
     except UpstreamError as exc:
         outcome = "error"
-        for event in _failed(events, started, stream_error_payload(exc)["error"]):
+        for event in await _failed(events, started, stream_error_payload(exc)["error"], keep):
             yield sse(event)
     except Exception as exc:  # a bug mid-stream: the client still gets `response.failed`
         outcome = "error"
         log.error("responses_stream_failed", exc_info=exc)
         error = envelope("The server had an error processing the response.", "server_error")
-        for event in _failed(events, started, error["error"]):
+        for event in await _failed(events, started, error["error"], keep):
             yield sse(event)
     finally:
         on_end(outcome, usage, streamed)
 
 
-def _failed(
-    events: ResponseEvents | NativeEvents, started: bool, error: Mapping[str, Any]
+async def _failed(
+    events: ResponseEvents | NativeEvents,
+    started: bool,
+    error: Mapping[str, Any],
+    keep: Callable[[Mapping[str, Any]], Awaitable[None]] | None,
 ) -> list[dict[str, Any]]:
-    """`response.failed`, after the opening events if none went out yet."""
-    return [*([] if started else events.start()), *events.fail(error)]
+    """`response.failed`, after the opening events if none went out yet. A failed turn is
+    kept too (as OpenAI keeps it: readable, status `failed`); a conversation continued
+    from it takes its input, not its partial output (router/responses/conversation.py).
+    A store that is down then is logged: the client still gets its `response.failed`."""
+    failing = [*([] if started else events.start()), *events.fail(error)]
+    if keep is not None:
+        try:
+            await keep(events.response)
+        except StorageUnavailable as exc:
+            log.warning("responses_failed_turn_not_stored", error=str(exc))
+    return failing
 
 
 def _drops(gateway: Gateway, caller: Caller, body: Mapping[str, Any]) -> bool:

@@ -325,11 +325,6 @@ def test_input_item_lists_match_the_spec(http: httpx.Client) -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="endpoints.list_input_items answers an empty page with first_id/last_id null; "
-    "the spec's ResponseItemList requires both as strings",
-)
 def test_an_empty_page_of_input_items_matches_the_spec(http: httpx.Client) -> None:
     response = created(http, input="only one item")
     url = f"/v1/responses/{response['id']}/input_items"
