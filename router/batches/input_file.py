@@ -23,12 +23,14 @@ import orjson
 
 from providers.types import Endpoint
 
-# What a batch line may call (`/v1/responses` joins once that endpoint exists).
+# What a batch line may call.
 BATCH_ENDPOINTS: dict[str, Endpoint] = {
     "/v1/chat/completions": Endpoint.CHAT,
     "/v1/completions": Endpoint.COMPLETIONS,
     "/v1/embeddings": Endpoint.EMBEDDINGS,
+    "/v1/responses": Endpoint.RESPONSES,  # run by the Responses turn (router/batches/line.py)
 }
+RESPONSES_URL = "/v1/responses"
 MAX_ERRORS = 100  # reported per file; checking stops counting problems past this
 # A client's words quoted back (a custom_id, a field's name) and the `model` kept on the
 # batch are cut to this many characters: a line may be megabytes, and a batch record (its

@@ -23,11 +23,16 @@ import orjson
 
 from policies.errors import ApiError
 from policies.storage.base import BatchRecord, LineResult
+from policies.storage.factory import Storage
 from providers.errors import UpstreamError
-from router.batches.input_file import BATCH_ENDPOINTS
+from providers.types import Endpoint
+from router.batches.input_file import BATCH_ENDPOINTS, RESPONSES_URL
+from router.body import validate
 from router.errors import envelope
 from router.gateway import Gateway, PolicyObserver
 from router.pipeline import Failure, PipelineRun
+from router.responses.schema import ResponsesRequest
+from router.responses.turn import prepare_turn
 from router.schemas.endpoint_schemas import SCHEMAS
 from router.stored import owner_of
 
@@ -42,6 +47,7 @@ class LineRun:
     gateway: Callable[[], Gateway]  # the gateway serving now (a reload replaces it)
     observer: PolicyObserver
     clock: Callable[[], float]
+    storage: Storage  # a `/v1/responses` line's conversation and stored turn
 
     async def run(self, line: int, raw: bytes) -> LineResult:
         item = orjson.loads(raw)  # checked when the batch was validated
@@ -74,13 +80,15 @@ class LineRun:
         """One try through the pipeline: the answer, the failure, or how long to wait
         before trying again (a limit that this line's share has no room in now)."""
         url: str = item["url"]
-        endpoint = BATCH_ENDPOINTS[url]
+        responses = url == RESPONSES_URL  # run as a chat, as the Responses door runs it
+        endpoint = Endpoint.CHAT if responses else BATCH_ENDPOINTS[url]
         config = gateway.config.batches
         run = PipelineRun.begin(
             gateway,
             self.observer,
             endpoint,
             None,
+            label="responses" if responses else None,
             share=config.limit_share,
             background=True,
             extra_log={"batch": self.batch.id, "custom_id": item["custom_id"]},
@@ -88,6 +96,8 @@ class LineRun:
         request_id = run.record.request_id
         try:
             await run.admit(caller)
+            if responses:
+                return 200, await self._response(run, caller, item["body"]), request_id
             forward = await run.prepare(SCHEMAS[endpoint], item["body"], {})
             content, _ = await run.answer(forward, item["body"].get("cache"))
             return 200, content, request_id
@@ -105,6 +115,14 @@ class LineRun:
             raise
         finally:
             await run.end()
+
+    async def _response(self, run: PipelineRun, caller: Any, body: dict[str, Any]) -> bytes:
+        """A `/v1/responses` line: through the Responses turn (router/responses/turn.py),
+        its conversation read and its turn stored as the door does."""
+        validate(ResponsesRequest, body)
+        turn, forward = await prepare_turn(run, self.storage, caller, body, {})
+        content, _ = await run.answer(forward, turn.cache_options())
+        return orjson.dumps(await turn.whole(orjson.loads(content)))
 
 
 def held_back(exc: ApiError | UpstreamError) -> float | None:

@@ -207,7 +207,7 @@ class BatchRunner:
         try:
             done = await meta.recorded_lines(batch.id, start, stop)
             raw = await read_chunk(self.storage, batch, chunk)
-            runner = LineRun(batch, self.gateway, self.metrics, time.time)
+            runner = LineRun(batch, self.gateway, self.metrics, time.time, self.storage)
             async with asyncio.TaskGroup() as group:
                 for line, item in enumerate(split_lines(raw), start):
                     if line in done:

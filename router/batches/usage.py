@@ -24,13 +24,17 @@ class BatchUsage:
         usage = (response.get("body") or {}).get("usage")
         if not isinstance(usage, dict):
             return
-        prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+        # Chat and completions say prompt/completion; a Response (a /v1/responses line)
+        # says input/output.
+        prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+        completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
         self.input_tokens += prompt
         self.output_tokens += completion
         self.total_tokens += _int(usage.get("total_tokens")) or prompt + completion
-        self.cached_tokens += _int((usage.get("prompt_tokens_details") or {}).get("cached_tokens"))
-        details = usage.get("completion_tokens_details") or {}
-        self.reasoning_tokens += _int(details.get("reasoning_tokens"))
+        inputs = usage.get("prompt_tokens_details", usage.get("input_tokens_details")) or {}
+        self.cached_tokens += _int(inputs.get("cached_tokens"))
+        outputs = usage.get("completion_tokens_details", usage.get("output_tokens_details")) or {}
+        self.reasoning_tokens += _int(outputs.get("reasoning_tokens"))
 
     def public(self) -> dict[str, Any]:
         return {
