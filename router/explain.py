@@ -57,9 +57,13 @@ async def explain_request(
     request = query.get("request")
     if not isinstance(request, dict):
         raise ApiError("`request` must be the request body to explain.", param="request")
+    refusal: ApiError | None = None
     if query.get("endpoint") in RESPONSES:
         validate(ResponsesRequest, request)
-        chat, _ = chat_request(request)
+        try:
+            chat, _ = chat_request(request)
+        except ApiError as exc:  # only a native deployment may take it (as the door does)
+            (chat, _), refusal = chat_request(request, drop=True), exc
         request = {**chat, **{k: request[k] for k in ROUTING_FIELDS if k in request}}
         query = {**query, "endpoint": "chat"}
     endpoint = _endpoint(query.get("endpoint"), request)
@@ -67,6 +71,8 @@ async def explain_request(
     parsed = validate(SCHEMAS[endpoint], request)
     headers = {str(k).lower(): str(v) for k, v in (query.get("headers") or {}).items()}
     route = gateway.router.route(as_caller, request, headers, routing_choices(parsed))
+    if refusal is not None and not gateway.dispatcher.answers_natively(route.plan):
+        raise refusal
     return await explain(
         caller=as_caller,
         asker=caller,

@@ -305,3 +305,28 @@ def test_a_responses_request_is_explained_as_the_chat_it_runs(
     with pytest.raises(openai.BadRequestError) as refused:
         explain(server, {"endpoint": "responses", "request": {"model": "m", "input": 3}})
     assert refused.value.response.json()["error"]["param"] == "input"
+
+
+def test_a_built_in_tool_is_explained_only_where_a_deployment_is_native(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream
+) -> None:
+    models = {
+        "chat-only": {"deployments": [{"provider": "up", "model": "a"}]},
+        "native": {
+            "deployments": [
+                {"provider": "up", "model": "n", "capabilities": {"responses": True}},
+                {"provider": "up", "model": "a"},
+            ]
+        },
+    }
+    server = turnout(
+        simple_config({"up": upstream.base_url}, models, keys=[{"key": ADMIN, "admin": True}])
+    )
+    request = {"input": "news?", "tools": [{"type": "web_search"}]}
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        explain(server, {"endpoint": "responses", "request": {"model": "chat-only", **request}})
+    assert refused.value.response.json()["error"]["param"] == "tools[0].type"
+    answer = explain(server, {"endpoint": "responses", "request": {"model": "native", **request}})
+    assert [d["deployment"] for d in answer["deployments"]][:1] == ["up/n"]
+    assert requests_seen(upstream) == 0
