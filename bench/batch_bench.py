@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
@@ -79,16 +80,21 @@ def servers(data_dir: str) -> Iterator[tuple[int, int]]:
 
 
 async def live(port: int, count: int) -> float:
-    """Requests per second, `CONCURRENCY` clients sending `count` requests in all (aiohttp:
-    httpx's own cost per request would be most of what is measured)."""
+    """Requests per second, `CONCURRENCY` clients sending `count` chat requests in all."""
+    return await rate(port, "/v1/chat/completions", BODY, count)
+
+
+async def rate(port: int, path: str, body: dict[str, Any], count: int) -> float:
+    """Requests per second, `CONCURRENCY` clients posting `body` to `path`, `count` in all
+    (aiohttp: httpx's own cost per request would be most of what is measured)."""
     left = iter(range(count))
-    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    url = f"http://127.0.0.1:{port}{path}"
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def worker() -> None:
             for _ in left:
-                async with session.post(url, json=BODY) as response:
+                async with session.post(url, json=body) as response:
                     response.raise_for_status()
                     await response.read()
 

@@ -17,13 +17,10 @@ import argparse
 import asyncio
 import statistics
 import tempfile
-import time
 from typing import Any
 
-import aiohttp
-from batch_bench import servers
+from batch_bench import rate, servers
 
-CONCURRENCY = 32
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
 RESPONSES = {"model": "m", "input": "Say hello.", "max_output_tokens": 16}
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -37,23 +34,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "responses streamed, stored": ("/v1/responses", {**RESPONSES, "stream": True}),
 }
-
-
-async def rate(port: int, path: str, body: dict[str, Any], count: int) -> float:
-    left = iter(range(count))
-    url = f"http://127.0.0.1:{port}{path}"
-    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker() -> None:
-            for _ in left:
-                async with session.post(url, json=body) as response:
-                    response.raise_for_status()
-                    await response.read()
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        return count / (time.perf_counter() - started)
 
 
 def main() -> None:
