@@ -128,7 +128,15 @@ class ResponsesProgress:
 
 def error_from_event(event: JSONObject) -> UpstreamError | None:
     """A Responses stream's `error` event (`type: error`, with `code`, `message`,
-    `param`) as the failure it reports, if `event` is one."""
+    `param`), or its `response.failed` (the response's `error`), as the failure it
+    reports, if `event` is one. Relayed as it came, a failed response's message (the
+    backend's own words: an internal address, a key) would reach the client unmasked,
+    and the deployment's breaker would count the stream a success."""
+    if event.get("type") == "response.failed":
+        response = event.get("response")
+        error = response.get("error") if isinstance(response, dict) else None
+        fields = error if isinstance(error, dict) else {"message": "the response failed"}
+        return error_from_payload({"error": fields}, in_stream=True)
     if event.get("type") != "error":
         return None
     fields = {k: v for k, v in event.items() if k not in ("type", "sequence_number")}

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from policies.errors import ApiError
-from policies.storage.base import BatchRecord, LineResult
+from policies.storage.base import BatchRecord, LineResult, StorageUnavailable
 from policies.storage.factory import Storage
 from providers.errors import UpstreamError
 from providers.types import Endpoint
@@ -34,7 +34,7 @@ from router.pipeline import Failure, PipelineRun
 from router.responses.schema import ResponsesRequest
 from router.responses.turn import prepare_turn
 from router.schemas.endpoint_schemas import SCHEMAS
-from router.stored import owner_of
+from router.stored import owner_of, unavailable
 
 RETRY_CAP_S = 60.0  # a line held back by a limit looks again at least this often
 
@@ -118,11 +118,16 @@ class LineRun:
 
     async def _response(self, run: PipelineRun, caller: Any, body: dict[str, Any]) -> bytes:
         """A `/v1/responses` line: through the Responses turn (router/responses/turn.py),
-        its conversation read and its turn stored as the door does."""
+        its conversation read and its turn stored as the door does. A store that is down
+        is the door's 503 (with `Retry-After`): the line is held back and run again, not
+        failed as a crash."""
         validate(ResponsesRequest, body)
-        turn, forward = await prepare_turn(run, self.storage, caller, body, {})
-        content, _ = await run.answer(forward, turn.cache_options())
-        return orjson.dumps(await turn.whole(orjson.loads(content)))
+        try:
+            turn, forward = await prepare_turn(run, self.storage, caller, body, {})
+            content, _ = await run.answer(forward, turn.cache_options())
+            return orjson.dumps(await turn.whole(orjson.loads(content)))
+        except StorageUnavailable:
+            raise unavailable() from None
 
 
 def held_back(exc: ApiError | UpstreamError) -> float | None:

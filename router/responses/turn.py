@@ -43,7 +43,7 @@ from router.responses.schema import ROUTING_FIELDS
 from router.responses.to_chat import chat_request, input_items
 from router.schemas.chat import ChatCompletionRequest
 from router.sse import StreamEnd
-from router.stored import owner_of
+from router.stored import owner_of, unavailable
 
 log = structlog.get_logger("turnout.responses")
 
@@ -207,7 +207,13 @@ async def _frames(
                 yield sse(event)
         final = events.finish(completed_at=int(time.time()))
         if keep is not None:
-            await keep(events.response)
+            try:
+                await keep(events.response)
+            except StorageUnavailable as exc:
+                # The answer is whole but not kept (a follow-up could not find it): the
+                # stream still ends, with the final event turned into `response.failed`.
+                log.warning("responses_turn_not_stored", error=str(exc))
+                final = [*final[:-1], _unstored(final[-1])] if final else final
         for event in final:
             yield sse(event)
         outcome = "error" if events.response.get("status") == "failed" else "ok"
@@ -242,6 +248,19 @@ async def _failed(
         except StorageUnavailable as exc:
             log.warning("responses_failed_turn_not_stored", error=str(exc))
     return failing
+
+
+def _unstored(final: Mapping[str, Any]) -> dict[str, Any]:
+    """A stream's final event for a turn the store could not keep: `response.failed`
+    (under the same sequence number); its code one the spec's enum has, its message the
+    503's that a whole answer gets."""
+    response = dict(final.get("response") or {})
+    response.update(
+        status="failed",
+        error={"code": "server_error", "message": unavailable().message},
+        incomplete_details=None,
+    )
+    return {**final, "type": "response.failed", "response": response}
 
 
 def _drops(gateway: Gateway, caller: Caller, body: Mapping[str, Any]) -> bool:
