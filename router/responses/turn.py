@@ -216,7 +216,8 @@ async def _frames(
                 final = [*final[:-1], _unstored(final[-1])] if final else final
         for event in final:
             yield sse(event)
-        outcome = "error" if events.response.get("status") == "failed" else "ok"
+        ended = final[-1]["type"] if final else f"response.{events.response.get('status')}"
+        outcome = "error" if ended == "response.failed" else "ok"
     except UpstreamError as exc:
         outcome = "error"
         for event in await _failed(events, started, stream_error_payload(exc)["error"], keep):
