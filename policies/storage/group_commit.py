@@ -29,6 +29,9 @@ class GroupCommit:
 
     async def write(self, row: tuple[Any, ...]) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Retrieved even when its writer stopped waiting (cancelled): no "exception was
+        # never retrieved" for a commit that failed after its writer left.
+        done.add_done_callback(_retrieve)
         self._waiting.append((row, done))
         if self._flush is None or self._flush.done():
             self._flush = asyncio.get_running_loop().create_task(self._flush_all())
@@ -42,6 +45,8 @@ class GroupCommit:
             try:
                 await self._commit([row for row, _ in group])
             except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):  # shutting down: nobody is left
+                    group, self._waiting = group + self._waiting, []  # to flush the rest
                 for _, done in group:
                     if not done.done():
                         done.set_exception(exc)
@@ -51,3 +56,8 @@ class GroupCommit:
             for _, done in group:
                 if not done.done():
                     done.set_result(None)
+
+
+def _retrieve(done: asyncio.Future[None]) -> None:
+    if not done.cancelled():
+        done.exception()

@@ -71,3 +71,20 @@ async def test_a_cancelled_writer_does_not_cancel_the_commit() -> None:
     with pytest.raises(asyncio.CancelledError):
         await leaving
     assert [row for rows in recorder.groups for row in rows] == [("gone",), ("kept",)]
+
+
+async def test_rows_waiting_when_the_flush_is_cancelled_are_failed_not_left_waiting() -> None:
+    recorder = Recorder()
+    recorder.gate.clear()
+    group = GroupCommit(recorder.commit)
+    first = asyncio.ensure_future(group.write(("first",)))
+    await asyncio.sleep(0)  # the flush holds ("first",) at the gate
+    later = asyncio.ensure_future(group.write(("later",)))
+    await asyncio.sleep(0)
+    flush = group._flush  # the flush task: cancelled as a shutdown cancels it
+    assert flush is not None
+    flush.cancel()
+
+    for writer in (first, later):
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(writer, 5)
