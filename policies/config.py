@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Literal, Self
+from functools import cached_property
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from policies.model_names import ModelNames, name_problems
 from policies.policy_config import (
     BreakerSettings,
     CacheSettings,
@@ -136,8 +138,16 @@ class Deployment(_Strict):
         return f"{self.provider}/{self.model}"
 
 
+NameOrPattern = Annotated[str, Field(min_length=1)]
+
+
 class ModelRoute(_Strict):
     deployments: list[Deployment] = Field(min_length=1)
+    # Other names a client may ask for this model by: exact `aliases`, then glob `match`
+    # patterns (policies/model_names.py says the order); no name is listed by two models.
+    aliases: list[NameOrPattern] = Field(default_factory=list)
+    match: list[NameOrPattern] = Field(default_factory=list)
+    display_name: str | None = None  # Anthropic's models list; default: the model's name
     fallbacks: list[str] = Field(default_factory=list)
     context_window_fallbacks: list[str] = Field(default_factory=list)
     owned_by: str = "turnout"
@@ -186,6 +196,11 @@ class TurnoutConfig(_Strict):
         own = route.timeouts.total if route is not None and route.timeouts is not None else None
         return own if own is not None else self.timeouts.total
 
+    @cached_property
+    def model_names(self) -> ModelNames:
+        """What each client model name means (built once per config)."""
+        return ModelNames(self.models)
+
     @property
     def longest_total(self) -> float:
         """The longest deadline a request can have (to wait for in-flight ones to end)."""
@@ -195,6 +210,7 @@ class TurnoutConfig(_Strict):
     def _references_resolve(self) -> Self:
         problems: list[str] = []
         problems.extend(self._team_problems())
+        problems.extend(name_problems(self.models))
         for name, route in self.models.items():
             for i, deployment in enumerate(route.deployments):
                 if deployment.provider not in self.providers:

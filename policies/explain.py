@@ -56,6 +56,7 @@ async def explain(
         "caller": {"key": caller.key_id, "team": caller.team, "admin": caller.admin},
         "rule": route.rule,
         "model": plan.model,
+        "model_match": _model_match(route),
         "strategy": plan.strategy.value,
         "translation": plan.mode.value,
         "order_note": _order_note(plan.strategy.value),
@@ -63,6 +64,17 @@ async def explain(
         "context_window_fallbacks": overflow,
         "limits": await _limits(caller, limiter, health),
         "would_serve": next((d["deployment"] for d in deployments if d["eligible"]), None),
+    }
+
+
+def _model_match(route: Route) -> dict[str, Any]:
+    """Which configured entry the request's model name met, and how (policies/model_names.py);
+    `configured` is null where none did and a rule sent the request on."""
+    resolved = route.resolved
+    return {
+        "asked": route.asked,
+        "configured": resolved.configured if resolved is not None else None,
+        "matched_by": resolved.how if resolved is not None else None,
     }
 
 

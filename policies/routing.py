@@ -14,6 +14,7 @@ from typing import Any
 
 from policies.config import TurnoutConfig
 from policies.errors import ApiError, model_not_found
+from policies.model_names import ModelNames, Resolved
 from policies.plan import DeploymentPlan, Planner, Target
 from policies.policy_config import Rule, Strategy
 from policies.rules import RequestFacts, first_match
@@ -50,6 +51,8 @@ class Route:
     team: str | None = None
     rule: str | None = None  # the matched rule's name, or `rules[i]`
     excluded: tuple[tuple[str, str], ...] = ()  # (deployment label, why) left out by policy
+    asked: str = ""  # the model name the request gave
+    resolved: Resolved | None = None  # the configured model it named, and how
 
     def excluded_for(self, caller: Caller) -> list[tuple[str, str]]:
         return visible_exclusions(self.excluded, caller)
@@ -67,13 +70,19 @@ class Router:
         headers: Mapping[str, str],
         choices: RouterChoices | None = None,
     ) -> Route:
-        model = str(body.get("model", ""))
+        asked = str(body.get("model", ""))
+        names = self._config.model_names
+        # A team's list names configured models: an alias or pattern of one is that model.
+        # A name nothing answers to may still be sent elsewhere by a rule; else the plan
+        # refuses it (404).
+        resolved = names.resolve(asked)
+        model = resolved.configured if resolved is not None else asked
         if not caller.may_use(model):
-            raise model_not_found(model)
+            raise model_not_found(asked)
         choices = choices or RouterChoices()
         team = caller.team_settings
         found = (
-            first_match(team.rules, RequestFacts.of(body, headers))
+            first_match(team.rules, RequestFacts.of(body, headers, configured=model))
             if team is not None and team.rules
             else None
         )
@@ -90,7 +99,7 @@ class Router:
                 param="router",
                 code="router_options_not_allowed",
             )
-        plan = self._planner.plan(model, _allowed_fallbacks(caller, choices))
+        plan = self._planner.plan(model, _allowed_fallbacks(caller, choices, names))
         excluded: list[tuple[str, str]] = []
         filters = _filters(caller, model, rule, rule_name, choices)
         targets = _apply(filters, plan.targets, excluded)
@@ -107,7 +116,7 @@ class Router:
                 strategy=strategy,
                 mode=mode,
             )
-        return Route(plan, strategy, mode, caller.team, rule_name, tuple(excluded))
+        return Route(plan, strategy, mode, caller.team, rule_name, tuple(excluded), asked, resolved)
 
 
 Filter = tuple[Callable[[Target], bool], str]  # keep this target? and why not, if not
@@ -172,17 +181,20 @@ def _none_left(model: str, caller: Caller, excluded: list[tuple[str, str]]) -> A
     )
 
 
-def _allowed_fallbacks(caller: Caller, choices: RouterChoices) -> list[str]:
-    """The request's fallback models; one outside the team's list is as if it did not exist."""
-    requested = _unique(list(choices.fallbacks))
-    for i, name in enumerate(requested):
-        if not caller.may_use(name):
+def _allowed_fallbacks(caller: Caller, choices: RouterChoices, names: ModelNames) -> list[str]:
+    """The request's fallback models, as configured names (they resolve as `model` does);
+    one unknown, or outside the team's list, is refused as if it did not exist."""
+    configured: list[str] = []
+    for i, name in enumerate(_unique(list(choices.fallbacks))):
+        found = names.resolve(name)
+        if found is None or not caller.may_use(found.configured):
             raise ApiError(
                 f"Fallback model `{name}` does not exist or you do not have access to it.",
                 param=f"fallbacks[{i}]",
                 code="model_not_found",
             )
-    return requested
+        configured.append(found.configured)
+    return _unique(configured)
 
 
 def _named(target: Target, names: Sequence[str]) -> bool:

@@ -23,6 +23,7 @@ class RequestFacts:
     stream: bool
     has_tools: bool
     body: Mapping[str, Any]
+    configured: str | None = None  # the configured model `model` resolved to (an alias's)
     _prompt_tokens: int | None = None
 
     @property
@@ -34,7 +35,9 @@ class RequestFacts:
         return self._prompt_tokens
 
     @classmethod
-    def of(cls, body: Mapping[str, Any], headers: Mapping[str, str]) -> RequestFacts:
+    def of(
+        cls, body: Mapping[str, Any], headers: Mapping[str, str], configured: str | None = None
+    ) -> RequestFacts:
         metadata = body.get("metadata")
         return cls(
             model=str(body.get("model", "")),
@@ -44,6 +47,7 @@ class RequestFacts:
             stream=body.get("stream") is True,
             has_tools=bool(body.get("tools") or body.get("functions")),
             body=body,
+            configured=configured,
         )
 
 
@@ -81,7 +85,13 @@ def matches(when: RuleMatch, facts: RequestFacts) -> bool:
         return False
     if when.user is not None and facts.user not in when.user:
         return False
-    if when.model is not None and facts.model not in when.model:
+    # The name asked or the configured model it means: a rule written for a model also
+    # holds for its aliases and matched names.
+    if (
+        when.model is not None
+        and facts.model not in when.model
+        and facts.configured not in when.model
+    ):
         return False
     if when.header is not None and any(
         facts.headers.get(name.lower()) != value for name, value in when.header.items()

@@ -1,4 +1,9 @@
-"""`GET /v1/models`, `GET /v1/models/{id}` and the health probes."""
+"""`GET /v1/models`, `GET /v1/models/{id}` and the health probes.
+
+The models answer in OpenAI's shape, or in Anthropic's where the request carries an
+`anthropic-version` header (router/anthropic_models.py). `{id}` resolves as a request's
+`model` does (an alias, a name a `match:` pattern takes: policies/model_names.py); the
+answer names the id asked for, as the SDK that asked expects."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from litestar.params import FromPath
 from policies.errors import ApiError, model_not_found
 from policies.teams import Caller
 from router.accounting import RequestRecord
+from router.anthropic_models import error_response, model_info, models_page, wants_anthropic
 from router.auth import authenticate
 from router.errors import from_api_error
 from router.gateway import Gateway
@@ -21,27 +27,39 @@ AnyRequest = Request[Any, Any, Any]
 
 @get("/v1/models")
 async def list_models(request: AnyRequest) -> Response[Any]:
+    anthropic = wants_anthropic(request.headers)
+
     def answer(gateway: Gateway, caller: Caller) -> dict[str, Any]:
         names = [name for name in gateway.config.models if caller.may_use(name)]
-        return {"object": "list", "data": [_model_object(gateway, name) for name in names]}
+        if anthropic:
+            models = [_anthropic_object(gateway, name, name) for name in names]
+            return models_page(models, request.query_params)
+        return {"object": "list", "data": [_model_object(gateway, name, name) for name in names]}
 
-    return _answer(request, "models", answer)
+    return _answer(request, "models", answer, anthropic)
 
 
 @get("/v1/models/{model_id:path}")
 async def retrieve_model(request: AnyRequest, model_id: FromPath[str]) -> Response[Any]:
     name = model_id.lstrip("/")
+    anthropic = wants_anthropic(request.headers)
 
     def answer(gateway: Gateway, caller: Caller) -> dict[str, Any]:
-        if name not in gateway.config.models or not caller.may_use(name):
+        resolved = gateway.config.model_names.resolve(name)
+        if resolved is None or not caller.may_use(resolved.configured):
             raise model_not_found(name)
-        return _model_object(gateway, name)
+        if anthropic:
+            return _anthropic_object(gateway, resolved.configured, name)
+        return _model_object(gateway, resolved.configured, name)
 
-    return _answer(request, "model", answer)
+    return _answer(request, "model", answer, anthropic)
 
 
 def _answer(
-    request: AnyRequest, endpoint: str, build: Callable[[Gateway, Caller], dict[str, Any]]
+    request: AnyRequest,
+    endpoint: str,
+    build: Callable[[Gateway, Caller], dict[str, Any]],
+    anthropic: bool = False,
 ) -> Response[Any]:
     gateway: Gateway = request.app.state.gateway
     record = RequestRecord.begin(
@@ -51,16 +69,27 @@ def _answer(
         body = build(gateway, authenticate(request, gateway))
     except ApiError as exc:
         record.emit(exc.status, outcome="rejected", error=exc.code or exc.type)
-        response = from_api_error(exc)
+        response = error_response(exc) if anthropic else from_api_error(exc)
         response.headers.update(record.headers())
         return response
     record.emit(200)
     return Response(orjson.dumps(body), media_type="application/json", headers=record.headers())
 
 
-def _model_object(gateway: Gateway, name: str) -> dict[str, Any]:
+def _model_object(gateway: Gateway, name: str, shown_as: str) -> dict[str, Any]:
+    """Configured model `name`, under the id the client knows it by."""
     route = gateway.config.models[name]
-    return {"id": name, "object": "model", "created": gateway.created, "owned_by": route.owned_by}
+    return {
+        "id": shown_as,
+        "object": "model",
+        "created": gateway.created,
+        "owned_by": route.owned_by,
+    }
+
+
+def _anthropic_object(gateway: Gateway, name: str, shown_as: str) -> dict[str, Any]:
+    display = gateway.config.models[name].display_name or shown_as
+    return model_info(shown_as, display, gateway.created)
 
 
 @get("/health/live")

@@ -269,6 +269,7 @@ def _drops(gateway: Gateway, caller: Caller, body: Mapping[str, Any]) -> bool:
     request's, else the team's, else the model's) rather than refused."""
     options = body.get("router")
     asked = options.get("translation") if isinstance(options, Mapping) else None
-    route = gateway.config.models.get(str(body.get("model")))
+    resolved = gateway.config.model_names.resolve(str(body.get("model")))
+    route = gateway.config.models.get(resolved.configured) if resolved is not None else None
     mode = asked or caller.translation or (route.translation if route is not None else None)
     return str(mode) == "drop"
