@@ -14,8 +14,9 @@ import orjson
 
 from providers.errors import Failure, UpstreamError, upstream_said
 
-# Anthropic error type → (OpenAI-ish type, code, status override or None).
-_TYPES: dict[str, tuple[str, str | None, int | None]] = {
+# Anthropic error type → (OpenAI-ish type, code, status override or None); read the other
+# way by the Anthropic-shaped front door (router/messages/from_chat.py).
+ERROR_TYPES: dict[str, tuple[str, str | None, int | None]] = {
     "invalid_request_error": ("invalid_request_error", None, None),
     "authentication_error": ("authentication_error", None, None),
     "permission_error": ("permission_error", None, None),
@@ -25,7 +26,7 @@ _TYPES: dict[str, tuple[str, str | None, int | None]] = {
     "api_error": ("server_error", None, None),
     "overloaded_error": ("overloaded_error", None, 503),
 }
-_STATUS_TYPES = {
+STATUS_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
@@ -102,9 +103,9 @@ def _error_fields(content: bytes) -> dict[str, Any] | None:
 def _upstream_error(
     fields: dict[str, Any], status: int, failure: Failure, retry_after: float | None
 ) -> UpstreamError:
-    anthropic_type = str(fields.get("type") or _STATUS_TYPES.get(status, "api_error"))
+    anthropic_type = str(fields.get("type") or STATUS_TYPES.get(status, "api_error"))
     message = str(fields.get("message") or f"Anthropic error {status}")
-    openai_type, code, forced_status = _TYPES.get(anthropic_type, (anthropic_type, None, None))
+    openai_type, code, forced_status = ERROR_TYPES.get(anthropic_type, (anthropic_type, None, None))
     if failure is Failure.STATUS and forced_status is not None:
         status = forced_status
     if anthropic_type == "invalid_request_error" and any(
