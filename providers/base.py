@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
 
 from providers.capabilities import Capabilities
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
@@ -38,6 +39,12 @@ class Provider(abc.ABC):
     def load(self) -> int | None:
         """Work queued or running inside this backend, if it can tell (local samplers:
         their queue depth); None for remote APIs, whose load Turnout counts itself."""
+        return None
+
+    async def count_chat_tokens(self, body: Mapping[str, Any]) -> int | None:
+        """The prompt tokens of a chat request (`messages`, `tools`) by the backend's own
+        tokenizer, where this adapter has one at hand (the local samplers); None where it
+        has not (the caller then asks elsewhere, or estimates)."""
         return None
 
     async def start(self) -> None:  # noqa: B027 - optional hook, most adapters need none

@@ -33,6 +33,20 @@ def authenticate(request: Request[Any, Any, Any], gateway: Gateway) -> Caller:
     return caller
 
 
+def authenticate_api_key(request: Request[Any, Any, Any], gateway: Gateway) -> Caller:
+    """The Anthropic-shaped door's check: Anthropic's `x-api-key: <key>` header, else a
+    Bearer key (the current Anthropic SDKs send either); the same keys and teams."""
+    if gateway.open_access:
+        return ANONYMOUS
+    key = request.headers.get("x-api-key", "").strip()
+    if not key:
+        return authenticate(request, gateway)
+    caller = gateway.keys.lookup(key)
+    if caller is None:
+        raise ApiError("invalid x-api-key", status=401, code="invalid_api_key")
+    return caller
+
+
 def require_admin(request: Request[Any, Any, Any], gateway: Gateway) -> Caller:
     """Admin endpoints: 401 without a valid key, 403 with a key that is not an admin's."""
     caller = authenticate(request, gateway)

@@ -18,7 +18,7 @@ from policies.errors import ApiError, model_not_found
 from policies.teams import Caller
 from router.accounting import RequestRecord
 from router.anthropic_models import error_response, model_info, models_page, wants_anthropic
-from router.auth import authenticate
+from router.auth import authenticate, authenticate_api_key
 from router.errors import from_api_error
 from router.gateway import Gateway
 
@@ -66,7 +66,8 @@ def _answer(
         endpoint, request.headers.get("x-request-id"), gateway.new_request_id
     )
     try:
-        body = build(gateway, authenticate(request, gateway))
+        check = authenticate_api_key if anthropic else authenticate  # x-api-key too
+        body = build(gateway, check(request, gateway))
     except ApiError as exc:
         record.emit(exc.status, outcome="rejected", error=exc.code or exc.type)
         response = error_response(exc) if anthropic else from_api_error(exc)

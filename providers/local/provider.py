@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +70,16 @@ class LocalGenerator(Provider):
     def load(self) -> int | None:
         engine = self._engine
         return None if engine is None else engine.queue_depth + engine.in_flight
+
+    async def count_chat_tokens(self, body: Mapping[str, Any]) -> int | None:
+        """The chat template's tokens for `body`'s messages and tools, as a request renders
+        them (None until the model is loaded)."""
+        model = self._model
+        if model is None:
+            return None
+        messages, tools = body.get("messages") or [], body.get("tools")
+        ids = await asyncio.to_thread(model.adapter.render_chat, messages, tools)
+        return len(ids)
 
     async def start(self) -> None:
         await self._loaded.run(self._start())
