@@ -20,6 +20,7 @@ from router.exposure import Listener, OpenAccessRefused
 from router.files import endpoints as files
 from router.gateway import Gateway
 from router.logging import LogScrubber
+from router.messages import endpoints as messages
 from router.metrics import Metrics
 from router.reload import reloading
 from router.responses import endpoints as responses
@@ -77,6 +78,7 @@ def create_app(
             *files.ROUTES,
             *batches.ROUTES,
             *responses.ROUTES,
+            *messages.ROUTES,
             *catalog.ROUTES,
             *metrics.ROUTES,
             *explain.ROUTES,

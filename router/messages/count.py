@@ -1,0 +1,40 @@
+"""`POST /v1/messages/count_tokens`: the prompt's tokens as the model that would answer
+it counts them, where Turnout can tell: the tokenizer its first deployment declares
+(`tokenizer:`), else that deployment's own (the local samplers'). Elsewhere an estimate
+(characters / 4, as the limits estimate), and the `x-turnout-token-count` header says so:
+`tokenizer`, `model` or `estimate`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from policies.errors import ApiError, model_not_found
+from policies.rules import estimate_prompt_tokens
+from policies.teams import Caller
+from router.gateway import Gateway
+from router.messages.to_chat import chat_request
+
+
+async def count_tokens(
+    gateway: Gateway, caller: Caller, body: dict[str, Any], headers: Mapping[str, str]
+) -> tuple[int, str]:
+    """(input tokens, how they were counted) for a Messages request's prompt."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError("model: Field required", param="model")
+    if not isinstance(body.get("messages"), list):
+        raise ApiError("messages: Field required", param="messages")
+    route = gateway.config.models.get(model)
+    if route is None or not caller.may_use(model):
+        raise model_not_found(model)
+    # Counted on the chat form the backend is sent (max_tokens matters not for a count).
+    chat, _ = chat_request({"max_tokens": 1, **body}, drop=True)
+    deployment = route.deployments[0]
+    if deployment.tokenizer is not None:
+        tokenizer = await gateway.dispatcher.declared_tokenizer(deployment.tokenizer)
+        return len(tokenizer.render_chat(chat["messages"], chat.get("tools"))), "tokenizer"
+    counted = await gateway.providers[deployment.provider].count_chat_tokens(chat)
+    if counted is not None:
+        return counted, "model"
+    return estimate_prompt_tokens(chat), "estimate"
