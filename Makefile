@@ -24,6 +24,7 @@ lint: $(STAMP)
 
 test: lint
 	sh scripts/ensure-redis.sh
+	sh scripts/ensure-claude-code.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -32,6 +32,22 @@ def usage_tokens(usage: Any) -> int | None:
     total = usage.get("total_tokens")
     if isinstance(total, int) and not isinstance(total, bool):
         return total
-    parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
+    parts = [usage.get(name) for name in usage_parts(usage)]
     counted = [p for p in parts if isinstance(p, int) and not isinstance(p, bool)]
     return sum(counted) if counted else None
+
+
+def usage_parts(usage: Mapping[str, Any]) -> tuple[str, ...]:
+    """The counts that add up to a `usage` without `total_tokens`: OpenAI's prompt and
+    completion, or Anthropic's (a native Messages answer) input, output and prompt cache
+    (written and read), which it counts apart from `input_tokens`."""
+    return _ANTHROPIC_PARTS if "input_tokens" in usage else _OPENAI_PARTS
+
+
+_OPENAI_PARTS = ("prompt_tokens", "completion_tokens")
+_ANTHROPIC_PARTS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)

@@ -18,7 +18,7 @@ from policies.fan_out_cost import (
 )
 from policies.health import Health
 from policies.hedge import FirstTokenStats, HedgedWalk, Steps, Turn, mark_lost
-from policies.native import native_turn, takes_native
+from policies.native import NativeRequest, native_turn, takes_native
 from policies.plan import DeploymentPlan, Target
 from policies.policy_config import HedgeSettings
 from policies.redaction import Redactor
@@ -102,14 +102,15 @@ class Dispatcher:
         plan: DeploymentPlan,
         *,
         background: bool = False,
-        native: Mapping[str, Any] | None = None,
+        native: NativeRequest | None = None,
         chat_refusal: Refusal | None = None,
     ) -> Trace:
         """`background`: the request is a batch line; every upstream call it makes says so
         (`ProviderRequest.background`), and a local sampler serves it after live requests.
-        `native`: a Responses API request as the client sent it, which deployments that
-        declare `responses` get instead of the chat body (`chat_refusal`: why the chat
-        body falls short of it, which the others are then skipped with)."""
+        `native`: a door's request as the client sent it (a Responses or Messages API
+        request), which deployments taking it natively (policies/native.py) get instead of
+        the chat body (`chat_refusal`: why the chat body falls short of it, which the
+        others are then skipped with)."""
         deadline = asyncio.get_running_loop().time() + plan.deadline_s
         slots = asyncio.Semaphore(self._max_parallel)
         return Trace(deadline, slots=slots, background=background, native=native,
@@ -222,7 +223,10 @@ class Dispatcher:
             if trace.background:  # on the calls emulations build from `request` too
                 provider = InBackground(provider)
             body = {**fit.body, "model": target.deployment.model}
-            request = ProviderRequest(called, body, background=trace.background)
+            # A native call carries the client headers its API forwards (policies/native.py).
+            native = trace.native if called is not endpoint else None
+            headers = native.headers if native is not None else {}
+            request = ProviderRequest(called, body, background=trace.background, headers=headers)
             # Nothing between the breaker's leave and `_turns.run`, which owns a granted
             # probe from here: it is used, or given back.
             probe = False
@@ -243,21 +247,25 @@ class Dispatcher:
         self, walk: _Walk[Any], target: Target, provider: Provider, capabilities: Capabilities
     ) -> tuple[Endpoint, Translation] | None:
         """The endpoint `target` is called on, and the body (policies/native.py: the
-        Responses request itself, where it declares `responses`). None: it cannot honour
-        the request (a refusal recorded)."""
+        door's request itself, where the deployment takes it natively). None: it cannot
+        honour the request (a refusal recorded)."""
         native = native_turn(walk.trace, walk.endpoint, capabilities, provider.endpoints)
         if isinstance(native, Translation):
-            return Endpoint.RESPONSES, native
+            assert walk.trace.native is not None  # a native turn is the trace's native request
+            return walk.trace.native.endpoint, native
         if native is not None:
             walk.trace.refusals.append((target.label, native))
             return None
         fit = self._translate(walk.plan, walk.trace, walk.endpoint, walk.body, target, provider)
         return None if fit is None else (walk.endpoint, fit)
 
-    def answers_natively(self, plan: DeploymentPlan) -> bool:
-        """Whether some deployment of `plan` takes a Responses API request natively."""
+    def answers_natively(
+        self, plan: DeploymentPlan, endpoint: Endpoint = Endpoint.RESPONSES
+    ) -> bool:
+        """Whether some deployment of `plan` takes a request on native `endpoint` (the
+        Responses API unless said) as the client sent it."""
         return any(
-            takes_native(self._target_capabilities(t), self._provider(t).endpoints)
+            takes_native(self._target_capabilities(t), self._provider(t).endpoints, endpoint)
             for t in (*plan.targets, *plan.context_window_targets)
         )
 
@@ -297,7 +305,7 @@ class Dispatcher:
     def _answered(self, trace: Trace, turn: Turn[Any], result: T) -> T:
         trace.target, trace.translation = turn.target, turn.fit
         # A native turn's translation is the native request itself (`_fit_turn`).
-        trace.native_answer = trace.native is not None and turn.fit.body is trace.native
+        trace.native_answer = trace.native is not None and turn.fit.body is trace.native.body
         if turn.tallies:  # the last attempt answered: its usage is the answer's to settle
             turn.tallies[-1].settled = True
         if isinstance(result, OpenStream):

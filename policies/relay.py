@@ -53,8 +53,9 @@ class StreamRelay:
         With its `request` (plan, endpoint, body), a stream that fails is continued where
         it can be (policies/continuation.py); else the failure ends it in-band."""
         rescue: Rescue | None = None
-        # A native Responses stream (policies/native.py) has no chat to continue; any
-        # other's continuation is a chat request, which no deployment gets natively.
+        # A native stream (policies/native.py: Responses, Anthropic Messages) has no chat
+        # to continue; any other's continuation is a chat request, which no deployment
+        # gets natively.
         native, trace.native = trace.native_answer, None
         if request is not None and not native and self._can_continue(*request[:2]):
             rescue = Rescue(*request, self._capabilities)
@@ -112,7 +113,7 @@ class StreamRelay:
             if not trace.continuable:
                 trace.continuation = "not_continuable"
                 trace.continuation_note = (
-                    "a native Responses stream is not continued"
+                    "a native stream (passed through untranslated) is not continued"
                     if trace.native_answer
                     else "no deployment of the plan can continue it"
                 )

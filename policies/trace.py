@@ -5,11 +5,11 @@ attempts, who answered, what the stream and its continuations did) and an `OpenS
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from policies.fan_out_cost import UpstreamCalls
+from policies.native import NativeRequest
 from policies.plan import Target
 from policies.retry import Attempt
 from policies.translation import Mode, Refusal, Translation
@@ -49,12 +49,13 @@ class Trace:
     continuation_note: str | None = None
     # A batch line's request: its calls are background work (`ProviderRequest.background`).
     background: bool = False
-    # The Responses door's request as the client sent it (history expanded into `input`):
-    # what a deployment declaring `responses` gets instead of the chat body, untranslated.
+    # A door's request as the client sent it (policies/native.py: a Responses request, its
+    # history expanded into `input`, or an Anthropic Messages request): what a deployment
+    # taking that wire shape natively gets instead of the chat body, untranslated.
     # Cleared once a stream is committed: a continuation is a chat request.
-    native: Mapping[str, Any] | None = None
+    native: NativeRequest | None = None
     # Why the chat body cannot stand for `native` (a Responses tool chat has no form for,
-    # in a mode that refuses it): a deployment without `responses` is skipped with it.
+    # in a mode that refuses it): a deployment not taking it natively is skipped with it.
     chat_refusal: Refusal | None = None
     native_answer: bool = False  # the deployment that answered got `native`
 

@@ -106,11 +106,21 @@ class Metered(ProviderWrapper):
         try:
             async with contextlib.aclosing(self.inner.stream(request)) as chunks:
                 async for chunk in chunks:
-                    usage = chunk.get("usage")
-                    if isinstance(usage, Mapping):
-                        record.usage = usage
+                    usage = _stream_usage(chunk)
+                    if usage is not None:  # Anthropic's comes in parts: later counts win
+                        record.usage = {**(record.usage or {}), **usage}
                     content = True
                     yield chunk
         except UpstreamError as exc:
             record.refused(exc, content)
             raise
+
+
+def _stream_usage(chunk: JSONObject) -> Mapping[str, Any] | None:
+    """The usage one stream chunk reports: a chat chunk's `usage`; in a native Anthropic
+    Messages stream, `message_start`'s (input and cache counts) and `message_delta`'s
+    (output so far)."""
+    usage = chunk.get("usage")
+    if chunk.get("type") == "message_start" and isinstance(chunk.get("message"), Mapping):
+        usage = chunk["message"].get("usage")
+    return usage if isinstance(usage, Mapping) else None

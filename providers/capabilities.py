@@ -122,7 +122,9 @@ class Capabilities:
     request_keys: frozenset[str] | None = None
 
     def serves(self, endpoint: Endpoint) -> bool:
-        return bool(getattr(self, endpoint.value))
+        # Endpoint.MESSAGES has no flag: it is served by the adapters that list it
+        # (policies/native.py), never through translation.
+        return bool(getattr(self, endpoint.value, False))
 
     def without_chat_options(self) -> Capabilities:
         """These capabilities lacking every chat option that cannot be emulated."""

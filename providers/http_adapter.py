@@ -12,7 +12,7 @@ its connection until it ends, so the cap is counted in open streams.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -92,12 +92,18 @@ class HTTPProvider(Provider):
             raise UpstreamError.protocol(f"{self.name}: health check answer is not a JSON object")
 
     async def post_json(
-        self, url: str, body: bytes, timeouts: TimeoutOverrides | None = None
+        self,
+        url: str,
+        body: bytes,
+        timeouts: TimeoutOverrides | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """The whole answer, parsed; a body that is not JSON is a protocol error.
-        `timeouts`: the call's own (a model's), over the provider's."""
+        `timeouts`: the call's own (a model's), over the provider's; `headers`: the call's
+        own, over the provider's."""
         limits = self._limits(timeouts)
-        return await self._json(self._request("POST", url, compact(body), limits), limits)
+        request = self._request("POST", url, compact(body), limits, headers)
+        return await self._json(request, limits)
 
     async def get_json(self, url: str) -> Any:
         return await self._json(self._request("GET", url), self._timeouts)
@@ -123,15 +129,20 @@ class HTTPProvider(Provider):
             raise UpstreamError.protocol(f"{self.name}: response is not JSON") from exc
 
     async def post_events(
-        self, url: str, body: bytes, timeouts: TimeoutOverrides | None = None
+        self,
+        url: str,
+        body: bytes,
+        timeouts: TimeoutOverrides | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> AsyncGenerator[SSEEvent, None]:
         """SSE events as they arrive (an unterminated last event included when the body ends
         cleanly). Close the generator to release the connection at once. `timeouts`: the
-        call's own (a model's), over the provider's."""
+        call's own (a model's), over the provider's; `headers`: the call's own, over the
+        provider's."""
         decoder = SSEDecoder(self._max_event_bytes)
         limits = self._limits(timeouts)
         body = compact(body)  # held until the stream ends
-        async with self._request("POST", url, body, limits) as response:
+        async with self._request("POST", url, body, limits, headers) as response:
             with mapped_transport_errors(self.name, started=True):
                 async for raw in iter_body(response, limits.stream_idle):
                     try:
@@ -159,6 +170,7 @@ class HTTPProvider(Provider):
         url: str,
         body: bytes | None = None,
         limits: UpstreamTimeouts | None = None,
+        extra: Mapping[str, str] | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         limits = limits or self._timeouts
         # The session's connect timeout is the provider's; a call with its own passes it.
@@ -173,6 +185,8 @@ class HTTPProvider(Provider):
             with mapped_transport_errors(self.name):
                 async with asyncio.timeout(limits.first_byte):
                     headers = self._headers if body is not None else self._get_headers
+                    if extra:
+                        headers = {**headers, **extra}
                     response = await session.request(method, url, data=body, headers=headers, **own)
             try:
                 if response.status >= 400:

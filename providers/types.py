@@ -28,10 +28,20 @@ class Endpoint(StrEnum):
     # OpenAI's Responses API, for deployments that declare it (`capabilities: {responses:
     # true}`): the Responses door's request is passed to them as the client sent it.
     RESPONSES = "responses"
+    # Anthropic's Messages API, served by `kind: anthropic` adapters: the Messages door's
+    # request is passed to them as the client sent it. Its path, like the others', is
+    # under the API's `/v1` (Anthropic's base URL has no version: `/v1/messages` there).
+    MESSAGES = "messages"
 
     @property
     def path(self) -> str:
         return _PATHS[self]
+
+    @property
+    def client_headers(self) -> tuple[str, ...]:
+        """The client's headers (lower-case names) a native call on this endpoint takes
+        upstream: its API's own options, never a credential."""
+        return _CLIENT_HEADERS.get(self, ())
 
 
 _PATHS = {
@@ -39,12 +49,16 @@ _PATHS = {
     Endpoint.CHAT: "/chat/completions",
     Endpoint.EMBEDDINGS: "/embeddings",
     Endpoint.RESPONSES: "/responses",
+    Endpoint.MESSAGES: "/messages",
 }
+# Anthropic's beta features are asked for in a header, not the body.
+_CLIENT_HEADERS = {Endpoint.MESSAGES: ("anthropic-beta",)}
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderRequest:
-    """One call to one deployment: an OpenAI-shaped body whose `model` is the upstream id."""
+    """One call to one deployment: an OpenAI-shaped body (or, on a native endpoint, the
+    client's own) whose `model` is the upstream id."""
 
     endpoint: Endpoint
     body: Mapping[str, Any]
@@ -54,6 +68,9 @@ class ProviderRequest:
     # A batch line's call: a backend with a queue of its own (the local samplers) serves
     # it after every live request waiting there.
     background: bool = False
+    # The few client headers a native call forwards (`anthropic-beta` on Endpoint.MESSAGES);
+    # each adapter takes only those it knows, never a credential. Empty for every other call.
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def stream(self) -> bool:

@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 
 import orjson
 
-from policies.call_cost import unsettled_tokens
+from policies.call_cost import unsettled_tokens, usage_parts
 from policies.errors import ApiError
 from policies.limit_set import Reservation
+from policies.native import NativeRequest
 from policies.teams import Caller
 from policies.trace import Trace
 from policies.translation import Refusal
@@ -110,13 +111,13 @@ class PipelineRun:
         body: dict[str, Any],
         headers: Mapping[str, str],
         *,
-        native: Mapping[str, Any] | None = None,
+        native: NativeRequest | None = None,
         chat_refusal: Refusal | None = None,
     ) -> dict[str, Any]:
         """Validate, route and reserve every upstream call; the body to forward.
-        `native`: the Responses door's request as the client sent it, for deployments that
-        declare `responses` (policies/native.py; `chat_refusal`: why `body` falls short
-        of it, which every other deployment then refuses with)."""
+        `native`: a door's request as the client sent it (Responses, Anthropic Messages),
+        for the deployments that take it natively (policies/native.py; `chat_refusal`: why
+        `body` falls short of it, which every other deployment then refuses with)."""
         record, gateway = self.record, self.gateway
         caller = record.caller
         assert caller is not None  # `admit` came first
@@ -144,7 +145,7 @@ class PipelineRun:
         assert trace is not None
         # A door's request with a native form may be answered in the native shape: its
         # entries are kept apart from plain chat's (a chat client never gets a Response).
-        keyed = Endpoint.RESPONSES if trace.native is not None else self.endpoint
+        keyed = trace.native.endpoint if trace.native is not None else self.endpoint
         cached = CachedAnswer.choose(gateway, record, keyed, forward, cache_options)
         if cached is not None and (hit := await cached.lookup(record, self.observer)) is not None:
             await gateway.limiter.settle(self.reservation, 0)
@@ -196,11 +197,13 @@ def unsettled(trace: Trace | None) -> int:
 
 
 def total_tokens(usage: Any) -> int | None:
-    """Tokens a response used, from its `usage` (None when it reported none)."""
+    """Tokens a response used, from its `usage` (None when it reported none): OpenAI's
+    `total_tokens` (or its parts), or Anthropic's, whose input, output and prompt cache
+    counts (written and read) are separate and have no total."""
     if not isinstance(usage, dict):
         return None
     total = usage.get("total_tokens")
     if isinstance(total, int):
         return total
-    parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
+    parts = [usage.get(name) for name in usage_parts(usage)]
     return sum(p for p in parts if isinstance(p, int)) if any(parts) else None

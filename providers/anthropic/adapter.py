@@ -10,6 +10,13 @@ import orjson
 import structlog
 
 from providers.anthropic.errors import error_from_response
+from providers.anthropic.native import (
+    LAST_EVENT,
+    forwarded_headers,
+    native_answer,
+    native_event,
+    native_wire,
+)
 from providers.anthropic.settings import AnthropicSettings
 from providers.anthropic.stream import StreamTranslator
 from providers.anthropic.wire import ACCEPTED_KEYS, from_wire, to_wire
@@ -68,13 +75,16 @@ class AnthropicProvider(HTTPProvider):
 
     @property
     def endpoints(self) -> frozenset[Endpoint]:
-        return frozenset({Endpoint.CHAT})
+        # MESSAGES: the Messages door's request as the client sent it (anthropic/native.py).
+        return frozenset({Endpoint.CHAT, Endpoint.MESSAGES})
 
     @property
     def capabilities(self) -> Capabilities:
         return ANTHROPIC_CAPABILITIES
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
+        if request.endpoint is Endpoint.MESSAGES:
+            return await self._native_complete(request)
         wire = self._wire(request, stream=False)
         body = await self.post_json(self._url, orjson.dumps(wire), request.timeouts)
         if not isinstance(body, dict):
@@ -83,7 +93,32 @@ class AnthropicProvider(HTTPProvider):
             raise error_from_response(502, orjson.dumps(body), None, self.name)
         return ProviderResponse(body=from_wire(body, str(wire["model"])))
 
-    async def stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
+    def stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
+        if request.endpoint is Endpoint.MESSAGES:
+            return self._native_stream(request)
+        return self._chat_stream(request)
+
+    async def _native_complete(self, request: ProviderRequest) -> ProviderResponse:
+        """Anthropic's `message`, untranslated."""
+        wire = native_wire(request.body, stream=False)
+        headers = forwarded_headers(request.headers)
+        body = await self.post_json(self._url, orjson.dumps(wire), request.timeouts, headers)
+        return ProviderResponse(body=native_answer(self.name, body))
+
+    async def _native_stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
+        """Anthropic's events as they come (`error` raised), up to `message_stop`."""
+        wire = native_wire(request.body, stream=True)
+        headers = forwarded_headers(request.headers)
+        events = self.post_events(self._url, orjson.dumps(wire), request.timeouts, headers)
+        async with contextlib.aclosing(events):
+            async for event in events:
+                data = native_event(self.name, event)
+                yield data
+                if data["type"] == LAST_EVENT:
+                    return
+        raise UpstreamError.stream_broken(f"{self.name}: stream ended without message_stop")
+
+    async def _chat_stream(self, request: ProviderRequest) -> AsyncGenerator[JSONObject, None]:
         wire = self._wire(request, stream=True)
         options = request.body.get("stream_options") or {}
         translator = StreamTranslator(
@@ -101,8 +136,8 @@ class AnthropicProvider(HTTPProvider):
     def _wire(self, request: ProviderRequest, *, stream: bool) -> JSONObject:
         if request.endpoint is not Endpoint.CHAT:
             raise UpstreamError(
-                f"{self.name}: Anthropic deployments serve chat completions only, "
-                f"not {request.endpoint.value}",
+                f"{self.name}: Anthropic deployments serve chat completions and Anthropic's "
+                f"Messages API only, not {request.endpoint.value}",
                 failure=Failure.STATUS,
                 status=400,
                 type="invalid_request_error",

@@ -43,7 +43,9 @@ class OpenAIProvider(HTTPProvider):
 
     @property
     def endpoints(self) -> frozenset[Endpoint]:
-        return frozenset(Endpoint)
+        # Anthropic's Messages API is no OpenAI-compatible server's: such a deployment
+        # gets the Messages door's request as chat.
+        return frozenset(Endpoint) - {Endpoint.MESSAGES}
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
         body = await self.post_json(self._url(request), to_wire(request.body), request.timeouts)

@@ -3,6 +3,9 @@ of router/messages/to_chat.py).
 
 Pure: no I/O. Each refusal names where it is (`messages[2].content[0].type`).
 
+- `system` messages (a system turn mid-conversation; Claude Code sends its environment
+  this way) → chat `system` messages in the same place, their text blocks joined with a
+  newline.
 - `text` blocks → text parts; a user message of text only is one string, its blocks
   joined with a newline (the form every backend and chat template takes; vLLM joins
   text parts the same way). An assistant's text blocks are one string, joined as they
@@ -70,6 +73,9 @@ def chat_messages(messages: Any, drops: Drops) -> list[dict[str, Any]]:
             raise ApiError("A message must be an object.", param=at)
         role = message.get("role")
         content = message.get("content")
+        if role == "system":  # a system turn mid-conversation: chat has the same
+            chat.append({"role": "system", "content": _system_turn(content, at, drops)})
+            continue
         if role not in ("user", "assistant"):
             raise ApiError(f"Unknown message role '{role}'.", param=f"{at}.role")
         if isinstance(content, str):
@@ -99,6 +105,18 @@ def system_text(system: Any, drops: Drops) -> str | None:
         if not text.startswith("x-anthropic-billing-header"):
             texts.append(text)
     return "\n".join(texts)
+
+
+def _system_turn(content: Any, at: str, drops: Drops) -> str:
+    """A `system` message's text (a string or text blocks, joined with a newline)."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise ApiError("'content' must be a string or a list.", param=f"{at}.content")
+    for block in content:
+        if isinstance(block, Mapping):
+            drops.note_cache_control(block)
+    return "\n".join(_text(block, f"{at}.content[{j}]") for j, block in enumerate(content))
 
 
 def _user(content: list[Any], at: str, drops: Drops) -> list[dict[str, Any]]:

@@ -20,7 +20,8 @@ router/messages/blocks.py; the options here:
   wins over a budget; `output_config.format` (a JSON schema) → `response_format`.
   `thinking` disabled or adaptive asks nothing of a chat backend.
 - Refused, or dropped under `drop`: `mcp_servers`, `container` and
-  `context_management`, which only Anthropic's own servers run.
+  `context_management`, which only Anthropic's own servers run; a `context_management`
+  whose edits only clear thinking blocks is ignored (the chat form has none to clear).
 - `cache_control` anywhere (top level, system, blocks, tools) is left out and listed
   once as `cache_control`, in either mode.
 - Ignored: `service_tier`, `inference_geo`, `speed` and `diagnostics` (where and how
@@ -55,7 +56,7 @@ def chat_request(
     drops = Drops(drop)
     drops.note_cache_control(request)
     for key in _ANTHROPIC_ONLY:
-        if request.get(key) is not None:
+        if request.get(key) is not None and not _asks_nothing_of_chat(key, request[key]):
             drops.unsupported(key, f"'{key}' is not supported by this model.")
     messages = chat_messages(request.get("messages"), drops)
     system = system_text(request.get("system"), drops)
@@ -80,6 +81,19 @@ def chat_request(
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}
     return chat, drops.names
+
+
+def _asks_nothing_of_chat(key: str, value: Any) -> bool:
+    """`context_management` whose edits only clear thinking blocks (Claude Code sends
+    `clear_thinking_…` on every request): a chat backend is never sent thinking blocks,
+    so there is nothing for it to do."""
+    if key != "context_management" or not isinstance(value, Mapping):
+        return False
+    edits = value.get("edits")
+    return isinstance(edits, list) and all(
+        isinstance(edit, Mapping) and str(edit.get("type", "")).startswith("clear_thinking_")
+        for edit in edits
+    )
 
 
 def reasoning_effort(budget_tokens: int) -> str:

@@ -15,12 +15,13 @@ from typing import Any
 import structlog
 
 from policies.errors import ApiError
+from policies.native import NativeRequest
 from policies.storage.base import StorageUnavailable
 from policies.storage.factory import Storage
 from policies.teams import Caller
 from policies.translation import Refusal
 from providers.errors import UpstreamError
-from providers.types import JSONObject
+from providers.types import Endpoint, JSONObject
 from router.accounting import DROPPED
 from router.endpoints import Framer
 from router.errors import envelope, stream_error_payload
@@ -64,7 +65,7 @@ async def prepare_turn(
         ChatCompletionRequest,
         turn.chat,
         headers,
-        native=turn.native,
+        native=NativeRequest.of(Endpoint.RESPONSES, turn.native),
         chat_refusal=turn.chat_refusal(),
     )
     turn.check_routable(gateway, run)

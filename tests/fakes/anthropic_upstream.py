@@ -26,6 +26,7 @@ from aiohttp import web
 
 __all__ = [
     "AnthropicStatus",
+    "CutStream",
     "FakeAnthropicUpstream",
     "MidStreamError",
     "Recorded",
@@ -52,12 +53,14 @@ class Reply:
     its streamed input arrives as `input_json_delta` fragments split mid-JSON.
     ``prefill``: a final assistant message is a prefill, continued as Anthropic does: the
     answer is the rest of ``text`` after it (a 400 when it ends in whitespace, as
-    Anthropic's, or does not begin ``text``)."""
+    Anthropic's, or does not begin ``text``). ``usage``: more counts in the answer's usage
+    (and in `message_start`'s), e.g. `cache_read_input_tokens`."""
 
     text: str = "Hello from Claude"
     tool: ToolUse | None = None
     stop_reason: str | None = None
     prefill: bool = False
+    usage: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,14 @@ class MidStreamError:
     tool: ToolUse | None = None
 
 
-Behavior: TypeAlias = Reply | AnthropicStatus | MidStreamError
+@dataclass(frozen=True)
+class CutStream:
+    """Stream ``after_events`` events, then end the body cleanly: no `message_stop`."""
+
+    after_events: int = 4
+
+
+Behavior: TypeAlias = Reply | AnthropicStatus | MidStreamError | CutStream
 
 # (id, display_name, created_at) as the Models API lists them, newest first.
 DEFAULT_MODELS = (
@@ -225,6 +235,8 @@ class FakeAnthropicUpstream:
             behavior
             if isinstance(behavior, Reply)
             else Reply(text=behavior.text, tool=behavior.tool)
+            if isinstance(behavior, MidStreamError)
+            else Reply()
         )
         if reply.prefill:
             refusal, reply = _after_prefill(body, reply)
@@ -237,6 +249,8 @@ class FakeAnthropicUpstream:
             said = "Overloaded" + self._echo(request, behavior.echo_headers)
             error = {"type": "error", "error": {"type": behavior.type, "message": said}}
             events = [*events[: behavior.after_events], ("error", error)]
+        if isinstance(behavior, CutStream):
+            events = events[: behavior.after_events]
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
         for name, data in events:
@@ -270,7 +284,7 @@ def _after_prefill(body: Mapping[str, Any], reply: Reply) -> tuple[AnthropicStat
     if not reply.text.startswith(partial):
         message = f"prefill {partial!r} does not begin the answer"
         return AnthropicStatus(400, "invalid_request_error", message), reply
-    return None, Reply(text=reply.text[len(partial) :], tool=reply.tool)
+    return None, Reply(text=reply.text[len(partial) :], tool=reply.tool, usage=reply.usage)
 
 
 def _error_response(status: AnthropicStatus, echoed: str = "") -> web.Response:
@@ -307,14 +321,14 @@ def message(body: Mapping[str, Any], reply: Reply) -> dict[str, Any]:
         "content": _blocks(reply),
         "stop_reason": _stop_reason(reply),
         "stop_sequence": None,
-        "usage": {"input_tokens": 12, "output_tokens": len(reply.text.split())},
+        "usage": {"input_tokens": 12, "output_tokens": len(reply.text.split()), **reply.usage},
     }
 
 
 def stream_events(body: Mapping[str, Any], reply: Reply) -> list[tuple[str, dict[str, Any]]]:
     """Named events in Anthropic's documented order, a `ping` included."""
     start = {**message(body, reply), "content": [], "stop_reason": None}
-    start["usage"] = {"input_tokens": 12, "output_tokens": 1}
+    start["usage"] = {"input_tokens": 12, "output_tokens": 1, **reply.usage}
     events: list[tuple[str, dict[str, Any]]] = [
         ("message_start", {"type": "message_start", "message": start}),
         (

@@ -364,7 +364,10 @@ DOCUMENT = {
         ),
         ({"mcp_servers": [{"type": "url", "url": "https://x", "name": "x"}]}, "mcp_servers"),
         ({"container": "cntr_1"}, "container"),
-        ({"context_management": {"edits": []}}, "context_management"),
+        (
+            {"context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}},
+            "context_management",
+        ),
         (
             {
                 "messages": [
@@ -433,7 +436,7 @@ def test_a_dropped_document_keeps_the_rest_of_the_message() -> None:
     ("request_fields", "param"),
     [
         ({"messages": []}, "messages"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "developer", "content": "x"}]}, "messages[0].role"),
         ({"messages": [user(7)]}, "messages[0].content"),
         ({"messages": [user([{"type": "text"}])]}, "messages[0].content[0].text"),
         ({"messages": [user(["text"])]}, "messages[0].content[0]"),
