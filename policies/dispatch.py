@@ -37,6 +37,7 @@ from providers.call_ledger import Tally
 from providers.capabilities import Capabilities
 from providers.emulation import DEFAULT_MAX_PARALLEL, EMULABLE
 from providers.errors import UpstreamError
+from providers.local.tokenizer import TokenizerAdapter
 from providers.local.tokenizer_cache import TokenizerCache
 from providers.retimed import Retimed
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
@@ -258,6 +259,11 @@ class Dispatcher:
             return None
         fit = self._translate(walk.plan, walk.trace, walk.endpoint, walk.body, target, provider)
         return None if fit is None else (walk.endpoint, fit)
+
+    async def declared_tokenizer(self, name: str) -> TokenizerAdapter:
+        """A deployment's declared `tokenizer:` (loaded once, off the event loop), e.g. to
+        count a prompt's tokens as that model would."""
+        return await self._tokenizers.get(name)
 
     def answers_natively(
         self, plan: DeploymentPlan, endpoint: Endpoint = Endpoint.RESPONSES

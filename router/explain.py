@@ -25,9 +25,9 @@ from router.auth import require_admin
 from router.body import read_json_object, validate
 from router.errors import from_api_error
 from router.gateway import Gateway
-from router.responses.schema import ROUTING_FIELDS, ResponsesRequest
+from router.responses.schema import ResponsesRequest
 from router.responses.to_chat import chat_request
-from router.routing_options import routing_choices
+from router.routing_options import ROUTING_FIELDS, routing_choices
 from router.schemas.chat import ChatCompletionRequest
 from router.schemas.common import OpenAIRequest
 from router.schemas.completions import CompletionRequest

@@ -7,8 +7,13 @@ at all, and one that is cannot escape the check."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from policies.config import TurnoutConfig
 from policies.policy_config import Strategy
 from policies.routing import RouterChoices
+from policies.teams import Caller
 from policies.translation import Mode
 from router.schemas.common import OpenAIRequest
 
@@ -28,3 +33,15 @@ def routing_choices(parsed: OpenAIRequest) -> RouterChoices:
         strategy=Strategy(options.strategy) if options.strategy else None,
         fallbacks=fallbacks,
     )
+
+
+def drops_what_chat_lacks(config: TurnoutConfig, caller: Caller, body: Mapping[str, Any]) -> bool:
+    """For a door that maps another API onto chat (Responses, Anthropic's Messages): whether
+    what chat cannot express is dropped (translation mode `drop`: the request's, else the
+    team's, else the model's) rather than refused."""
+    options = body.get("router")
+    asked = options.get("translation") if isinstance(options, Mapping) else None
+    resolved = config.model_names.resolve(str(body.get("model")))
+    route = config.models.get(resolved.configured) if resolved is not None else None
+    mode = asked or caller.translation or (route.translation if route is not None else None)
+    return str(mode) == "drop"

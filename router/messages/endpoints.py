@@ -42,6 +42,8 @@ async def create_message(request: AnyRequest) -> Response[Any]:
     run = PipelineRun.begin(
         gateway, observer, Endpoint.CHAT, request.headers.get("x-request-id"), label="messages"
     )
+    # Anthropic's SDKs read the id from `request-id` (`exc.request_id`, `._request_id`).
+    run.record.extra_headers["request-id"] = run.record.request_id
     try:
         require_version(request.headers)
         await run.admit(authenticate_api_key(request, gateway))

@@ -25,7 +25,7 @@ from router.messages.from_chat import error_body, message_object
 from router.messages.to_chat import chat_request
 from router.pipeline import PipelineRun
 from router.responses.ids import new_id
-from router.responses.schema import ROUTING_FIELDS
+from router.routing_options import ROUTING_FIELDS, drops_what_chat_lacks
 from router.sse import StreamEnd, generated_chars
 
 log = structlog.get_logger("turnout.messages")
@@ -42,7 +42,9 @@ class MessageTurn:
     def begin(
         cls, gateway: Gateway, run: PipelineRun, body: dict[str, Any], headers: Mapping[str, str]
     ) -> MessageTurn:
-        chat, dropped = chat_request(body, drop=_drops(gateway, run, body))
+        caller = run.record.caller
+        assert caller is not None  # admitted first
+        chat, dropped = chat_request(body, drop=drops_what_chat_lacks(gateway.config, caller, body))
         chat.update({k: body[k] for k in ROUTING_FIELDS if k in body})
         if dropped:  # said as chat's own drops are
             run.record.extra_headers[DROPPED] = header_list(dropped)
@@ -111,14 +113,3 @@ def anthropic_error(status: int, openai_body: bytes, headers: Mapping[str, str])
     return Response(
         orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
     )
-
-
-def _drops(gateway: Gateway, run: PipelineRun, body: Mapping[str, Any]) -> bool:
-    """Whether what chat cannot express is dropped (translation mode `drop`: the
-    request's, else the team's, else the model's) rather than refused."""
-    options = body.get("router")
-    asked = options.get("translation") if isinstance(options, Mapping) else None
-    caller = run.record.caller
-    team = caller.translation if caller is not None else None
-    route = gateway.config.models.get(str(body.get("model")))
-    return str(asked or team or (route.translation if route is not None else None)) == "drop"

@@ -11,9 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from router.schemas.common import OpenAIRequest, Temperature, TopP
 
-# Turnout's own request fields, carried from a Responses body onto the chat request it runs.
-ROUTING_FIELDS = ("router", "fallbacks")
-
 
 class _Loose(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)

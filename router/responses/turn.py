@@ -40,8 +40,8 @@ from router.responses.native import (
     native_request,
     own_response,
 )
-from router.responses.schema import ROUTING_FIELDS
 from router.responses.to_chat import chat_request, input_items
+from router.routing_options import ROUTING_FIELDS, drops_what_chat_lacks
 from router.schemas.chat import ChatCompletionRequest
 from router.sse import StreamEnd
 from router.stored import owner_of, unavailable
@@ -112,7 +112,7 @@ class Turn:
         settings = gateway.config.responses
         owner = owner_of(caller)
         history = await earlier_items(storage, owner, body.get("previous_response_id"), settings)
-        drop, refusal = _drops(gateway, caller, body), None
+        drop, refusal = drops_what_chat_lacks(gateway.config, caller, body), None
         try:
             chat, dropped = chat_request(body, history, drop=drop)
         except ApiError as exc:
@@ -263,14 +263,3 @@ def _unstored(final: Mapping[str, Any]) -> dict[str, Any]:
         incomplete_details=None,
     )
     return {**final, "type": "response.failed", "response": response}
-
-
-def _drops(gateway: Gateway, caller: Caller, body: Mapping[str, Any]) -> bool:
-    """Whether what chat cannot express is dropped (translation mode `drop`: the
-    request's, else the team's, else the model's) rather than refused."""
-    options = body.get("router")
-    asked = options.get("translation") if isinstance(options, Mapping) else None
-    resolved = gateway.config.model_names.resolve(str(body.get("model")))
-    route = gateway.config.models.get(resolved.configured) if resolved is not None else None
-    mode = asked or caller.translation or (route.translation if route is not None else None)
-    return str(mode) == "drop"
