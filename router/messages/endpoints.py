@@ -49,10 +49,15 @@ async def create_message(request: AnyRequest) -> Response[Any]:
         await run.admit(authenticate_api_key(request, gateway))
         body = await read_json_object(request, gateway.config.server.max_body_bytes)
         validate(MessagesRequest, body)
-        turn = MessageTurn.begin(gateway, run, body, request.headers)
+        turn = MessageTurn.begin(gateway, run, body, _beta_joined(request))
         forward = await run.prepare(
-            ChatCompletionRequest, turn.chat, request.headers, native=turn.native
+            ChatCompletionRequest,
+            turn.chat,
+            request.headers,
+            native=turn.native,
+            chat_refusal=turn.chat_refusal(),
         )
+        turn.check_routable(gateway, run)
         if body.get("stream") is True:
             response = await stream_answer(
                 request, gateway, run.record, Endpoint.CHAT, forward, run, turn.framer()
@@ -60,7 +65,7 @@ async def create_message(request: AnyRequest) -> Response[Any]:
             run.streaming = True
             return response
         content, headers = await run.answer(
-            forward, body.get("cache"), lambda work: unless_disconnected(request, work)
+            forward, turn.cache_options(), lambda work: unless_disconnected(request, work)
         )
         answer = turn.whole(orjson.loads(content))
     except (ApiError, UpstreamError) as exc:
@@ -95,3 +100,13 @@ async def count_message_tokens(request: AnyRequest) -> Response[Any]:
 
 
 ROUTES = [create_message, count_message_tokens]
+
+
+def _beta_joined(request: AnyRequest) -> dict[str, str]:
+    """The request's headers, several `anthropic-beta` lines joined into one (as one
+    header's comma-separated values), for an Anthropic deployment to get them all."""
+    headers = dict(request.headers)
+    betas = request.headers.getall("anthropic-beta", [])
+    if betas:
+        headers["anthropic-beta"] = ", ".join(betas)
+    return headers
