@@ -47,6 +47,14 @@ class Provider(abc.ABC):
         has not (the caller then asks elsewhere, or estimates)."""
         return None
 
+    async def count_message_tokens(
+        self, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> int | None:
+        """The input tokens of an Anthropic Messages request (`body` as the client sent it,
+        `model` already the deployment's), where the backend counts them itself (Anthropic's
+        `count_tokens`); None where it does not."""
+        return None
+
     async def start(self) -> None:  # noqa: B027 - optional hook, most adapters need none
         """Open pools or load models; called once when the app starts."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import orjson
@@ -53,6 +53,10 @@ ANTHROPIC_CAPABILITIES = Capabilities(
 ).without_chat_options()
 
 log = structlog.get_logger("turnout.providers.anthropic")
+# What Anthropic's count_tokens takes of a Messages request (it refuses `max_tokens`).
+_COUNTED = frozenset(
+    {"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"}
+)
 
 
 class AnthropicProvider(HTTPProvider):
@@ -97,6 +101,19 @@ class AnthropicProvider(HTTPProvider):
         if request.endpoint is Endpoint.MESSAGES:
             return self._native_stream(request)
         return self._chat_stream(request)
+
+    async def count_message_tokens(
+        self, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> int | None:
+        """Anthropic's own count (`POST /v1/messages/count_tokens`) of the request as sent."""
+        wire = {k: v for k, v in native_wire(body, stream=False).items() if k in _COUNTED}
+        answer = await self.post_json(
+            f"{self._url}/count_tokens", orjson.dumps(wire), None, forwarded_headers(headers)
+        )
+        counted = answer.get("input_tokens") if isinstance(answer, dict) else None
+        if not isinstance(counted, int):
+            raise UpstreamError.protocol(f"{self.name}: count_tokens answered no input_tokens")
+        return counted
 
     async def _native_complete(self, request: ProviderRequest) -> ProviderResponse:
         """Anthropic's `message`, untranslated."""

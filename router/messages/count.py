@@ -2,18 +2,24 @@
 it counts them, where Turnout can tell: the tokenizer its first deployment declares
 (`tokenizer:`), else that deployment's own (the local samplers'). Elsewhere an estimate
 (characters / 4, as the limits estimate), and the `x-turnout-token-count` header says so:
-`tokenizer`, `model` or `estimate`."""
+`tokenizer`, `model` or `estimate`. An Anthropic deployment counts the request as the
+client sent it itself (`upstream`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+import structlog
+
 from policies.errors import ApiError, model_not_found
 from policies.rules import estimate_prompt_tokens
 from policies.teams import Caller
+from providers.errors import UpstreamError
 from router.gateway import Gateway
 from router.messages.to_chat import chat_request
+
+log = structlog.get_logger("turnout.messages")
 
 
 async def count_tokens(
@@ -34,7 +40,16 @@ async def count_tokens(
     if deployment.tokenizer is not None:
         tokenizer = await gateway.dispatcher.declared_tokenizer(deployment.tokenizer)
         return len(tokenizer.render_chat(chat["messages"], chat.get("tools"))), "tokenizer"
-    counted = await gateway.providers[deployment.provider].count_chat_tokens(chat)
+    provider = gateway.providers[deployment.provider]
+    counted = await provider.count_chat_tokens(chat)
     if counted is not None:
         return counted, "model"
+    sent = {**body, "model": deployment.model}
+    try:
+        counted = await provider.count_message_tokens(sent, headers)
+    except UpstreamError as exc:  # masked as any upstream error; the count is estimated
+        log.warning("count_tokens_upstream_failed", provider=provider.name, error=exc.summary())
+        counted = None
+    if counted is not None:
+        return counted, "upstream"
     return estimate_prompt_tokens(chat), "estimate"

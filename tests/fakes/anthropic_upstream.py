@@ -172,6 +172,7 @@ class FakeAnthropicUpstream:
     async def _serve(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
         app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -221,6 +222,19 @@ class FakeAnthropicUpstream:
                 "last_id": data[-1]["id"] if data else None,
             }
         )
+
+    async def _count_tokens(self, request: web.Request) -> web.Response:
+        """Anthropic's count: here one token per word of every text, plus 3 per message.
+        `max_tokens` is refused, as Anthropic's endpoint refuses it."""
+        body = await request.json()
+        with self._lock:
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            self._requests.append(Recorded(request.path, headers, body))
+        if "max_tokens" in body:
+            refused = AnthropicStatus(400, "invalid_request_error", "max_tokens: Extra inputs")
+            return _error_response(refused)
+        words = len(json.dumps([body.get("system"), body.get("messages")]).split())
+        return web.json_response({"input_tokens": words + 3 * len(body.get("messages") or [])})
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

@@ -142,3 +142,19 @@ def test_a_server_tool_goes_to_anthropic_only(
         )
     assert refused.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert not [r for r in upstream.requests if r.path.endswith("/chat/completions")]
+
+
+def test_count_tokens_is_asked_of_anthropic(
+    client: anthropic.Anthropic, claude: FakeAnthropicUpstream
+) -> None:
+    raw = client.messages.with_raw_response.count_tokens(
+        model="sonnet",
+        system="Be terse.",
+        messages=[{"role": "user", "content": "count these words"}],
+    )
+    assert raw.headers["x-turnout-token-count"] == "upstream"
+    assert raw.parse().input_tokens > 0
+    sent = claude.requests[-1]
+    assert sent.path == "/v1/messages/count_tokens"
+    assert sent.json["model"] == "claude-sonnet-upstream"
+    assert "max_tokens" not in sent.json
