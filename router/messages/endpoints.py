@@ -84,6 +84,8 @@ async def count_message_tokens(request: AnyRequest) -> Response[Any]:
     """`{"input_tokens": N}`: counted with the model's tokenizer where Turnout has one,
     else estimated (the `x-turnout-token-count` header says which)."""
     gateway: Gateway = request.app.state.gateway
+    request_id = gateway.new_request_id()
+    ids = {"request-id": request_id, "x-request-id": request_id}
     try:
         require_version(request.headers)
         caller = authenticate_api_key(request, gateway)
@@ -91,11 +93,11 @@ async def count_message_tokens(request: AnyRequest) -> Response[Any]:
         counted, how = await count_tokens(gateway, caller, body, request.headers)
     except ApiError as exc:
         error = orjson.dumps({"error": {"message": exc.message, "type": exc.type}})
-        return anthropic_error(exc.status, error, exc.headers)
+        return anthropic_error(exc.status, error, {**exc.headers, **ids})
     return Response(
         orjson.dumps({"input_tokens": counted}),
         media_type="application/json",
-        headers={"x-turnout-token-count": how},
+        headers={"x-turnout-token-count": how, **ids},
     )
 
 
