@@ -43,12 +43,21 @@ BODY = {"model": "m", "messages": [{"role": "user", "content": "Say hello."}], "
 
 
 @contextlib.contextmanager
-def servers(data_dir: str) -> Iterator[tuple[int, int]]:
-    """The mock upstream and one `turnout serve`; yields Turnout's port and pid."""
+def servers(data_dir: str, *, anthropic: bool = False) -> Iterator[tuple[int, int]]:
+    """The mock upstream and one `turnout serve`; yields Turnout's port and pid. Model `m`
+    is the mock as an OpenAI-compatible deployment; with `anthropic`, model `claude` is the
+    same mock as an Anthropic one (its `/v1/messages`)."""
     mock_port, port = free_port(), free_port()
+    providers: dict[str, Any] = {
+        "up": {"kind": "openai", "base_url": f"http://127.0.0.1:{mock_port}/v1"}
+    }
+    models: dict[str, Any] = {"m": {"deployments": [{"provider": "up", "model": "mock-model"}]}}
+    if anthropic:
+        providers["claude"] = {"kind": "anthropic", "base_url": f"http://127.0.0.1:{mock_port}"}
+        models["claude"] = {"deployments": [{"provider": "claude", "model": "mock-model"}]}
     config = {
-        "providers": {"up": {"kind": "openai", "base_url": f"http://127.0.0.1:{mock_port}/v1"}},
-        "models": {"m": {"deployments": [{"provider": "up", "model": "mock-model"}]}},
+        "providers": providers,
+        "models": models,
         "storage": {"path": data_dir},
         "batches": {"poll_s": 0.2},
     }

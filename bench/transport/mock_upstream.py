@@ -2,7 +2,10 @@
 
 ``POST /v1/chat/completions`` answers a fixed ``chat.completion`` JSON, or, when the
 body has ``"stream": true``, a short SSE stream of ``chat.completion.chunk`` events
-ending with ``data: [DONE]``. Connections are kept alive.
+ending with ``data: [DONE]``. ``POST /v1/messages`` (raw implementation only) answers the
+same text in Anthropic's shapes: a ``message`` JSON, or its named stream events
+(``message_start`` … ``message_stop``, one ``text_delta`` per word), for the Messages
+door's pass-through (bench/messages_bench.py). Connections are kept alive.
 
 Two implementations, so the faster one can be picked (see RESULTS.md):
 ``raw`` (uvloop + httptools protocol, the default) and ``aiohttp`` (aiohttp.web).
@@ -62,9 +65,56 @@ SSE_EVENTS: list[bytes] = (
     + [_chunk({"content": _WORDS[-1]}, "stop"), b"data: [DONE]\n\n"]
 )
 
+MESSAGES_PATH = b"/v1/messages"
+MESSAGE: bytes = orjson.dumps(
+    {
+        "id": "msg_mock",
+        "type": "message",
+        "role": "assistant",
+        "model": "mock-model",
+        "content": [{"type": "text", "text": "".join(_WORDS)}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 9},
+    }
+)
+
+
+def _event(event: dict[str, object]) -> bytes:
+    return b"event: %s\ndata: %s\n\n" % (str(event["type"]).encode(), orjson.dumps(event))
+
+
+_MESSAGE_START = {**orjson.loads(MESSAGE), "content": [], "stop_reason": None}
+MESSAGE_EVENTS: list[bytes] = [
+    _event({"type": "message_start", "message": _MESSAGE_START}),
+    _event(
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    ),
+    _event({"type": "ping"}),
+    *(
+        _event(
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}}
+        )
+        for w in _WORDS
+    ),
+    _event({"type": "content_block_stop", "index": 0}),
+    _event(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 9},
+        }
+    ),
+    _event({"type": "message_stop"}),
+]
+
 JSON_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
     b"content-length: %d\r\n\r\n" % len(COMPLETION)
+)
+MESSAGE_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\n\r\n" % len(MESSAGE)
 )
 SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
@@ -114,14 +164,17 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         body = b"".join(self.body)
         self.body.clear()
-        if self.url != PATH or self.parser.get_method() != b"POST":
+        messages = self.url == MESSAGES_PATH
+        if self.url not in (PATH, MESSAGES_PATH) or self.parser.get_method() != b"POST":
             transport.write(NOT_FOUND)
         elif _is_stream(body):
             # One write per event, like a real token stream (minus the think time).
             transport.write(SSE_HEAD)
-            for event in SSE_EVENTS:
+            for event in MESSAGE_EVENTS if messages else SSE_EVENTS:
                 transport.write(b"%x\r\n%s\r\n" % (len(event), event))
             transport.write(b"0\r\n\r\n")
+        elif messages:
+            transport.write(MESSAGE_HEAD + MESSAGE)
         else:
             transport.write(JSON_HEAD + COMPLETION)
         if not self.parser.should_keep_alive():
