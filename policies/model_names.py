@@ -59,7 +59,8 @@ class _Pattern:
 class ModelNames:
     """Resolves client model names against one config's models (see the module docstring)."""
 
-    MAX_CACHED = 4096  # names are client-chosen: remember at most this many answers
+    MAX_CACHED = 4096  # names are client-chosen: remember at most this many answers,
+    MAX_CACHED_NAME = 256  # of names at most this long (a body's `model` may be megabytes)
 
     def __init__(self, models: Mapping[str, NamedModel]) -> None:
         self._exact = {name: Resolved(name, "exact") for name in models}
@@ -90,7 +91,7 @@ class ModelNames:
             ),
             None,
         )
-        if len(self._matched) < self.MAX_CACHED:
+        if len(self._matched) < self.MAX_CACHED and len(name) <= self.MAX_CACHED_NAME:
             self._matched[name] = found
         return found
 

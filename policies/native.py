@@ -43,6 +43,15 @@ class NativeRequest:
         kept = {k.lower(): v for k, v in (headers or {}).items() if k.lower() in wanted}
         return cls(endpoint, body, kept)
 
+    @property
+    def key(self) -> dict[str, Any]:
+        """What a response cache key adds to the chat form's for this request: the body
+        and headers as sent (the chat form cannot tell every two native requests apart;
+        a native deployment's answer may differ between them). `stream` is no part of it,
+        as in the chat form's key."""
+        body = {k: v for k, v in self.body.items() if k != "stream"}
+        return {"native_request": [body, dict(self.headers)]}
+
 
 def takes_native(capabilities: Capabilities, served: Set[Endpoint], endpoint: Endpoint) -> bool:
     """Whether a deployment (its capabilities, its adapter's endpoints) takes a request on

@@ -18,8 +18,9 @@ M = TypeVar("M", bound=BaseModel)
 
 async def read_json_object(request: Request[Any, Any, Any], limit: int) -> dict[str, Any]:
     """The body as a JSON object; 413 as soon as it passes `limit` bytes (never buffered
-    past it), 400 when it is not a JSON object, 499 when the client goes away first (a
-    body slower than `server.body_timeout`: 408, raised by router.connection_guard)."""
+    past it), 400 when it is not a JSON object (or one nested too deeply to be sent on), 499
+    when the client goes away first (a body slower than `server.body_timeout`: 408, raised
+    by router.connection_guard)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -49,7 +50,33 @@ async def read_json_object(request: Request[Any, Any, Any], limit: int) -> dict[
         ) from None
     if not isinstance(body, dict):
         raise ApiError("The request body must be a JSON object.", code="invalid_json")
+    if _nested_too_deeply(body):
+        raise ApiError(
+            f"The request body is nested too deeply (at most {MAX_DEPTH} levels).",
+            code="invalid_json",
+        )
     return body
+
+
+# orjson reads JSON nested 1024 levels deep but writes only 254: a body Turnout could not
+# write again (upstream, into a cache key, into a translated body a few levels deeper than
+# the client's) would fail after its reservation as a 500. Bodies are refused deeper than
+# this, which leaves the translations and keys their few levels.
+MAX_DEPTH = 224
+_HEADROOM = 254 - MAX_DEPTH
+
+
+def _nested_too_deeply(body: dict[str, Any]) -> bool:
+    """Whether `body` is nested deeper than `MAX_DEPTH`: written once by orjson under as
+    many levels as the headroom (cheaper than any walk of it in Python)."""
+    probe: Any = body
+    for _ in range(_HEADROOM):
+        probe = [probe]
+    try:
+        orjson.dumps(probe)
+    except orjson.JSONEncodeError:
+        return True
+    return False
 
 
 def validate(schema: type[M], body: dict[str, Any]) -> M:

@@ -146,7 +146,10 @@ class PipelineRun:
         # A door's request with a native form may be answered in the native shape: its
         # entries are kept apart from plain chat's (a chat client never gets a Response).
         keyed = trace.native.endpoint if trace.native is not None else self.endpoint
-        cached = CachedAnswer.choose(gateway, record, keyed, forward, cache_options)
+        # Keyed on what the client sent too: two requests the chat form cannot tell apart
+        # (thinking budgets, beta headers) are sent apart to a native deployment.
+        key_body = forward if trace.native is None else {**forward, **trace.native.key}
+        cached = CachedAnswer.choose(gateway, record, keyed, key_body, cache_options)
         if cached is not None and (hit := await cached.lookup(record, self.observer)) is not None:
             await gateway.limiter.settle(self.reservation, 0)
             record.emit(200, outcome="cache_hit", **self.extra_log)

@@ -7,12 +7,13 @@ client sent it itself (`upstream`)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 import structlog
 
-from policies.errors import ApiError, model_not_found
+from policies.errors import ApiError
 from policies.rules import estimate_prompt_tokens
 from policies.teams import Caller
 from providers.errors import UpstreamError
@@ -31,15 +32,17 @@ async def count_tokens(
         raise ApiError("model: Field required", param="model")
     if not isinstance(body.get("messages"), list):
         raise ApiError("messages: Field required", param="messages")
-    route = gateway.config.models.get(model)
-    if route is None or not caller.may_use(model):
-        raise model_not_found(model)
+    # Routed as a request for it would be: its aliases and `match:` patterns, the team's
+    # models (404 outside them) and rules; counted as its first deployment would count it.
+    route = gateway.router.route(caller, body, headers)
+    deployment = route.plan.targets[0].deployment
     # Counted on the chat form the backend is sent (max_tokens matters not for a count).
     chat, _ = chat_request({"max_tokens": 1, **body}, drop=True)
-    deployment = route.deployments[0]
     if deployment.tokenizer is not None:
         tokenizer = await gateway.dispatcher.declared_tokenizer(deployment.tokenizer)
-        return len(tokenizer.render_chat(chat["messages"], chat.get("tools"))), "tokenizer"
+        # A chat template over a prompt up to `max_body_bytes`: off the event loop.
+        ids = await asyncio.to_thread(tokenizer.render_chat, chat["messages"], chat.get("tools"))
+        return len(ids), "tokenizer"
     provider = gateway.providers[deployment.provider]
     counted = await provider.count_chat_tokens(chat)
     if counted is not None:

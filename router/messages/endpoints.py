@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import structlog
 from litestar import Request, Response, post
 
 from policies.errors import ApiError
@@ -33,6 +34,9 @@ from router.pipeline import PipelineRun
 from router.schemas.chat import ChatCompletionRequest
 
 AnyRequest = Request[Any, Any, Any]
+log = structlog.get_logger("turnout.messages")
+# Beta names are a few dozen characters; Claude Code sends about ten of them.
+MAX_BETA_CHARS = 4096
 
 
 @post("/v1/messages", status_code=200)
@@ -90,10 +94,13 @@ async def count_message_tokens(request: AnyRequest) -> Response[Any]:
         require_version(request.headers)
         caller = authenticate_api_key(request, gateway)
         body = await read_json_object(request, gateway.config.server.max_body_bytes)
-        counted, how = await count_tokens(gateway, caller, body, request.headers)
+        counted, how = await count_tokens(gateway, caller, body, _beta_joined(request))
     except ApiError as exc:
         error = orjson.dumps({"error": {"message": exc.message, "type": exc.type}})
         return anthropic_error(exc.status, error, {**exc.headers, **ids})
+    except Exception as exc:  # a bug: logged; answered in Anthropic's envelope
+        log.error("count_tokens_failed", request_id=request_id, exc_info=exc)
+        return anthropic_error(500, b"", ids)
     return Response(
         orjson.dumps({"input_tokens": counted}),
         media_type="application/json",
@@ -106,9 +113,16 @@ ROUTES = [create_message, count_message_tokens]
 
 def _beta_joined(request: AnyRequest) -> dict[str, str]:
     """The request's headers, several `anthropic-beta` lines joined into one (as one
-    header's comma-separated values), for an Anthropic deployment to get them all."""
+    header's comma-separated values), for an Anthropic deployment to get them all. Their
+    length is bounded (`MAX_BETA_CHARS`): they are sent on with every call."""
     headers = dict(request.headers)
     betas = request.headers.getall("anthropic-beta", [])
     if betas:
-        headers["anthropic-beta"] = ", ".join(betas)
+        joined = headers["anthropic-beta"] = ", ".join(betas)
+        if len(joined) > MAX_BETA_CHARS:
+            raise ApiError(
+                f"anthropic-beta: at most {MAX_BETA_CHARS} characters of beta names "
+                f"(got {len(joined)})",
+                param="anthropic-beta",
+            )
     return headers
