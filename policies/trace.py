@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from policies.fan_out_cost import UpstreamCalls
-from policies.native import NativeRequest
+from policies.native_request import NativeRequest
 from policies.plan import Target
 from policies.retry import Attempt
 from policies.translation import Mode, Refusal, Translation
