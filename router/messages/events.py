@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from router.chat_chunks import tool_call_key
 from router.messages.from_chat import (
     message_skeleton,
     new_tool_use_id,
@@ -185,18 +186,9 @@ class MessageEvents:
         return events
 
     def _call_key(self, call: Mapping[str, Any]) -> int:
-        """Chat's tool-call index; a backend that leaves it out continues the open call,
-        unless the fragment carries another call's id."""
-        index = call.get("index")
-        if isinstance(index, int):
-            return index
         open_key = next((k for k, s in self._calls.items() if s is self._open), None)
-        other_id = call.get("id") and (
-            open_key is None or call["id"] != self._calls[open_key].block["id"]
-        )
-        if open_key is not None and not other_id:
-            return open_key
-        return max(self._calls, default=-1) + 1
+        open_id = None if open_key is None else self._calls[open_key].block["id"]
+        return tool_call_key(call, open_key, open_id, self._calls)
 
     def _begin(self, state: _Block) -> list[Event]:
         """The block's `content_block_start` (and the stream's one `ping` after the first),

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from router.chat_chunks import tool_call_key
 from router.responses.from_chat import (
     delta_logprobs,
     finish_response,
@@ -245,18 +246,9 @@ class ResponseEvents:
         return events
 
     def _call_key(self, call: Mapping[str, Any]) -> int:
-        """Chat's tool-call index; a backend that leaves it out continues the open call,
-        unless the fragment carries another call's id."""
-        index = call.get("index")
-        if isinstance(index, int):
-            return index
-        open_call = next((k for k, s in self._calls.items() if s is self._open), None)
-        new_id_given = call.get("id") and (
-            open_call is None or call["id"] != self._calls[open_call].item["call_id"]
-        )
-        if open_call is not None and not new_id_given:
-            return open_call
-        return max(self._calls, default=-1) + 1
+        open_key = next((k for k, s in self._calls.items() if s is self._open), None)
+        open_id = None if open_key is None else self._calls[open_key].item["call_id"]
+        return tool_call_key(call, open_key, open_id, self._calls)
 
     def _add(self, item: dict[str, Any]) -> list[Event]:
         output: list[dict[str, Any]] = self._response["output"]
