@@ -12,6 +12,7 @@ import structlog
 from providers.anthropic.errors import error_from_response
 from providers.anthropic.native import (
     LAST_EVENT,
+    event_object,
     forwarded_headers,
     native_answer,
     native_event,
@@ -169,14 +170,7 @@ class AnthropicProvider(HTTPProvider):
         return wire
 
     def _translate(self, translator: StreamTranslator, event: SSEEvent) -> list[JSONObject]:
-        try:
-            data: Any = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict):
-            # It may have carried text: skipping it could pass a cut answer off as whole.
-            raise UpstreamError.stream_broken(f"{self.name}: malformed stream event")
-        return translator.feed(event.event, data)
+        return translator.feed(event.event, event_object(self.name, event))
 
 
 def _check_path(settings: AnthropicSettings) -> str:

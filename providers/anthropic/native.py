@@ -55,16 +55,23 @@ def native_answer(name: str, body: Any) -> JSONObject:
     return body
 
 
-def native_event(name: str, event: SSEEvent) -> JSONObject:
-    """One stream event as Anthropic sent it, a dict with its `type` (taken from the event's
-    name where the data lacks it). An `error` event raises the upstream's error; an event
-    that is not a JSON object breaks the stream (skipped, it could hide a cut answer)."""
+def event_object(name: str, event: SSEEvent) -> JSONObject:
+    """A stream event's data as a JSON object; anything else breaks the stream (skipped, it
+    may have carried text and could pass a cut answer off as whole)."""
     try:
         data: Any = orjson.loads(event.data)
     except orjson.JSONDecodeError:
         data = None
     if not isinstance(data, dict):
         raise UpstreamError.stream_broken(f"{name}: malformed stream event")
+    return data
+
+
+def native_event(name: str, event: SSEEvent) -> JSONObject:
+    """One stream event as Anthropic sent it, a dict with its `type` (taken from the event's
+    name where the data lacks it). An `error` event raises the upstream's error; an event
+    that is not a JSON object breaks the stream (skipped, it could hide a cut answer)."""
+    data = event_object(name, event)
     if not isinstance(data.get("type"), str):
         if event.event == "message":  # unnamed, and the data does not say what it is
             raise UpstreamError.stream_broken(f"{name}: stream event without a `type`")
