@@ -24,10 +24,9 @@ from router.errors import stream_error_payload
 from router.gateway import Gateway
 from router.header_values import header_list
 from router.messages.events import MessageEvents, sse
-from router.messages.from_chat import error_body, message_object, stream_error
+from router.messages.from_chat import error_body, message_object, new_message_id, stream_error
 from router.messages.to_chat import chat_request
 from router.pipeline import PipelineRun
-from router.responses.ids import new_id
 from router.routing_options import ROUTING_FIELDS, drops_what_chat_lacks
 from router.sse import StreamEnd, generated_chars
 
@@ -44,7 +43,7 @@ class MessageTurn:
     # Why `chat` falls short of the request (it had to drop what chat has no form for,
     # e.g. a server tool): then only an Anthropic deployment may answer it.
     refusal: ApiError | None = None
-    id: str = field(default_factory=lambda: new_id("msg"))
+    id: str = field(default_factory=new_message_id)
 
     @classmethod
     def begin(
