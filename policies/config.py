@@ -65,6 +65,10 @@ class ServerSettings(_Strict):
     # `header_timeout` only in HTTP/1-only mode: with 2 or auto, a socket that sends no
     # byte is held until the client closes it (README, "Security"). uvicorn: 1 only.
     http: Literal[1, 2, "auto"] = 1
+    # Worker processes behind the one port, each with its own event loop and providers
+    # (`auto`: the CPU count); `turnout serve --workers N` overrides it. Above 1, limits and
+    # breakers must be shared through `state` (Redis) or `state.per_worker` set.
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
 
     # Read once, when the server starts: a reload that changes them is logged as needing a
     # restart (router/reload.py); every other server setting applies to the next request.
@@ -75,6 +79,7 @@ class ServerSettings(_Strict):
         "max_connections_per_key",
         "header_timeout",
         "http",
+        "workers",
     )
 
     @property

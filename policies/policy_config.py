@@ -224,3 +224,11 @@ class StateSettings(_Strict):
     # While Redis is unreachable everything else fails open; limits cannot be checked:
     # `allow` admits unchecked (and logs), `refuse` answers 503 `state_unavailable`.
     limits_when_unavailable: Literal["allow", "refuse"] = "allow"
+    # Redis Cluster: `cluster: true` with `redis_url` naming any node (or a
+    # `redis+cluster://` URL, which implies it), or `redis_cluster_nodes` listing the
+    # startup nodes (`host:port` or `redis://…` each) instead of `redis_url`.
+    cluster: bool = False
+    redis_cluster_nodes: list[str] | None = Field(None, min_length=1)
+    # With `server.workers` above 1 and no Redis, limits, breakers and statistics would be
+    # each worker's own: start-up refuses unless this says that is what the operator wants.
+    per_worker: bool = False
