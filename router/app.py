@@ -47,7 +47,12 @@ def create_app(
     if refusal:
         raise OpenAccessRefused(refusal)
     observed = Metrics()  # beside the gateway, not in it: it outlives config reloads
-    gateway = Gateway.from_config(config, clock=clock, observer=observed)
+    gateway = Gateway.from_config(
+        config,
+        clock=clock,
+        observer=observed,
+        sampler_host=listener.sampler_host if listener is not None else None,
+    )
     log_scrubber = log_scrubber or LogScrubber()
     log_scrubber.use(gateway.redactor)
 

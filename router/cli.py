@@ -7,12 +7,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from policies.loading import DEFAULT_CONFIG, ConfigError, load_config
 from router.batches.cli import batches_command
 from router.explain_cli import explain_command
 from router.exposure import Listener, bind_address, open_access_refusal
 from router.server import SERVERS, run
+from router.workers import worker_count
 
 __all__ = ["main", "open_access_refusal"]
 
@@ -46,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--server", choices=SERVERS, default=SERVERS[0], help="ASGI server (default: %(default)s)"
     )
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        help="worker processes behind the port, or auto (the CPU count); default: server.workers",
+    )
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("path")
     explain = commands.add_parser(
@@ -59,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     batches.add_argument("id", nargs="?", help="show: the batch's id")
     batches.add_argument("--config", type=Path, default=None, help=f"default: {DEFAULT_CONFIG}")
     return parser
+
+
+def _workers(value: str) -> int | Literal["auto"]:
+    if value == "auto":
+        return "auto"
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"{value!r}: a number of processes (1 or more) or auto")
 
 
 def _check_config(path: Path) -> int:
@@ -90,7 +106,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
-    refusal = Listener(host, args.allow_open).refusal(config)
+    workers = worker_count(config.server.workers, args.workers)
+    refusal = Listener(host, args.allow_open, workers).refusal(config)
     if refusal:
         print(refusal, file=sys.stderr)
         return 2
@@ -100,7 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"cannot listen on {host}: {exc}", file=sys.stderr)
         return 2
     # The name checked above may resolve to another address: the one bound must pass too.
-    listener = Listener(address, args.allow_open)
+    listener = Listener(address, args.allow_open, workers)
     refusal = listener.refusal(config)
     if refusal:
         print(refusal, file=sys.stderr)

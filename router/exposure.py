@@ -1,7 +1,9 @@
 """Who can reach the listener: the address Turnout binds, and the rule that keeps a keyless
 config off the network. `turnout serve` checks it before binding, and every config the app
 builds a gateway from (at start-up and at each reload) is checked again, against the same
-listener, so no path leaves a non-loopback address open."""
+listener, so no path leaves a non-loopback address open. The listener also says how many
+worker processes serve behind it, and the same two checks hold the rule for several
+(router/workers.py)."""
 
 from __future__ import annotations
 
@@ -10,19 +12,30 @@ import socket
 from dataclasses import dataclass
 
 from policies.config import TurnoutConfig
+from router.workers import per_worker_refusal, unhosted_refusal
 
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    """Where the server listens, and whether the operator allowed it to be open
-    (`--allow-open`)."""
+    """Where the server listens, whether the operator allowed it to be open
+    (`--allow-open`), how many worker processes serve there, and the socket of the sampler
+    host serving them their local models (router/sampler_process.py; None: none runs)."""
 
     host: str
     allow_open: bool = False
+    workers: int = 1
+    sampler_host: str | None = None
 
     def refusal(self, config: TurnoutConfig) -> str | None:
         """Why `config` must not be served here, or None when it may."""
-        return open_access_refusal(config, self.host, allow_open=self.allow_open)
+        return open_access_refusal(
+            config, self.host, allow_open=self.allow_open
+        ) or per_worker_refusal(config, self.workers)
+
+    def reload_refusal(self, config: TurnoutConfig) -> str | None:
+        """`refusal`, and what only a reload can bring: the first local providers of a
+        server whose workers have no sampler host."""
+        return self.refusal(config) or unhosted_refusal(config, self.workers, self.sampler_host)
 
 
 class OpenAccessRefused(Exception):

@@ -74,6 +74,8 @@ class Gateway:
     deferred: Deferred = field(default_factory=lambda: Deferred(immediate=True))
     clock: Callable[[], float] = time  # wall clock for breakers and limits; reloads keep it
     reused: frozenset[str] = frozenset()  # providers taken, already started, from `previous`
+    # Several workers: the socket of the sampler host serving their in-process providers.
+    sampler_host: str | None = None
     redactor: Redactor = field(default_factory=Redactor)  # masks errors and logs
     _in_flight: int = 0
     _drained: asyncio.Event | None = None
@@ -92,10 +94,14 @@ class Gateway:
         *,
         clock: Callable[[], float] | None = None,
         observer: PolicyObserver | None = None,
+        sampler_host: str | None = None,
     ) -> Gateway:
         """`previous`: the running gateway a reload replaces; its unchanged providers are
-        reused rather than built (and loaded) again."""
-        providers, reused = build_providers(config, previous)
+        reused rather than built (and loaded) again. `sampler_host`: see
+        `providers.registry.build_provider` (a reload keeps `previous`'s)."""
+        if previous is not None:
+            sampler_host = previous.sampler_host
+        providers, reused = build_providers(config, previous, sampler_host)
         if previous is not None and previous.config.state == config.state:
             store, deferred = previous.store, previous.deferred
         else:
@@ -142,6 +148,7 @@ class Gateway:
             cache,
             HealthChecker.from_config(config, providers, health, redactor),
             reused=reused,
+            sampler_host=sampler_host,
             redactor=redactor,
             deferred=deferred,
             clock=clock,
@@ -167,7 +174,7 @@ class Gateway:
             await self.store.ping()
         except Exception as exc:
             log.error("state_store_unreachable", error=str(exc))
-            where = display_url(self.config.state.redis_url)
+            where = display_url(self.config.state)
             failed.append(RuntimeError(f"state store ({where}): {exc}"))
             self.not_ready.append("state store")
         for name, provider in self.providers.items():
@@ -249,7 +256,7 @@ def _freeze_startup_heap() -> None:
 
 
 def build_providers(
-    config: TurnoutConfig, previous: Gateway | None
+    config: TurnoutConfig, previous: Gateway | None, sampler_host: str | None = None
 ) -> tuple[dict[str, Provider], frozenset[str]]:
     """Every configured provider, and the names of those taken from `previous` because
     nothing they are built from changed (settings compare by value). Only a ready
@@ -263,7 +270,7 @@ def build_providers(
             providers[name] = old.providers[name]
             reused.add(name)
         else:
-            providers[name] = build_provider(name, settings, config.timeouts)
+            providers[name] = build_provider(name, settings, config.timeouts, sampler_host)
     return providers, frozenset(reused)
 
 

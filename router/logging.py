@@ -4,6 +4,7 @@ serving config's secrets (`LogScrubber`)."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -35,10 +36,14 @@ class LogScrubber:
         return {name: scrub(value) for name, value in event.items()}
 
 
-def configure_logging(level: str = "info", scrubber: LogScrubber | None = None) -> LogScrubber:
+def configure_logging(
+    level: str = "info", scrubber: LogScrubber | None = None, *, with_pid: bool = False
+) -> LogScrubber:
     """Log JSON lines to stderr at `level`, through `scrubber` (a new one if None);
-    returns the scrubber, for the app to point at its config's secrets."""
+    returns the scrubber, for the app to point at its config's secrets. `with_pid`: each
+    line says which process wrote it (`pid`), where several serve (`--workers`)."""
     scrubber = scrubber or LogScrubber()
+    pid = [_ProcessId(os.getpid())] if with_pid else []
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s")
     structlog.configure(
@@ -46,6 +51,7 @@ def configure_logging(level: str = "info", scrubber: LogScrubber | None = None) 
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *pid,
             # Never log frame locals: they hold request bodies and provider API keys.
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
@@ -58,3 +64,14 @@ def configure_logging(level: str = "info", scrubber: LogScrubber | None = None) 
         cache_logger_on_first_use=True,
     )
     return scrubber
+
+
+class _ProcessId:
+    """Adds the process id, read once (logging runs after the worker has forked)."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+
+    def __call__(self, logger: Any, method: str, event: EventDict) -> EventDict:
+        event["pid"] = self._pid
+        return event

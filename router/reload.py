@@ -150,9 +150,11 @@ class Reloader:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _check_exposure(self, config: TurnoutConfig) -> None:
-        """The rule `turnout serve` enforced at start-up holds for every reload: a config
-        that would leave a non-loopback listener open (no keys, no --allow-open) is refused."""
-        refusal = self._listener.refusal(config) if self._listener is not None else None
+        """The rules `turnout serve` enforced at start-up hold for every reload: a config
+        that would leave a non-loopback listener open (no keys, no --allow-open) is
+        refused, and so is one that several workers cannot share (router/workers.py)."""
+        listener = self._listener
+        refusal = listener.reload_refusal(config) if listener is not None else None
         if refusal:
             raise ReloadRejected(f"{self.path}: {refusal}")
 

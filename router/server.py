@@ -21,6 +21,11 @@ the rest, the same under both):
   process's file descriptors, not on `server.max_connections` (when it was twice that,
   a hundred idle sockets locked every client out). uvicorn has no socket cap; its
   `limit_concurrency` counts sockets too, so it is left unset.
+
+Several workers (`--workers N`, `server.workers`): both servers fork or spawn N worker
+processes that share the listening socket, each with its own app, event loop and
+providers; the limits above are each worker's. A config with local providers gets one
+sampler host beside them (router/sampler_process.py), so a model is loaded once.
 """
 
 from __future__ import annotations
@@ -37,12 +42,15 @@ from litestar import Litestar
 
 from policies.config import ServerSettings
 from policies.loading import load_config
+from policies.redaction import Redactor
 from router.app import create_app
 from router.connection_guard import ConnectionGuard
 from router.exposure import Listener
 from router.header_deadline import header_deadline_protocol
 from router.logging import configure_logging
 from router.orphan_guard import PARENT_ENV, watch_parent
+from router.sampler_process import SamplerHostProcess
+from router.workers import in_process_providers
 
 ServerName = Literal["granian", "uvicorn"]
 SERVERS: tuple[ServerName, ...] = ("granian", "uvicorn")
@@ -53,6 +61,13 @@ _RELOAD_ENV = "TURNOUT_CONFIG_RELOAD"  # "0": serve the file as loaded, never re
 # builds a gateway from, its reloads included, is checked against them (router.exposure).
 _HOST_ENV = "TURNOUT_LISTEN_HOST"
 _ALLOW_OPEN_ENV = "TURNOUT_ALLOW_OPEN"
+# How many workers serve (the rule for several is checked on each reload too), and the
+# socket of the sampler host serving them their local models, if one runs.
+_WORKERS_ENV = "TURNOUT_WORKERS"
+_SAMPLERS_ENV = "TURNOUT_SAMPLER_HOST"
+# uvicorn's spawned workers take their HTTP protocol by import path (its config is pickled
+# to them, and a class made at run time cannot be): this one's header timeout is read here.
+_HEADER_TIMEOUT_ENV = "TURNOUT_HEADER_TIMEOUT"
 # granian's sockets never exceed half the open-file limit (the other half is for the
 # upstreams' connections) nor this, whatever the limit (it may be unlimited).
 _MAX_SOCKETS = 1 << 20
@@ -67,18 +82,32 @@ def run(
     log_level: str,
     reload: bool = True,
 ) -> None:
+    """Serve until stopped, with `listener.workers` worker processes."""
     raise_open_file_limit()
+    workers = listener.workers
     os.environ[_CONFIG_ENV] = str(config_path)
     os.environ[_LOG_LEVEL_ENV] = log_level
     os.environ[_RELOAD_ENV] = "1" if reload else "0"
     os.environ[_HOST_ENV] = listener.host
     os.environ[_ALLOW_OPEN_ENV] = "1" if listener.allow_open else "0"
-    settings = load_config(config_path).server
-    if server == "granian":
+    os.environ[_WORKERS_ENV] = str(workers)
+    config = load_config(config_path)
+    if server == "granian" or workers > 1:
         os.environ[PARENT_ENV] = str(os.getpid())  # its workers end when it is gone
-        _run_granian(listener.host, port, settings, forward_sighup=reload)
-    else:
-        _run_uvicorn(listener.host, port, settings)
+    samplers = None
+    if workers > 1 and in_process_providers(config):
+        configure_logging(log_level, with_pid=True).use(Redactor.from_config(config))
+        samplers = SamplerHostProcess(str(config_path), log_level)
+        samplers.start()
+        os.environ[_SAMPLERS_ENV] = samplers.socket
+    try:
+        if server == "granian":
+            _run_granian(listener.host, port, config.server, workers, forward_sighup=reload)
+        else:
+            _run_uvicorn(listener.host, port, config.server, workers, forward_sighup=reload)
+    finally:
+        if samplers is not None:
+            samplers.stop()
 
 
 def raise_open_file_limit() -> None:
@@ -95,7 +124,8 @@ def raise_open_file_limit() -> None:
 def app_from_environment() -> Litestar:
     """The app factory a server process calls: config path and log level come from the
     environment, since granian starts the app in a worker process of its own."""
-    scrubber = configure_logging(os.environ.get(_LOG_LEVEL_ENV, "info"))
+    workers = int(os.environ.get(_WORKERS_ENV, "1"))
+    scrubber = configure_logging(os.environ.get(_LOG_LEVEL_ENV, "info"), with_pid=workers > 1)
     watch_parent()
     path = os.environ[_CONFIG_ENV]
     reload = os.environ.get(_RELOAD_ENV, "1") != "0"
@@ -104,7 +134,10 @@ def app_from_environment() -> Litestar:
         # process (the default action); until then it is ignored.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     host = os.environ.get(_HOST_ENV)
-    listener = None if host is None else Listener(host, os.environ.get(_ALLOW_OPEN_ENV) == "1")
+    listener = None
+    if host is not None:
+        allow_open = os.environ.get(_ALLOW_OPEN_ENV) == "1"
+        listener = Listener(host, allow_open, workers, os.environ.get(_SAMPLERS_ENV))
     return create_app(
         load_config(path),
         config_path=path if reload else None,
@@ -140,7 +173,9 @@ def guarded_app_from_environment() -> ConnectionGuard:
     )
 
 
-def _run_granian(host: str, port: int, settings: ServerSettings, *, forward_sighup: bool) -> None:
+def _run_granian(
+    host: str, port: int, settings: ServerSettings, workers: int, *, forward_sighup: bool
+) -> None:
     from granian import Granian
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings, HTTP2Settings
@@ -163,7 +198,7 @@ def _run_granian(host: str, port: int, settings: ServerSettings, *, forward_sigh
         port=port,
         interface=Interfaces.ASGI,
         loop=Loops.uvloop,
-        workers=1,
+        workers=workers,
         log_enabled=False,
         log_access=False,
     )
@@ -201,22 +236,64 @@ def _milliseconds(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
-def _run_uvicorn(host: str, port: int, settings: ServerSettings) -> None:
+def _run_uvicorn(
+    host: str, port: int, settings: ServerSettings, workers: int, *, forward_sighup: bool
+) -> None:
+    if workers > 1:
+        _run_uvicorn_workers(host, port, settings, workers, forward_sighup=forward_sighup)
+        return
     import uvicorn
 
     uvicorn.run(
         guarded_app_from_environment(),
-        host=host,
-        port=port,
-        loop="uvloop",
+        **_uvicorn_options(host, port, settings),
         http=header_deadline_protocol(settings.header_timeout),
+    )
+
+
+def _uvicorn_options(host: str, port: int, settings: ServerSettings) -> dict[str, Any]:
+    return {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
         # Between requests the header deadline rules; uvicorn's own idle timer is set no
         # shorter, so that an idle keep-alive socket is closed at the same time as under
         # granian (hyper's header timeout covers that wait too).
-        timeout_keep_alive=math.ceil(settings.header_timeout),
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        proxy_headers=False,  # Turnout is the edge; client addresses are not used
-        timeout_graceful_shutdown=10,
+        "timeout_keep_alive": math.ceil(settings.header_timeout),
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "on",
+        "proxy_headers": False,  # Turnout is the edge; client addresses are not used
+        "timeout_graceful_shutdown": 10,
+    }
+
+
+def _run_uvicorn_workers(
+    host: str, port: int, settings: ServerSettings, workers: int, *, forward_sighup: bool
+) -> None:
+    """uvicorn's own supervisor, as `uvicorn.run` starts it for `workers`, with SIGHUP
+    passed on to the workers (it would respawn them instead: see `_forward_sighup_to_workers`)."""
+    from uvicorn import Config
+    from uvicorn.supervisors.multiprocess import Multiprocess
+
+    class ForwardingMultiprocess(Multiprocess):
+        def handle_hup(self) -> None:
+            if not forward_sighup:
+                return
+            for process in self.processes:
+                if process.pid:
+                    os.kill(process.pid, signal.SIGHUP)
+
+    os.environ[_HEADER_TIMEOUT_ENV] = repr(settings.header_timeout)
+    config = Config(
+        "router.server:guarded_app_from_environment",
+        factory=True,
+        workers=workers,
+        **_uvicorn_options(host, port, settings),
+        http="router.server:WorkerHeaderDeadline",
     )
+    ForwardingMultiprocess(config, sockets=[config.bind_socket()]).run()
+
+
+# In a uvicorn worker, imported by path (see `_HEADER_TIMEOUT_ENV`); elsewhere unused.
+WorkerHeaderDeadline = header_deadline_protocol(float(os.environ.get(_HEADER_TIMEOUT_ENV, "10")))
