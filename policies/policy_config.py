@@ -232,3 +232,22 @@ class StateSettings(_Strict):
     # With `server.workers` above 1 and no Redis, limits, breakers and statistics would be
     # each worker's own: start-up refuses unless this says that is what the operator wants.
     per_worker: bool = False
+
+    @model_validator(mode="after")
+    def _one_redis_address(self) -> Self:
+        if self.redis_url is not None and self.redis_cluster_nodes is not None:
+            raise ValueError(
+                "state: redis_url and redis_cluster_nodes are exclusive (give a cluster's "
+                "startup nodes in one of them)"
+            )
+        if self.cluster and self.redis_url is None and self.redis_cluster_nodes is None:
+            raise ValueError(
+                "state.cluster: true needs the cluster's address: redis_url (any node) or "
+                "redis_cluster_nodes"
+            )
+        return self
+
+    @property
+    def shared(self) -> bool:
+        """A Redis (one node or a cluster) is configured: replicas share this state."""
+        return self.redis_url is not None or self.redis_cluster_nodes is not None

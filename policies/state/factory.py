@@ -1,10 +1,10 @@
-"""Choosing the `StateStore` from configuration: Redis when a URL is given, memory otherwise."""
+"""Choosing the `StateStore` from configuration: Redis (one node or a cluster) when one is
+configured, memory otherwise."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 from policies.policy_config import StateSettings
+from policies.redis_client import RedisAddress
 from policies.state.base import StateStore
 from policies.state.fail_open import FailOpenStore, OnError
 from policies.state.memory import MemoryStore
@@ -13,23 +13,19 @@ from policies.state.redis_store import RedisStore
 
 def build_store(settings: StateSettings, on_error: OnError | None = None) -> StateStore:
     """One process needs nothing shared, so memory is the default; replicas that must agree
-    on limits and breakers point at the same Redis, behind `FailOpenStore` so an outage
-    does not stop routing (`on_error` counts each operation it failed). The Redis store
-    connects lazily: call `ping` at start-up to fail fast on a wrong URL."""
-    if settings.redis_url is None:
+    on limits and breakers point at the same Redis (or Redis Cluster), behind
+    `FailOpenStore` so an outage does not stop routing (`on_error` counts each operation it
+    failed). The Redis store connects lazily: call `ping` at start-up to fail fast on a
+    wrong URL."""
+    address = RedisAddress.of(settings)
+    if address is None:
         return MemoryStore()
-    redis = RedisStore.from_url(
-        settings.redis_url, prefix=settings.prefix, timeout_s=settings.timeout
-    )
+    redis = RedisStore.from_url(address, prefix=settings.prefix, timeout_s=settings.timeout)
     return FailOpenStore(redis, on_error)
 
 
-def display_url(url: str | None) -> str:
-    """The store's URL fit for logs and health answers: any user or password removed."""
-    if url is None:
-        return "memory"
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+def display_url(settings: StateSettings) -> str:
+    """Where the store is, fit for logs and health answers: any user, password or query
+    removed (every node's, for a cluster); `memory` when there is no Redis."""
+    address = RedisAddress.of(settings)
+    return "memory" if address is None else address.display()

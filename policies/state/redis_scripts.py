@@ -15,9 +15,11 @@ local function fmt(x) return string.format('%.17g', x) end
 local function ttl_ms(seconds) return math.max(1000, math.ceil(seconds * 1000)) end
 """
 
-# KEYS: one per limit. ARGV: mode ('admit' | 'charge' | 'peek'), now, budget slack, then
-# six per limit: kind ('rate' | 'budget'), capacity, period_s, period_end, cost, headroom
-# (what 'admit' must leave after the cost; 0 for any other mode).
+# KEYS: one per limit, all in one hash slot. ARGV: mode ('admit' | 'check' | 'charge' |
+# 'peek'), now, budget slack, then six per limit: kind ('rate' | 'budget'), capacity,
+# period_s, period_end, cost, headroom (what 'admit' must leave after the cost; 0 for
+# 'charge' and 'peek'). 'check' is 'admit' that takes nothing, its states as a refusal's:
+# the limits of a later slot when an earlier one refused (redis_admission.py).
 # Returns {refused (1-based index of the first limit without room, 0 if none), then three
 # per limit: remaining (integer), reset_s, retry_after_s (strings)}.
 LIMITS = (
@@ -81,17 +83,17 @@ local function state(l, check_cost)
 end
 
 local refused = 0
-if mode == 'admit' then
+if mode == 'admit' or mode == 'check' then
   for i, l in ipairs(limits) do
     if l.need > l.room + l.slack then refused = i; break end
   end
 end
-if mode ~= 'peek' and refused == 0 then
+if (mode == 'admit' or mode == 'charge') and refused == 0 then
   for _, l in ipairs(limits) do take(l) end
 end
 local out = {refused}
 for _, l in ipairs(limits) do
-  local remaining, reset, retry = state(l, refused > 0)
+  local remaining, reset, retry = state(l, refused > 0 or mode == 'check')
   table.insert(out, remaining)
   table.insert(out, reset)
   table.insert(out, retry)
@@ -142,9 +144,10 @@ return v
 """
 )
 
-# KEYS: breaker, its window. ARGV: now, ok (1 | 0), retry_after_s ('' when none), failures,
-# cooldown_s, failure_rate ('' when none), window_s, min_calls, probe_timeout_s, window cap,
-# ttl_s, probe (1 | 0: this is the half-open probe's outcome). Returns the view after it.
+# KEYS: breaker, its window (one hash tag: `{deployment:<name>}`). ARGV: now, ok (1 | 0),
+# retry_after_s ('' when none), failures, cooldown_s, failure_rate ('' when none), window_s,
+# min_calls, probe_timeout_s, window cap, ttl_s, probe (1 | 0: this is the half-open probe's
+# outcome). Returns the view after it.
 BREAKER_RECORD = (
     _BREAKER
     + """
@@ -222,7 +225,8 @@ if redis.call('HGET', KEYS[1], 'state') == 'half_open' then
 end
 """
 
-# KEYS: breakers. ARGV: now, probe_timeout_s. Read-only: one view per key.
+# KEYS: breakers, all in one hash slot. ARGV: now, probe_timeout_s. Read-only: one view
+# per key.
 BREAKER_VIEWS = (
     _BREAKER
     + """
@@ -256,28 +260,29 @@ redis.call('PEXPIRE', KEYS[1], ttl_ms(tonumber(ARGV[3])))
 """
 )
 
-# KEYS: one sorted set per CONCURRENCY limit (members: holders, scores: lease ends).
-# ARGV: now, holder, then three per limit: capacity, lease_s, headroom (slots that must stay
-# free after this one). Leases that have passed are dropped first (a replica that died
-# holding slots); then, all or nothing, the holder takes (or renews) one slot of each.
-# Returns {refused (1-based, 0 if none), then the slots held per limit after it}. The set
-# expires with its longest lease.
+# KEYS: one sorted set per CONCURRENCY limit (members: holders, scores: lease ends), all in
+# one hash slot. ARGV: now, holder, take ('1'; '0' only checks), then three per limit:
+# capacity, lease_s, headroom (slots that must stay free after this one). Leases that have
+# passed are dropped first (a replica that died holding slots); then, all or nothing, the
+# holder takes (or renews) one slot of each. Returns {refused (1-based, 0 if none), then
+# the slots held per limit after it, then per limit 1 if the holder held it before (a
+# refund must not give back a slot this call only renewed)}. The set expires with its
+# longest lease.
 ACQUIRE_SLOTS = (
     _COMMON
     + """
-local now, holder = tonumber(ARGV[1]), ARGV[2]
-local held, refused = {}, 0
+local now, holder, take = tonumber(ARGV[1]), ARGV[2], ARGV[3] == '1'
+local held, had, refused = {}, {}, 0
 for i, key in ipairs(KEYS) do
   redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now))
   held[i] = redis.call('ZCARD', key)
-  local cap, headroom = tonumber(ARGV[i * 3]), tonumber(ARGV[2 + i * 3])
-  if refused == 0 and held[i] + headroom >= cap and not redis.call('ZSCORE', key, holder) then
-    refused = i
-  end
+  had[i] = redis.call('ZSCORE', key, holder) and 1 or 0
+  local cap, headroom = tonumber(ARGV[1 + i * 3]), tonumber(ARGV[3 + i * 3])
+  if refused == 0 and held[i] + headroom >= cap and had[i] == 0 then refused = i end
 end
-if refused == 0 then
+if refused == 0 and take then
   for i, key in ipairs(KEYS) do
-    local lease = tonumber(ARGV[1 + i * 3])
+    local lease = tonumber(ARGV[2 + i * 3])
     redis.call('ZADD', key, fmt(now + lease), holder)
     held[i] = redis.call('ZCARD', key)
     if redis.call('PTTL', key) < ttl_ms(lease) then redis.call('PEXPIRE', key, ttl_ms(lease)) end
@@ -285,6 +290,7 @@ if refused == 0 then
 end
 local out = {refused}
 for i = 1, #KEYS do table.insert(out, held[i]) end
+for i = 1, #KEYS do table.insert(out, had[i]) end
 return out
 """
 )

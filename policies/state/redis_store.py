@@ -1,25 +1,31 @@
-"""`RedisStore`: the `StateStore` that several Turnout replicas share through one Redis.
+"""`RedisStore`: the `StateStore` that several Turnout replicas share through one Redis, or
+through a Redis Cluster.
 
 Every read-then-write is one Lua script (`redis_scripts.py`), so the replicas never
 over-admit and all see one breaker per deployment. Keys live under a prefix (default
 `turnout:`) so one Redis can serve other tenants, and every key carries a TTL so a Redis
 without an eviction policy does not fill up with limits and breakers nobody uses any more.
-Redis Cluster is not supported: one `admit` touches several keys in one script.
+
+On a cluster no script touches two hash slots: keys carry hash tags (`redis_keys.py`), and
+the limits of one request, which have several owners and so several slots, are admitted
+one slot at a time, each step atomic, refunded when a later one refuses
+(`redis_admission.py`: never over-admits, may briefly under-admit). On one node the same
+calls are one script, one round trip, as before.
 
 redis-py's errors stop here: an outage (no connection, no answer within `timeout_s`, a
-read-only replica, a server out of memory or still loading) is raised as `StateUnavailable`;
-anything else (a script error, a bad reply) is a bug and stays what it is.
+read-only replica, a server out of memory or still loading, a cluster failing over) is
+raised as `StateUnavailable`; anything else (a script error, a bad reply) is a bug and
+stays what it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from redis.asyncio import Redis
-
-from policies.redis_client import connect, reachable
+from policies.redis_client import RedisAddress, RedisClient, connect, reachable, slot_groups
 from policies.state import redis_scripts
 from policies.state.base import (
     Admission,
@@ -27,13 +33,15 @@ from policies.state.base import (
     BreakerState,
     BreakerView,
     Limit,
-    LimitKind,
     LimitState,
     StateUnavailable,
 )
 from policies.state.memory import BUDGET_SLACK_S, WINDOW_CAP, slot_state
+from policies.state.redis_admission import admit_across_slots, each_slot
+from policies.state.redis_keys import StateKeys
 
 _Arg = str | int | float
+_Slot = tuple[int, bool]  # slots held after a call, and whether the holder held one before
 
 # A breaker, its window and the statistics hashes outlive their last write by this long;
 # they are rewritten on every outcome, so only deployments nobody calls any more expire.
@@ -49,9 +57,9 @@ def _reachable() -> AbstractContextManager[None]:
 class RedisStore:
     """Shared state in Redis. Owns `client`: `aclose` closes it."""
 
-    def __init__(self, client: Redis, *, prefix: str = "turnout:") -> None:
+    def __init__(self, client: RedisClient, *, prefix: str = "turnout:") -> None:
         self._redis = client
-        self._prefix = prefix
+        self._keys = StateKeys(prefix)
         self._limits = client.register_script(redis_scripts.LIMITS)
         self._acquire = client.register_script(redis_scripts.BREAKER_ACQUIRE)
         self._record = client.register_script(redis_scripts.BREAKER_RECORD)
@@ -64,9 +72,14 @@ class RedisStore:
 
     @classmethod
     def from_url(
-        cls, url: str, *, prefix: str = "turnout:", timeout_s: float = DEFAULT_TIMEOUT_S
+        cls,
+        url: str | RedisAddress,
+        *,
+        prefix: str = "turnout:",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> RedisStore:
-        """E.g. `redis://localhost:6379/0`: see `policies.redis_client.connect`."""
+        """E.g. `redis://localhost:6379/0`, or a cluster's `RedisAddress`: see
+        `policies.redis_client.connect`."""
         client = connect(url, timeout_s)
         return cls(client, prefix=prefix)
 
@@ -98,24 +111,39 @@ class RedisStore:
         now: float,
         headroom: Sequence[int] | None = None,
     ) -> tuple[int, tuple[LimitState, ...]]:
-        args: list[_Arg] = [mode, now, BUDGET_SLACK_S]
         kept = headroom or [0] * len(limits)
-        for limit, cost, free in zip(limits, costs, kept, strict=True):
-            args += [limit.kind.value, limit.capacity, limit.period_s, limit.period_end, cost, free]
-        with _reachable():
-            reply = await self._limits(keys=[self._limit_key(x) for x in limits], args=args)
-        reply = _as_list(reply)
-        states = tuple(
-            LimitState(limit, int(reply[i]), float(reply[i + 1]), float(reply[i + 2]))
-            for limit, i in zip(limits, range(1, len(reply), 3), strict=True)
-        )
-        return int(reply[0]), states
+        keys = [self._keys.limit(limit) for limit in limits]
+        if len(keys) != len(costs) or len(kept) != len(keys):
+            raise ValueError("zip() arguments differ in length: one cost and headroom per limit")
 
-    def _limit_key(self, limit: Limit) -> str:
-        if limit.kind is LimitKind.BUDGET:
-            # One counter per period: a new period starts from nothing, the old one expires.
-            return f"{self._prefix}budget:{limit.key}:{limit.period_end:.3f}"
-        return f"{self._prefix}rate:{limit.key}"
+        async def run(group_mode: str, group: Sequence[int], sign: int = 1) -> Any:
+            args: list[_Arg] = [group_mode, now, BUDGET_SLACK_S]
+            for i in group:
+                limit = limits[i]
+                cost, free = sign * costs[i], kept[i] if sign > 0 else 0
+                args += [limit.kind.value, limit.capacity, limit.period_s, limit.period_end]
+                args += [cost, free]
+            with _reachable():
+                reply = _as_list(await self._limits(keys=[keys[i] for i in group], args=args))
+            states = [
+                LimitState(limits[i], int(reply[j]), float(reply[j + 1]), float(reply[j + 2]))
+                for i, j in zip(group, range(1, len(reply), 3), strict=True)
+            ]
+            return int(reply[0]), states
+
+        async def refund(group: Sequence[int]) -> list[LimitState]:
+            _, states = await run("charge", group, -1)
+            return list(states)
+
+        groups = slot_groups(self._redis, keys)
+        if len(groups) == 1:  # one node, or one slot: one script, one round trip
+            refused, states = await run(mode, groups[0])
+        elif mode == "admit":
+            room = _room(limits, costs, kept)
+            refused, states = await admit_across_slots(groups, run, refund, room, len(limits))
+        else:
+            refused, states = await each_slot(groups, run, mode, len(limits))
+        return refused, tuple(states)
 
     # --- requests in flight (CONCURRENCY limits) -----------------------------------------
     async def acquire_slots(
@@ -127,27 +155,50 @@ class RedisStore:
     ) -> Admission:
         if not limits:
             return Admission(True, ())
-        args: list[_Arg] = [now, holder]
-        for limit, free in zip(limits, headroom or [0] * len(limits), strict=True):
-            args += [limit.capacity, limit.period_s, free]
-        keys = [self._slots_key(limit) for limit in limits]
-        with _reachable():
-            reply = _as_list(await self._acquire_slots(keys=keys, args=args))
-        refused = int(reply[0])
+        kept = headroom or [0] * len(limits)
+        keys = [self._keys.limit(limit) for limit in limits]
+
+        async def run(mode: str, group: Sequence[int]) -> tuple[int, list[_Slot]]:
+            args: list[_Arg] = [now, holder, int(mode == "admit")]
+            for i in group:
+                args += [limits[i].capacity, limits[i].period_s, kept[i]]
+            with _reachable():
+                reply = _as_list(
+                    await self._acquire_slots(keys=[keys[i] for i in group], args=args)
+                )
+            n = len(group)
+            held = [int(x) for x in reply[1 : 1 + n]]
+            had = [bool(int(x)) for x in reply[1 + n : 1 + 2 * n]]
+            return int(reply[0]), list(zip(held, had, strict=True))
+
+        async def refund(group: Sequence[int]) -> list[_Slot]:
+            """Only the slots this call took, not those it renewed; their counts after."""
+            _, slots = await run("check", group)
+            fresh = [i for i, (_, had) in zip(group, slots, strict=True) if not had]
+            if fresh:
+                with _reachable():
+                    await self._release_slots(keys=[keys[i] for i in fresh], args=[holder])
+            return [(held - (i in fresh), had) for i, (held, had) in zip(group, slots, strict=True)]
+
+        groups = slot_groups(self._redis, keys)
+        if len(groups) == 1:
+            refused, slots = await run("admit", groups[0])
+        else:
+            room = _room(limits, [1] * len(limits), kept)
+            refused, slots = await admit_across_slots(groups, run, refund, room, len(limits))
         states = tuple(
-            slot_state(limit, int(held), refused > 0)
-            for limit, held in zip(limits, reply[1:], strict=True)
+            slot_state(limit, held, refused > 0)
+            for limit, (held, _) in zip(limits, slots, strict=True)
         )
         return Admission(refused == 0, states, limits[refused - 1] if refused else None)
 
     async def release_slots(self, limits: Sequence[Limit], holder: str) -> None:
         if not limits:
             return
+        keys = [self._keys.limit(limit) for limit in limits]
+        groups = [[keys[i] for i in group] for group in slot_groups(self._redis, keys)]
         with _reachable():
-            await self._release_slots(keys=[self._slots_key(x) for x in limits], args=[holder])
-
-    def _slots_key(self, limit: Limit) -> str:
-        return f"{self._prefix}slots:{limit.key}"
+            await asyncio.gather(*(self._release_slots(keys=g, args=[holder]) for g in groups))
 
     # --- circuit breakers ---------------------------------------------------------------
     async def breaker_acquire(
@@ -155,7 +206,7 @@ class RedisStore:
     ) -> BreakerView:
         args = [now, policy.probe_timeout_s, STATE_TTL_S]
         with _reachable():
-            return _view(await self._acquire(keys=[self._breaker_key(deployment)], args=args))
+            return _view(await self._acquire(keys=[self._keys.breaker(deployment)], args=args))
 
     async def breaker_record(
         self,
@@ -166,7 +217,7 @@ class RedisStore:
         retry_after_s: float | None = None,
         probe: bool = False,
     ) -> BreakerView:
-        key = self._breaker_key(deployment)
+        keys = [self._keys.breaker(deployment), self._keys.breaker_window(deployment)]
         args = [
             now,
             int(ok),
@@ -182,60 +233,65 @@ class RedisStore:
             int(probe),
         ]
         with _reachable():
-            return _view(await self._record(keys=[key, f"{key}:window"], args=args))
+            return _view(await self._record(keys=keys, args=args))
 
     async def breaker_release(self, deployment: str, now: float) -> None:
         with _reachable():
-            await self._release(keys=[self._breaker_key(deployment)])
+            await self._release(keys=[self._keys.breaker(deployment)])
 
     async def breaker_views(
         self, deployments: Sequence[str], policy: BreakerPolicy, now: float
     ) -> Mapping[str, BreakerView]:
         if not deployments:
             return {}
-        keys = [self._breaker_key(d) for d in deployments]
+        keys = [self._keys.breaker(d) for d in deployments]
+        groups = slot_groups(self._redis, keys)
+        args = [now, policy.probe_timeout_s]
         with _reachable():
-            reply = _as_list(await self._views(keys=keys, args=[now, policy.probe_timeout_s]))
-        return {d: _view(v) for d, v in zip(deployments, reply, strict=True)}
-
-    def _breaker_key(self, deployment: str) -> str:
-        return f"{self._prefix}breaker:{deployment}"
+            replies = await asyncio.gather(
+                *(self._views(keys=[keys[i] for i in group], args=args) for group in groups)
+            )
+        views: dict[str, BreakerView] = {}
+        for group, reply in zip(groups, replies, strict=True):
+            for i, view in zip(group, _as_list(reply), strict=True):
+                views[deployments[i]] = _view(view)
+        return {d: views[d] for d in deployments}
 
     # --- statistics for routing strategies ----------------------------------------------
     async def observe_latency(self, deployment: str, seconds: float, alpha: float) -> None:
         args: list[_Arg] = [deployment, seconds, alpha, STATE_TTL_S]
         with _reachable():
-            await self._observe(keys=[f"{self._prefix}latency"], args=args)
+            await self._observe(keys=[self._keys.latency], args=args)
 
     async def latencies(self, deployments: Sequence[str]) -> Mapping[str, float]:
         if not deployments:
             return {}
         with _reachable():
-            values = await self._redis.hmget(f"{self._prefix}latency", list(deployments))
+            values = await self._redis.hmget(self._keys.latency, list(deployments))
         return {d: float(v) for d, v in zip(deployments, values, strict=True) if v is not None}
 
     async def add_in_flight(self, deployment: str, delta: int) -> None:
         args: list[_Arg] = [deployment, delta, STATE_TTL_S]
         with _reachable():
-            await self._add_in_flight(keys=[f"{self._prefix}in_flight"], args=args)
+            await self._add_in_flight(keys=[self._keys.in_flight], args=args)
 
     async def in_flight(self, deployments: Sequence[str]) -> Mapping[str, int]:
         if not deployments:
             return {}
         with _reachable():
-            values = await self._redis.hmget(f"{self._prefix}in_flight", list(deployments))
+            values = await self._redis.hmget(self._keys.in_flight, list(deployments))
         return {d: int(v or 0) for d, v in zip(deployments, values, strict=True)}
 
     # --- response cache -----------------------------------------------------------------
     async def cache_get(self, key: str) -> bytes | None:
         with _reachable():
-            value = await self._redis.get(f"{self._prefix}cache:{key}")
+            value = await self._redis.get(self._keys.cache(key))
         if value is None or isinstance(value, bytes):
             return value
         return value.encode()  # only from a client made with decode_responses=True
 
     async def cache_set(self, key: str, value: bytes, ttl_s: float) -> None:
-        name = f"{self._prefix}cache:{key}"
+        name = self._keys.cache(key)
         with _reachable():
             if ttl_s <= 0:
                 await self._redis.delete(name)
@@ -249,6 +305,13 @@ class RedisStore:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+def _room(
+    limits: Sequence[Limit], costs: Sequence[int], kept: Sequence[int]
+) -> Callable[[int], float]:
+    """How many calls of this cost limit i holds: the tightest slot is admitted first."""
+    return lambda i: (limits[i].capacity - kept[i]) / max(1, costs[i])
 
 
 def _as_list(reply: Any) -> list[Any]:

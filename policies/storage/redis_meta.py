@@ -25,9 +25,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 
-from redis.asyncio import Redis
-
-from policies.redis_client import connect, reachable
+from policies.redis_client import RedisClient, connect, reachable
 from policies.storage import redis_meta_scripts as scripts
 from policies.storage.base import ACTIVE, BatchRecord, FileRecord, LineResult, StorageUnavailable
 from policies.storage.response_store import ResponseRecord
@@ -52,7 +50,7 @@ def _member(created_at: int, record_id: str) -> str:
 class RedisMeta:
     """Records and line state in Redis. Owns `client`: `aclose` closes it."""
 
-    def __init__(self, client: Redis, *, prefix: str = "turnout:") -> None:
+    def __init__(self, client: RedisClient, *, prefix: str = "turnout:") -> None:
         self._redis = client
         self._prefix = prefix
         self._put_file = client.register_script(scripts.PUT_FILE)

@@ -1,5 +1,8 @@
-"""Every store test runs against both stores: `MemoryStore`, and `RedisStore` on a real
-redis-server started once for the session (`tests/redis_server.py`)."""
+"""Every store test runs against three stores: `MemoryStore`; `RedisStore` on a real
+redis-server started once for the session (`tests/redis_server.py`); and `RedisStore` on a
+real three-master Redis Cluster (`tests/redis_cluster.py`), where a test's keys spread over
+the masters as production's do (a limit's slot is its owner's), so admissions that span
+owners run one script per slot."""
 
 from __future__ import annotations
 
@@ -8,15 +11,18 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from policies.redis_client import RedisAddress
 from policies.state.base import StateStore
 from policies.state.memory import MemoryStore
 from policies.state.redis_store import RedisStore
+from tests.redis_cluster import redis_cluster as redis_cluster
+from tests.redis_cluster import redis_cluster_url as redis_cluster_url
 from tests.redis_server import redis_url as redis_url
 
 OpenStore = Callable[[], StateStore]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def open_store(request: pytest.FixtureRequest) -> AsyncIterator[OpenStore]:
     """Opens stores that share one state, as replicas do. Redis: each call is a new client
     with its own connections on the same namespace (unique per test, so tests sharing the
@@ -25,12 +31,16 @@ async def open_store(request: pytest.FixtureRequest) -> AsyncIterator[OpenStore]
         shared = MemoryStore()
         yield lambda: shared
         return
-    url: str = request.getfixturevalue("redis_url")
+    if request.param == "cluster":
+        url: str = request.getfixturevalue("redis_cluster_url")
+        address = RedisAddress(url=url, cluster=True)
+    else:
+        address = RedisAddress(url=request.getfixturevalue("redis_url"))
     prefix = f"test:{uuid.uuid4().hex}:"
     opened: list[RedisStore] = []
 
     def open_redis() -> StateStore:
-        opened.append(RedisStore.from_url(url, prefix=prefix))
+        opened.append(RedisStore.from_url(address, prefix=prefix))
         return opened[-1]
 
     yield open_redis

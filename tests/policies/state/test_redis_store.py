@@ -48,18 +48,18 @@ async def test_every_key_is_namespaced_and_expires(redis_url: str, raw: Redis) -
 
     keys = sorted([k.decode() async for k in raw.scan_iter(match=f"{prefix}*")])
     assert keys == [
-        f"{prefix}breaker:d",
-        f"{prefix}breaker:d:window",
-        f"{prefix}budget:usd:{T0 + 60:.3f}",
         f"{prefix}cache:c",
         f"{prefix}in_flight",
         f"{prefix}latency",
-        f"{prefix}rate:rpm",
+        f"{prefix}{{deployment:d}}:breaker",
+        f"{prefix}{{deployment:d}}:breaker:window",
+        f"{prefix}{{rpm}}:rate:rpm",
+        f"{prefix}{{usd}}:budget:usd:{T0 + 60:.3f}",
     ]
     ttls = {k: await raw.pttl(k) for k in keys}
     assert all(ttl > 0 for ttl in ttls.values()), ttls
-    assert ttls[f"{prefix}rate:rpm"] <= 2 * 60_000
-    assert ttls[f"{prefix}budget:usd:{T0 + 60:.3f}"] <= 120_000
+    assert ttls[f"{prefix}{{rpm}}:rate:rpm"] <= 2 * 60_000
+    assert ttls[f"{prefix}{{usd}}:budget:usd:{T0 + 60:.3f}"] <= 120_000
 
 
 def every_operation(store: StateStore) -> dict[str, Callable[[], Awaitable[object]]]:
