@@ -240,9 +240,10 @@ class TurnoutConfig(_Strict):
         missing on the others (and a batch's output lost with its replica), so that
         combination is refused here, at start-up and on every reload alike."""
         storage = self.storage
-        if self.state.redis_url is not None and storage.s3 is None and not storage.single_replica:
+        if self.state.shared and storage.s3 is None and not storage.single_replica:
             return [
-                "storage: with state.redis_url set, several replicas share batches, so file "
+                "storage: with a shared Redis (state.redis_url or state.redis_cluster_nodes) "
+                "set, several replicas share batches, so file "
                 "bytes must be in a bucket every replica reads (storage.s3); a deployment of "
                 "one replica says so with storage.single_replica: true"
             ]

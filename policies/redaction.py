@@ -192,7 +192,8 @@ def configured_secrets(config: TurnoutConfig) -> set[str]:
                 found.add(settings.api_key)
             found.update(settings.headers.values())
             found.update(url_credentials(settings.base_url))
-    found.update(url_credentials(config.state.redis_url))
+    for url in _state_urls(config):
+        found.update(url_credentials(url))
     s3 = config.storage.s3
     if s3 is not None:
         found.update(v for v in (s3.key_id, s3.secret) if v)
@@ -221,10 +222,17 @@ def url_credentials(url: str | None) -> set[str]:
 def configured_hosts(config: TurnoutConfig) -> set[str]:
     """The host names of the configured upstreams and state store."""
     urls = [s.base_url for s in config.providers.values() if isinstance(s, HTTPSettings)]
-    urls.append(config.state.redis_url or "")
+    urls.extend(_state_urls(config))
     if config.storage.s3 is not None:
         urls.append(config.storage.s3.endpoint or "")
     return {host for url in urls if (host := urlsplit(url).hostname)}
+
+
+def _state_urls(config: TurnoutConfig) -> list[str]:
+    """The state store's URL, or each of a cluster's nodes (`host:port` or a URL)."""
+    nodes = config.state.redis_cluster_nodes or []
+    urls = [node if "://" in node else f"redis://{node}" for node in nodes]
+    return [config.state.redis_url, *urls] if config.state.redis_url else urls
 
 
 def _alternation(values: Iterable[str]) -> re.Pattern[str] | None:

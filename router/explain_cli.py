@@ -2,7 +2,8 @@
 
 Builds the gateway from the config without starting any provider (no model loads, no
 connection opens), explains, prints JSON. Breakers and limits read as a fresh process
-sees them: all closed and full, unless `state.redis_url` points at a shared store."""
+sees them: all closed and full, unless `state` names a shared Redis (`redis_url` or
+`redis_cluster_nodes`)."""
 
 from __future__ import annotations
 

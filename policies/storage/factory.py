@@ -1,8 +1,9 @@
 """Choosing the storage from configuration.
 
-One replica (no `state.redis_url`, or `storage.single_replica`): records in SQLite and
+One replica (no Redis in `state`, or `storage.single_replica`): records in SQLite and
 bytes on local disk under `storage.path`, unless `storage.s3` puts the bytes in a bucket.
-Several replicas (a shared Redis): records and batch coordination in that Redis, bytes in
+Several replicas (a shared Redis, one node or a cluster: `state.redis_url` or
+`state.redis_cluster_nodes`): records and batch coordination in that Redis, bytes in
 the bucket every replica reads; the config refuses a shared Redis without a bucket
 (policies/config.py), since files on one replica's disk would be missing on the others.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policies.config import TurnoutConfig
+from policies.redis_client import RedisAddress
 from policies.storage.base import BlobStore, MetaStore
 from policies.storage.local_blobs import LocalBlobs
 from policies.storage.redis_meta import RedisMeta
@@ -53,10 +55,10 @@ async def open_storage(config: TurnoutConfig) -> Storage:
         S3Blobs.from_settings(settings.s3) if settings.s3 is not None else LocalBlobs(directory)
     )
     meta: MetaStore
-    if is_shared:
-        assert config.state.redis_url is not None
+    address = RedisAddress.of(config.state)
+    if is_shared and address is not None:
         meta = RedisMeta.from_url(
-            config.state.redis_url,
+            address,
             prefix=config.state.prefix,
             timeout_s=max(config.state.timeout, 2.0),  # records are larger than limits
         )
@@ -68,4 +70,4 @@ async def open_storage(config: TurnoutConfig) -> Storage:
 
 def shared(config: TurnoutConfig) -> bool:
     """Whether files and batches are kept in the shared Redis, for several replicas."""
-    return config.state.redis_url is not None and not config.storage.single_replica
+    return config.state.shared and not config.storage.single_replica

@@ -1,14 +1,28 @@
-"""`RedisMeta`: the `MetaStore` that several Turnout replicas share through one Redis, and
-through which they drain one batch together.
+"""`RedisMeta`: the `MetaStore` that several Turnout replicas share through one Redis (or a
+Redis Cluster), and through which they drain one batch together.
 
 Every read-then-write is one Lua script (`redis_meta_scripts.py`), so two replicas never
 claim one chunk at once nor record one line twice. Keys live under a prefix (default
-`turnout:`); a batch's keys share the hash tag `{batch:<id>}`, so each script on one batch's
-line state touches one slot. Records and indexes are not Cluster-safe yet: putting a record
-updates its owner's index (and the active set) in the same script. Unlike the state store's
-keys, nothing here has a TTL (a batch's records must outlive any quiet spell), except a
-named lease a dead replica never gave back, and a stored response (one key each, which
-Redis drops at its `expires_at`); `drop_batch_lines` deletes a batch's line state.
+`turnout:`), and no script touches two hash slots, so all of it runs on Redis Cluster:
+
+- files, their owner and purpose indexes and the expiry set share the tag `{files}` (one
+  slot: every change of a file touches the global expiry set; file records are few and
+  small);
+- a batch's record and its line state (leases, lines, counts) share `{batch:<id>}`, so the
+  busy scripts of different batches spread over the cluster;
+- the batches' owner indexes and the active set share `{batches}`. Putting a batch writes
+  its index entries first, then its record (two scripts, two slots), and changing its
+  status writes the record, then the active set: a crash between the two leaves at worst
+  an index entry whose record is missing or has ended, which listings and the runner skip;
+- a named lease, a stored response: one key each.
+
+Key names changed when the tags came (issue 13): records written under the old names are
+not read (nothing is migrated; a Redis Cluster starts empty anyway).
+
+Unlike the state store's keys, nothing here has a TTL (a batch's records must outlive any
+quiet spell), except a named lease a dead replica never gave back, and a stored response
+(one key each, which Redis drops at its `expires_at`); `drop_batch_lines` deletes a
+batch's line state.
 
 A line costs its output line, its custom_id twice (in the value, and in the custom_id ->
 line hash that keeps it unique) and a few bytes of framing, as a Redis hash holds only
@@ -25,7 +39,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 
-from policies.redis_client import RedisClient, connect, reachable
+from policies.redis_client import RedisAddress, RedisClient, connect, reachable
 from policies.storage import redis_meta_scripts as scripts
 from policies.storage.base import ACTIVE, BatchRecord, FileRecord, LineResult, StorageUnavailable
 from policies.storage.response_store import ResponseRecord
@@ -55,7 +69,8 @@ class RedisMeta:
         self._prefix = prefix
         self._put_file = client.register_script(scripts.PUT_FILE)
         self._delete_file = client.register_script(scripts.DELETE_FILE)
-        self._list = client.register_script(scripts.LIST)
+        self._list = client.register_script(scripts.LIST_FILES)
+        self._index_batch = client.register_script(scripts.INDEX_BATCH)
         self._put_batch = client.register_script(scripts.PUT_BATCH)
         self._update_batch = client.register_script(scripts.UPDATE_BATCH)
         self._claim = client.register_script(scripts.CLAIM_CHUNK)
@@ -68,9 +83,14 @@ class RedisMeta:
 
     @classmethod
     def from_url(
-        cls, url: str, *, prefix: str = "turnout:", timeout_s: float = DEFAULT_TIMEOUT_S
+        cls,
+        url: str | RedisAddress,
+        *,
+        prefix: str = "turnout:",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> RedisMeta:
-        """E.g. `redis://localhost:6379/0`: see `policies.redis_client.connect`."""
+        """E.g. `redis://localhost:6379/0`, or a cluster's `RedisAddress`: see
+        `policies.redis_client.connect`."""
         client = connect(url, timeout_s)
         return cls(client, prefix=prefix)
 
@@ -82,23 +102,31 @@ class RedisMeta:
         await self._redis.aclose()
 
     # --- keys ---------------------------------------------------------------------------
+    @property
+    def _files(self) -> str:
+        """Every file key starts so: one hash tag, one slot."""
+        return f"{self._prefix}{{files}}:"
+
     def _file_key(self, file_id: str) -> str:
-        return f"{self._prefix}file:{file_id}"
+        return f"{self._files}file:{file_id}"
 
     def _batch_key(self, batch_id: str, part: str = "") -> str:
         return f"{self._prefix}{{batch:{batch_id}}}{part}"
 
+    def _batches_index(self, owner: str) -> str:
+        return f"{self._prefix}{{batches}}:owner:{owner}"
+
     @property
     def _active_key(self) -> str:
-        return f"{self._prefix}active_batches"
+        return f"{self._prefix}{{batches}}:active"
 
     # --- files --------------------------------------------------------------------------
     async def put_file(self, record: FileRecord) -> None:
-        p = self._prefix
+        p = self._files
         keys = [
             self._file_key(record.id),
-            f"{p}files:{record.owner}",
-            f"{p}files_purpose:{record.purpose}:{record.owner}",
+            f"{p}owner:{record.owner}",
+            f"{p}purpose:{record.purpose}:{record.owner}",
             self._expiring_key,
         ]
         args: list[_Arg] = [
@@ -106,8 +134,8 @@ class RedisMeta:
             record.owner,
             _member(record.created_at, record.id),
             record.purpose,
-            f"{p}files:",
-            f"{p}files_purpose:",
+            f"{p}owner:",
+            f"{p}purpose:",
             record.id,
             "" if record.expires_at is None else record.expires_at,
         ]
@@ -130,15 +158,16 @@ class RedisMeta:
     ) -> list[FileRecord]:
         """An `after` that names no file of `owner` (e.g. one deleted since) gives an
         empty page: its place in the order is unknown, and starting over would loop."""
-        p = self._prefix
-        index = f"{p}files:{owner}" if purpose is None else f"{p}files_purpose:{purpose}:{owner}"
-        cursor = None if after is None else self._file_key(after)
-        rows = await self._run_list(index, cursor, order, limit, owner, (f"{p}file:", ""))
-        return [FileRecord.model_validate_json(row) for row in rows]
+        p = self._files
+        index = f"{p}owner:{owner}" if purpose is None else f"{p}purpose:{purpose}:{owner}"
+        keys = [index] if after is None else [index, self._file_key(after)]
+        with _reachable():
+            reply = await self._list(keys=keys, args=[order, limit, owner, f"{p}file:"])
+        return [FileRecord.model_validate_json(row) for row in _as_list(reply)]
 
     async def delete_file(self, file_id: str) -> bool:
         keys = [self._file_key(file_id), self._expiring_key]
-        args = [f"{self._prefix}files:", f"{self._prefix}files_purpose:", file_id]
+        args = [f"{self._files}owner:", f"{self._files}purpose:", file_id]
         with _reachable():
             return bool(await self._delete_file(keys=keys, args=args))
 
@@ -155,41 +184,21 @@ class RedisMeta:
 
     @property
     def _expiring_key(self) -> str:
-        return f"{self._prefix}files_expiring"
-
-    async def _run_list(
-        self,
-        index: str,
-        cursor: str | None,
-        order: str,
-        limit: int,
-        owner: str,
-        record_key: tuple[str, str],
-    ) -> list[bytes]:
-        keys = [index] if cursor is None else [index, cursor]
-        with _reachable():
-            reply = await self._list(keys=keys, args=[order, limit, owner, *record_key])
-        return _as_list(reply)
+        return f"{self._files}expiring"
 
     # --- batches ------------------------------------------------------------------------
     async def put_batch(self, record: BatchRecord) -> None:
-        keys = [
-            self._batch_key(record.id),
-            f"{self._prefix}batches:{record.owner}",
-            self._active_key,
-        ]
-        args: list[_Arg] = [
-            record.model_dump_json(),
-            record.owner,
-            _member(record.created_at, record.id),
-            record.status,
-            int(record.status in ACTIVE),
-            record.created_at,
-            record.id,
-            f"{self._prefix}batches:",
-        ]
+        member = _member(record.created_at, record.id)
+        index = self._batches_index(record.owner)
+        active = int(record.status in ACTIVE)
+        record_args: list[_Arg] = [record.model_dump_json(), record.owner, member, record.status]
         with _reachable():
-            await self._put_batch(keys=keys, args=args)
+            index_args: list[_Arg] = [member, active, record.created_at, record.id]
+            await self._index_batch(keys=[index, self._active_key], args=index_args)
+            key = self._batch_key(record.id)
+            old = _as_list(await self._put_batch(keys=[key], args=record_args))
+            if old and (_text(old[0]), _text(old[1])) != (record.owner, member):
+                await self._redis.zrem(self._batches_index(_text(old[0])), _text(old[1]))
 
     async def get_batch(self, batch_id: str) -> BatchRecord | None:
         with _reachable():
@@ -197,26 +206,52 @@ class RedisMeta:
         return None if raw is None else BatchRecord.model_validate_json(raw)
 
     async def list_batches(self, owner: str, *, after: str | None, limit: int) -> list[BatchRecord]:
-        """As `list_files`: an unknown `after` gives an empty page."""
-        index = f"{self._prefix}batches:{owner}"
-        cursor = None if after is None else self._batch_key(after)
-        record_key = (f"{self._prefix}{{batch:", "}")
-        rows = await self._run_list(index, cursor, "desc", limit, owner, record_key)
-        return [BatchRecord.model_validate_json(row) for row in rows]
+        """As `list_files`: an unknown `after` gives an empty page. The index and the records
+        are in different slots, so this reads the index, then the records it names,
+        skipping an entry whose record is missing or has moved (left by a crash between a
+        put's two steps), and reading on until the page is full or the index ends."""
+        hi = "+"
+        if after is not None:
+            with _reachable():
+                cursor = await self._redis.hmget(self._batch_key(after), ["owner", "member"])
+            if cursor[0] is None or _text(cursor[0]) != owner:
+                return []
+            hi = f"({_text(cursor[1])}"
+        index, found = self._batches_index(owner), list[BatchRecord]()
+        while len(found) < limit:
+            with _reachable():
+                members = await self._redis.zrevrangebylex(index, hi, "-", 0, limit - len(found))
+            if not members:
+                break
+            found += await self._batches_listed(owner, [_text(m) for m in members])
+            hi = f"({_text(members[-1])}"
+        return found
+
+    async def _batches_listed(self, owner: str, members: Sequence[str]) -> list[BatchRecord]:
+        with _reachable():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for member in members:
+                    pipe.hmget(self._batch_key(member[13:]), ["json", "owner", "member"])
+                rows = await pipe.execute()
+        return [
+            BatchRecord.model_validate_json(json)
+            for member, (json, row_owner, row_member) in zip(members, rows, strict=True)
+            if json is not None and _text(row_owner) == owner and _text(row_member) == member
+        ]
 
     async def update_batch(self, record: BatchRecord, expect: Sequence[str]) -> bool:
         if not expect:
             return False
-        keys = [self._batch_key(record.id), self._active_key]
-        args: list[_Arg] = [
-            record.model_dump_json(),
-            record.status,
-            int(record.status in ACTIVE),
-            record.id,
-            *expect,
-        ]
+        args: list[_Arg] = [record.model_dump_json(), record.status, *expect]
         with _reachable():
-            return bool(await self._update_batch(keys=keys, args=args))
+            member = await self._update_batch(keys=[self._batch_key(record.id)], args=args)
+            if member is None:
+                return False
+            if record.status in ACTIVE:
+                await self._redis.zadd(self._active_key, {record.id: int(_text(member)[:12])})
+            else:
+                await self._redis.zrem(self._active_key, record.id)
+        return True
 
     async def active_batches(self) -> list[str]:
         with _reachable():

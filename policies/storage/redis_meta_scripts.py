@@ -3,9 +3,12 @@ atomically and replicas sharing one Redis never claim one chunk twice nor record
 
 Owner indexes are sorted sets whose members are `<created_at, 12 digits>:<id>`, all scored
 0, so `ZRANGEBYLEX` orders them by (created_at, id) exactly and a cursor is the member of
-the record it names. Times (lease ends) are formatted with `%.17g`, which round-trips an
-IEEE double; Redis would format a bare Lua number with 14 digits. Time is always an
-argument (`now`), never the server's clock.
+the record it names. On Redis Cluster no script touches two hash slots: files, their
+indexes and the expiry set share `{files}`; a batch's record and line state share
+`{batch:<id>}`; batch indexes and the active set share `{batches}` (redis_meta.py). Times
+(lease ends) are formatted with `%.17g`, which round-trips an IEEE double; Redis would
+format a bare Lua number with 14 digits. Time is always an argument (`now`), never the
+server's clock.
 """
 
 from __future__ import annotations
@@ -74,13 +77,13 @@ return 1
 """
 )
 
-# KEYS: an index, then the cursor's record hash when there is a cursor. ARGV: order
-# ('asc' | 'desc'), limit, owner, and the record key of an id is ARGV[4] .. id .. ARGV[5]
-# (batch ids sit in a hash tag: 'turnout:{batch:' .. id .. '}'). Returns the records' JSON
-# in order. An unknown cursor, or one of another owner, gives nothing: its place in the
-# order is unknown, and starting over would make a client's pagination loop. The records
-# are read by keys built here, so this script is not Redis Cluster safe (nor is the index).
-LIST = """
+# KEYS: a files index, then the cursor's record hash when there is a cursor. ARGV: order
+# ('asc' | 'desc'), limit, owner, and the record key of an id is ARGV[4] .. id (the files'
+# slot: 'turnout:{files}:file:'). Returns the records' JSON in order. An unknown cursor, or
+# one of another owner, gives nothing: its place in the order is unknown, and starting over
+# would make a client's pagination loop. The records are read by keys built here, which
+# Redis Cluster allows as they share the index's hash tag (`{files}`), so its slot.
+LIST_FILES = """
 local order, limit, owner = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local lo, hi = '-', '+'
 if KEYS[2] then
@@ -96,45 +99,49 @@ else
 end
 local out = {}
 for _, m in ipairs(members) do
-  local id = string.sub(m, 14)
-  local json = redis.call('HGET', ARGV[4] .. id .. ARGV[5], 'json')
+  local json = redis.call('HGET', ARGV[4] .. string.sub(m, 14), 'json')
   if json then table.insert(out, json) end
 end
 return out
 """
 
-# KEYS: record hash, owner index, active set. ARGV: json, owner, member, status, active
-# (1 | 0), created_at, id, the owner index prefix ('turnout:batches:').
-PUT_BATCH = """
-local old = redis.call('HMGET', KEYS[1], 'owner', 'member')
-if old[1] then redis.call('ZREM', ARGV[8] .. old[1], old[2]) end
-redis.call('HSET', KEYS[1], 'json', ARGV[1], 'owner', ARGV[2], 'member', ARGV[3],
-           'status', ARGV[4])
-redis.call('ZADD', KEYS[2], 0, ARGV[3])
-if ARGV[5] == '1' then
-  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[7])
-else
-  redis.call('ZREM', KEYS[3], ARGV[7])
-end
-"""
+# A batch's record is in its own slot (`{batch:<id>}`, with its line state), the owner
+# indexes and the active set in another (`{batches}`), so putting a batch is two scripts:
+# INDEX_BATCH first, then PUT_BATCH, so that a crash between them leaves an index entry
+# without its record, which readers skip, never a record nobody can list or run.
 
-# KEYS: record hash, active set. ARGV: json, status, active (1 | 0), id, then the statuses
-# expected. Returns 1 when written, 0 (nothing written) when the stored status is not one
-# of them or there is no such batch. The owner and created_at stay as put_batch set them.
-UPDATE_BATCH = """
-local stored = redis.call('HGET', KEYS[1], 'status')
-if not stored then return 0 end
-local expected = false
-for i = 5, #ARGV do if ARGV[i] == stored then expected = true; break end end
-if not expected then return 0 end
-redis.call('HSET', KEYS[1], 'json', ARGV[1], 'status', ARGV[2])
-if ARGV[3] == '1' then
-  local member = redis.call('HGET', KEYS[1], 'member')
-  redis.call('ZADD', KEYS[2], tonumber(string.sub(member, 1, 12)), ARGV[4])
+# KEYS: owner index, active set. ARGV: member, active (1 | 0), created_at, id.
+INDEX_BATCH = """
+redis.call('ZADD', KEYS[1], 0, ARGV[1])
+if ARGV[2] == '1' then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 else
   redis.call('ZREM', KEYS[2], ARGV[4])
 end
-return 1
+"""
+
+# KEYS: record hash. ARGV: json, owner, member, status. Returns the replaced record's
+# {owner, member} ({} when there was none), whose index entry the caller drops if it moved.
+PUT_BATCH = """
+local old = redis.call('HMGET', KEYS[1], 'owner', 'member')
+redis.call('HSET', KEYS[1], 'json', ARGV[1], 'owner', ARGV[2], 'member', ARGV[3],
+           'status', ARGV[4])
+if old[1] then return old end
+return {}
+"""
+
+# KEYS: record hash. ARGV: json, status, then the statuses expected. Returns the record's
+# member (its created_at, for the active set) when written, false (nil: nothing written)
+# when the stored status is not one of them or there is no such batch. The owner and
+# created_at stay as put_batch set them. The caller then updates the active set.
+UPDATE_BATCH = """
+local stored = redis.call('HGET', KEYS[1], 'status')
+if not stored then return false end
+local expected = false
+for i = 3, #ARGV do if ARGV[i] == stored then expected = true; break end end
+if not expected then return false end
+redis.call('HSET', KEYS[1], 'json', ARGV[1], 'status', ARGV[2])
+return redis.call('HGET', KEYS[1], 'member')
 """
 
 # KEYS: leases (zset chunk -> lease end), holders (hash chunk -> holder), next (counter),

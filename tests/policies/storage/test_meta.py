@@ -1,6 +1,7 @@
-"""Every `MetaStore` test runs against both stores: `SqliteMeta` on a file in tmp_path, and
-`RedisMeta` on a real redis-server started once for the session (`tests/redis_server.py`),
-each test in its own key prefix."""
+"""Every `MetaStore` test runs against each store: `SqliteMeta` on a file in tmp_path, and
+`RedisMeta` on a real redis-server started once for the session (`tests/redis_server.py`)
+and on a real three-master Redis Cluster (`tests/redis_cluster.py`), each test in its own
+key prefix."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Literal
 
 import pytest
 
+from policies.redis_client import RedisAddress
 from policies.storage.base import (
     BatchRecord,
     FileRecord,
@@ -27,9 +29,10 @@ from policies.storage.sqlite_meta import SqliteMeta
 OpenMeta = Callable[[], Awaitable[MetaStore]]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "cluster"])
 async def open_meta(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenMeta]:
-    """Opens stores on one shared state, as replicas (Redis) or restarts (SQLite) do."""
+    """Opens stores on one shared state, as replicas (Redis, Redis Cluster) or restarts
+    (SQLite) do."""
     opened: list[MetaStore] = []
     if request.param == "sqlite":
 
@@ -38,7 +41,9 @@ async def open_meta(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
             return opened[-1]
 
     else:
-        url: str = request.getfixturevalue("redis_url")
+        url: str | RedisAddress = request.getfixturevalue("redis_url")
+        if request.param == "cluster":
+            url = RedisAddress(url=request.getfixturevalue("redis_cluster_url"), cluster=True)
         prefix = f"test:{uuid.uuid4().hex}:"
 
         async def open_one() -> MetaStore:
