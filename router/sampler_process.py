@@ -91,14 +91,14 @@ class SamplerHostProcess:
                 return
             if time.monotonic() - self._born >= HEALTHY_AFTER_S:
                 pause = FIRST_PAUSE_S
-            log.error("sampler_host_exited", pid=process.pid, code=code, restart_in_s=pause)
+            log.error("sampler_host_exited", host=process.pid, code=code, restart_in_s=pause)
             if self._stopping.wait(pause):
                 return
             with self._lock:
                 if self._stopping.is_set():
                     return
                 self._process = self._spawn()
-            log.info("sampler_host_restarted", pid=self._process.pid)
+            log.info("sampler_host_restarted", host=self._process.pid)
             pause = min(pause * 2, LONGEST_PAUSE_S)
 
     def _spawn(self) -> subprocess.Popen[bytes]:

@@ -404,7 +404,7 @@ async def _ended(db: aiosqlite.Connection, batch_id: str) -> bool:
 
 async def _set_up(db: aiosqlite.Connection) -> None:
     """WAL and the schema; idempotent, so every start runs it."""
-    await db.execute("PRAGMA journal_mode = WAL")
+    await _wal(db)
     await db.execute("PRAGMA synchronous = NORMAL")
     await db.execute("PRAGMA foreign_keys = OFF")
     rows = await db.execute_fetchall("PRAGMA user_version")
@@ -414,6 +414,24 @@ async def _set_up(db: aiosqlite.Connection) -> None:
             f"the database's schema is version {version}, newer than this Turnout's"
             f" ({SCHEMA_VERSION}): upgrade Turnout"
         )
+    # IMMEDIATE: worker processes (`--workers`) open the database at once; a deferred
+    # transaction that has read the schema cannot take the write lock after another
+    # process's commit (SQLITE_BUSY at once, without the busy wait).
     await db.executescript(
-        f"BEGIN; {SCHEMA} {RESPONSES_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        f"BEGIN IMMEDIATE; {SCHEMA} {RESPONSES_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; "
+        "COMMIT;"
     )
+
+
+async def _wal(db: aiosqlite.Connection, tries: int = 50) -> None:
+    """Switch a database to WAL. Worker processes (`--workers`) may create it at once, and
+    SQLite answers the loser "database is locked" at once, without its busy wait, so the
+    switch is retried here (0.1 s apart, up to 5 s)."""
+    for attempt in range(tries):
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError:
+            if attempt == tries - 1:
+                raise
+            await asyncio.sleep(0.1)
