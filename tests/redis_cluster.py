@@ -7,8 +7,9 @@ its own temporary directory, nothing persisted), joined by `redis-cli --cluster 
 who serves every slot. `--cluster-node-timeout 1000` keeps a failover to about a second.
 
 `fail_over(slot)` promotes the replica of the master serving `slot` (`CLUSTER FAILOVER` on
-the replica) and waits until every node knows the new master: the state and storage tests
-run it in the middle of their traffic.
+the replica) and waits until every node knows the new master; `kill_master(slot)` stops
+that master as a crash would and waits for its replica to take over. The state tests run
+them in the middle of their traffic.
 """
 
 from __future__ import annotations
@@ -191,6 +192,29 @@ class RedisCluster:
                 pass
             time.sleep(0.05)
         raise RuntimeError("the failover did not complete")
+
+    def kill_master(self, slot: int, timeout_s: float = READY_S) -> tuple[int, int]:
+        """Stop the master serving `slot` outright, as a crash would; wait until its
+        replica has taken over (after `--cluster-node-timeout`), then start the old one
+        again on its port, where it rejoins as the new master's replica, and wait until
+        the cluster is whole. Returns (old, new) ports."""
+        old = self.master_of(slot)
+        replica = next(n for n in self.topology() if n.master_id == old.id)
+        dead = next(server for server in self.servers if server.port == old.port)
+        dead.stop()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self.master_of(slot).port == replica.port:
+                    break
+            except (OSError, RuntimeError, StopIteration):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica did not take over")
+            time.sleep(0.05)
+        dead.start(port=old.port)
+        self.wait_ok(timeout_s)
+        return old.port, replica.port
 
     def __enter__(self) -> Self:
         return self.start()

@@ -32,8 +32,9 @@ T = TypeVar("T")
 # 1-based index within the group of the first limit without room (0: none), and one item
 # per limit.
 RunGroup = Callable[[str, Sequence[int]], Awaitable[tuple[int, list[T]]]]
-# Gives back what an "admit" of this group took; returns the items after it.
-Refund = Callable[[Sequence[int]], Awaitable[list[T]]]
+# Gives back what an "admit" of this group took (given the items it returned); returns the
+# items after it.
+Refund = Callable[[Sequence[int], list[T]], Awaitable[list[T]]]
 
 
 async def admit_across_slots(
@@ -47,7 +48,7 @@ async def admit_across_slots(
     limit, in the list's order). `room(i)`: how many calls of this cost limit i holds."""
     order = sorted(groups, key=lambda group: min(room(i) for i in group))
     items: list[T | None] = [None] * size
-    taken: list[Sequence[int]] = []
+    taken: list[tuple[Sequence[int], list[T]]] = []
     for k, group in enumerate(order):
         try:
             refused, got = await run("admit", group)
@@ -62,7 +63,7 @@ async def admit_across_slots(
             for g, (_, states) in zip(rest, checked, strict=True):
                 _place(items, g, states)
             return group[refused - 1] + 1, _whole(items)
-        taken.append(group)
+        taken.append((group, got))
     return 0, _whole(items)
 
 
@@ -77,11 +78,13 @@ async def each_slot(
     return 0, _whole(items)
 
 
-async def _refund(refund: Refund[T], taken: Sequence[Sequence[int]], items: list[T | None]) -> None:
+async def _refund(
+    refund: Refund[T], taken: Sequence[tuple[Sequence[int], list[T]]], items: list[T | None]
+) -> None:
     """Best effort: a refund that fails (an outage of its slot) leaves its reservation to
     expire or refill; the admission's own outcome is what the caller hears about."""
-    replies = await asyncio.gather(*(refund(group) for group in taken), return_exceptions=True)
-    for group, reply in zip(taken, replies, strict=True):
+    replies = await asyncio.gather(*(refund(*step) for step in taken), return_exceptions=True)
+    for (group, _), reply in zip(taken, replies, strict=True):
         if isinstance(reply, BaseException):
             if not isinstance(reply, Exception):
                 raise reply  # cancelled, or the process is exiting

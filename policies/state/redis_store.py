@@ -131,7 +131,7 @@ class RedisStore:
             ]
             return int(reply[0]), states
 
-        async def refund(group: Sequence[int]) -> list[LimitState]:
+        async def refund(group: Sequence[int], _: list[LimitState]) -> list[LimitState]:
             _, states = await run("charge", group, -1)
             return list(states)
 
@@ -171,9 +171,8 @@ class RedisStore:
             had = [bool(int(x)) for x in reply[1 + n : 1 + 2 * n]]
             return int(reply[0]), list(zip(held, had, strict=True))
 
-        async def refund(group: Sequence[int]) -> list[_Slot]:
+        async def refund(group: Sequence[int], slots: list[_Slot]) -> list[_Slot]:
             """Only the slots this call took, not those it renewed; their counts after."""
-            _, slots = await run("check", group)
             fresh = [i for i, (_, had) in zip(group, slots, strict=True) if not had]
             if fresh:
                 with _reachable():
