@@ -2,7 +2,9 @@
 Turnout decides around a call — key lookup, rules, limits admitted and settled, strategy
 order, breaker acquire and record, in-flight counts — with the memory store and with a
 real Redis on loopback, against a baseline of the same steps for an open config with
-nothing to enforce. Interleaved rounds; best round reported (the machine is shared).
+nothing to enforce; and with a real three-master Redis Cluster on loopback (issue 13),
+where a request's key and team limits sit in two slots and are admitted one slot after the
+other. Interleaved rounds; best round reported (the machine is shared).
 
     python bench/policy_bench.py [--requests 5000] [--rounds 5]
 """
@@ -22,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from policies.config import TurnoutConfig  # noqa: E402
 from router.gateway import Gateway  # noqa: E402
+from tests.redis_cluster import RedisCluster  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 BODY: dict[str, Any] = {
@@ -35,7 +38,7 @@ PROVIDERS = {
 }
 
 
-def config(policy: bool, redis_url: str | None) -> TurnoutConfig:
+def config(policy: bool, redis_url: str | None, cluster: bool = False) -> TurnoutConfig:
     if not policy:
         return TurnoutConfig.model_validate(
             {
@@ -66,7 +69,8 @@ def config(policy: bool, redis_url: str | None) -> TurnoutConfig:
                     ],
                 }
             },
-            "state": {"redis_url": redis_url},
+            "state": {"redis_url": redis_url, "cluster": cluster},
+            "storage": {"single_replica": True},
         }
     )
 
@@ -92,16 +96,20 @@ async def per_request_us(gateway: Gateway, key: str | None, count: int) -> float
     return (time.perf_counter() - started) / count * 1e6
 
 
-async def run(requests: int, rounds: int, redis_url: str) -> dict[str, list[float]]:
+async def run(
+    requests: int, rounds: int, redis_url: str, cluster_url: str
+) -> dict[str, list[float]]:
     variants = {
         "open (baseline)": (Gateway.from_config(config(False, None)), None),
         "team+limits, memory": (Gateway.from_config(config(True, None)), "sk-t"),
         "team+limits, redis": (Gateway.from_config(config(True, redis_url)), "sk-t"),
+        "team+limits, cluster": (Gateway.from_config(config(True, cluster_url, True)), "sk-t"),
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, (gateway, key) in variants.items():
-            n = requests if "redis" not in name else max(200, requests // 10)
+            shared = "redis" in name or "cluster" in name
+            n = requests if not shared else max(200, requests // 10)
             times[name].append(await per_request_us(gateway, key, n))
     for gateway, _ in variants.values():
         await gateway.aclose()
@@ -113,8 +121,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    with RedisServer() as redis:
-        times = asyncio.run(run(args.requests, args.rounds, redis.url))
+    with RedisServer() as redis, RedisCluster() as cluster:
+        times = asyncio.run(run(args.requests, args.rounds, redis.url, cluster.url))
     base = min(times["open (baseline)"])
     print("policy steps per request (µs; best and median of rounds; ratio = best / baseline best)")
     for name, values in times.items():
