@@ -22,6 +22,8 @@ from tests.fakes.openai_upstream import FakeOpenAIUpstream, Ok
 from tests.policies.storage.test_meta import a_batch, a_line
 from tests.policies.storage.test_meta import meta as meta
 from tests.policies.storage.test_meta import open_meta as open_meta
+from tests.redis_cluster import redis_cluster as redis_cluster
+from tests.redis_cluster import redis_cluster_url as redis_cluster_url
 from tests.redis_server import redis_url as redis_url
 from tests.router.batches.batch_helpers import (
     finished,
