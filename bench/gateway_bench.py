@@ -8,13 +8,17 @@ Starts the mock upstream (bench/transport/mock_upstream.py) and one Turnout proc
    streaming → sustained requests/s, p50, p99, errors.
 
     python bench/gateway_bench.py [--sequential 2000] [--duration 8] [--rounds 2]
-        [--servers granian,uvicorn,granian+policy] [--baseline /tmp/base]
+        [--servers granian,uvicorn,granian+policy,granian*2] [--baseline /tmp/base]
 
 A server name ending in `@base` (e.g. `granian@base`) runs the Turnout of another checkout,
 given by `--baseline` (e.g. `git worktree add /tmp/base c68bbc6`), with this venv: its
 process starts in that directory with PYTHONPATH pointing there, and the bench checks that
 it imports `router` from there. Old and new then share one run, so their ratio is fair on
 noisy shared cores.
+
+A server name with `*N` (e.g. `granian*2`, `uvicorn+policy*4`) runs Turnout with
+`--workers N`; its config adds `state: {per_worker: true}` (no Redis: each worker keeps its
+own counts, which the bench's limits never reach).
 
 A server name ending in `+policy` runs Turnout with the policy layer in use: a team key,
 rpm/tpm limits per key and per team (never reached), `least-latency` over two deployments
@@ -102,17 +106,22 @@ def processes(
             }
         },
     }
-    files: dict[bool, str] = {}
+    files: dict[tuple[bool, bool], str] = {}
     for with_policy, config in ((False, plain), (True, policy)):
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            json.dump(config, f)  # JSON is YAML
-            files[with_policy] = f.name
+        for several in (False, True):
+            shape = {**config, "state": {"per_worker": True}} if several else config
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+                json.dump(shape, f)  # JSON is YAML
+                files[with_policy, several] = f.name
     procs = [subprocess.Popen([sys.executable, str(MOCK), "--port", str(mock_port)])]
     for name, port in turnouts.items():
         name, _, checkout = name.partition("@")
+        name, _, workers = name.partition("*")
         server, _, variant = name.partition("+")
-        path = files[variant == "policy"]
+        path = files[variant == "policy", int(workers or 1) > 1]
         command = ["-m", "router", "serve", "--config", path, "--port", str(port)]
+        if workers:
+            command += ["--workers", workers]
         root, env = ROOT, None
         if checkout:
             if baseline is None:
