@@ -11,9 +11,10 @@ from litestar import Request
 from policies.errors import ApiError
 from policies.teams import ANONYMOUS, Caller
 from router.gateway import Gateway
+from router.incoming import HTTPRequest
 
 
-def authenticate(request: Request[Any, Any, Any], gateway: Gateway) -> Caller:
+def authenticate(request: HTTPRequest, gateway: Gateway) -> Caller:
     if gateway.open_access:
         return ANONYMOUS
     header = request.headers.get("authorization", "")
@@ -33,7 +34,7 @@ def authenticate(request: Request[Any, Any, Any], gateway: Gateway) -> Caller:
     return caller
 
 
-def authenticate_api_key(request: Request[Any, Any, Any], gateway: Gateway) -> Caller:
+def authenticate_api_key(request: HTTPRequest, gateway: Gateway) -> Caller:
     """The Anthropic-shaped door's check: Anthropic's `x-api-key: <key>` header, else a
     Bearer key (the current Anthropic SDKs send either); the same keys and teams."""
     if gateway.open_access:

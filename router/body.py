@@ -5,18 +5,18 @@ from __future__ import annotations
 from typing import Any, TypeVar, cast
 
 import orjson
-from litestar import Request
 from litestar.types import HTTPReceiveMessage
 from pydantic import BaseModel, ValidationError
 
 from policies.error_paths import locate
 from policies.errors import ApiError
+from router.incoming import HTTPRequest
 from router.schemas.common import ParamError
 
 M = TypeVar("M", bound=BaseModel)
 
 
-async def read_json_object(request: Request[Any, Any, Any], limit: int) -> dict[str, Any]:
+async def read_json_object(request: HTTPRequest, limit: int) -> dict[str, Any]:
     """The body as a JSON object; 413 as soon as it passes `limit` bytes (never buffered
     past it), 400 when it is not a JSON object (or one nested too deeply to be sent on), 499
     when the client goes away first (a body slower than `server.body_timeout`: 408, raised

@@ -1,14 +1,23 @@
 """The OpenAI inference endpoints: the OpenAI door over HTTP. Handlers are thin: they
 authenticate, read the body and hand it to the one pipeline (router/pipeline.py), then
-frame the result; a stream is relayed here."""
+frame the result; a stream is relayed here.
+
+They are ASGI handlers (`@asgi`), not Litestar's request/response handlers: routed by
+Litestar, behind its exception handlers, but reading the scope through
+`router.incoming.Incoming` and answering with two ASGI messages (a stream with Litestar's
+streaming response). These three carry nearly every request a gateway serves; Litestar's
+request, signature and response machinery cost ~15 % of the CPU of each
+(bench/README.md, "The hot path")."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from litestar import Request, Response, post
+from litestar import Request, Response, asgi
+from litestar.exceptions import MethodNotAllowedException
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from policies.errors import ApiError
 from policies.fan_out_cost import prompt_reads
@@ -20,7 +29,8 @@ from router.accounting import CACHE, RequestRecord
 from router.auth import authenticate
 from router.body import client_closed, read_json_object
 from router.closing_stream import ClosingStream
-from router.gateway import Gateway, PolicyObserver
+from router.gateway import Gateway
+from router.incoming import HTTPRequest, Incoming
 from router.pipeline import PipelineRun, total_tokens, unsettled
 from router.schemas.chat import ChatCompletionRequest
 from router.schemas.common import OpenAIRequest
@@ -33,35 +43,48 @@ AnyRequest = Request[Any, Any, Any]
 # Frames a relayed stream of chat chunks for the client (router/sse.py's `sse_frames`).
 Framer = Callable[[AsyncIterator[JSONObject], StreamEnd, bool], AsyncIterator[bytes]]
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+# What Litestar answers for a POST-only route: OPTIONS lists it, other methods get 405.
+_ALLOWED = "OPTIONS, POST"
+_NOT_ALLOWED = "POST, OPTIONS"
 
 
-@post("/v1/completions", status_code=200)
-async def completions(request: AnyRequest) -> Response[Any]:
-    return await _serve(request, Endpoint.COMPLETIONS, CompletionRequest)
+@asgi("/v1/completions", copy_scope=False)
+async def completions(scope: Scope, receive: Receive, send: Send) -> None:
+    await _door(scope, receive, send, Endpoint.COMPLETIONS, CompletionRequest)
 
 
-@post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: AnyRequest) -> Response[Any]:
-    return await _serve(request, Endpoint.CHAT, ChatCompletionRequest)
+@asgi("/v1/chat/completions", copy_scope=False)
+async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
+    await _door(scope, receive, send, Endpoint.CHAT, ChatCompletionRequest)
 
 
-@post("/v1/embeddings", status_code=200)
-async def embeddings(request: AnyRequest) -> Response[Any]:
-    return await _serve(request, Endpoint.EMBEDDINGS, EmbeddingRequest)
+@asgi("/v1/embeddings", copy_scope=False)
+async def embeddings(scope: Scope, receive: Receive, send: Send) -> None:
+    await _door(scope, receive, send, Endpoint.EMBEDDINGS, EmbeddingRequest)
 
 
 ROUTES = [completions, chat_completions, embeddings]
 
 
-async def _serve(
-    request: AnyRequest, endpoint: Endpoint, schema: type[OpenAIRequest]
-) -> Response[Any]:
+async def _door(
+    scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, schema: type[OpenAIRequest]
+) -> None:
+    method = scope.get("method")
+    if method == "POST":
+        answer = await _serve(Incoming(scope, receive), endpoint, schema)
+        await answer(scope, receive, send)
+    elif method == "OPTIONS":
+        await _send(send, 204, b"", {"allow": _ALLOWED}, None)
+    else:  # answered by router.errors, as Litestar's own 405 is
+        raise MethodNotAllowedException(headers={"allow": _NOT_ALLOWED})
+
+
+async def _serve(request: Incoming, endpoint: Endpoint, schema: type[OpenAIRequest]) -> ASGIApp:
     """The OpenAI door over HTTP: authenticate, read the body, and hand both to the one
     pipeline (router/pipeline.py); a stream is relayed here as it comes."""
-    gateway: Gateway = request.app.state.gateway
-    run = PipelineRun.begin(
-        gateway, _observer(request), endpoint, request.headers.get("x-request-id")
-    )
+    state = request.state
+    gateway: Gateway = state.gateway
+    run = PipelineRun.begin(gateway, state.metrics, endpoint, request.headers.get("x-request-id"))
     try:
         # Admitted from the headers, before any byte of the body: a refused key holds no
         # connection while it sends one.
@@ -71,28 +94,47 @@ async def _serve(
         if body.get("stream") is True:
             response = await stream_answer(request, gateway, run.record, endpoint, forward, run)
             run.streaming = True
-            return response
+            # Litestar's streaming response reads nothing of the request it is handed.
+            return response.to_asgi_response(None, cast("AnyRequest", None))
         content, headers = await run.answer(
             forward, body.get("cache"), lambda work: unless_disconnected(request, work)
         )
     except (ApiError, UpstreamError) as exc:
         failure = await run.fail(exc)
-        return Response(
-            failure.body,
-            status_code=failure.status,
-            media_type="application/json",
-            headers=failure.headers,
-        )
+        return _JSONAnswer(failure.status, failure.body, failure.headers)
     except Exception as exc:  # a bug: outages of the shared store are met by failing open
         run.crashed(exc)
         raise  # router.errors answers the envelope and logs the traceback
     finally:
         await run.end()
-    return Response(content, media_type="application/json", headers=headers)
+    return _JSONAnswer(200, content, headers)
+
+
+class _JSONAnswer:
+    """A JSON answer as ASGI messages, with the headers Litestar's `Response` would send."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.status, self.body, self.headers = status, body, headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _send(send, self.status, self.body, self.headers, b"application/json")
+
+
+async def _send(
+    send: Send, status: int, body: bytes, headers: dict[str, str], media_type: bytes | None
+) -> None:
+    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    if media_type is not None:
+        raw.append((b"content-type", media_type))
+        raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def stream_answer(
-    request: AnyRequest,
+    request: HTTPRequest,
     gateway: Gateway,
     record: RequestRecord,
     endpoint: Endpoint,
@@ -109,7 +151,7 @@ async def stream_answer(
     record.stream = True
     if gateway.cache is not None:
         record.extra_headers[CACHE] = "bypass"
-        _observer(request).cache("bypass")
+        run.observer.cache("bypass")
     opened = await unless_disconnected(
         request, gateway.dispatcher.open_stream(route.plan, endpoint, forward, trace)
     )
@@ -164,11 +206,6 @@ def _continued(trace: Trace) -> dict[str, Any]:
     return fields
 
 
-def _observer(request: AnyRequest) -> PolicyObserver:
-    metrics: PolicyObserver = request.app.state.metrics
-    return metrics
-
-
 async def _after(
     frames: AsyncIterator[bytes], then: Callable[[], Awaitable[None]]
 ) -> AsyncIterator[bytes]:
@@ -180,7 +217,7 @@ async def _after(
         await then()
 
 
-async def unless_disconnected(request: AnyRequest, work: Awaitable[T]) -> T:
+async def unless_disconnected(request: HTTPRequest, work: Awaitable[T]) -> T:
     """Await `work`, cancelling it the moment the client disconnects (it would be wasted).
 
     One watcher task per request; `work` runs in the handler's own task, which the
@@ -207,7 +244,7 @@ async def unless_disconnected(request: AnyRequest, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
-async def _disconnected(request: AnyRequest) -> None:
+async def _disconnected(request: HTTPRequest) -> None:
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
