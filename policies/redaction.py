@@ -320,10 +320,32 @@ class Redactor:
         if isinstance(value, str):
             return self._scrub_text(value)
         if kind is dict or isinstance(value, Mapping):
-            return {k: self.scrub(v) for k, v in value.items()}
+            return self.scrub_fields(value)
         if isinstance(value, list | tuple):
-            return [self.scrub(v) for v in value]
+            clean, plain = self._clean, _PLAIN_SCALARS
+            return [
+                item
+                if item is None or type(item) in plain or (type(item) is str and item in clean)
+                else self.scrub(item)
+                for item in value
+            ]
         return value
+
+    def scrub_fields(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """`scrub` of every value of a log event (or of any mapping in one). The same
+        masking, with what nearly every value is (a scalar, None, a string already found
+        clean) decided inline: a request's log line has ~20 values, some of them lists and
+        dicts, and is scrubbed twice (router.accounting and the log's `LogScrubber`); a
+        call per value was ~5 % of a relayed request's CPU."""
+        clean, plain = self._clean, _PLAIN_SCALARS
+        scrubbed: dict[str, Any] = {}
+        for name, value in fields.items():
+            kind = type(value)
+            if value is None or kind in plain or (kind is str and value in clean):
+                scrubbed[name] = value
+            else:
+                scrubbed[name] = self.scrub(value)
+        return scrubbed
 
     def _scrub_text(self, text: str) -> str:
         if text in self._clean:

@@ -157,7 +157,7 @@ class RequestRecord:
         # Attempt outcomes and upstream errors are the upstream's words: they may echo
         # the credentials Turnout sent it.
         if self.redactor is not None:
-            fields = {name: self.redactor.scrub(value) for name, value in fields.items()}
+            fields = self.redactor.scrub_fields(fields)
         log.info("request", **fields)
 
     def _measure(

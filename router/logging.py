@@ -32,8 +32,7 @@ class LogScrubber:
         self._redactor = redactor
 
     def __call__(self, logger: Any, method: str, event: EventDict) -> EventDict:
-        scrub = self._redactor.scrub
-        return {name: scrub(value) for name, value in event.items()}
+        return self._redactor.scrub_fields(event)
 
 
 def configure_logging(

@@ -216,9 +216,14 @@ class Metrics:
             previous = attempt.deployment
 
     def breaker_state(self, deployment: str, state: str) -> None:
-        """A deployment's breaker is now in `state` (closed, half_open or open)."""
+        """A deployment's breaker is now in `state` (closed, half_open or open). Reported
+        twice per call (acquired, recorded), nearly always unchanged: the gauge is set
+        only when it changes (or is first seen)."""
+        last = self._breaker_last.get(deployment)
+        if last == state:
+            return
         self._breaker(deployment).set(BREAKER_STATES[state])
-        if self._breaker_last.get(deployment, "closed") != state:
+        if (last or "closed") != state:
             self._breaker_transitions(deployment, state).inc()
         self._breaker_last[deployment] = state
 
