@@ -129,6 +129,13 @@ def reachable(outage: type[Exception]) -> Iterator[None]:
         yield
     except OUTAGE as exc:
         raise outage(f"redis: {exc or type(exc).__name__}") from exc
+    except exceptions.RedisClusterException as exc:
+        # A cluster client that no startup node let in (a wrong password: redis-py's
+        # AuthenticationError, an outage on one node) says so in a plain
+        # RedisClusterException; other ones (keys in two slots) are bugs.
+        if not isinstance(exc.__cause__, OUTAGE):
+            raise
+        raise outage(f"redis: {exc}") from exc
 
 
 def _as_url(node: str) -> str:
