@@ -43,7 +43,9 @@ def create_app(
     pass its open-access check (None: the caller bound loopback itself, as tests do).
     `log_scrubber`: the log's processor (router.logging), pointed at the secrets of the
     config served, this one and each one a reload brings."""
-    refusal = listener.refusal(config) if listener is not None else None
+    # `reload_refusal`: a worker may start on a file edited since `turnout serve` checked
+    # it (uvicorn respawns a worker that died), so the sampler host rule holds here too.
+    refusal = listener.reload_refusal(config) if listener is not None else None
     if refusal:
         raise OpenAccessRefused(refusal)
     observed = Metrics()  # beside the gateway, not in it: it outlives config reloads

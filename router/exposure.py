@@ -33,8 +33,9 @@ class Listener:
         ) or per_worker_refusal(config, self.workers)
 
     def reload_refusal(self, config: TurnoutConfig) -> str | None:
-        """`refusal`, and what only a reload can bring: the first local providers of a
-        server whose workers have no sampler host."""
+        """`refusal`, and what only a reload (or a worker started on a file edited since
+        `turnout serve` read it) can bring: the first local providers of a server whose
+        workers have no sampler host."""
         return self.refusal(config) or unhosted_refusal(config, self.workers, self.sampler_host)
 
 
