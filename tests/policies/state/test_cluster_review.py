@@ -3,7 +3,10 @@ read as outages, never as bugs (a 500)."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
+import uuid
 from urllib.parse import urlsplit
 
 import pytest
@@ -29,3 +32,41 @@ async def test_a_wrong_password_is_an_outage(redis_cluster_url: str) -> None:
         assert "wr0ng-s3cret" not in str(caught.value)
     finally:
         await store.aclose()
+
+
+async def test_cancelled_and_concurrent_cross_slot_admissions_never_over_admit(
+    redis_cluster_url: str,
+) -> None:
+    """Keys' limits and their team's are in different slots (one script each, refunds on a
+    later refusal); requests cancelled at any point of that sequence (a client gone) may
+    leave a reservation behind, never an admission over a capacity."""
+    prefix = f"t:{uuid.uuid4().hex}:"
+    stores = [
+        RedisStore.from_url(RedisAddress(url=redis_cluster_url, cluster=True), prefix=prefix)
+        for _ in range(3)
+    ]
+    team = Limit("rpm:team:review", LimitKind.RATE, 6, 3600.0)
+    keys = [Limit(f"rpm:key:k{i}", LimitKind.RATE, 4, 3600.0) for i in range(3)]
+    admitted: list[str] = []
+    now = time.time()
+
+    async def one(n: int) -> None:
+        key = keys[n % 3]
+        store = stores[n % len(stores)]
+        admission = await store.admit([key, team], [1, 1], now)
+        if admission.allowed:
+            admitted.append(key.key)
+
+    try:
+        tasks = [asyncio.create_task(one(n)) for n in range(60)]
+        for n, task in enumerate(tasks):
+            if n % 4 == 0:
+                asyncio.get_running_loop().call_later(random.uniform(0, 0.01), task.cancel)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert len(admitted) <= team.capacity
+        assert all(admitted.count(k.key) <= k.capacity for k in keys)
+        states = await stores[0].peek([team, *keys], now)
+        assert states[0].remaining <= team.capacity - len(admitted)
+    finally:
+        for store in stores:
+            await store.aclose()
