@@ -217,7 +217,9 @@ class CacheSettings(_Strict):
 
 class StateSettings(_Strict):
     redis_url: str | None = None  # absent: in memory, one process
-    prefix: str = "turnout:"
+    # No braces: a key's hash tag (`{team:…}`, `{deployment:…}`) is what keeps a script's
+    # keys in one Redis Cluster slot, and a tag in the prefix would come first and win.
+    prefix: str = Field("turnout:", pattern=r"^[^{}]*$")
     timeout: float = Field(
         0.5, gt=0, description="Seconds Redis has to accept a connection, and to answer"
     )

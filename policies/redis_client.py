@@ -131,11 +131,15 @@ def reachable(outage: type[Exception]) -> Iterator[None]:
         raise outage(f"redis: {exc or type(exc).__name__}") from exc
     except exceptions.RedisClusterException as exc:
         # A cluster client that no startup node let in (a wrong password: redis-py's
-        # AuthenticationError, an outage on one node) says so in a plain
-        # RedisClusterException; other ones (keys in two slots) are bugs.
-        if not isinstance(exc.__cause__, OUTAGE):
+        # AuthenticationError, an outage on one node), or whose nodes disagree on the slot
+        # map mid-failover, says so in a plain RedisClusterException: an outage. Keys in
+        # two slots are a bug in Turnout's scripts and stay one.
+        if not isinstance(exc.__cause__, OUTAGE) and _CROSS_SLOT in str(exc).lower():
             raise
         raise outage(f"redis: {exc}") from exc
+
+
+_CROSS_SLOT = "must map to the same"  # redis-py: "… all keys must map to the same key slot"
 
 
 def _as_url(node: str) -> str:

@@ -94,13 +94,18 @@ def run(
     config = load_config(config_path)
     if server == "granian" or workers > 1:
         os.environ[PARENT_ENV] = str(os.getpid())  # its workers end when it is gone
+    # Only a host this process started is ever used: one named by an inherited
+    # environment would turn local providers into remote ones pointed at its socket.
+    os.environ.pop(_SAMPLERS_ENV, None)
     samplers = None
     if workers > 1 and in_process_providers(config):
         configure_logging(log_level, with_pid=True).use(Redactor.from_config(config))
         samplers = SamplerHostProcess(str(config_path), log_level)
-        samplers.start()
-        os.environ[_SAMPLERS_ENV] = samplers.socket
     try:
+        if samplers is not None:
+            # Inside the `try`: a Ctrl-C while the host loads still stops it.
+            samplers.start()
+            os.environ[_SAMPLERS_ENV] = samplers.socket
         if server == "granian":
             _run_granian(listener.host, port, config.server, workers, forward_sighup=reload)
         else:

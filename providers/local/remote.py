@@ -47,6 +47,11 @@ RECONNECT_S = 0.2  # between tries to reach a host that is not answering
 START_WAIT_S = 120.0  # a host that has not answered at all by then will not: start fails
 
 
+# A host too busy to count a prompt within this long is answered as one that cannot:
+# the caller estimates instead of holding the request (count_tokens has no deadline).
+COUNT_TIMEOUT_S = 10.0
+
+
 class RemoteSampler(Provider):
     def __init__(
         self,
@@ -101,9 +106,10 @@ class RemoteSampler(Provider):
         if not self._gate.started:
             return None
         try:
-            async with self._call({"op": "count_chat_tokens", "body": dict(body)}) as reader:
-                frame = await self._next(reader, started=False)
-        except UpstreamError:
+            async with asyncio.timeout(COUNT_TIMEOUT_S):
+                async with self._call({"op": "count_chat_tokens", "body": dict(body)}) as reader:
+                    frame = await self._next(reader, started=False)
+        except (UpstreamError, TimeoutError):
             return None
         result = frame.get("result")
         return result if isinstance(result, int) else None

@@ -70,3 +70,19 @@ async def test_cancelled_and_concurrent_cross_slot_admissions_never_over_admit(
     finally:
         for store in stores:
             await store.aclose()
+
+
+def test_cluster_errors_that_are_outages_and_the_one_that_is_a_bug() -> None:
+    """Nodes that disagree on the slot map mid-failover raise a plain
+    RedisClusterException with no cause: an outage (fail open). Keys of one script in two
+    slots are Turnout's bug and must stay loud."""
+    from redis.exceptions import RedisClusterException
+
+    from policies.redis_client import reachable
+
+    with pytest.raises(StateUnavailable), reachable(StateUnavailable):
+        raise RedisClusterException(
+            "Redis Cluster cannot be connected. startup_nodes could not agree"
+        )
+    with pytest.raises(RedisClusterException), reachable(StateUnavailable):
+        raise RedisClusterException("EVALSHA - all keys must map to the same key slot")
