@@ -12,7 +12,7 @@ from typing import Literal
 from policies.loading import DEFAULT_CONFIG, ConfigError, load_config
 from router.batches.cli import batches_command
 from router.explain_cli import explain_command
-from router.exposure import Listener, bind_address, open_access_refusal
+from router.exposure import Listener, bind_address, check_port_free, open_access_refusal
 from router.server import SERVERS, run
 from router.workers import worker_count
 
@@ -113,8 +113,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         address = bind_address(host, port)
+        check_port_free(address, port)
     except OSError as exc:
-        print(f"cannot listen on {host}: {exc}", file=sys.stderr)
+        print(f"cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     # The name checked above may resolve to another address: the one bound must pass too.
     listener = Listener(address, args.allow_open, workers)

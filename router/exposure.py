@@ -81,3 +81,15 @@ def bind_address(host: str, port: int) -> str:
     # IPv4 first where the name has both: `localhost` is expected to answer on 127.0.0.1.
     found.sort(key=lambda entry: entry[0] != socket.AF_INET)
     return str(found[0][4][0])
+
+
+def check_port_free(address: str, port: int) -> None:
+    """Raise OSError when `address:port` is taken, so that `turnout serve` says so in one
+    line instead of the server's traceback (granian's is Rust's). A probe: the port may
+    still be taken between this and the server's bind, which then fails as before."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((address, port))

@@ -535,3 +535,17 @@ def test_serve_with_keys_starts_on_a_public_address(
         assert client.get("/v1/models").status_code == 401
         listed = client.get("/v1/models", headers={"authorization": "Bearer sk-team"})
         assert [m["id"] for m in listed.json()["data"]] == ["chat-small", "chat-large"]
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> None:
+    """Before, granian printed a Rust traceback and exited 1."""
+    path = write(tmp_path, OPEN_CONFIG)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(["serve", "--config", str(path), "--port", str(port)])
+    assert result.returncode == 2, result
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "in use" in result.stderr
+    assert "Traceback" not in result.stderr
