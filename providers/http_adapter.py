@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -101,28 +101,33 @@ class HTTPProvider(Provider):
         """The whole answer, parsed; a body that is not JSON is a protocol error.
         `timeouts`: the call's own (a model's), over the provider's; `headers`: the call's
         own, over the provider's."""
-        limits = self._limits(timeouts)
-        request = self._request("POST", url, compact(body), limits, headers)
-        return await self._json(request, limits)
+        return await self._json("POST", url, compact(body), self._limits(timeouts), headers)
 
     async def get_json(self, url: str) -> Any:
-        return await self._json(self._request("GET", url), self._timeouts)
+        return await self._json("GET", url, None, self._timeouts, None)
 
     async def _json(
         self,
-        request: AbstractAsyncContextManager[aiohttp.ClientResponse],
+        method: str,
+        url: str,
+        body: bytes | None,
         limits: UpstreamTimeouts,
+        extra: Mapping[str, str] | None,
     ) -> Any:
-        async with request as response:
-            with mapped_transport_errors(self.name, started=True):
-                try:
+        """`_request` written out for a whole answer (every non-streamed call): the same
+        steps, without a generator-based context manager around them."""
+        await self._started.wait()
+        async with self._slots:
+            response = await self._send(method, url, body, limits, extra)
+            try:
+                with mapped_transport_errors(self.name, started=True):
                     content = await read_body(
                         response, limits.stream_idle, self._max_response_bytes
                     )
-                except BodyTooLarge as exc:
-                    raise UpstreamError.protocol(
-                        f"{self.name}: {exc} (max_response_bytes)"
-                    ) from None
+            except BodyTooLarge as exc:
+                raise UpstreamError.protocol(f"{self.name}: {exc} (max_response_bytes)") from None
+            finally:
+                response.release()
         try:
             return orjson.loads(content)
         except orjson.JSONDecodeError as exc:
@@ -173,27 +178,43 @@ class HTTPProvider(Provider):
         extra: Mapping[str, str] | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         limits = limits or self._timeouts
+        await self._started.wait()  # a call made while the app starts waits for the session
+        async with self._slots:  # a free connection: waited for with no timeout of ours
+            response = await self._send(method, url, body, limits, extra)
+            try:
+                yield response
+            finally:
+                response.release()
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        limits: UpstreamTimeouts,
+        extra: Mapping[str, str] | None,
+    ) -> aiohttp.ClientResponse:
+        """The call, once it holds a slot: its response under the first-byte timeout, or
+        the backend's error status as `UpstreamError` (that response released)."""
         # The session's connect timeout is the provider's; a call with its own passes it.
         own: dict[str, Any] = {}
         if limits.connect != self._timeouts.connect:
             own["timeout"] = aiohttp.ClientTimeout(total=None, sock_connect=limits.connect)
-        await self._started.wait()  # a call made while the app starts waits for the session
-        async with self._slots:  # a free connection: waited for with no timeout of ours
-            session = self._session
-            if session is None:  # closed while this call waited
-                raise UpstreamError.own_limit(f"{self.name}: closed")
-            with mapped_transport_errors(self.name):
-                async with asyncio.timeout(limits.first_byte):
-                    headers = self._headers if body is not None else self._get_headers
-                    if extra:
-                        headers = {**headers, **extra}
-                    response = await session.request(method, url, data=body, headers=headers, **own)
-            try:
-                if response.status >= 400:
-                    with mapped_transport_errors(self.name, started=True):
-                        content = await read_error_body(response, limits.stream_idle)
-                    retry_after = parse_retry_after(response.headers)
-                    raise self._parse_error(response.status, content, retry_after, self.name)
-                yield response
-            finally:
-                response.release()
+        session = self._session
+        if session is None:  # closed while this call waited
+            raise UpstreamError.own_limit(f"{self.name}: closed")
+        with mapped_transport_errors(self.name):
+            async with asyncio.timeout(limits.first_byte):
+                headers = self._headers if body is not None else self._get_headers
+                if extra:
+                    headers = {**headers, **extra}
+                response = await session.request(method, url, data=body, headers=headers, **own)
+        if response.status < 400:
+            return response
+        try:
+            with mapped_transport_errors(self.name, started=True):
+                content = await read_error_body(response, limits.stream_idle)
+            retry_after = parse_retry_after(response.headers)
+            raise self._parse_error(response.status, content, retry_after, self.name)
+        finally:
+            response.release()

@@ -4,18 +4,18 @@ frame the result; a stream is relayed here.
 
 They are ASGI handlers (`@asgi`), not Litestar's request/response handlers: routed by
 Litestar, behind its exception handlers, but reading the scope through
-`router.incoming.Incoming` and answering with two ASGI messages (a stream with Litestar's
-streaming response). These three carry nearly every request a gateway serves; Litestar's
-request, signature and response machinery cost ~15 % of the CPU of each
-(bench/README.md, "The hot path")."""
+`router.incoming.Incoming` and answering with ASGI messages (a stream through
+`router.sse_answer.StreamAnswer`). These three carry nearly every request a gateway
+serves; Litestar's request, signature and response machinery cost ~15 % of the CPU of
+each (bench/README.md, "The hot path")."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar, cast
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
-from litestar import Request, Response, asgi
+from litestar import Response, asgi
 from litestar.exceptions import MethodNotAllowedException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
@@ -37,9 +37,9 @@ from router.schemas.common import OpenAIRequest
 from router.schemas.completions import CompletionRequest
 from router.schemas.embeddings import EmbeddingRequest
 from router.sse import StreamEnd, estimated_usage, sse_frames, wants_usage
+from router.sse_answer import StreamAnswer
 
 T = TypeVar("T")
-AnyRequest = Request[Any, Any, Any]
 # Frames a relayed stream of chat chunks for the client (router/sse.py's `sse_frames`).
 Framer = Callable[[AsyncIterator[JSONObject], StreamEnd, bool], AsyncIterator[bytes]]
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -92,10 +92,11 @@ async def _serve(request: Incoming, endpoint: Endpoint, schema: type[OpenAIReque
         body = await read_json_object(request, gateway.config.server.max_body_bytes)
         forward = await run.prepare(schema, body, request.headers)
         if body.get("stream") is True:
-            response = await stream_answer(request, gateway, run.record, endpoint, forward, run)
+            frames, headers = await relayed_stream(
+                request, gateway, run.record, endpoint, forward, run
+            )
             run.streaming = True
-            # Litestar's streaming response reads nothing of the request it is handed.
-            return response.to_asgi_response(None, cast("AnyRequest", None))
+            return StreamAnswer(frames, headers)
         content, headers = await run.answer(
             forward, body.get("cache"), lambda work: unless_disconnected(request, work)
         )
@@ -142,9 +143,23 @@ async def stream_answer(
     run: PipelineRun,
     framer: Framer = sse_frames,
 ) -> Response[Any]:
+    """`relayed_stream` as Litestar's streaming response (the other doors' handlers)."""
+    frames, headers = await relayed_stream(request, gateway, record, endpoint, forward, run, framer)
+    return ClosingStream(frames, media_type="text/event-stream", headers=headers)
+
+
+async def relayed_stream(
+    request: HTTPRequest,
+    gateway: Gateway,
+    record: RequestRecord,
+    endpoint: Endpoint,
+    forward: dict[str, Any],
+    run: PipelineRun,
+    framer: Framer = sse_frames,
+) -> tuple[AsyncGenerator[bytes, None], dict[str, str]]:
     """Open the stream (failing over until a first chunk) and relay it, framed by
-    `framer` (chat's SSE; another door's events); the limits are settled on its usage
-    once it ends, however it ends."""
+    `framer` (chat's SSE; another door's events): its frames and response headers. The
+    limits are settled on its usage once it ends, however it ends."""
     route, trace = record.route, record.trace
     assert route is not None  # set by _serve before it streams
     assert trace is not None
@@ -176,9 +191,7 @@ async def stream_answer(
         ),
         lambda: _settle_and_release(gateway, run.reservation, ended.get("usage"), trace),
     )
-    return ClosingStream(
-        frames, media_type="text/event-stream", headers={**SSE_HEADERS, **record.headers()}
-    )
+    return frames, {**SSE_HEADERS, **record.headers()}
 
 
 async def _settle_and_release(
@@ -208,7 +221,7 @@ def _continued(trace: Trace) -> dict[str, Any]:
 
 async def _after(
     frames: AsyncIterator[bytes], then: Callable[[], Awaitable[None]]
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """`frames`, then `then()` once they end however they end (the client may go away)."""
     try:
         async for item in frames:
