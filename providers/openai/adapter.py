@@ -23,6 +23,10 @@ from providers.openai.wire import (
 from providers.timeouts import UpstreamTimeouts
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
 
+# Anthropic's Messages API is no OpenAI-compatible server's: such a deployment gets the
+# Messages door's request as chat. (A constant: the dispatcher reads it on every turn.)
+_ENDPOINTS = frozenset(Endpoint) - {Endpoint.MESSAGES}
+
 
 class OpenAIProvider(HTTPProvider):
     def __init__(self, name: str, settings: OpenAISettings, timeouts: UpstreamTimeouts) -> None:
@@ -43,9 +47,7 @@ class OpenAIProvider(HTTPProvider):
 
     @property
     def endpoints(self) -> frozenset[Endpoint]:
-        # Anthropic's Messages API is no OpenAI-compatible server's: such a deployment
-        # gets the Messages door's request as chat.
-        return frozenset(Endpoint) - {Endpoint.MESSAGES}
+        return _ENDPOINTS
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
         body = await self.post_json(self._url(request), to_wire(request.body), request.timeouts)
