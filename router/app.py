@@ -19,6 +19,7 @@ from router.errors import EXCEPTION_HANDLERS
 from router.exposure import Listener, OpenAccessRefused
 from router.files import endpoints as files
 from router.gateway import Gateway
+from router.hot_app import TurnoutApp
 from router.logging import LogScrubber
 from router.messages import endpoints as messages
 from router.metrics import Metrics
@@ -79,7 +80,7 @@ def create_app(
             # The gateway serving now; the reloader closed any it replaced.
             await app.state.gateway.aclose()
 
-    return Litestar(
+    return TurnoutApp(
         route_handlers=[
             *endpoints.ROUTES,
             *files.ROUTES,

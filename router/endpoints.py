@@ -64,6 +64,13 @@ async def embeddings(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 ROUTES = [completions, chat_completions, embeddings]
+# A POST to one of these paths, answered before Litestar's router (router.hot_app): the
+# request's answer as ASGI messages, made by the one pipeline.
+HOT_POSTS: dict[str, Callable[[Incoming], Awaitable[ASGIApp]]] = {
+    "/v1/completions": lambda r: serve(r, Endpoint.COMPLETIONS, CompletionRequest),
+    "/v1/chat/completions": lambda r: serve(r, Endpoint.CHAT, ChatCompletionRequest),
+    "/v1/embeddings": lambda r: serve(r, Endpoint.EMBEDDINGS, EmbeddingRequest),
+}
 
 
 async def _door(
@@ -71,7 +78,7 @@ async def _door(
 ) -> None:
     method = scope.get("method")
     if method == "POST":
-        answer = await _serve(Incoming(scope, receive), endpoint, schema)
+        answer = await serve(Incoming(scope, receive), endpoint, schema)
         await answer(scope, receive, send)
     elif method == "OPTIONS":
         await _send(send, 204, b"", {"allow": _ALLOWED}, None)
@@ -79,7 +86,7 @@ async def _door(
         raise MethodNotAllowedException(headers={"allow": _NOT_ALLOWED})
 
 
-async def _serve(request: Incoming, endpoint: Endpoint, schema: type[OpenAIRequest]) -> ASGIApp:
+async def serve(request: Incoming, endpoint: Endpoint, schema: type[OpenAIRequest]) -> ASGIApp:
     """The OpenAI door over HTTP: authenticate, read the body, and hand both to the one
     pipeline (router/pipeline.py); a stream is relayed here as it comes."""
     state = request.state
@@ -161,7 +168,7 @@ async def relayed_stream(
     `framer` (chat's SSE; another door's events): its frames and response headers. The
     limits are settled on its usage once it ends, however it ends."""
     route, trace = record.route, record.trace
-    assert route is not None  # set by _serve before it streams
+    assert route is not None  # set by `prepare` before a door streams
     assert trace is not None
     record.stream = True
     if gateway.cache is not None:
