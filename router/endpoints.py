@@ -6,7 +6,7 @@ They are ASGI handlers (`@asgi`), not Litestar's request/response handlers: rout
 Litestar, behind its exception handlers, but reading the scope through
 `router.incoming.Incoming` and answering with ASGI messages (a stream through
 `router.sse_answer.StreamAnswer`). These three carry nearly every request a gateway
-serves; Litestar's request, signature and response machinery cost ~15 % of the CPU of
+serves; Litestar's request, signature and response machinery cost ~11 % of the CPU of
 each (bench/README.md, "The hot path")."""
 
 from __future__ import annotations

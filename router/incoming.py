@@ -2,7 +2,7 @@
 
 Litestar's `Request` has both, and so does `Incoming`, the bare view the three hot
 OpenAI endpoints (router/endpoints.py) take of an ASGI scope. Building a Litestar request,
-resolving a handler's signature and rendering a `Response` cost ~15 % of a relayed
+resolving a handler's signature and rendering a `Response` cost ~11 % of a relayed
 request's CPU (bench/README.md, "The hot path"); these endpoints need none of it."""
 
 from __future__ import annotations
