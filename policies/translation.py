@@ -312,7 +312,11 @@ def _stops(body: Mapping[str, Any]) -> list[str]:
 
 def _temperature(d: Draft, c: Capabilities, _: Endpoint) -> Refusal | None:
     temperature = d.body.get("temperature")
-    if temperature is not None and temperature > c.max_temperature:
+    # A door whose schema has no `temperature` (embeddings) passes any value on: only a
+    # number is compared here, the rest is for the unknown-keys step or the backend.
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        return None
+    if temperature > c.max_temperature:
         return d.out_of_range("temperature", c.max_temperature, "temperature")
     return None
 

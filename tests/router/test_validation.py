@@ -805,3 +805,13 @@ def test_model_is_replaced_by_the_deployments_upstream_id(gw: Gateway, endpoint:
     request = gw.upstream.requests[-1]
     assert request.json["model"] == "a-model"
     assert b'"m"' not in request.body
+
+
+@pytest.mark.parametrize("temperature", ["hot", [1], {"a": 1}, True])
+def test_embeddings_with_a_temperature_of_any_type_is_never_a_500(
+    gw: Gateway, temperature: Any
+) -> None:
+    """Embeddings have no `temperature`: the translation check compared whatever came with
+    a float and answered 500 for a string."""
+    answer = gw.post("/v1/embeddings", {"model": "m", "input": "x", "temperature": temperature})
+    assert answer.status_code < 500, answer.text
