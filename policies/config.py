@@ -8,6 +8,7 @@ from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from policies.affinity.settings import AffinitySettings
 from policies.model_names import ModelNames, name_problems
 from policies.policy_config import (
     BreakerSettings,
@@ -158,6 +159,7 @@ class ModelRoute(_Strict):
     owned_by: str = "turnout"
     translation: Mode = Mode.EMULATE
     strategy: Strategy = Strategy.PRIORITY
+    affinity: AffinitySettings | None = None  # `strategy: affinity`'s settings; default: defaults
     breaker: BreakerSettings | None = None  # this model's deployments; default: top-level
     timeouts: ModelTimeouts | None = None  # this model's deployments, key by key over the rest
     hedge: HedgeSettings | None = None  # key by key over the top level's

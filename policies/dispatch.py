@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
+from policies.affinity.key import with_cache_key
 from policies.fan_out_cost import (
     DEFAULT_MAX_CALLS,
     ONE_CALL,
@@ -174,7 +175,7 @@ class Dispatcher:
                 if hedge is not None and len(walk.queue) > 1:
                     won = await HedgedWalk(self._steps(walk, hedge), hedge, trace.hedges).run()
                     if won is not None:
-                        return self._answered(trace, *won)
+                        return await self._followed(walk, self._answered(trace, *won))
                 while (turn := await self._next_turn(walk)) is not None:
                     try:
                         result = await self._turns.run(
@@ -183,7 +184,7 @@ class Dispatcher:
                     except UpstreamError as exc:
                         await self._turn_failed(walk, turn, exc)
                         continue
-                    return self._answered(trace, turn, result)
+                    return await self._followed(walk, self._answered(trace, turn, result))
         except TimeoutError:
             for i, cut in enumerate(trace.attempts):  # cut short by the deadline
                 if cut.outcome == CANCELLED:
@@ -224,6 +225,7 @@ class Dispatcher:
             if trace.background:  # on the calls emulations build from `request` too
                 provider = InBackground(provider)
             body = {**fit.body, "model": target.deployment.model}
+            body = with_cache_key(body, plan.affinity, target.label)  # affinity's, if set
             # A native call carries the client headers its API forwards (policies/native.py).
             native = trace.native if called is not endpoint else None
             headers = native.headers if native is not None else {}
@@ -356,7 +358,17 @@ class Dispatcher:
     async def _ordered(self, targets: tuple[Target, ...], plan: DeploymentPlan) -> list[Target]:
         if self._orderer is None:
             return list(targets)
-        return await self._orderer.order(targets, plan.strategy)
+        return await self._orderer.order(targets, plan.strategy, plan.affinity)
+
+    async def _followed(self, walk: _Walk[T], result: T) -> T:
+        """`strategy: affinity`: where another deployment than the one put first answered,
+        the prompt's record and the session's pin follow it."""
+        target, affinity, queue = walk.trace.target, walk.plan.affinity, walk.queue
+        if affinity is None or self._orderer is None or target is None or not queue:
+            return result
+        if target.label != queue[0].label:
+            await self._orderer.served(affinity, target)
+        return result
 
     async def _admitted(self, target: Target, trace: Trace) -> BreakerView:
         assert self._health is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from policies.affinity.explained import explained
 from policies.dispatch import Dispatcher
 from policies.health import Health
 from policies.limits import Limiter
@@ -34,9 +35,16 @@ async def explain(
     """`caller`: whom the request is routed as; `asker`: who asks (default: `caller`)."""
     plan = route.plan
     orderer = dispatcher.orderer
-    targets = (
-        await orderer.order(plan.targets, plan.strategy) if orderer is not None else plan.targets
-    )
+    affinity: dict[str, Any] | None = None
+    if orderer is not None and plan.affinity is not None:  # decided, nothing recorded
+        decision = await orderer.decide(plan.targets, plan.affinity)
+        affinity = explained(plan.affinity, decision)
+        rank = {label: i for i, label in enumerate(decision.choice.order)}
+        targets: Sequence[Target] = sorted(plan.targets, key=lambda t: rank.get(t.label, len(rank)))
+    elif orderer is not None:
+        targets = await orderer.order(plan.targets, plan.strategy)
+    else:
+        targets = plan.targets
     views = await health.views([*targets, *plan.context_window_targets])
     deployments = [
         _deployment(t, dispatcher.assess(plan, endpoint, body, t), views[t.label]) for t in targets
@@ -60,6 +68,7 @@ async def explain(
         "strategy": plan.strategy.value,
         "translation": plan.mode.value,
         "order_note": _order_note(plan.strategy.value),
+        "affinity": affinity,
         "deployments": deployments,
         "context_window_fallbacks": overflow,
         "limits": await _limits(caller, limiter, health),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from policies.affinity.key import AffinityKey
 from policies.config import Deployment, ModelRoute, RetrySettings, TurnoutConfig
 from policies.errors import ApiError, model_not_found
 from policies.policy_config import HedgeSettings, Strategy
@@ -44,6 +45,9 @@ class DeploymentPlan:
     # By model name: the upstream timeouts a model's deployments are called with, where
     # the model has its own (`timeouts:` on a model); others use their provider's.
     timeouts: Mapping[str, TimeoutOverrides] = field(default_factory=dict)
+    # `strategy: affinity`: the request's session, prompt blocks and cache key, set per
+    # request by the router (policies/affinity/key.py); None for every other strategy.
+    affinity: AffinityKey | None = None
 
     def timeouts_for(self, target: Target) -> TimeoutOverrides | None:
         return self.timeouts.get(target.model_name)

@@ -24,6 +24,7 @@ class Strategy(StrEnum):
     LEAST_LATENCY = "least-latency"  # lowest EWMA latency, by power-of-two choices
     LEAST_BUSY = "least-busy"  # fewest calls in flight (local samplers: their queue)
     COST = "cost"  # cheapest `price` first
+    AFFINITY = "affinity"  # where the prompt is cached, within bounded load (`affinity:`)
 
 
 class Price(_Strict):

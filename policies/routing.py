@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from policies.affinity.key import AffinityKey, affinity_key
+from policies.affinity.settings import AffinitySettings
 from policies.config import TurnoutConfig
 from policies.errors import ApiError, model_not_found
 from policies.model_names import ModelNames, Resolved
@@ -62,6 +64,10 @@ class Router:
     def __init__(self, config: TurnoutConfig, planner: Planner) -> None:
         self._config = config
         self._planner = planner
+        # Providers whose API takes `prompt_cache_key` (`affinity.set_prompt_cache_key`).
+        self._cache_keyed = {
+            name for name, p in config.providers.items() if getattr(p, "kind", None) == "openai"
+        }
 
     def route(
         self,
@@ -108,15 +114,39 @@ class Router:
             raise _none_left(model, caller, excluded)
         strategy = choices.strategy or (rule.use.strategy if rule else None) or plan.strategy
         mode = choices.translation or caller.translation or plan.mode
-        if excluded or strategy != plan.strategy or mode != plan.mode:
+        affinity = (
+            self._affinity(model, targets, body, headers, caller.team)
+            if strategy is Strategy.AFFINITY
+            else None
+        )
+        if excluded or strategy != plan.strategy or mode != plan.mode or affinity is not None:
             plan = replace(
                 plan,
                 targets=tuple(targets),
                 context_window_targets=tuple(overflow),
                 strategy=strategy,
                 mode=mode,
+                affinity=affinity,
             )
         return Route(plan, strategy, mode, caller.team, rule_name, tuple(excluded), asked, resolved)
+
+    def _affinity(
+        self,
+        model: str,
+        targets: Sequence[Target],
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        team: str | None,
+    ) -> AffinityKey:
+        """The request's session, prompt blocks and cache key (policies/affinity/key.py)."""
+        route = self._config.models.get(model)
+        settings = (route.affinity if route is not None else None) or AffinitySettings()
+        keyed = (
+            [t.label for t in targets if t.deployment.provider in self._cache_keyed]
+            if settings.set_prompt_cache_key
+            else []
+        )
+        return affinity_key(settings, body, headers, team, keyed)
 
 
 Filter = tuple[Callable[[Target], bool], str]  # keep this target? and why not, if not

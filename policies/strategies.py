@@ -11,31 +11,75 @@ import itertools
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+from policies.affinity.engine import AffinityRouter, Decision
+from policies.affinity.key import AffinityKey
 from policies.plan import Target
 from policies.policy_config import Strategy
 from policies.state.base import StateStore, StateUnavailable
 
 LoadOf = Callable[[Target], int | None]  # a local sampler's own queue depth, if it has one
+# A deployment's backend load report (`Provider.load_report()`: waiting, running, fresh),
+# None where its backend publishes none.
+ReportOf = Callable[[Target], Any]
 
 
 class Orderer:
-    def __init__(self, store: StateStore, rng: random.Random, load_of: LoadOf) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        rng: random.Random,
+        load_of: LoadOf,
+        report_of: ReportOf | None = None,
+    ) -> None:
         self._store = store
         self._rng = rng
         self._load_of = load_of
+        self._by_label: dict[str, Target] = {}  # the targets affinity has seen, by label
+        self._affinity = AffinityRouter(
+            store,
+            lambda label: load_of(self._by_label[label]),
+            (lambda label: report_of(self._by_label[label])) if report_of is not None else None,
+        )
 
-    async def order(self, targets: Sequence[Target], strategy: Strategy) -> list[Target]:
+    async def order(
+        self, targets: Sequence[Target], strategy: Strategy, affinity: AffinityKey | None = None
+    ) -> list[Target]:
+        """`affinity`: the request's key (policies/affinity/key.py), for `strategy: affinity`."""
         if strategy is Strategy.PRIORITY or len(targets) < 2:
             return list(targets)
         ordered: list[Target] = []
         for _, group in itertools.groupby(targets, key=lambda t: t.model_name):
-            ordered.extend(await self._order_group(list(group), strategy))
+            ordered.extend(await self._order_group(list(group), strategy, affinity))
         return ordered
 
-    async def _order_group(self, group: list[Target], strategy: Strategy) -> list[Target]:
+    async def decide(self, targets: Sequence[Target], affinity: AffinityKey) -> Decision:
+        """The affinity decision over the first model's deployments, recording nothing."""
+        group = [t for t in targets if t.model_name == targets[0].model_name]
+        return await self._affinity.decide(self._labels(group), affinity)
+
+    async def served(self, affinity: AffinityKey, target: Target) -> None:
+        """`target` answered a request other than the one `order` put first (a breaker
+        open, a failure): the prompt's record and the session's pin follow it."""
+        await self._affinity.served(affinity, target.label)
+
+    def _labels(self, group: Sequence[Target]) -> list[str]:
+        for target in group:
+            self._by_label.setdefault(target.label, target)
+        return [t.label for t in group]
+
+    async def _order_group(
+        self, group: list[Target], strategy: Strategy, affinity: AffinityKey | None
+    ) -> list[Target]:
         if len(group) < 2:
             return group
+        if strategy is Strategy.AFFINITY:
+            by_label = {t.label: t for t in group}
+            if affinity is None or len(by_label) < len(group):  # labels must name one each
+                return group
+            order = await self._affinity.order(self._labels(group), affinity)
+            return [by_label[label] for label in order]
         labels = [t.label for t in group]
         if strategy is Strategy.WEIGHTED:
             return weighted_order(group, self._rng)

@@ -115,7 +115,11 @@ class Gateway:
         def load_of(target: Target) -> int | None:
             return providers[target.deployment.provider].load()
 
-        orderer = Orderer(store, random.Random(), load_of)
+        def report_of(target: Target) -> object:  # a backend's load report (issue 19)
+            report = getattr(providers[target.deployment.provider], "load_report", None)
+            return report() if callable(report) else None
+
+        orderer = Orderer(store, random.Random(), load_of, report_of)
         redactor = Redactor.from_config(config)
         dispatcher = Dispatcher(
             providers,

@@ -175,6 +175,13 @@ class StateStore(Protocol):
     async def in_flight(self, deployments: Sequence[str]) -> Mapping[str, int]:
         """Calls in flight to each (0 when none), summed over every replica sharing the store."""
 
+    # --- session pins (`strategy: affinity`) -----------------------------------------
+    async def session_pin(self, session: str, now: float) -> str | None:
+        """The deployment `session` (a hash, never the client's id) is pinned to, if any."""
+
+    async def pin_session(self, session: str, deployment: str, now: float, ttl_s: float) -> None:
+        """Pin `session` to `deployment` until `now + ttl_s` (a later pin replaces it)."""
+
     # --- response cache -----------------------------------------------------------------
     async def cache_get(self, key: str) -> bytes | None: ...
 

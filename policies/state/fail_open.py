@@ -7,8 +7,8 @@ each `StateUnavailable` is counted (`on_error`, for metrics) and logged at most 
 
 - answered here where a neutral answer exists: breakers read as closed and outcomes go
   unrecorded (every deployment is tried; nothing opens); statistics writes are skipped; a
-  cache read misses and a write is skipped; a token correction is dropped, and so is a
-  slot's release (its lease runs out instead);
+  cache read misses and a write is skipped; a session pin reads as none and is not kept;
+  a token correction is dropped, and so is a slot's release (its lease runs out instead);
 - raised to the caller where the fallback is the caller's decision: `admit` and
   `acquire_slots` (the limits policy, `state.limits_when_unavailable`), `peek` (explain
   says the state is unknown), `latencies` and `in_flight` (the strategy falls back to config order).
@@ -132,6 +132,14 @@ class FailOpenStore:
 
     async def in_flight(self, deployments: Sequence[str]) -> Mapping[str, int]:
         return await self._raised("in_flight", self._store.in_flight(deployments))
+
+    # --- session pins: none (the prefix record still routes the session) ------------------
+    async def session_pin(self, session: str, now: float) -> str | None:
+        return await self._absorbed("session_pin", self._store.session_pin(session, now), None)
+
+    async def pin_session(self, session: str, deployment: str, now: float, ttl_s: float) -> None:
+        work = self._store.pin_session(session, deployment, now, ttl_s)
+        await self._absorbed("pin_session", work, None)
 
     # --- response cache: a miss -----------------------------------------------------------
     async def cache_get(self, key: str) -> bytes | None:

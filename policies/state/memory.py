@@ -146,6 +146,7 @@ class MemoryStore:
         self._in_flight: dict[str, int] = {}
         self._slots: dict[str, dict[str, float]] = {}  # limit key -> {holder: lease end}
         self._cache: dict[str, tuple[float, bytes]] = {}  # key -> (expires_at, value)
+        self._pins: dict[str, tuple[float, str]] = {}  # session -> (expires_at, deployment)
         self._next_sweep = -math.inf
 
     # --- limits -----------------------------------------------------------------------
@@ -346,6 +347,21 @@ class MemoryStore:
 
     async def in_flight(self, deployments: Sequence[str]) -> Mapping[str, int]:
         return {d: self._in_flight.get(d, 0) for d in deployments}
+
+    # --- session pins -------------------------------------------------------------------
+    async def session_pin(self, session: str, now: float) -> str | None:
+        pin = self._pins.get(session)
+        if pin is None:
+            return None
+        if pin[0] <= now:
+            del self._pins[session]
+            return None
+        return pin[1]
+
+    async def pin_session(self, session: str, deployment: str, now: float, ttl_s: float) -> None:
+        self._pins.pop(session, None)  # re-inserted last: the oldest pins are evicted first
+        self._pins[session] = (now + ttl_s, deployment)
+        _bound(self._pins, self._max_keys)
 
     # --- response cache -----------------------------------------------------------------
     async def cache_get(self, key: str) -> bytes | None:

@@ -62,3 +62,6 @@ class StateKeys:
 
     def cache(self, key: str) -> str:
         return f"{self.prefix}cache:{key}"
+
+    def session(self, session: str) -> str:
+        return f"{self.prefix}session:{session}"

@@ -281,6 +281,17 @@ class RedisStore:
             values = await self._redis.hmget(self._keys.in_flight, list(deployments))
         return {d: int(v or 0) for d, v in zip(deployments, values, strict=True)}
 
+    # --- session pins: one key each, expiring with the pin ------------------------------
+    async def session_pin(self, session: str, now: float) -> str | None:
+        with _reachable():
+            value = await self._redis.get(self._keys.session(session))
+        return value.decode() if isinstance(value, bytes) else value
+
+    async def pin_session(self, session: str, deployment: str, now: float, ttl_s: float) -> None:
+        name = self._keys.session(session)
+        with _reachable():
+            await self._redis.set(name, deployment, px=max(1, round(ttl_s * 1000)))
+
     # --- response cache -----------------------------------------------------------------
     async def cache_get(self, key: str) -> bytes | None:
         with _reachable():

@@ -1,0 +1,55 @@
+"""The affinity part of an explanation: the session found (its source and a short hash,
+never its value), each deployment's matched prefix and load, and why the winner won."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies.affinity.choice import PINNED, SPILLED
+from policies.affinity.engine import Decision
+from policies.affinity.key import AffinityKey
+
+
+def explained(key: AffinityKey, decision: Decision) -> dict[str, Any]:
+    choice, size = decision.choice, key.settings.block_chars
+    session = key.session
+    winner = choice.order[0]
+    return {
+        "session": None if session is None else {"source": session.source, "hash": session.short},
+        "pinned_to": decision.pinned,
+        "prompt_blocks": len(key.blocks),
+        "block_chars": size,
+        "capacity": choice.capacity,
+        "deployments": [
+            {
+                "deployment": c.label,
+                "matched_blocks": c.matched,
+                "matched_chars": c.matched * size,
+                "load": c.load,
+                "in_flight": decision.in_flight.get(c.label, 0),
+                "backend_queue": decision.backend.get(c.label),
+                "overloaded": c.load + 1 > choice.capacity,
+            }
+            for c in decision.candidates
+        ],
+        "winner": winner,
+        "why": choice.reason,
+        "spilled_from": list(choice.spilled),
+        "note": _note(choice.reason, winner, decision, key),
+        "prompt_cache_key": key.cache_key,
+    }
+
+
+def _note(reason: str, winner: str, decision: Decision, key: AffinityKey) -> str:
+    if reason == PINNED:
+        return f"the session is pinned to `{winner}`, which is not overloaded"
+    if reason == SPILLED:
+        passed = ", ".join(f"`{label}`" for label in decision.choice.spilled)
+        return (
+            f"{passed} would be preferred but each has load above its share "
+            f"({decision.choice.capacity} calls): the next in order took the request"
+        )
+    matched = next(c.matched for c in decision.candidates if c.label == winner)
+    if matched:
+        return f"`{winner}` was sent the longest part of this prompt ({matched} blocks)"
+    return f"no deployment holds this prompt: `{winner}` by rendezvous hashing of its first block"
