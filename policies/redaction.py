@@ -192,6 +192,9 @@ def configured_secrets(config: TurnoutConfig) -> set[str]:
                 found.add(settings.api_key)
             found.update(settings.headers.values())
             found.update(url_credentials(settings.base_url))
+            load_metrics = getattr(settings, "load_metrics", None)  # kind: openai's
+            if load_metrics is not None:
+                found.update(url_credentials(load_metrics.url))
     for url in _state_urls(config):
         found.update(url_credentials(url))
     s3 = config.storage.s3

@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from providers.capabilities import Capabilities
+from providers.load_report import LoadReport
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
 
 
@@ -39,6 +40,17 @@ class Provider(abc.ABC):
     def load(self) -> int | None:
         """Work queued or running inside this backend, if it can tell (local samplers:
         their queue depth); None for remote APIs, whose load Turnout counts itself."""
+        return None
+
+    def load_report(self, *, stale: bool = False) -> LoadReport | None:
+        """The backend's own figures (queue, running, KV-cache use) from its last scrape
+        (`load_metrics:`), where it publishes them; None where it does not, before the first
+        scrape, and once the last one is stale (more than 3 intervals old) unless `stale`
+        (for display: /metrics, explain)."""
+        return None
+
+    def load_scrape_failures(self) -> int | None:
+        """Scrapes of `load_metrics:` that failed so far; None where nothing is scraped."""
         return None
 
     async def count_chat_tokens(self, body: Mapping[str, Any]) -> int | None:

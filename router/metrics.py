@@ -20,6 +20,7 @@ from policies.retry import CANCELLED, Attempt
 from policies.trace import Trace
 from providers.errors import Failure
 from router.auth import require_admin
+from router.backend_load_metrics import BackendLoadCollector, backend_loads
 from router.errors import from_api_error
 from router.gateway import Gateway
 
@@ -106,6 +107,14 @@ class Metrics:
         self._tokens = counter(
             "tokens", "Tokens reported by backends.", "model", "deployment", "kind"
         )
+        self._cached_tokens = counter(
+            "prompt_cached_tokens",
+            "Prompt tokens the backend reported served from its prompt (prefix) cache; "
+            'against turnout_tokens_total{kind="prompt"}, the cache hit rate.',
+            "model",
+            "deployment",
+        )
+        self.backends = BackendLoadCollector(registry)
         self._breaker = _Children(
             Gauge(
                 "turnout_breaker_state",
@@ -206,6 +215,9 @@ class Metrics:
                 count = usage.get(key)
                 if isinstance(count, int) and count > 0:
                     self._tokens(model, deployment, kind).inc(count)
+            cached = cached_tokens(usage)
+            if cached > 0:
+                self._cached_tokens(model, deployment).inc(cached)
 
     def _count_attempts(self, attempts: Sequence[Attempt]) -> None:
         previous = None
@@ -248,6 +260,17 @@ class Metrics:
         return encode(self.registry), content_type
 
 
+def cached_tokens(usage: Mapping[str, Any]) -> int:
+    """Prompt tokens served from a cache: OpenAI's `prompt_tokens_details.cached_tokens`
+    (vLLM, SGLang and llama.cpp report them the same way), or Anthropic's
+    `cache_read_input_tokens` where usage still has its shape."""
+    details = usage.get("prompt_tokens_details")
+    count = details.get("cached_tokens") if isinstance(details, Mapping) else None
+    if count is None:
+        count = usage.get("cache_read_input_tokens")
+    return count if isinstance(count, int) else 0
+
+
 def attempt_outcome(attempt: Attempt) -> str:
     """A bounded label for how an attempt ended: `ok`, the HTTP status the backend answered
     with, the failure kind (connect, timeout, protocol, stream_broken), cancelled, or
@@ -272,6 +295,7 @@ async def metrics_endpoint(request: Request[Any, Any, Any]) -> Response[Any]:
         except ApiError as exc:
             return from_api_error(exc)
     metrics: Metrics = request.app.state.metrics
+    metrics.backends.update(backend_loads(gateway))
     body, content_type = metrics.exposition(request.headers.get("accept"))
     return Response(body, media_type=content_type)
 

@@ -9,6 +9,8 @@ import orjson
 
 from providers.errors import UpstreamError, upstream_said
 from providers.http_adapter import HTTPProvider
+from providers.load_metrics import LoadScraper
+from providers.load_report import LoadReport
 from providers.openai.settings import OpenAISettings
 from providers.openai.wire import (
     DONE,
@@ -44,10 +46,36 @@ class OpenAIProvider(HTTPProvider):
             check_url=settings.base_url + _check_path(settings),
         )
         self._base_url = settings.base_url
+        metrics = settings.load_metrics
+        self._scraper = LoadScraper(name, metrics) if metrics is not None else None
 
     @property
     def endpoints(self) -> frozenset[Endpoint]:
         return _ENDPOINTS
+
+    async def start(self) -> None:
+        await super().start()
+        if self._scraper is not None:
+            self._scraper.start()
+
+    async def aclose(self) -> None:
+        if self._scraper is not None:
+            await self._scraper.aclose()
+        await super().aclose()
+
+    def load(self) -> int | None:
+        """The backend's own queue and running count, while its last scrape is fresh."""
+        report = self.load_report()
+        return report.requests if report is not None else None
+
+    def load_report(self, *, stale: bool = False) -> LoadReport | None:
+        scraper = self._scraper
+        if scraper is None:
+            return None
+        return scraper.report if stale else scraper.fresh_report()
+
+    def load_scrape_failures(self) -> int | None:
+        return self._scraper.failures if self._scraper is not None else None
 
     async def complete(self, request: ProviderRequest) -> ProviderResponse:
         body = await self.post_json(self._url(request), to_wire(request.body), request.timeouts)

@@ -74,6 +74,7 @@ class Replica:
     per_request_cached: list[int] = field(default_factory=list)
     block_queries: int = 0
     block_hits: int = 0
+    metrics_scrapes: int = 0
     metrics_mode: MetricsMode = "live"
     frozen_metrics: str = ""
     alive: bool = True
@@ -195,6 +196,7 @@ class Replica:
         return web.json_response({"object": "list", "data": data})
 
     async def metrics(self, request: web.Request) -> web.Response:
+        self.metrics_scrapes += 1
         mode = self.metrics_mode
         if mode == "hang":
             await asyncio.Event().wait()
