@@ -75,10 +75,19 @@ def test_two_workers_share_an_rpm_limit_through_redis(
     config = shared_config(upstream, redis_url)
     path = tmp_path / "turnout.yaml"
     with served_turnout(path, config, server=server, args=["--workers", "2"], log=log) as served:
+        # Ready means one worker answered /health/ready: the other may still be starting.
+        wait_for(lambda: len({e["pid"] for e in logged(log, "gateway_ready")}) == 2)
         responses = asyncio.run(_burst(served.url, 40, connections=8))
         statuses = sorted(r.status_code for r in responses)
         assert statuses == [200] * 20 + [429] * 20
 
+        # The kernel spreads connections between the workers: 8 may all reach one (a
+        # chance in ~128); fresh connections then, until both have answered (each a 429).
+        for _ in range(32):
+            if len({entry["pid"] for entry in logged(log, "request")}) == 2:
+                break
+            refused = asyncio.run(_burst(served.url, 1, connections=1))
+            assert [r.status_code for r in refused] == [429]
         answered = {entry["pid"] for entry in logged(log, "request")}
         assert len(answered) == 2, answered  # both workers answered
         assert served.process.pid not in answered
@@ -98,8 +107,9 @@ def test_a_reload_that_drops_the_shared_state_is_refused(
     config = shared_config(upstream, redis_url, server={"workers": 2})  # from the config
     path = tmp_path / "turnout.yaml"
     with served_turnout(path, config, log=log) as served:
+        # Ready means one worker answered /health/ready: the other may still be starting.
+        wait_for(lambda: len({e["pid"] for e in logged(log, "gateway_ready")}) == 2)
         workers = {e["pid"] for e in logged(log, "gateway_ready")}
-        assert len(workers) == 2
         local = {k: v for k, v in config.items() if k not in ("state", "storage")}
         path.write_text(yaml.safe_dump(local))
         served.process.send_signal(signal.SIGHUP)
