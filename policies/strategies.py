@@ -75,10 +75,14 @@ class Orderer:
         if len(group) < 2:
             return group
         if strategy is Strategy.AFFINITY:
-            by_label = {t.label: t for t in group}
+            names = [t.label for t in group]
+            by_label = dict(zip(names, group, strict=True))
             if affinity is None or len(by_label) < len(group):  # labels must name one each
                 return group
-            order = await self._affinity.order(self._labels(group), affinity)
+            for label, target in by_label.items():
+                if label not in self._by_label:
+                    self._by_label[label] = target
+            order = await self._affinity.order(names, affinity)
             return [by_label[label] for label in order]
         labels = [t.label for t in group]
         if strategy is Strategy.WEIGHTED:

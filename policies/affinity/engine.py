@@ -75,16 +75,19 @@ class AffinityRouter:
         the first, which `served` moves should another one answer."""
         decision = await self.decide(labels, key)
         winner = decision.choice.order[0]
-        await self.served(key, winner, pinned=decision.pinned)
+        matched = next(c.matched for c in decision.candidates if c.label == winner)
+        await self.served(key, winner, pinned=decision.pinned, matched=matched)
         return decision.choice.order
 
-    async def served(self, key: AffinityKey, label: str, pinned: str | None = None) -> None:
+    async def served(
+        self, key: AffinityKey, label: str, pinned: str | None = None, matched: int | None = None
+    ) -> None:
         """`label` was sent (or answered) the request: its record holds the prompt's
-        blocks, and the session is pinned to it."""
+        blocks (`matched` of them already), and the session is pinned to it."""
         record = self._records.get(label)
         if record is None:
             record = self._records[label] = PrefixRecord(key.settings.max_blocks)
-        record.record(key.blocks)
+        record.record(key.blocks, matched)
         if key.session is None or pinned == label:
             return
         # Pins are an optimisation: without the store, the prefix record still routes.
