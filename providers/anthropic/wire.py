@@ -63,11 +63,15 @@ def usage(fields: Mapping[str, Any], output_tokens: int | None = None) -> JSONOb
         for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
     )
     completion = int(fields.get("output_tokens") or 0) if output_tokens is None else output_tokens
-    return {
+    shaped: JSONObject = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+    if "cache_read_input_tokens" in fields:  # prompt-cache hits: OpenAI's name for them
+        cached = int(fields.get("cache_read_input_tokens") or 0)
+        shaped["prompt_tokens_details"] = {"cached_tokens": cached}
+    return shaped
 
 
 def to_wire(

@@ -186,6 +186,8 @@ class _NativeUsage:
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
+            # Counted in /metrics as cached prompt tokens (turnout_prompt_cached_tokens).
+            "cache_read_input_tokens": self.counts.get("cache_read_input_tokens", 0),
         }
 
 

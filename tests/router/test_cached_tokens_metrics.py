@@ -4,9 +4,11 @@ JSON answers, streams and completions, against real loopback replicas with prefi
 
 from __future__ import annotations
 
+import anthropic
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.metrics import cached_tokens
+from tests.fakes.anthropic_upstream import FakeAnthropicUpstream, Reply
 from tests.fakes.replica_pool import ReplicaPool
 from tests.turnout_server import RunningTurnout, simple_config
 
@@ -73,3 +75,36 @@ def test_cached_tokens_reads_either_usage_shape() -> None:
     assert cached_tokens({"cache_read_input_tokens": 5, "input_tokens": 3}) == 5
     assert cached_tokens({"prompt_tokens": 9}) == 0
     assert cached_tokens({"prompt_tokens_details": None}) == 0
+
+
+def test_anthropic_cache_reads_are_relayed_as_cached_tokens_and_counted() -> None:
+    """An Anthropic deployment's `cache_read_input_tokens`: an OpenAI client sees them as
+    `prompt_tokens_details.cached_tokens`; a Messages client gets them untouched (JSON and
+    stream); /metrics counts them each time."""
+    cache = {"cache_creation_input_tokens": 40, "cache_read_input_tokens": 900}
+    with FakeAnthropicUpstream() as claude:
+        providers = {"claude": {"kind": "anthropic", "base_url": claude.base_url, "api_key": "k"}}
+        models = {"c": {"deployments": [{"provider": "claude", "model": "claude-up"}]}}
+        running = RunningTurnout(simple_config({}, providers=providers, models=models)).start()
+        try:
+            claude.enqueue(*(Reply(text="ok", usage=cache) for _ in range(3)))
+            answer = running.client().chat.completions.create(
+                model="c", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert answer.usage is not None
+            assert answer.usage.prompt_tokens_details is not None
+            assert answer.usage.prompt_tokens_details.cached_tokens == 900
+            messages = anthropic.Anthropic(base_url=running.url, api_key="k", max_retries=0)
+            message = messages.messages.create(
+                model="c", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+            )
+            assert message.usage.cache_read_input_tokens == 900
+            with messages.messages.stream(
+                model="c", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+            ) as stream:
+                assert stream.get_final_message().usage.cache_read_input_tokens == 900
+            with running.http() as http:
+                text = http.get("/metrics").text
+        finally:
+            running.stop()
+    assert samples(text, "turnout_prompt_cached_tokens_total")[("c", "claude/claude-up")] == 2700
