@@ -86,6 +86,15 @@ def test_turns_stay_together_and_a_shared_system_prompt_goes_where_it_went(
     sent = pool[home].requests[-1].json
     assert str(sent["prompt_cache_key"]).startswith("turnout-")
     assert SYSTEM[:20] not in sent["prompt_cache_key"]
+    # A streamed turn of the same conversation goes there too.
+    with server.client(ADMIN) as client:
+        stream = client.chat.completions.with_raw_response.create(
+            model="m",
+            messages=conversation(2),  # type: ignore[arg-type]
+            stream=True,
+        )
+        assert stream.headers["x-turnout-deployment"] == f"{home}/m"
+        assert list(stream.parse())
     # The client's own key is relayed as sent.
     send(server, conversation(1), extra_body={"prompt_cache_key": "client-key"})
     assert pool[home].requests[-1].json["prompt_cache_key"] == "client-key"
