@@ -174,3 +174,18 @@ async def test_a_hot_prefix_spills_once_its_deployment_passes_max_load(
     assert sum(shares) == 16
     assert shares[-1] <= 8  # affinity alone would send all 16 to the prefix's home
     assert shares[-2] > 0
+
+
+def test_a_session_header_pins_the_conversation(
+    turnout: StartTurnout, pool: dict[str, FakeOpenAIUpstream]
+) -> None:
+    server = turnout(config(pool))
+    home = send(server, conversation(1), extra_headers={"X-Session-Id": "conv-42"})
+    other = [{"role": "user", "content": "a different prompt entirely " * 10}]
+    query = {"request": {"model": "m", "messages": other}, "headers": {"x-session-id": "conv-42"}}
+    with server.client(ADMIN) as client:
+        answer = client.post("/router/explain", cast_to=object, body=query)
+    assert isinstance(answer, dict)
+    assert answer["affinity"]["session"]["source"] == "header:x-session-id"
+    assert answer["affinity"]["pinned_to"] == f"{home}/m"
+    assert send(server, other, extra_headers={"x-session-id": "conv-42"}) == home
