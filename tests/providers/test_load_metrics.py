@@ -14,6 +14,8 @@ import httpx
 import pytest
 import structlog
 
+from policies.config import TurnoutConfig
+from policies.redaction import configured_secrets
 from providers.load_report import LoadFormat, LoadParseError, parse_load
 from providers.openai.adapter import OpenAIProvider
 from providers.openai.settings import OpenAISettings
@@ -200,3 +202,19 @@ def test_least_busy_routes_around_the_backend_with_a_queue() -> None:
             )
         finally:
             running.stop()
+
+
+def test_settings_refuse_what_cannot_be_scraped_and_mask_url_credentials() -> None:
+    base = {"kind": "openai", "base_url": "http://127.0.0.1:1/v1"}
+    for bad in ({"url": "file:///etc/passwd"}, {"url": "http://h/metrics", "format": "tgi"}):
+        with pytest.raises(ValueError, match="load_metrics"):
+            OpenAISettings.model_validate({**base, "load_metrics": bad})
+    config = TurnoutConfig.model_validate(
+        {
+            "providers": {
+                "p": {**base, "load_metrics": {"url": "http://mon:pw-9f3a@h:9/metrics?k=qv-77"}}
+            },
+            "models": {"m": {"deployments": [{"provider": "p", "model": "x"}]}},
+        }
+    )
+    assert {"pw-9f3a", "qv-77"} <= configured_secrets(config)
