@@ -1,19 +1,25 @@
 """Affinity routing for one process: the per-deployment prefix records, the session pins
-(in the state store, so replicas sharing Redis share them), the load figures, and the
-decision (policies/affinity/choice.py) put together. Explain asks for the same decision
-without recording anything."""
+(in the state store, so replicas sharing Redis share them), the load figures, each pool's
+window of recent decisions (policies/affinity/share.py), and the decision
+(policies/affinity/choice.py) put together. Explain asks for the same decision without
+recording anything.
+
+A turn spilled off its session's pinned deployment for load leaves the pin where it was:
+the spill is for now, the conversation's cache is at home, and the next turn goes back
+there once it has room (spills of a pinned turn go to the deployment holding the longest
+part of the conversation, so a session kept off home stays on one second deployment)."""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from policies.affinity.choice import Candidate, Choice, choose, rendezvous
 from policies.affinity.key import AffinityKey
 from policies.affinity.record import PrefixRecord
+from policies.affinity.share import RecentShare
 from policies.state.base import StateStore, StateUnavailable
 
 # A target's load as its own queue says (a local sampler's), and a backend's published
@@ -22,15 +28,16 @@ LocalLoad = Callable[[str], int | None]
 Reports = Callable[[str], Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What explain shows: the choice and the figures behind it."""
+class Decision(NamedTuple):
+    """What explain shows: the choice and the figures behind it (a NamedTuple: one is
+    built per request, faster than a frozen dataclass)."""
 
     choice: Choice
     candidates: tuple[Candidate, ...]
     pinned: str | None
     in_flight: Mapping[str, int]
     backend: Mapping[str, int]  # waiting + running, from fresh load reports
+    prefix_recent: int = 0  # this prompt's anchor's decisions in the recent window
 
 
 class AffinityRouter:
@@ -46,15 +53,40 @@ class AffinityRouter:
         self._reports = reports
         self._clock = clock
         self._records: dict[str, PrefixRecord] = {}  # by deployment label
+        self._shares: dict[tuple[str, ...], RecentShare] = {}  # by the pool's labels
 
     async def decide(self, labels: Sequence[str], key: AffinityKey) -> Decision:
         """The choice among `labels` for the request `key` describes; nothing recorded."""
+        return (await self._decide(labels, key))[0]
+
+    async def order(self, labels: Sequence[str], key: AffinityKey) -> tuple[str, ...]:
+        """The order to try `labels` in; the prompt recorded (and the session pinned) on
+        the first, which `served` moves should another one answer."""
+        decision, share = await self._decide(labels, key)
+        choice = decision.choice
+        winner = choice.order[0]
+        share.add(winner, key.anchor)
+        matched = 0
+        for candidate in decision.candidates:
+            if candidate.label == winner:
+                matched = candidate.matched
+                break
+        # Spilled off its pin for load: the pin stays home (see the module's docstring).
+        keep = decision.pinned is not None and decision.pinned in choice.spilled
+        await self.served(key, winner, pinned=decision.pinned, matched=matched, keep_pin=keep)
+        return choice.order
+
+    async def _decide(
+        self, labels: Sequence[str], key: AffinityKey
+    ) -> tuple[Decision, RecentShare]:
         try:
             in_flight = await self._store.in_flight(labels)
         except StateUnavailable:
             in_flight = {}
         pinned = await self._pin(key)
         backend = self._backend(labels)
+        share = self._share(labels)
+        recent = share.counts
         candidates = []
         for label in labels:
             record = self._records.get(label)
@@ -65,36 +97,45 @@ class AffinityRouter:
                     record.matched(key.blocks) if record is not None else 0,
                     load,
                     rendezvous(key.anchor, label),
+                    recent.get(label, 0),
                 )
             )
-        choice = choose(candidates, pinned if pinned in labels else None, key.settings.max_load)
-        return Decision(choice, tuple(candidates), pinned, in_flight, backend)
-
-    async def order(self, labels: Sequence[str], key: AffinityKey) -> tuple[str, ...]:
-        """The order to try `labels` in; the prompt recorded (and the session pinned) on
-        the first, which `served` moves should another one answer."""
-        decision = await self.decide(labels, key)
-        winner = decision.choice.order[0]
-        matched = next(c.matched for c in decision.candidates if c.label == winner)
-        await self.served(key, winner, pinned=decision.pinned, matched=matched)
-        return decision.choice.order
+        pin = pinned if pinned in labels else None
+        prefix = share.anchors.get(key.anchor, 0)
+        window = share.size if share.is_hot(prefix) else 0  # the share bounds hot prefixes
+        choice = choose(candidates, pin, key.settings.max_load, window)
+        decision = Decision(choice, tuple(candidates), pinned, in_flight, backend, prefix)
+        return decision, share
 
     async def served(
-        self, key: AffinityKey, label: str, pinned: str | None = None, matched: int | None = None
+        self,
+        key: AffinityKey,
+        label: str,
+        pinned: str | None = None,
+        matched: int | None = None,
+        keep_pin: bool = False,
     ) -> None:
         """`label` was sent (or answered) the request: its record holds the prompt's
-        blocks (`matched` of them already), and the session is pinned to it."""
+        blocks (`matched` of them already), and the session is pinned to it (unless
+        `keep_pin`: the pin stays where it is)."""
         record = self._records.get(label)
         if record is None:
             record = self._records[label] = PrefixRecord(key.settings.max_blocks)
         record.record(key.blocks, matched)
-        if key.session is None or pinned == label:
+        if key.session is None or pinned == label or keep_pin:
             return
         # Pins are an optimisation: without the store, the prefix record still routes.
         with contextlib.suppress(StateUnavailable):
             await self._store.pin_session(
                 key.session.digest, label, self._clock(), key.settings.session_ttl_s
             )
+
+    def _share(self, labels: Sequence[str]) -> RecentShare:
+        pool = tuple(labels)
+        share = self._shares.get(pool)
+        if share is None:
+            share = self._shares[pool] = RecentShare(len(pool))
+        return share
 
     async def _pin(self, key: AffinityKey) -> str | None:
         if key.session is None:

@@ -1,5 +1,6 @@
 """The affinity part of an explanation: the session found (its source and a short hash,
-never its value), each deployment's matched prefix and load, and why the winner won."""
+never its value), each deployment's matched prefix, load and share of recent decisions,
+and why the winner won."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ def explained(key: AffinityKey, decision: Decision) -> dict[str, Any]:
         "prompt_blocks": len(key.blocks),
         "block_chars": size,
         "capacity": choice.capacity,
+        "prefix_recent_decisions": decision.prefix_recent,
+        "share_capacity": choice.share_capacity,  # None: the prefix is not hot, no share bound
         "deployments": [
             {
                 "deployment": c.label,
@@ -29,6 +32,8 @@ def explained(key: AffinityKey, decision: Decision) -> dict[str, Any]:
                 "in_flight": decision.in_flight.get(c.label, 0),
                 "backend_queue": decision.backend.get(c.label),
                 "overloaded": c.load + 1 > choice.capacity,
+                "recent_decisions": c.recent,
+                "over_share": _over_share(c.recent, c.label, decision),
             }
             for c in decision.candidates
         ],
@@ -40,6 +45,11 @@ def explained(key: AffinityKey, decision: Decision) -> dict[str, Any]:
     }
 
 
+def _over_share(recent: int, label: str, decision: Decision) -> bool:
+    cap = decision.choice.share_capacity
+    return cap is not None and label != decision.pinned and recent + 1 > cap
+
+
 def _note(reason: str, winner: str, decision: Decision, key: AffinityKey) -> str:
     if reason == PINNED:
         return f"the session is pinned to `{winner}`, which is not overloaded"
@@ -47,7 +57,8 @@ def _note(reason: str, winner: str, decision: Decision, key: AffinityKey) -> str
         passed = ", ".join(f"`{label}`" for label in decision.choice.spilled)
         return (
             f"{passed} would be preferred but each has load above its share "
-            f"({decision.choice.capacity} calls): the next in order took the request"
+            f"({decision.choice.capacity} calls) or took its share of this process's recent "
+            f"decisions ({decision.choice.share_capacity}): the next in order took the request"
         )
     matched = next(c.matched for c in decision.candidates if c.label == winner)
     if matched:

@@ -137,6 +137,12 @@ def test_explain_shows_matched_blocks_and_load(
     assert matched[f"{home}/m"] == warm["prompt_blocks"] > 0
     assert all(d["load"] == 0 and not d["overloaded"] for d in warm["deployments"])
     assert warm["session"] is None
+    # One decision for this prompt so far: not a hot prefix, so no share bound applies.
+    assert (warm["prefix_recent_decisions"], warm["share_capacity"]) == (1, None)
+    recent = {d["deployment"]: d["recent_decisions"] for d in warm["deployments"]}
+    assert recent[f"{home}/m"] == 1
+    assert sum(recent.values()) == 1
+    assert not any(d["over_share"] for d in warm["deployments"])
 
 
 def test_two_turnouts_sharing_redis_share_session_pins(

@@ -5,6 +5,7 @@ and session pins are shared through Redis."""
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,36 @@ async def test_a_hot_prefix_spills_once_its_deployment_passes_max_load() -> None
     await store.add_in_flight(home, -3)
     # The record followed the spill: both now hold the prefix; the longest match decides.
     assert await first(order, body) in {home, spilled}
+
+
+async def test_a_turn_spilled_off_its_pin_for_load_leaves_the_pin_home() -> None:
+    store = MemoryStore()
+    order = orderer(store)
+    home = await first(order, chat("first turn " * 20, user="u-spill"))
+    await store.add_in_flight(home, 3)  # home over ceil(1.25 * 4 / 4) = 2
+    spilled = await first(order, chat("first turn " * 20, "second " * 20, user="u-spill"))
+    assert spilled != home
+    session = key(chat("x", user="u-spill")).session
+    assert session is not None
+    assert await store.session_pin(session.digest, time.time()) == home
+    await store.add_in_flight(home, -3)
+    # Home has room again: the next turn goes back where the conversation is cached.
+    assert await first(order, chat("first turn " * 20, "third " * 20, user="u-spill")) == home
+    # Load that stays: later turns follow the conversation's longest record, not anywhere.
+    await store.add_in_flight(home, 3)
+    for turn in range(4):
+        body = chat("first turn " * 20, "second " * 20, f"turn {turn} " * 20, user="u-spill")
+        assert await first(order, body) == spilled
+
+
+async def test_pinned_turns_are_not_passed_over_for_their_share() -> None:
+    order = orderer()
+    body = chat("a long conversation " * 20, user="u-long")
+    home = await first(order, body)
+    for _ in range(200):  # far past 40 of the last 128 decisions
+        assert await first(order, body) == home
+    # A request without a session, with the same prompt, is held to the share.
+    assert await first(order, chat("a long conversation " * 20)) != home
 
 
 async def test_a_fresh_backend_report_counts_as_load_and_a_stale_one_does_not() -> None:

@@ -15,11 +15,14 @@ from policies.affinity.choice import (
     Candidate,
     capacity,
     choose,
+    rendezvous,
+    share_capacity,
 )
 from policies.affinity.key import affinity_key, with_cache_key
 from policies.affinity.record import PrefixRecord
 from policies.affinity.session import session_key
 from policies.affinity.settings import DEFAULT_SESSION_FROM, AffinitySettings
+from policies.affinity.share import RecentShare
 
 
 def test_settings_defaults_and_source_forms() -> None:
@@ -108,6 +111,66 @@ def test_choice_pin_then_prefix_then_rendezvous_within_bounded_load() -> None:
     assert spilled.reason == SPILLED
     assert spilled.spilled == ("b",)
     assert spilled.order[-1] == "b"  # the overloaded one last
+
+
+def test_choice_passes_over_a_deployment_past_its_share_of_recent_decisions() -> None:
+    # Window 128 over 4: ceil(1.25 * 128 / 4) = 40 decisions each at most.
+    assert share_capacity(128, 4, 1.25) == 40
+    pool = [Candidate("a", 5, 0, 1, recent=40), Candidate("b", 0, 0, 9, recent=10)]
+    pool += [Candidate("c", 0, 0, 2, recent=0), Candidate("d", 0, 0, 3, recent=0)]
+    chosen = choose(pool, None, 1.25, window=128)
+    assert chosen.order[0] == "b"  # the next in the prompt's order, not the idlest
+    assert (chosen.reason, chosen.spilled, chosen.share_capacity) == (SPILLED, ("a",), 40)
+    assert chosen.order[-1] == "a"
+    assert choose(pool, None, 1.25, window=128 * 2).order[0] == "a"  # under 80 of 256
+    assert choose(pool, None, 1.25).order[0] == "a"  # no window: calls in flight only
+    # A session pinned there keeps going there: its later turns are cheapest at home.
+    assert choose(pool, "a", 1.25, window=128).reason == PINNED
+
+
+def test_share_bound_caps_a_hot_prefix_in_every_window_and_spreads_it_in_its_own_order() -> None:
+    """One prefix in every request, calls in flight all 0 (fast replicas): without the
+    share bound it would take all of them; with it no deployment takes more than 40 of any
+    128 consecutive decisions, and the prefix spreads over its own rendezvous order."""
+    labels = ["r0", "r1", "r2", "r3"]
+    anchor = b"hot prefix"
+    by_weight = sorted(labels, key=lambda label: -rendezvous(anchor, label))
+    share = RecentShare(len(labels))
+    matched = dict.fromkeys(labels, 0)
+    winners: list[str] = []
+    for _ in range(8 * share.size):  # whole windows: the share over all of them too
+        pool = [
+            Candidate(label, matched[label], 0, rendezvous(anchor, label), share.count(label))
+            for label in labels
+        ]
+        winner = choose(pool, None, 1.25, window=share.size).order[0]
+        share.add(winner, anchor)
+        matched[winner] = 10  # the prompt recorded where it went
+        winners.append(winner)
+    for start in range(len(winners) - share.size + 1):
+        window = winners[start : start + share.size]
+        assert max(window.count(label) for label in labels) <= 40
+    assert winners[:40] == [by_weight[0]] * 40  # home until it took its share
+    assert winners[40] == by_weight[1]
+    assert max(winners.count(label) for label in labels) / len(winners) <= 1.25 / 4
+
+
+def test_a_prefix_is_hot_past_half_a_deployments_mean_share_of_the_window() -> None:
+    share = RecentShare(4)  # 128 decisions; hot: more than 16 of them
+    for i in range(share.size):  # 16 tenants alike: 8 each, none hot
+        share.add(f"r{i % 4}", b"tenant %d" % (i % 16))
+    assert not any(share.hot(b"tenant %d" % t) for t in range(16))
+    for _ in range(20):  # one tenant's burst pushes out 20 (2 of them its own): 26 of 128
+        share.add("r0", b"tenant 0")
+    assert share.hot(b"tenant 0")
+    assert share.prefix_count(b"tenant 0") == 26
+    assert len(share) == share.size
+    assert share.count("r0") == 32 - 5 + 20
+    for i in range(share.size):  # the burst leaves the window
+        share.add(f"r{i % 4}", b"tenant %d" % (i % 16))
+    assert not share.hot(b"tenant 0")
+    assert share.prefix_count(b"tenant 0") == 8
+    assert share.count("r0") == 32
 
 
 def test_cache_key_is_a_hash_of_team_and_head_and_only_where_set() -> None:
