@@ -14,7 +14,8 @@ session's pin, which deployment goes first and why, and the order of the rest.
    deployment that already took ceil(max_load * window / n) is passed over alike, except
    for a session pinned to it: its later turns are cheapest where its cache is, so the
    share is governed where conversations are placed (their first turn, or no session).
-   The engine passes a window only for a hot prefix (policies/affinity/share.py says why).
+   Without `spread` (the prefix is not hot) the request passed over for its share alone
+   goes only to a deployment holding its prefix, else stays: no copy made for the share.
 """
 
 from __future__ import annotations
@@ -64,22 +65,33 @@ def share_capacity(window: int, deployments: int, max_load: float) -> int:
 
 
 def choose(
-    candidates: Sequence[Candidate], pinned: str | None, max_load: float, window: int = 0
+    candidates: Sequence[Candidate],
+    pinned: str | None,
+    max_load: float,
+    window: int = 0,
+    spread: bool = True,
 ) -> Choice:
     """`window`: the size of the recent-decision window the candidates' `recent` counts
-    come from; 0 bounds calls in flight only."""
+    come from; 0 bounds calls in flight only. `spread`: a request passed over for its
+    share may go where its prefix is not held (else only where it is)."""
     cap = capacity([c.load for c in candidates], max_load)
     share = share_capacity(window, len(candidates), max_load) if window else None
     preference = sorted(candidates, key=lambda c: (c.label != pinned, -c.matched, -c.score))
     spilled: list[str] = []
     winner: Candidate | None = None
+    held: Candidate | None = None  # the first passed over for its share alone
     for candidate in preference:
-        if candidate.load + 1 <= cap and (
-            share is None or candidate.recent < share or candidate.label == pinned
-        ):
+        if candidate.load + 1 > cap:
+            spilled.append(candidate.label)
+        elif share is not None and candidate.recent >= share and candidate.label != pinned:
+            held = held or candidate
+            spilled.append(candidate.label)
+        else:
             winner = candidate
             break
-        spilled.append(candidate.label)
+    if held is not None and not spread and (winner is None or winner.matched == 0):
+        winner = held  # no copy of the prompt made for the share alone
+        spilled = spilled[: spilled.index(held.label)]
     if winner is None:  # every one over (backend queues beyond Turnout's own): least loaded
         winner = min(preference, key=lambda c: (c.load, c.recent))
     others = (c for c in candidates if c is not winner)

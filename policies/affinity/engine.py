@@ -38,6 +38,7 @@ class Decision(NamedTuple):
     in_flight: Mapping[str, int]
     backend: Mapping[str, int]  # waiting + running, from fresh load reports
     prefix_recent: int = 0  # this prompt's anchor's decisions in the recent window
+    hot: bool = False  # the prefix is hot: spread for its share even where not held
 
 
 class AffinityRouter:
@@ -102,9 +103,9 @@ class AffinityRouter:
             )
         pin = pinned if pinned in labels else None
         prefix = share.anchors.get(key.anchor, 0)
-        window = share.size if share.is_hot(prefix) else 0  # the share bounds hot prefixes
-        choice = choose(candidates, pin, key.settings.max_load, window)
-        decision = Decision(choice, tuple(candidates), pinned, in_flight, backend, prefix)
+        hot = share.is_hot(prefix)
+        choice = choose(candidates, pin, key.settings.max_load, share.size, spread=hot)
+        decision = Decision(choice, tuple(candidates), pinned, in_flight, backend, prefix, hot)
         return decision, share
 
     async def served(

@@ -22,7 +22,8 @@ def explained(key: AffinityKey, decision: Decision) -> dict[str, Any]:
         "block_chars": size,
         "capacity": choice.capacity,
         "prefix_recent_decisions": decision.prefix_recent,
-        "share_capacity": choice.share_capacity,  # None: the prefix is not hot, no share bound
+        "hot_prefix": decision.hot,
+        "share_capacity": choice.share_capacity,
         "deployments": [
             {
                 "deployment": c.label,

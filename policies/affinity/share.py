@@ -4,14 +4,14 @@ anchor) with counts by deployment and by anchor, O(1) a decision.
 
 Bounding calls in flight does not bound the share of requests: a replica that holds a hot
 prefix answers faster, so at equal calls in flight it serves more of them. The window lets
-the choice bound the request rate too (policies/affinity/choice.py), for hot prefixes: a
-prefix is hot when it took more than half a deployment's mean share of the window
-(`hot`). Only a hot prefix is spread for its share: it is used often enough to stay cached
-on each deployment it spreads to, while moving one of many ordinary prefixes would put a
-whole prompt into a second cache for a few requests and evict others there; the imbalance
-many ordinary prefixes make by hashing is the ordinary balls-in-bins one, bounded by calls
-in flight. The window is per process and shares nothing: with several Turnout processes
-each bounds its own share, so the sum is bounded alike."""
+the choice bound the request rate too (policies/affinity/choice.py). A prefix is hot when
+it took more than half a deployment's mean share of the window (`hot`): only a hot
+prefix is copied to a deployment that does not hold it for the share's sake, since it is
+used often enough to stay cached there; an ordinary prefix passed over for its share goes
+only where it is already held, else stays (a copy would put a whole prompt into a second
+cache for a few requests and evict others there). The window is per process and shares
+nothing: with several Turnout processes each bounds its own share, so the sum is bounded
+alike."""
 
 from __future__ import annotations
 

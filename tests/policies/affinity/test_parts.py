@@ -128,6 +128,20 @@ def test_choice_passes_over_a_deployment_past_its_share_of_recent_decisions() ->
     assert choose(pool, "a", 1.25, window=128).reason == PINNED
 
 
+def test_an_ordinary_prefix_is_moved_for_its_share_only_where_it_is_held() -> None:
+    home = Candidate("a", 5, 0, 9, recent=40)  # over 40 of 128
+    cold = [Candidate("b", 0, 0, 5), Candidate("c", 0, 0, 3), Candidate("d", 0, 0, 1)]
+    stays = choose([home, *cold], None, 1.25, window=128, spread=False)
+    assert (stays.order[0], stays.reason, stays.spilled) == ("a", LONGEST_PREFIX, ())
+    assert choose([home, *cold], None, 1.25, window=128).order[0] == "b"  # a hot one spreads
+    held = [home, Candidate("b", 0, 0, 5), Candidate("c", 5, 0, 3), Candidate("d", 0, 0, 1)]
+    moved = choose(held, None, 1.25, window=128, spread=False)
+    assert (moved.order[0], moved.reason, moved.spilled) == ("c", SPILLED, ("a",))
+    # Past its calls in flight it moves anyway: the share rule never keeps an overloaded one.
+    loaded = [home._replace(load=6), *cold]
+    assert choose(loaded, None, 1.25, window=128, spread=False).order[0] == "b"
+
+
 def test_share_bound_caps_a_hot_prefix_in_every_window_and_spreads_it_in_its_own_order() -> None:
     """One prefix in every request, calls in flight all 0 (fast replicas): without the
     share bound it would take all of them; with it no deployment takes more than 40 of any
