@@ -32,7 +32,10 @@ class AffinitySettings(BaseModel):
         10_000, ge=1, le=10_000_000, description="Prefix blocks remembered per deployment"
     )
     max_load: float = Field(
-        1.25, ge=1.0, description="No deployment is chosen above this times the pool's mean load"
+        1.25,
+        ge=1.0,
+        description="No deployment is chosen above this times the pool's mean load, nor "
+        "above this times its mean share of recent decisions",
     )
     set_prompt_cache_key: bool = Field(
         False, description="Set `prompt_cache_key` for OpenAI deployments when the client did not"
