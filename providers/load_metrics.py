@@ -135,9 +135,12 @@ class LoadScraper:
         async with session.get(self.settings.url, allow_redirects=False) as response:
             if response.status != 200:
                 raise LoadParseError(f"answered {response.status}")
-            body = await response.content.read(MAX_METRICS_BYTES + 1)
-            if len(body) > MAX_METRICS_BYTES:
-                raise LoadParseError("answer too large")
+            # `read(n)` returns what has arrived so far, not n bytes: read to the end.
+            body = bytearray()
+            async for chunk in response.content.iter_any():
+                body += chunk
+                if len(body) > MAX_METRICS_BYTES:
+                    raise LoadParseError("answer too large")
             return body.decode()
 
 

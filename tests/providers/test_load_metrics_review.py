@@ -1,0 +1,50 @@
+"""Review of `load_metrics:` (issue 19): a backend whose `/metrics` arrives in several
+TCP writes (a large exposition, or a slow engine) is read whole, not cut at the first."""
+
+from __future__ import annotations
+
+import asyncio
+
+from providers.load_metrics import LoadMetricsSettings, LoadScraper
+
+# vLLM publishes tens of KiB of histograms before and after its gauges.
+FILLER = "".join(f'vllm:some_histogram_bucket{{le="{i}"}} 1.0\n' for i in range(600))
+BODY = (
+    "# TYPE vllm:some_histogram_bucket gauge\n"
+    + FILLER
+    + "vllm:num_requests_waiting 3.0\nvllm:num_requests_running 2.0\n"
+).encode()
+
+
+async def _split_metrics(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A real HTTP/1.1 server that sends its answer's body in two writes, apart in time."""
+    while (await reader.readline()) not in (b"\r\n", b""):
+        pass
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {len(BODY)}\r\n\r\n"
+    writer.write(head.encode() + BODY[: len(BODY) // 2])
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.write(BODY[len(BODY) // 2 :])
+    await writer.drain()
+    writer.close()
+
+
+async def test_a_metrics_answer_sent_in_pieces_is_read_whole() -> None:
+    server = await asyncio.start_server(_split_metrics, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    scraper = LoadScraper(
+        "pool", LoadMetricsSettings(url=f"http://127.0.0.1:{port}/metrics", interval=60)
+    )
+    try:
+        scraper.start()
+        for _ in range(200):
+            if scraper.report is not None or scraper.failures:
+                break
+            await asyncio.sleep(0.01)
+        assert scraper.failures == 0
+        assert scraper.report is not None
+        assert (scraper.report.waiting, scraper.report.running) == (3, 2)
+    finally:
+        await scraper.aclose()
+        server.close()
+        await server.wait_closed()
