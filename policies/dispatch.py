@@ -44,6 +44,8 @@ from providers.retimed import Retimed
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
 
 T = TypeVar("T")
+# The calls OpenAI-compatible APIs take `prompt_cache_key` on (`affinity.set_prompt_cache_key`).
+_CACHE_KEYED = frozenset({Endpoint.CHAT, Endpoint.RESPONSES})
 
 
 @dataclass(slots=True)
@@ -225,7 +227,8 @@ class Dispatcher:
             if trace.background:  # on the calls emulations build from `request` too
                 provider = InBackground(provider)
             body = {**fit.body, "model": target.deployment.model}
-            body = with_cache_key(body, plan.affinity, target.label)  # affinity's, if set
+            if called in _CACHE_KEYED:  # the APIs with `prompt_cache_key` (not embeddings)
+                body = with_cache_key(body, plan.affinity, target.label)  # affinity's, if set
             # A native call carries the client headers its API forwards (policies/native.py).
             native = trace.native if called is not endpoint else None
             headers = native.headers if native is not None else {}

@@ -51,7 +51,10 @@ class Orderer:
             return list(targets)
         ordered: list[Target] = []
         for _, group in itertools.groupby(targets, key=lambda t: t.model_name):
-            ordered.extend(await self._order_group(list(group), strategy, affinity))
+            # Affinity records the prompt and pins the session on the model's own winner
+            # only: a fallback model's is ordered alike but would take the pin from it.
+            record = not ordered
+            ordered.extend(await self._order_group(list(group), strategy, affinity, record))
         return ordered
 
     async def decide(self, targets: Sequence[Target], affinity: AffinityKey) -> Decision:
@@ -70,7 +73,11 @@ class Orderer:
         return [t.label for t in group]
 
     async def _order_group(
-        self, group: list[Target], strategy: Strategy, affinity: AffinityKey | None
+        self,
+        group: list[Target],
+        strategy: Strategy,
+        affinity: AffinityKey | None,
+        record: bool = True,
     ) -> list[Target]:
         if len(group) < 2:
             return group
@@ -82,7 +89,10 @@ class Orderer:
             for label, target in by_label.items():
                 if label not in self._by_label:
                     self._by_label[label] = target
-            order = await self._affinity.order(names, affinity)
+            if record:
+                order = await self._affinity.order(names, affinity)
+            else:
+                order = (await self._affinity.decide(names, affinity)).choice.order
             return [by_label[label] for label in order]
         labels = [t.label for t in group]
         if strategy is Strategy.WEIGHTED:
