@@ -85,9 +85,13 @@ def parse_load(text: str, fmt: LoadFormat, *, scraped_at: float, max_age: float)
     tensor-parallel rank) are summed for request counts; the highest KV-cache use counts."""
     names = ENGINE_METRICS[fmt]
     wanted = {*names.waiting, *names.running, *names.kv_cache}
+    # Only the wanted samples' lines reach the parser: an engine's /metrics is mostly
+    # histograms, and parsing them all costs milliseconds of the event loop per scrape.
+    prefixes = tuple(wanted)
+    kept = "\n".join(line for line in text.splitlines() if line.startswith(prefixes))
     values: dict[str, list[float]] = {}
     try:
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families(kept + "\n"):
             for sample in family.samples:
                 if sample.name in wanted:
                     values.setdefault(sample.name, []).append(float(sample.value))

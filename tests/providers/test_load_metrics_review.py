@@ -1,11 +1,16 @@
 """Review of `load_metrics:` (issue 19): a backend whose `/metrics` arrives in several
-TCP writes (a large exposition, or a slow engine) is read whole, not cut at the first."""
+TCP writes (a large exposition, or a slow engine) is read whole, not cut at the first;
+only the engine's own lines of it are parsed."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+
+import pytest
 
 from providers.load_metrics import LoadMetricsSettings, LoadScraper
+from providers.load_report import LoadFormat, LoadParseError, parse_load
 
 # vLLM publishes tens of KiB of histograms before and after its gauges.
 FILLER = "".join(f'vllm:some_histogram_bucket{{le="{i}"}} 1.0\n' for i in range(600))
@@ -48,3 +53,26 @@ async def test_a_metrics_answer_sent_in_pieces_is_read_whole() -> None:
         await scraper.aclose()
         server.close()
         await server.wait_closed()
+
+
+def test_only_the_engines_own_lines_are_parsed() -> None:
+    """An engine's /metrics is tens of KiB of histograms Turnout does not read, parsed on the
+    event loop every interval: only the wanted lines go to the parser, so a family it cannot
+    read (here a sample with no value) does not hide the queue, and the rest costs nothing."""
+    text = (
+        '# TYPE vllm:odd gauge\nvllm:odd{engine="0"}\n'
+        + FILLER
+        + "# TYPE vllm:num_requests_waiting gauge\n"
+        + 'vllm:num_requests_waiting{model_name="a"} 3.0\n'
+        + 'vllm:num_requests_running{model_name="a"} 2.0\n'
+        + "vllm:kv_cache_usage_perc 0.25\n"
+    )
+    report = parse_load(text, LoadFormat.VLLM, scraped_at=time.monotonic(), max_age=1)
+    assert (report.waiting, report.running, report.kv_cache_usage) == (3, 2, 0.25)
+    with pytest.raises(LoadParseError):  # the wanted lines themselves are still checked
+        parse_load(
+            "vllm:num_requests_waiting x\nvllm:num_requests_running 1\n",
+            LoadFormat.VLLM,
+            scraped_at=0.0,
+            max_age=1,
+        )
