@@ -7,6 +7,7 @@ scrape's text into a `LoadReport`, so the names are testable without a server.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -97,6 +98,9 @@ def parse_load(text: str, fmt: LoadFormat, *, scraped_at: float, max_age: float)
                     values.setdefault(sample.name, []).append(float(sample.value))
     except ValueError as exc:  # the parser's only complaint about malformed text
         raise LoadParseError(f"not Prometheus text: {exc}") from None
+    for name, found in values.items():  # NaN or Inf is no count (and round() raises on it)
+        if not all(math.isfinite(v) for v in found):
+            raise LoadParseError(f"{name} is not a finite number")
 
     def first(candidates: tuple[str, ...]) -> list[float] | None:
         return next((values[n] for n in candidates if n in values), None)

@@ -76,3 +76,47 @@ def test_only_the_engines_own_lines_are_parsed() -> None:
             scraped_at=0.0,
             max_age=1,
         )
+
+
+async def test_a_scrape_of_nan_or_inf_counts_as_failed_and_the_scraper_goes_on() -> None:
+    """A gauge of NaN or +Inf (an engine mid-restart) is a failed scrape, not the end of the
+    scrape loop: the next good answer is read."""
+    answers = [
+        b"vllm:num_requests_waiting NaN\nvllm:num_requests_running 1\n",
+        b"vllm:num_requests_waiting +Inf\nvllm:num_requests_running 1\n",
+        b"vllm:num_requests_waiting 4\nvllm:num_requests_running 1\n",
+    ]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        body = answers.pop(0) if len(answers) > 1 else answers[0]
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode() + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = LoadMetricsSettings(url=f"http://127.0.0.1:{port}/metrics", interval=0.02)
+    scraper = LoadScraper("pool", settings)
+    try:
+        scraper.start()
+        for _ in range(300):
+            if scraper.report is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert scraper.failures == 2
+        assert scraper.report is not None
+        assert scraper.report.waiting == 4
+    finally:
+        await scraper.aclose()
+        server.close()
+        await server.wait_closed()
+    with pytest.raises(LoadParseError):
+        parse_load(
+            "vllm:num_requests_waiting 1\nvllm:num_requests_running -Inf\n",
+            LoadFormat.VLLM,
+            scraped_at=0.0,
+            max_age=1,
+        )
