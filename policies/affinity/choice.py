@@ -8,6 +8,13 @@ session's pin, which deployment goes first and why, and the order of the rest.
 4. Bounded load (consistent hashing with bounded loads, Mirrokni et al.): a deployment is
    overloaded when one more call would put it above ceil(max_load * (total + 1) / n);
    it is passed over for the next in the same order. The +1 keeps an idle pool eligible.
+   A deployment holding part of the prompt has headroom in proportion to it: it is
+   overloaded only above cap + floor(cap * matched / prompt blocks), up to twice the cap
+   for a prompt it holds whole. Passing it over costs a cold prefill of the matched part
+   elsewhere (and a second copy of it in another cache, which evicts a prompt there), so
+   the queue it may hold grows with the prefill it saves, as SGLang's router keeps
+   affinity until the imbalance is large. The share bound (5.) still keeps its share of
+   requests within max_load of the mean.
 5. Bounded share: calls in flight do not bound the share of requests (a replica holding a
    hot prefix answers faster, so it serves more at equal calls in flight). Of this
    process's last `window` decisions for the pool (policies/affinity/share.py), a
@@ -60,6 +67,12 @@ def capacity(loads: Sequence[int], max_load: float) -> int:
     return math.ceil(max_load * (sum(loads) + 1) / len(loads))
 
 
+def held_capacity(cap: int, matched: int, blocks: int) -> int:
+    """The load above which a deployment holding `matched` of the prompt's `blocks` is
+    passed over (rule 4)."""
+    return cap + cap * min(matched, blocks) // blocks if blocks else cap
+
+
 def share_capacity(window: int, deployments: int, max_load: float) -> int:
     return math.ceil(max_load * window / deployments)
 
@@ -70,10 +83,12 @@ def choose(
     max_load: float,
     window: int = 0,
     spread: bool = True,
+    blocks: int = 0,
 ) -> Choice:
     """`window`: the size of the recent-decision window the candidates' `recent` counts
     come from; 0 bounds calls in flight only. `spread`: a request passed over for its
-    share may go where its prefix is not held (else only where it is)."""
+    share may go where its prefix is not held (else only where it is). `blocks`: the
+    prompt's length in blocks; 0 gives a held prefix no headroom."""
     cap = capacity([c.load for c in candidates], max_load)
     share = share_capacity(window, len(candidates), max_load) if window else None
     preference = sorted(candidates, key=lambda c: (c.label != pinned, -c.matched, -c.score))
@@ -81,7 +96,10 @@ def choose(
     winner: Candidate | None = None
     held: Candidate | None = None  # the first passed over for its share alone
     for candidate in preference:
-        if candidate.load + 1 > cap:
+        # held_capacity(...) >= cap: computed only past the cap (the decision's budget).
+        if candidate.load >= cap and candidate.load + 1 > held_capacity(
+            cap, candidate.matched, blocks
+        ):
             spilled.append(candidate.label)
         elif share is not None and candidate.recent >= share and candidate.label != pinned:
             held = held or candidate
@@ -98,7 +116,8 @@ def choose(
     rest = sorted(
         others,
         key=lambda c: (
-            c.load + 1 > cap or (share is not None and c.recent >= share and c.label != pinned),
+            (c.load >= cap and c.load + 1 > held_capacity(cap, c.matched, blocks))
+            or (share is not None and c.recent >= share and c.label != pinned),
             c.load,
             -c.score,
         ),

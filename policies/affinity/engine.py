@@ -104,7 +104,9 @@ class AffinityRouter:
         pin = pinned if pinned in labels else None
         prefix = share.anchors.get(key.anchor, 0)
         hot = share.is_hot(prefix)
-        choice = choose(candidates, pin, key.settings.max_load, share.size, spread=hot)
+        choice = choose(
+            candidates, pin, key.settings.max_load, share.size, spread=hot, blocks=len(key.blocks)
+        )
         decision = Decision(choice, tuple(candidates), pinned, in_flight, backend, prefix, hot)
         return decision, share
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from policies.affinity.choice import PINNED, SPILLED
+from policies.affinity.choice import PINNED, SPILLED, held_capacity
 from policies.affinity.engine import Decision
 from policies.affinity.key import AffinityKey
 
@@ -32,7 +32,9 @@ def explained(key: AffinityKey, decision: Decision) -> dict[str, Any]:
                 "load": c.load,
                 "in_flight": decision.in_flight.get(c.label, 0),
                 "backend_queue": decision.backend.get(c.label),
-                "overloaded": c.load + 1 > choice.capacity,
+                "load_capacity": held_capacity(choice.capacity, c.matched, len(key.blocks)),
+                "overloaded": c.load + 1
+                > held_capacity(choice.capacity, c.matched, len(key.blocks)),
                 "recent_decisions": c.recent,
                 "over_share": _over_share(c.recent, c.label, decision),
             }
@@ -58,7 +60,8 @@ def _note(reason: str, winner: str, decision: Decision, key: AffinityKey) -> str
         passed = ", ".join(f"`{label}`" for label in decision.choice.spilled)
         return (
             f"{passed} would be preferred but each has load above its share "
-            f"({decision.choice.capacity} calls) or took its share of this process's recent "
+            f"({decision.choice.capacity} calls, more by the part of the prompt it holds: "
+            "up to twice that for all of it) or took its share of this process's recent "
             f"decisions ({decision.choice.share_capacity}): the next in order took the request"
         )
     matched = next(c.matched for c in decision.candidates if c.label == winner)

@@ -179,7 +179,9 @@ async def test_a_hot_prefix_spills_once_its_deployment_passes_max_load(
         await asyncio.gather(*calls)
     shares = sorted(len(f.requests) for f in pool.values())
     assert sum(shares) == 16
-    assert shares[-1] <= 8  # affinity alone would send all 16 to the prefix's home
+    # Affinity alone would send all 16 to the prefix's home; it holds the whole prompt, so
+    # it is passed over above twice the cap: at most 2 x ceil(1.25 x 16 / 4) = 10 of 16.
+    assert shares[-1] <= 10
     assert shares[-2] > 0
 
 

@@ -74,13 +74,15 @@ async def test_a_hot_prefix_spills_once_its_deployment_passes_max_load() -> None
     order = orderer(store)
     body = chat("the same question " * 10)
     home = await first(order, body)
-    for _ in range(3):  # 3 calls in flight there, none elsewhere: ceil(1.25 * 4 / 4) = 2
+    # 6 calls in flight there, none elsewhere: above ceil(1.25 * 7 / 4) = 3 doubled (the
+    # headroom of a deployment holding the whole prompt).
+    for _ in range(6):
         await store.add_in_flight(home, 1)
     spilled = await first(order, body)
     assert spilled != home
     decision = await order.decide(POOL, key(body))
     assert decision.choice.spilled == (home,)
-    await store.add_in_flight(home, -3)
+    await store.add_in_flight(home, -6)
     # The record followed the spill: both now hold the prefix; the longest match decides.
     assert await first(order, body) in {home, spilled}
 
@@ -89,17 +91,17 @@ async def test_a_turn_spilled_off_its_pin_for_load_leaves_the_pin_home() -> None
     store = MemoryStore()
     order = orderer(store)
     home = await first(order, chat("first turn " * 20, user="u-spill"))
-    await store.add_in_flight(home, 3)  # home over ceil(1.25 * 4 / 4) = 2
+    await store.add_in_flight(home, 6)  # home over ceil(1.25 * 7 / 4) = 3, even doubled
     spilled = await first(order, chat("first turn " * 20, "second " * 20, user="u-spill"))
     assert spilled != home
     session = key(chat("x", user="u-spill")).session
     assert session is not None
     assert await store.session_pin(session.digest, time.time()) == home
-    await store.add_in_flight(home, -3)
+    await store.add_in_flight(home, -6)
     # Home has room again: the next turn goes back where the conversation is cached.
     assert await first(order, chat("first turn " * 20, "third " * 20, user="u-spill")) == home
     # Load that stays: later turns follow the conversation's longest record, not anywhere.
-    await store.add_in_flight(home, 3)
+    await store.add_in_flight(home, 6)
     for turn in range(4):
         body = chat("first turn " * 20, "second " * 20, f"turn {turn} " * 20, user="u-spill")
         assert await first(order, body) == spilled

@@ -15,6 +15,7 @@ from policies.affinity.choice import (
     Candidate,
     capacity,
     choose,
+    held_capacity,
     rendezvous,
     share_capacity,
 )
@@ -111,6 +112,24 @@ def test_choice_pin_then_prefix_then_rendezvous_within_bounded_load() -> None:
     assert spilled.reason == SPILLED
     assert spilled.spilled == ("b",)
     assert spilled.order[-1] == "b"  # the overloaded one last
+
+
+def test_a_deployment_holding_the_prompt_has_headroom_in_proportion_to_what_it_holds() -> None:
+    # 12 calls in flight over 4: cap ceil(1.25 * 13 / 4) = 5; whole prompt held: up to 10.
+    assert capacity([6, 2, 2, 2], 1.25) == 5
+    assert [held_capacity(5, m, 100) for m in (0, 19, 20, 50, 100, 150)] == [5, 5, 6, 7, 10, 10]
+    assert held_capacity(5, 100, 0) == 5  # no prompt length given: no headroom
+    pool = _candidates(("a", 100, 6, 9), ("b", 0, 2, 5), ("c", 0, 2, 3), ("d", 0, 2, 1))
+    kept = choose(pool, None, 1.25, blocks=100)
+    assert (kept.order[0], kept.reason, kept.spilled) == ("a", LONGEST_PREFIX, ())
+    # Without the prompt's length (or holding too little of it) the cap alone applies.
+    assert choose(pool, None, 1.25).order[0] == "b"
+    half = [pool[0]._replace(matched=20), *pool[1:]]
+    assert choose(half, None, 1.25, blocks=100).order[0] == "b"  # 6 + 1 > 5 + 1
+    # Past twice the cap even a whole prompt moves: the queue outweighs its prefill.
+    full = [pool[0]._replace(load=14), *pool[1:]]  # cap ceil(1.25 * 21 / 4) = 7
+    moved = choose(full, None, 1.25, blocks=100)
+    assert (moved.order[0], moved.reason, moved.spilled) == ("b", SPILLED, ("a",))
 
 
 def test_choice_passes_over_a_deployment_past_its_share_of_recent_decisions() -> None:
