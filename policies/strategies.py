@@ -60,12 +60,12 @@ class Orderer:
     async def decide(self, targets: Sequence[Target], affinity: AffinityKey) -> Decision:
         """The affinity decision over the first model's deployments, recording nothing."""
         group = [t for t in targets if t.model_name == targets[0].model_name]
-        return await self._affinity.decide(self._labels(group), affinity)
+        return await self._affinity.decide(self._labels(group), affinity, group[0].model_name)
 
     async def served(self, affinity: AffinityKey, target: Target) -> None:
         """`target` answered a request other than the one `order` put first (a breaker
         open, a failure): the prompt's record and the session's pin follow it."""
-        await self._affinity.served(affinity, target.label)
+        await self._affinity.served(affinity, target.label, pool=target.model_name)
 
     def _labels(self, group: Sequence[Target]) -> list[str]:
         for target in group:
@@ -90,9 +90,10 @@ class Orderer:
                 if label not in self._by_label:
                     self._by_label[label] = target
             if record:
-                order = await self._affinity.order(names, affinity)
+                order = await self._affinity.order(names, affinity, group[0].model_name)
             else:
-                order = (await self._affinity.decide(names, affinity)).choice.order
+                decision = await self._affinity.decide(names, affinity, group[0].model_name)
+                order = decision.choice.order
             return [by_label[label] for label in order]
         labels = [t.label for t in group]
         if strategy is Strategy.WEIGHTED:

@@ -12,6 +12,7 @@ part of the conversation, so a session kept off home stays on one second deploym
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -56,14 +57,17 @@ class AffinityRouter:
         self._records: dict[str, PrefixRecord] = {}  # by deployment label
         self._shares: dict[tuple[str, ...], RecentShare] = {}  # by the pool's labels
 
-    async def decide(self, labels: Sequence[str], key: AffinityKey) -> Decision:
-        """The choice among `labels` for the request `key` describes; nothing recorded."""
-        return (await self._decide(labels, key))[0]
+    async def decide(self, labels: Sequence[str], key: AffinityKey, pool: str = "") -> Decision:
+        """The choice among `labels` for the request `key` describes; nothing recorded.
+        `pool`: the model they serve; a session is pinned once per model (see `_pin_id`)."""
+        return (await self._decide(labels, key, pool))[0]
 
-    async def order(self, labels: Sequence[str], key: AffinityKey) -> tuple[str, ...]:
+    async def order(
+        self, labels: Sequence[str], key: AffinityKey, pool: str = ""
+    ) -> tuple[str, ...]:
         """The order to try `labels` in; the prompt recorded (and the session pinned) on
         the first, which `served` moves should another one answer."""
-        decision, share = await self._decide(labels, key)
+        decision, share = await self._decide(labels, key, pool)
         choice = decision.choice
         winner = choice.order[0]
         share.add(winner, key.anchor)
@@ -74,17 +78,19 @@ class AffinityRouter:
                 break
         # Spilled off its pin for load: the pin stays home (see the module's docstring).
         keep = decision.pinned is not None and decision.pinned in choice.spilled
-        await self.served(key, winner, pinned=decision.pinned, matched=matched, keep_pin=keep)
+        await self.served(
+            key, winner, pinned=decision.pinned, matched=matched, keep_pin=keep, pool=pool
+        )
         return choice.order
 
     async def _decide(
-        self, labels: Sequence[str], key: AffinityKey
+        self, labels: Sequence[str], key: AffinityKey, pool: str
     ) -> tuple[Decision, RecentShare]:
         try:
             in_flight = await self._store.in_flight(labels)
         except StateUnavailable:
             in_flight = {}
-        pinned = await self._pin(key)
+        pinned = await self._pin(key, pool)
         backend = self._backend(labels)
         share = self._share(labels)
         recent = share.counts
@@ -117,6 +123,7 @@ class AffinityRouter:
         pinned: str | None = None,
         matched: int | None = None,
         keep_pin: bool = False,
+        pool: str = "",
     ) -> None:
         """`label` was sent (or answered) the request: its record holds the prompt's
         blocks (`matched` of them already), and the session is pinned to it (unless
@@ -130,7 +137,7 @@ class AffinityRouter:
         # Pins are an optimisation: without the store, the prefix record still routes.
         with contextlib.suppress(StateUnavailable):
             await self._store.pin_session(
-                key.session.digest, label, self._clock(), key.settings.session_ttl_s
+                _pin_id(key.session.digest, pool), label, self._clock(), key.settings.session_ttl_s
             )
 
     def _share(self, labels: Sequence[str]) -> RecentShare:
@@ -140,11 +147,11 @@ class AffinityRouter:
             share = self._shares[pool] = RecentShare(len(pool))
         return share
 
-    async def _pin(self, key: AffinityKey) -> str | None:
+    async def _pin(self, key: AffinityKey, pool: str) -> str | None:
         if key.session is None:
             return None
         try:
-            return await self._store.session_pin(key.session.digest, self._clock())
+            return await self._store.session_pin(_pin_id(key.session.digest, pool), self._clock())
         except StateUnavailable:
             return None
 
@@ -158,3 +165,12 @@ class AffinityRouter:
             if report is not None and getattr(report, "fresh", False):
                 figures[label] = int(report.waiting) + int(report.running)
         return figures
+
+
+def _pin_id(session: str, pool: str) -> str:
+    """One pin per session and model: a client (Claude Code) that sends one session id to
+    two models (its main and its small one) must not have each model's turn move the
+    other's pin to a deployment outside that model's pool."""
+    if not pool:
+        return session
+    return f"{session}:{hashlib.blake2b(pool.encode(), digest_size=6).hexdigest()}"

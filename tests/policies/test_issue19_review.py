@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from policies.affinity.engine import _pin_id
 from policies.affinity.key import affinity_key
 from policies.affinity.settings import AffinitySettings
 from policies.config import Deployment
@@ -35,7 +36,7 @@ async def test_a_fallback_models_deployments_do_not_take_the_session_pin() -> No
         ordered = await order.order([*OWN, *FALLBACK], Strategy.AFFINITY, key)
         firsts.add(ordered[0].label)
         assert key.session is not None
-        pinned = await store.session_pin(key.session.digest, 0.0)
+        pinned = await store.session_pin(_pin_id(key.session.digest, "m"), 0.0)
         assert pinned in {t.label for t in OWN}, pinned
     assert len(firsts) == 1  # the session's pin keeps it on one of the model's own
 
@@ -72,3 +73,26 @@ def test_prompt_cache_key_is_set_on_chat_but_never_on_embeddings(
     finally:
         for fake in fakes.values():
             fake.stop()
+
+
+SMALL = [Target("small", Deployment(provider=f"h{i}", model="small")) for i in range(4)]
+
+
+async def test_one_session_id_sent_to_two_models_keeps_each_models_pin() -> None:
+    """Claude Code sends one `x-claude-code-session-id` to its main model and its small
+    one: with one pin per session, each model's turn moved the other's pin to a
+    deployment outside its pool, and the main model's turns scattered."""
+    store = MemoryStore()
+    order = Orderer(store, random.Random(), lambda _: None, lambda _: None)
+    headers = {"x-claude-code-session-id": "sess-1"}
+    firsts = []
+    for turn in range(8):
+        for pool in (OWN, SMALL):
+            name = pool[0].model_name
+            content = f"turn {turn} {name} " * 30  # a prompt rewritten each turn
+            body = {"model": name, "messages": [{"role": "user", "content": content}]}
+            key = affinity_key(AffinitySettings(), body, headers, "team")
+            chosen = (await order.order(pool, Strategy.AFFINITY, key))[0].label
+            if pool is OWN:
+                firsts.append(chosen)
+    assert len(set(firsts)) == 1, firsts

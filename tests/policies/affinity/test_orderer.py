@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from policies.affinity.engine import _pin_id
 from policies.affinity.key import AffinityKey, affinity_key
 from policies.affinity.settings import AffinitySettings
 from policies.config import Deployment
@@ -96,7 +97,7 @@ async def test_a_turn_spilled_off_its_pin_for_load_leaves_the_pin_home() -> None
     assert spilled != home
     session = key(chat("x", user="u-spill")).session
     assert session is not None
-    assert await store.session_pin(session.digest, time.time()) == home
+    assert await store.session_pin(_pin_id(session.digest, "m"), time.time()) == home
     await store.add_in_flight(home, -6)
     # Home has room again: the next turn goes back where the conversation is cached.
     assert await first(order, chat("first turn " * 20, "third " * 20, user="u-spill")) == home
@@ -170,7 +171,7 @@ async def test_session_pins_are_shared_through_redis(redis_url: str) -> None:
         assert await first(two, chat("new text " * 20, user="shared-session")) == other.label
         session = key(body).session
         assert session is not None
-        assert await stores[1].session_pin(session.digest, 0.0) == other.label
+        assert await stores[1].session_pin(_pin_id(session.digest, "m"), 0.0) == other.label
     finally:
         for store in stores:
             await store.aclose()
