@@ -99,7 +99,15 @@ class LoadScraper:
         interval = self.settings.interval
         while True:
             started = time.monotonic()
-            await self.scrape_once()
+            try:
+                await self.scrape_once()
+            except Exception as exc:
+                # scrape_once counts the failures it expects; anything else (a parser
+                # bug, a value no rule foresaw) is counted too, and the next interval tries
+                # again: this task has no one to raise to, and dying would leave the
+                # backend's figures stale until a restart.
+                self.failures += 1
+                log.error("load_metrics_bug", provider=self.provider, error=type(exc).__name__)
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def scrape_once(self) -> None:

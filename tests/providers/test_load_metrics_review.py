@@ -120,3 +120,40 @@ async def test_a_scrape_of_nan_or_inf_counts_as_failed_and_the_scraper_goes_on()
             scraped_at=0.0,
             max_age=1,
         )
+
+
+async def test_a_scrape_that_raises_what_no_rule_foresaw_does_not_end_scraping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scraper is a background task with no one to raise to: an exception its failure
+    handling does not name (here the parser failing in a way no rule foresaw, once) is
+    counted, and the next interval scrapes again, instead of the task dying and the
+    backend's figures going stale until a restart."""
+    from providers import load_metrics
+
+    server = await asyncio.start_server(_split_metrics, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    calls = {"n": 0}
+
+    def parse_once_badly(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a parser bug")
+        return parse_load(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(load_metrics, "parse_load", parse_once_badly)
+    scraper = LoadScraper(
+        "pool", LoadMetricsSettings(url=f"http://127.0.0.1:{port}/metrics", interval=0.2)
+    )
+    try:
+        scraper.start()
+        for _ in range(300):
+            if scraper.report is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert scraper.failures == 1
+        assert scraper.report is not None
+    finally:
+        await scraper.aclose()
+        server.close()
+        await server.wait_closed()
