@@ -23,6 +23,12 @@ session's pin, which deployment goes first and why, and the order of the rest.
    share is governed where conversations are placed (their first turn, or no session).
    Without `spread` (the prefix is not hot) the request passed over for its share alone
    goes only to a deployment holding its prefix, else stays: no copy made for the share.
+6. A full KV cache: a backend whose published KV-cache use (`load_metrics`) is at or above
+   KV_FULL takes no request of which it holds less than half (a shared system prompt's
+   head is not enough): the rest's KV would evict another tenant's and may preempt
+   running requests. It still takes requests it mostly holds (a conversation's next
+   turn adds little to its cache). When every deployment is passed over, the least loaded
+   takes the request.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ PINNED = "pinned"
 LONGEST_PREFIX = "longest prefix"
 RENDEZVOUS = "rendezvous"
 SPILLED = "spilled due to load"
+# The KV-cache use (0..1, as the engines publish it) at which a backend takes no new prefix.
+KV_FULL = 0.9
 
 
 class Candidate(NamedTuple):
@@ -47,6 +55,7 @@ class Candidate(NamedTuple):
     load: int  # the larger of Turnout's calls in flight and the backend's own queue
     score: int  # rendezvous weight for this request's anchor
     recent: int = 0  # decisions of this process's recent window that it won
+    full: bool = False  # its backend's KV cache is at or above KV_FULL (rule 6)
 
 
 class Choice(NamedTuple):
@@ -97,9 +106,10 @@ def choose(
     held: Candidate | None = None  # the first passed over for its share alone
     for candidate in preference:
         # held_capacity(...) >= cap: computed only past the cap (the decision's budget).
-        if candidate.load >= cap and candidate.load + 1 > held_capacity(
-            cap, candidate.matched, blocks
-        ):
+        if (
+            candidate.load >= cap
+            and candidate.load + 1 > held_capacity(cap, candidate.matched, blocks)
+        ) or (candidate.full and 2 * candidate.matched < blocks):
             spilled.append(candidate.label)
         elif share is not None and candidate.recent >= share and candidate.label != pinned:
             held = held or candidate
@@ -117,6 +127,7 @@ def choose(
         others,
         key=lambda c: (
             (c.load >= cap and c.load + 1 > held_capacity(cap, c.matched, blocks))
+            or (c.full and 2 * c.matched < blocks)
             or (share is not None and c.recent >= share and c.label != pinned),
             c.load,
             -c.score,

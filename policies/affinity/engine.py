@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from policies.affinity.choice import Candidate, Choice, choose, rendezvous
+from policies.affinity.choice import KV_FULL, Candidate, Choice, choose, rendezvous
 from policies.affinity.key import AffinityKey
 from policies.affinity.record import PrefixRecord
 from policies.affinity.share import RecentShare
@@ -91,7 +91,7 @@ class AffinityRouter:
         except StateUnavailable:
             in_flight = {}
         pinned = await self._pin(key, pool)
-        backend = self._backend(labels)
+        backend, full = self._backend(labels)
         share = self._share(labels)
         recent = share.counts
         candidates = []
@@ -105,6 +105,7 @@ class AffinityRouter:
                     load,
                     rendezvous(key.anchor, label),
                     recent.get(label, 0),
+                    label in full,
                 )
             )
         pin = pinned if pinned in labels else None
@@ -155,16 +156,21 @@ class AffinityRouter:
         except StateUnavailable:
             return None
 
-    def _backend(self, labels: Sequence[str]) -> dict[str, int]:
-        """Waiting + running of each deployment whose backend publishes a fresh report."""
+    def _backend(self, labels: Sequence[str]) -> tuple[dict[str, int], frozenset[str]]:
+        """Waiting + running of each deployment whose backend publishes a fresh report,
+        and those whose KV cache it reports at or above KV_FULL (choice.py, rule 6)."""
         figures: dict[str, int] = {}
         if self._reports is None:
-            return figures
+            return figures, frozenset()
+        full = []
         for label in labels:
             report = self._reports(label)
             if report is not None and getattr(report, "fresh", False):
                 figures[label] = int(report.waiting) + int(report.running)
-        return figures
+                usage = getattr(report, "kv_cache_usage", None)
+                if usage is not None and usage >= KV_FULL:
+                    full.append(label)
+        return figures, frozenset(full)
 
 
 def _pin_id(session: str, pool: str) -> str:

@@ -35,6 +35,7 @@ def explained(key: AffinityKey, decision: Decision) -> dict[str, Any]:
                 "load_capacity": held_capacity(choice.capacity, c.matched, len(key.blocks)),
                 "overloaded": c.load + 1
                 > held_capacity(choice.capacity, c.matched, len(key.blocks)),
+                "kv_cache_full": c.full,
                 "recent_decisions": c.recent,
                 "over_share": _over_share(c.recent, c.label, decision),
             }
@@ -62,7 +63,8 @@ def _note(reason: str, winner: str, decision: Decision, key: AffinityKey) -> str
             f"{passed} would be preferred but each has load above its share "
             f"({decision.choice.capacity} calls, more by the part of the prompt it holds: "
             "up to twice that for all of it) or took its share of this process's recent "
-            f"decisions ({decision.choice.share_capacity}): the next in order took the request"
+            f"decisions ({decision.choice.share_capacity}), or its backend's KV cache is "
+            "full and it holds less than half of this prompt: the next in order took the request"
         )
     matched = next(c.matched for c in decision.candidates if c.label == winner)
     if matched:

@@ -138,6 +138,40 @@ async def test_a_fresh_backend_report_counts_as_load_and_a_stale_one_does_not() 
     assert decision.choice.order[0] != home
 
 
+async def test_a_backend_whose_kv_cache_is_full_takes_no_new_prefix_but_keeps_its_own() -> None:
+    """Rule 6: a new prefix placed on a backend with a full KV cache evicts another
+    tenant's (and may preempt running requests); a prefix it holds adds little."""
+
+    @dataclass
+    class Report:
+        waiting: int
+        running: int
+        fresh: bool
+        kv_cache_usage: float | None = None
+
+    reports: dict[str, Any] = {}
+    order = orderer(reports=reports)
+    held = chat("held prompt " * 20)
+    home = await first(order, held)
+    for target in POOL:  # every backend idle, one of them with its KV cache full
+        reports[target.label] = Report(0, 0, True, 0.95 if target.label == home else 0.2)
+    assert await first(order, chat("held prompt " * 20, "next turn " * 20)) == home
+    # A new prompt that would go to `home` by rendezvous goes elsewhere while it is full.
+    for i in range(200):
+        body = chat(f"new tenant {i} " * 20)
+        decision = await order.decide(POOL, key(body))
+        if max(decision.candidates, key=lambda c: c.score).label == home:
+            assert decision.choice.order[0] != home
+            assert next(c for c in decision.candidates if c.label == home).full
+            break
+    else:
+        raise AssertionError("no prompt hashed to the full backend first")
+    # Every backend full: the request still goes somewhere (the least loaded).
+    for target in POOL:
+        reports[target.label] = Report(0, 0, True, 0.99)
+    assert await first(order, chat("another new tenant " * 20)) in {t.label for t in POOL}
+
+
 async def test_two_processes_without_shared_memory_choose_alike() -> None:
     one, two = orderer(), orderer()
     for i in range(40):
