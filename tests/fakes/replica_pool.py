@@ -68,6 +68,7 @@ class Replica:
     cache: PrefixCache = field(init=False)
     running: int = 0
     waiting: int = 0
+    blocks_in_use: int = 0  # prompt blocks of the requests running (the KV they hold)
     served: int = 0
     prompt_tokens: int = 0
     cached_tokens: int = 0
@@ -116,6 +117,7 @@ class Replica:
         finally:
             self.waiting -= 1
         self.running += 1
+        self.blocks_in_use += len(prompt) // self.settings.block_chars
         blocks, hit = self.cache.admit(prompt)
         prompt_tokens = tokens_of(len(prompt))
         cached = min(prompt_tokens, tokens_of(hit * self.settings.block_chars))
@@ -127,9 +129,10 @@ class Replica:
         await _sleep((prompt_tokens - cached) * self.settings.prefill_s_per_token)
         return prompt_tokens, cached
 
-    def _release(self) -> None:
+    def _release(self, prompt: str) -> None:
         assert self._slots is not None
         self.running -= 1
+        self.blocks_in_use -= len(prompt) // self.settings.block_chars
         self.served += 1
         self._slots.release()
 
@@ -151,7 +154,7 @@ class Replica:
         try:
             await _sleep(out * self.settings.decode_s_per_token)
         finally:
-            self._release()
+            self._release(prompt)
         text = _text(self.name, out)
         choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
         if chat:
@@ -182,7 +185,7 @@ class Replica:
                 choice["finish_reason"] = "length" if i == out - 1 else None
                 await response.write(_event(body, chat, choices=[choice]))
         finally:
-            self._release()
+            self._release(prompt)
         options = body.get("stream_options") or {}
         if options.get("include_usage"):
             usage = _usage(prompt_tokens, cached, out)
@@ -209,7 +212,9 @@ class Replica:
         return web.json_response(self.stats())
 
     def metrics_text(self) -> str:
-        usage = len(self.cache) / self.settings.capacity_blocks
+        # As vLLM counts it (BlockPool.get_usage): blocks held by running requests; blocks
+        # only cached (free to reuse or evict) are not in use.
+        usage = min(1.0, self.blocks_in_use / self.settings.capacity_blocks)
         fmt = self.settings.metrics_format
         if fmt == "sglang":
             rows = [
