@@ -26,6 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from policies.policy_config import StateSettings
+from providers.shown_url import shown_url
 
 OUTAGE = (
     exceptions.ConnectionError,
@@ -72,7 +73,7 @@ class RedisAddress:
     def display(self) -> str:
         """Fit for logs and health answers: no user, password or query (which may hold
         either); `redis-cluster:` before a cluster's nodes."""
-        shown = ",".join(_without_credentials(url) for url in self.urls())
+        shown = ",".join(shown_url(url) for url in self.urls())
         return f"redis-cluster:{shown}" if self.cluster else shown
 
 
@@ -150,14 +151,6 @@ def _plain_scheme(url: str) -> str:
     parts = urlsplit(url)
     scheme = CLUSTER_SCHEMES.get(parts.scheme, parts.scheme)
     return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
-
-
-def _without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _host(url: str) -> str:

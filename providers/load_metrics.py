@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from providers.load_report import LoadFormat, LoadParseError, LoadReport, parse_load
+from providers.shown_url import shown_url
 
 log = structlog.get_logger("turnout.load_metrics")
 
@@ -48,16 +48,6 @@ class LoadMetricsSettings(BaseModel):
     @property
     def scrape_timeout(self) -> float:
         return self.timeout if self.timeout is not None else min(max(self.interval, 0.5), 2.0)
-
-
-def shown_url(url: str) -> str:
-    """`url` fit for a log: no user, password, query or fragment. (policies has the same
-    for state URLs; providers do not import policies, so it is repeated here.)"""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class LoadScraper:
