@@ -21,6 +21,14 @@ BODY = (
 ).encode()
 
 
+async def _until_reported(scraper: LoadScraper) -> None:
+    """Until the scraper has a report, or 3 s have passed (the assertions then say why)."""
+    for _ in range(300):
+        if scraper.report is not None:
+            return
+        await asyncio.sleep(0.01)
+
+
 async def _split_metrics(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """A real HTTP/1.1 server that sends its answer's body in two writes, apart in time."""
     while (await reader.readline()) not in (b"\r\n", b""):
@@ -102,10 +110,7 @@ async def test_a_scrape_of_nan_or_inf_counts_as_failed_and_the_scraper_goes_on()
     scraper = LoadScraper("pool", settings)
     try:
         scraper.start()
-        for _ in range(300):
-            if scraper.report is not None:
-                break
-            await asyncio.sleep(0.01)
+        await _until_reported(scraper)
         assert scraper.failures == 2
         assert scraper.report is not None
         assert scraper.report.waiting == 4
@@ -147,10 +152,7 @@ async def test_a_scrape_that_raises_what_no_rule_foresaw_does_not_end_scraping(
     )
     try:
         scraper.start()
-        for _ in range(300):
-            if scraper.report is not None:
-                break
-            await asyncio.sleep(0.01)
+        await _until_reported(scraper)
         assert scraper.failures == 1
         assert scraper.report is not None
     finally:

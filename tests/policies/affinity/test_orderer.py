@@ -36,6 +36,16 @@ def orderer(store: StateStore | None = None, reports: dict[str, Any] | None = No
     )
 
 
+@dataclass
+class Report:
+    """A provider's load report, as `load_report()` gives it."""
+
+    waiting: int
+    running: int
+    fresh: bool
+    kv_cache_usage: float | None = None
+
+
 def chat(*turns: str, system: str = "You are terse. " * 10, **extra: Any) -> dict[str, Any]:
     messages = [{"role": "system", "content": system}]
     messages += [{"role": "user", "content": turn} for turn in turns]
@@ -119,13 +129,6 @@ async def test_pinned_turns_are_not_passed_over_for_their_share() -> None:
 
 
 async def test_a_fresh_backend_report_counts_as_load_and_a_stale_one_does_not() -> None:
-    @dataclass
-    class Report:
-        waiting: int
-        running: int
-        fresh: bool
-        kv_cache_usage: float | None = None
-
     reports: dict[str, Any] = {}
     order = orderer(reports=reports)
     body = chat("reported " * 20)
@@ -141,13 +144,6 @@ async def test_a_fresh_backend_report_counts_as_load_and_a_stale_one_does_not() 
 async def test_a_backend_whose_kv_cache_is_full_takes_no_new_prefix_but_keeps_its_own() -> None:
     """Rule 6: a new prefix placed on a backend with a full KV cache evicts another
     tenant's (and may preempt running requests); a prefix it holds adds little."""
-
-    @dataclass
-    class Report:
-        waiting: int
-        running: int
-        fresh: bool
-        kv_cache_usage: float | None = None
 
     reports: dict[str, Any] = {}
     order = orderer(reports=reports)
