@@ -97,7 +97,8 @@ def parse_load(text: str, fmt: LoadFormat, *, scraped_at: float, max_age: float)
                 if sample.name in wanted:
                     values.setdefault(sample.name, []).append(float(sample.value))
     except ValueError as exc:  # the parser's only complaint about malformed text
-        raise LoadParseError(f"not Prometheus text: {exc}") from None
+        # The parser's words quote the offending line, which may be as long as the body.
+        raise LoadParseError(f"not Prometheus text: {str(exc)[:200]}") from None
     for name, found in values.items():  # NaN or Inf is no count (and round() raises on it)
         if not all(math.isfinite(v) for v in found):
             raise LoadParseError(f"{name} is not a finite number")

@@ -35,6 +35,7 @@ from policies.strategies import Orderer
 from policies.teams import KeyTable
 from providers.base import Provider
 from providers.capabilities import Capabilities
+from providers.load_report import LoadReport
 from providers.registry import build_provider
 from providers.timeouts import UpstreamTimeouts
 
@@ -115,9 +116,8 @@ class Gateway:
         def load_of(target: Target) -> int | None:
             return providers[target.deployment.provider].load()
 
-        def report_of(target: Target) -> object:  # a backend's load report (issue 19)
-            report = getattr(providers[target.deployment.provider], "load_report", None)
-            return report() if callable(report) else None
+        def report_of(target: Target) -> LoadReport | None:  # a backend's own figures
+            return providers[target.deployment.provider].load_report()
 
         orderer = Orderer(store, random.Random(), load_of, report_of)
         redactor = Redactor.from_config(config)

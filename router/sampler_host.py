@@ -22,9 +22,10 @@ from policies.config import TurnoutConfig
 from policies.loading import load_config
 from policies.redaction import Redactor
 from providers.local.host import SamplerHost
-from providers.registry import build_provider, fingerprint, runs_in_process
+from providers.registry import build_provider, fingerprint
 from router.logging import configure_logging
 from router.orphan_guard import watch_parent
+from router.workers import in_process_providers
 
 log = structlog.get_logger("turnout.samplers")
 
@@ -46,9 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _serve(config: TurnoutConfig, socket_path: str) -> None:
-    local = {
-        name: settings for name, settings in config.providers.items() if runs_in_process(settings)
-    }
+    local = {name: config.providers[name] for name in in_process_providers(config)}
     host = SamplerHost(
         {name: build_provider(name, s, config.timeouts) for name, s in local.items()},
         {name: fingerprint(s) for name, s in local.items()},

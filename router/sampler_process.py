@@ -50,10 +50,6 @@ class SamplerHostProcess:
         self._born = 0.0
         self._keeper: threading.Thread | None = None
 
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
     def start(self, wait_s: float = 30.0) -> None:
         """Start the host and wait (up to `wait_s`) until its socket is there."""
         self._process = self._spawn()

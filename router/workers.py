@@ -14,7 +14,6 @@ import os
 from typing import Literal
 
 from policies.config import TurnoutConfig
-from policies.policy_config import StateSettings
 from providers.registry import runs_in_process
 
 
@@ -26,13 +25,9 @@ def worker_count(configured: int | Literal["auto"], flag: int | Literal["auto"] 
     return chosen
 
 
-def shares_state(state: StateSettings) -> bool:
-    return state.redis_url is not None or bool(state.redis_cluster_nodes)
-
-
 def per_worker_refusal(config: TurnoutConfig, workers: int) -> str | None:
     """Why `config` must not be served by `workers` processes, or None when it may."""
-    if workers <= 1 or shares_state(config.state) or config.state.per_worker:
+    if workers <= 1 or config.state.shared or config.state.per_worker:
         return None
     return (
         f"refusing to run {workers} worker processes without shared state: limits, "

@@ -162,8 +162,9 @@ class SamplerHost:
             raise  # the worker went away mid-answer: nobody to tell
         except Exception as exc:  # a bug in a sampler: said as the deployment's failure
             log.error("sampler_call_failed", provider=name, op=frame.get("op"), exc_info=exc)
+            # The exception's text (model paths, a library's message) stays in the log.
             error = UpstreamError.protocol(
-                f"{name}: the sampler host failed ({type(exc).__name__}: {exc})"
+                f"{name}: the sampler host failed ({type(exc).__name__})"
             )
             await write_frame(writer, {"error": error_to_json(error)})
 
