@@ -37,7 +37,7 @@ from router.schemas.common import OpenAIRequest
 from router.schemas.completions import CompletionRequest
 from router.schemas.embeddings import EmbeddingRequest
 from router.sse import StreamEnd, estimated_usage, sse_frames, wants_usage
-from router.sse_answer import StreamAnswer
+from router.sse_answer import StreamAnswer, raw_headers
 
 T = TypeVar("T")
 # Frames a relayed stream of chat chunks for the client (router/sse.py's `sse_frames`).
@@ -133,7 +133,7 @@ class _JSONAnswer:
 async def _send(
     send: Send, status: int, body: bytes, headers: dict[str, str], media_type: bytes | None
 ) -> None:
-    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    raw = raw_headers(headers)
     if media_type is not None:
         raw.append((b"content-type", media_type))
         raw.append((b"content-length", str(len(body)).encode()))

@@ -17,6 +17,11 @@ from litestar.types import Receive, Scope, Send
 CONTENT_TYPE = b"text/event-stream; charset=utf-8"  # what Litestar's response sent
 
 
+def raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """Response headers as ASGI sends them (values Turnout wrote: latin-1, no CR/LF)."""
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+
 class StreamAnswer:
     __slots__ = ("frames", "headers")
 
@@ -37,7 +42,7 @@ class StreamAnswer:
                 handler.cancel()
 
         watcher = asyncio.get_running_loop().create_task(watch())
-        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        raw = raw_headers(self.headers)
         raw.append((b"content-type", CONTENT_TYPE))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": raw})
