@@ -29,6 +29,10 @@ LocalLoad = Callable[[str], int | None]
 Reports = Callable[[str], Any]
 
 
+# Share windows kept at once (each holds up to a few hundred recent decisions).
+MAX_POOLS = 256
+
+
 class Decision(NamedTuple):
     """What explain shows: the choice and the figures behind it (a NamedTuple: one is
     built per request, faster than a frozen dataclass)."""
@@ -145,6 +149,10 @@ class AffinityRouter:
         pool = tuple(labels)
         share = self._shares.get(pool)
         if share is None:
+            # One window per set of deployments a plan offers; a client narrowing its plan
+            # (router.only / ignore, rules) chooses the set: bounded, the oldest dropped.
+            if len(self._shares) >= MAX_POOLS:
+                del self._shares[next(iter(self._shares))]
             share = self._shares[pool] = RecentShare(len(pool))
         return share
 

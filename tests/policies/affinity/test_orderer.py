@@ -220,3 +220,17 @@ async def test_other_strategies_compute_no_affinity() -> None:
         t.label for t in POOL
     ]
     assert len(await order.order(POOL, Strategy.AFFINITY, None)) == 4  # no key: config order
+
+
+async def test_share_windows_are_bounded_however_many_pools_clients_choose() -> None:
+    """A client narrows its plan's deployments (router.only / ignore): each set gets its
+    own window, and the number of windows is bounded."""
+    from policies.affinity.engine import MAX_POOLS, AffinityRouter
+
+    router = AffinityRouter(MemoryStore(), lambda _: None)
+    labels = [f"d{i}" for i in range(12)]
+    for i in range(MAX_POOLS + 50):
+        pool = [label for bit, label in enumerate(labels) if (i + 3) >> bit & 1][:6]
+        if len(pool) >= 2:
+            await router.order(pool, key(chat(f"request {i} " * 10)))
+    assert len(router._shares) <= MAX_POOLS
