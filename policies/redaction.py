@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from policies.config import TurnoutConfig
+from policies.redis_client import RedisAddress
 from policies.secret_pattern import SecretPattern
 from providers.errors import UpstreamError
 from providers.http_settings import HTTPSettings
@@ -232,10 +233,9 @@ def configured_hosts(config: TurnoutConfig) -> set[str]:
 
 
 def _state_urls(config: TurnoutConfig) -> list[str]:
-    """The state store's URL, or each of a cluster's nodes (`host:port` or a URL)."""
-    nodes = config.state.redis_cluster_nodes or []
-    urls = [node if "://" in node else f"redis://{node}" for node in nodes]
-    return [config.state.redis_url, *urls] if config.state.redis_url else urls
+    """The state store's URL, or each of a cluster's nodes, as URLs."""
+    address = RedisAddress.of(config.state)
+    return [] if address is None else address.urls()
 
 
 def _alternation(values: Iterable[str]) -> re.Pattern[str] | None:
