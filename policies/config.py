@@ -196,6 +196,9 @@ class TurnoutConfig(_Strict):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     batches: BatchSettings = Field(default_factory=BatchSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
+    # Prices by the model name a backend is called with, over the table shipped with
+    # Turnout (policies/pricing/table.py); a deployment's own `price` is over both.
+    prices: dict[str, Price] = Field(default_factory=dict)
 
     def total_for(self, model: str) -> float:
         """The deadline of a request for `model`: its own `timeouts.total`, else the top level's."""

@@ -245,7 +245,11 @@ class Dispatcher:
                 trace.slots = asyncio.Semaphore(self._max_parallel)
             tallies: list[Tally] = []
             turn = (provider, fit, capabilities)
-            call = metered_call(trace.ledger, trace.slots, turn, walk.attempt, request, tallies)
+            call = metered_call(
+                trace.ledger, trace.slots, turn, walk.attempt, request, tallies, target.label
+            )
+            if trace.spans is not None:  # traced: a client span per attempt
+                call = trace.spans.attempts(trace, target, request, call)
             return Turn(target, fit, call, probe, calls, tallies)
         return None
 

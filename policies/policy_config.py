@@ -28,10 +28,17 @@ class Strategy(StrEnum):
 
 
 class Price(_Strict):
-    """USD per million tokens, for the `cost` strategy."""
+    """What a deployment's calls cost: USD per million tokens, and per call where a
+    backend charges so. Requests are charged with it (policies/pricing/), and the `cost`
+    strategy sorts by it. `cached_prompt`: prompt tokens read from the backend's prompt
+    cache (default: `prompt`); `cache_write_prompt`: prompt tokens written to that cache,
+    which Anthropic charges above `prompt` (default: `prompt`)."""
 
     prompt: float = Field(0.0, ge=0)
     completion: float = Field(0.0, ge=0)
+    cached_prompt: float | None = Field(None, ge=0)
+    cache_write_prompt: float | None = Field(None, ge=0)
+    per_request: float = Field(0.0, ge=0, description="USD per upstream call")
 
 
 class EmulationSettings(_Strict):

@@ -22,6 +22,12 @@ def estimate_tokens(body: Mapping[str, Any], prompt_reads: int = 1) -> int:
     may use (`max_tokens`; completions default to 16, chat without a limit reserves
     `CHAT_COMPLETION_RESERVE`), times the candidates, for each prompt of a batch.
     Embeddings: the input."""
+    prompt, completion = estimate_parts(body, prompt_reads)
+    return prompt + completion
+
+
+def estimate_parts(body: Mapping[str, Any], prompt_reads: int = 1) -> tuple[int, int]:
+    """`estimate_tokens` in its two parts, prompt and completion, which are priced apart."""
     allowed = body.get("max_completion_tokens") or body.get("max_tokens")
     if allowed is None and "prompt" in body:
         allowed = COMPLETIONS_DEFAULT_MAX_TOKENS
@@ -29,7 +35,7 @@ def estimate_tokens(body: Mapping[str, Any], prompt_reads: int = 1) -> int:
         allowed = CHAT_COMPLETION_RESERVE
     n = body.get("best_of") or body.get("n") or 1
     completion = int(allowed or 0) * int(n) * _prompts(body) if isinstance(n, int) else 0
-    return estimate_prompt_tokens(body) * max(1, prompt_reads) + completion
+    return estimate_prompt_tokens(body) * max(1, prompt_reads), completion
 
 
 def _prompts(body: Mapping[str, Any]) -> int:

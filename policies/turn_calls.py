@@ -45,16 +45,18 @@ def metered_call(
     attempt: Callable[[Provider, ProviderRequest], Awaitable[T]],
     request: ProviderRequest,
     tallies: list[Tally],
+    label: str | None = None,
 ) -> Callable[[], Awaitable[T]]:
     """A turn's call (`turn`: its deployment's provider, translation and capabilities).
     Each attempt records its upstream calls in a tally of its own, appended to `tallies`,
     and they wait for the request's `slots`: innermost, below every emulation, so however
     they nest the request has at most that many calls in flight, hedges and stream
-    continuations included. A call still waiting for a slot was never sent."""
+    continuations included. A call still waiting for a slot was never sent. `label`: the
+    deployment called, which prices its calls (policies/pricing/)."""
     provider, fit, capabilities = turn
 
     async def call() -> T:
-        tally = ledger.tally()
+        tally = ledger.tally(label)
         tallies.append(tally)
         metered: Provider = BoundedCalls(Metered(provider, tally), slots)
         if fit.applied:

@@ -49,11 +49,12 @@ class CallRecord:
 
 @dataclass(slots=True)
 class Tally:
-    """The calls of one attempt at a deployment. `settled`: its cost is settled elsewhere
-    (the attempt answered the client, whose usage the limits settle on)."""
+    """The calls of one attempt at a deployment. `settled`: its tokens are settled
+    elsewhere (the attempt answered the client, whose usage the limits settle on)."""
 
     calls: list[CallRecord] = field(default_factory=list)
     settled: bool = False
+    label: str | None = None  # the deployment called, which prices the calls
 
     def sent(self, request: ProviderRequest) -> CallRecord:
         record = CallRecord(request.body)
@@ -67,8 +68,9 @@ class CallLedger:
 
     tallies: list[Tally] = field(default_factory=list)
 
-    def tally(self) -> Tally:
-        tally = Tally()
+    def tally(self, label: str | None = None) -> Tally:
+        """A new attempt's tally; `label`: the deployment it calls."""
+        tally = Tally(label=label)
         self.tallies.append(tally)
         return tally
 

@@ -26,6 +26,8 @@ from policies.health_checks import HealthChecker
 from policies.hedge import FirstTokenStats
 from policies.limits import Limiter
 from policies.plan import Planner, Target
+from policies.pricing.book import PriceBook
+from policies.pricing.table import shipped_table
 from policies.redaction import Redactor
 from policies.routing import Router
 from policies.state.base import StateStore
@@ -78,6 +80,7 @@ class Gateway:
     # Several workers: the socket of the sampler host serving their in-process providers.
     sampler_host: str | None = None
     redactor: Redactor = field(default_factory=Redactor)  # masks errors and logs
+    prices: PriceBook = field(default_factory=lambda: PriceBook({}))  # what requests cost
     _in_flight: int = 0
     _drained: asyncio.Event | None = None
     _id_prefix: str = field(default_factory=lambda: secrets.token_hex(6))
@@ -156,6 +159,7 @@ class Gateway:
             redactor=redactor,
             deferred=deferred,
             clock=clock,
+            prices=PriceBook.from_config(config, shipped_table()),
         )
 
     @property
@@ -197,6 +201,8 @@ class Gateway:
         if self.health_checks is not None:
             self.health_checks.start()
         log.info("gateway_ready", providers=len(self.providers), models=len(self.config.models))
+        if unpriced := self.prices.unpriced():  # their requests' cost is reported unknown
+            log.info("deployments_unpriced", deployments=unpriced)
 
     async def _start_one(self, name: str, provider: Provider) -> None:
         started = perf_counter()
