@@ -163,6 +163,7 @@ def test_per_worker_state_serves_when_said(tmp_path: Path, upstream: FakeOpenAIU
     config = simple_config({"up": upstream.base_url}, state={"per_worker": True})
     path = tmp_path / "turnout.yaml"
     with served_turnout(path, config, args=["--workers", "2"], log=log) as served:
-        assert len({e["pid"] for e in logged(log, "gateway_ready")}) == 2
+        # Ready means one worker answered /health/ready: the other may still be starting.
+        wait_for(lambda: len({e["pid"] for e in logged(log, "gateway_ready")}) == 2)
         answer = httpx.post(f"{served.url}/v1/chat/completions", json=CHAT, timeout=10)
         assert answer.status_code == 200
