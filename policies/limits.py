@@ -53,6 +53,7 @@ from policies.deferred import Deferred
 from policies.errors import ApiError
 from policies.limit_responses import rate_limit_headers, too_many, unavailable
 from policies.limit_set import Reservation, headroom, scope_limits
+from policies.pricing.cost import RequestCost
 from policies.state.base import Admission, Limit, StateStore, StateUnavailable
 from policies.teams import Caller
 from policies.token_estimate import estimate_tokens
@@ -267,12 +268,18 @@ class Limiter:
         reservation.reserved_tokens = tokens
 
     async def settle(
-        self, reservation: Reservation | None, actual_tokens: int | None, unsettled: int = 0
+        self,
+        reservation: Reservation | None,
+        actual_tokens: int | None,
+        unsettled: int = 0,
+        *,
+        cost: RequestCost | None = None,
     ) -> None:
         """Correct the token estimate to what the response used (None: not known, the
         estimate stands for it), plus `unsettled`: the tokens of upstream calls no answer
         accounts for (policies/call_cost.py). A request that failed or was cut off after
-        calling upstreams settles on those (`actual_tokens` 0): never on nothing."""
+        calling upstreams settles on those (`actual_tokens` 0): never on nothing.
+        `cost`: what every billed upstream call of the request cost (policies/pricing/)."""
         if reservation is None:
             return
         if actual_tokens is None:

@@ -7,16 +7,21 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from policies.pricing.cost import RequestCost
 from policies.redaction import Redactor
 from policies.routing import Route
 from policies.teams import Caller
 from policies.trace import Trace
 from router.header_values import header_list
 from router.metrics import Metrics
+from router.request_span import end_server_span
+
+if TYPE_CHECKING:
+    from policies.telemetry.request_spans import RequestSpans
 
 log = structlog.get_logger("turnout.request")
 
@@ -65,6 +70,10 @@ class RequestRecord:
     metrics: Metrics | None = None
     in_flight: InFlight | None = None  # entered by `begin`, left by `emit`
     redactor: Redactor | None = None  # masks the config's secrets in the log line
+    # What the request's upstream calls cost (policies/pricing/cost.py), once it has ended;
+    # set by the pipeline before the limits are settled and the line is logged.
+    cost: RequestCost | None = None
+    spans: RequestSpans | None = None  # its trace's spans, while tracing is on
 
     @classmethod
     def begin(
@@ -124,6 +133,8 @@ class RequestRecord:
             self._log(status, usage, outcome, elapsed, extra)
             if self.metrics is not None:
                 self._measure(self.metrics, status, usage, outcome, elapsed)
+            if self.spans is not None:  # its server span ends (router/request_span.py)
+                end_server_span(self, status, usage, outcome)
         finally:
             if in_flight is not None:
                 in_flight.leave()

@@ -31,7 +31,7 @@ from router.body import client_closed, read_json_object
 from router.closing_stream import ClosingStream
 from router.gateway import Gateway
 from router.incoming import HTTPRequest, Incoming
-from router.pipeline import PipelineRun, total_tokens, unsettled
+from router.pipeline import PipelineRun, priced, total_tokens, unsettled
 from router.schemas.chat import ChatCompletionRequest
 from router.schemas.common import OpenAIRequest
 from router.schemas.completions import CompletionRequest
@@ -185,6 +185,7 @@ async def relayed_stream(
         reads = prompt_reads(endpoint, trace.translation)  # each fanned-out call read it
         estimate = None if usage is not None else estimated_usage(forward, streamed_chars, reads)
         ended["usage"] = usage if estimate is None else estimate
+        priced(gateway, record, ended["usage"])  # before the line is logged
         # A client gone mid-stream is logged as 499, as one gone before its answer is.
         status = 499 if outcome == "client_closed" else 200
         error = trace.stream_error
@@ -196,22 +197,24 @@ async def relayed_stream(
             on_end,
             wants_usage(forward),
         ),
-        lambda: _settle_and_release(gateway, run.reservation, ended.get("usage"), trace),
+        lambda: _settle_and_release(gateway, run.reservation, ended.get("usage"), record),
     )
     return frames, {**SSE_HEADERS, **record.headers()}
 
 
 async def _settle_and_release(
-    gateway: Gateway, reservation: Reservation | None, usage: Any, trace: Trace
+    gateway: Gateway, reservation: Reservation | None, usage: Any, record: RequestRecord
 ) -> None:
     """A stream's end, however it ends: its tokens settled (hedges that lost and attempts
     that failed before it included), its concurrency slots back. A client that went away
     ends the stream inside a cancelled scope: the settlement is shielded, so a shared
     store's round trip is not cut off with it."""
     try:
-        await asyncio.shield(
-            gateway.limiter.settle(reservation, total_tokens(usage), unsettled(trace))
+        cost = record.cost or priced(gateway, record, usage)  # a stream that never ended
+        settled = gateway.limiter.settle(
+            reservation, total_tokens(usage), unsettled(record.trace), cost=cost
         )
+        await asyncio.shield(settled)
     finally:
         await gateway.limiter.release(reservation)
 

@@ -24,6 +24,7 @@ from policies.call_cost import unsettled_tokens, usage_parts
 from policies.errors import ApiError
 from policies.limit_set import Reservation
 from policies.native import NativeRequest
+from policies.pricing.cost import RequestCost, request_cost
 from policies.teams import Caller
 from policies.trace import Trace
 from policies.translation import Refusal
@@ -34,6 +35,7 @@ from router.body import validate
 from router.errors import envelope, upstream_headers
 from router.fan_out_charge import admit_every_call
 from router.gateway import Gateway, PolicyObserver
+from router.request_span import begin_server_span
 from router.response_cache import CachedAnswer
 from router.routing_options import routing_choices
 from router.schemas.common import OpenAIRequest, forwardable
@@ -122,11 +124,14 @@ class PipelineRun:
         caller = record.caller
         assert caller is not None  # `admit` came first
         record.model = body.get("model") if isinstance(body.get("model"), str) else None
+        if gateway.tracing is not None:  # its server span (a client's traceparent continued)
+            begin_server_span(gateway, record, self.endpoint, body, headers)
         parsed = validate(schema, body)
         route = record.route = gateway.router.route(caller, body, headers, routing_choices(parsed))
         record.trace = gateway.dispatcher.start_trace(
             route.plan, background=self.background, native=native, chat_refusal=chat_refusal
         )
+        record.trace.spans = record.spans  # traced: a span per upstream attempt too
         forward = forwardable(body)
         self.reservation = await admit_every_call(
             gateway, self.reservation, record, self.endpoint, forward, self.observer.limit_rejected
@@ -151,7 +156,8 @@ class PipelineRun:
         key_body = forward if trace.native is None else {**forward, **trace.native.key}
         cached = CachedAnswer.choose(gateway, record, keyed, key_body, cache_options)
         if cached is not None and (hit := await cached.lookup(record, self.observer)) is not None:
-            await gateway.limiter.settle(self.reservation, 0)
+            record.cost = RequestCost()  # no upstream call was made
+            await gateway.limiter.settle(self.reservation, 0, cost=record.cost)
             record.emit(200, outcome="cache_hit", **self.extra_log)
             return hit, record.headers()
         answer = await guard(gateway.dispatcher.complete(route.plan, self.endpoint, forward, trace))
@@ -159,7 +165,10 @@ class PipelineRun:
         if trace.target is not None and "model" not in result:
             result["model"] = trace.target.deployment.model
         usage = result.get("usage")
-        await gateway.limiter.settle(self.reservation, total_tokens(usage), unsettled(trace))
+        cost = priced(gateway, record, usage)
+        await gateway.limiter.settle(
+            self.reservation, total_tokens(usage), unsettled(trace), cost=cost
+        )
         if cached is not None:
             await cached.store(result, record)
         headers = record.headers()  # before the log line: it records what the client gets
@@ -169,8 +178,10 @@ class PipelineRun:
     async def fail(self, exc: ApiError | UpstreamError) -> Failure:
         """Settle, log and frame an error: upstream calls already made were billed however
         the request ended; a 499 (the client went away) is no backend's failure."""
+        begin_server_span(self.gateway, self.record, self.endpoint, {}, {})  # refused early
         trace = self.record.trace
-        await self.gateway.limiter.settle(self.reservation, 0, unsettled(trace))
+        cost = priced(self.gateway, self.record)
+        await self.gateway.limiter.settle(self.reservation, 0, unsettled(trace), cost=cost)
         if isinstance(exc, ApiError):
             outcome = "client_closed" if exc.status == 499 else "rejected"
             log: dict[str, Any] = {"outcome": outcome, "error": exc.code or exc.type}
@@ -185,6 +196,7 @@ class PipelineRun:
 
     def crashed(self, exc: BaseException) -> None:
         """A bug: logged as a 500 (the door's last handler answers the envelope)."""
+        begin_server_span(self.gateway, self.record, self.endpoint, {}, {})
         self.record.emit(500, outcome="error", error=type(exc).__name__, **self.extra_log)
 
     async def end(self) -> None:
@@ -192,6 +204,14 @@ class PipelineRun:
         handed over gives them back at its own end)."""
         if not self.streaming:
             await self.gateway.limiter.release(self.reservation)
+
+
+def priced(gateway: Gateway, record: RequestRecord, usage: Any = None) -> RequestCost:
+    """What the request's upstream calls cost, kept on its record (for the log line, the
+    headers, the metrics and the trace); `usage`: the answer's, as the limits settle it."""
+    trace = record.trace
+    record.cost = request_cost(trace.ledger if trace else None, gateway.prices, usage)
+    return record.cost
 
 
 def unsettled(trace: Trace | None) -> int:
