@@ -57,7 +57,9 @@ def finish_reason(stop_reason: Any) -> str:
 
 
 def usage(fields: Mapping[str, Any], output_tokens: int | None = None) -> JSONObject:
-    """OpenAI usage from Anthropic's, whose `input_tokens` leaves out cached tokens."""
+    """OpenAI usage from Anthropic's, whose `input_tokens` leaves out cached tokens: the
+    cache's reads are OpenAI's `cached_tokens`, its writes `cache_write_tokens` (the name
+    OpenAI-compatible gateways give them; the Messages door reads it back)."""
     prompt = sum(
         int(fields.get(key) or 0)
         for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
@@ -68,9 +70,13 @@ def usage(fields: Mapping[str, Any], output_tokens: int | None = None) -> JSONOb
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+    details: JSONObject = {}
     if "cache_read_input_tokens" in fields:  # prompt-cache hits: OpenAI's name for them
-        cached = int(fields.get("cache_read_input_tokens") or 0)
-        shaped["prompt_tokens_details"] = {"cached_tokens": cached}
+        details["cached_tokens"] = int(fields.get("cache_read_input_tokens") or 0)
+    if fields.get("cache_creation_input_tokens"):  # billed above the prompt (pricing)
+        details["cache_write_tokens"] = int(fields.get("cache_creation_input_tokens") or 0)
+    if details:
+        shaped["prompt_tokens_details"] = details
     return shaped
 
 
