@@ -16,13 +16,14 @@ from typing import Any
 from policies.affinity.engine import AffinityRouter, Decision
 from policies.affinity.key import AffinityKey
 from policies.plan import Target
-from policies.policy_config import Strategy
+from policies.policy_config import Price, Strategy
 from policies.state.base import StateStore, StateUnavailable
 
 LoadOf = Callable[[Target], int | None]  # a local sampler's own queue depth, if it has one
 # A deployment's backend load report (`Provider.load_report()`: waiting, running, fresh),
 # None where its backend publishes none.
 ReportOf = Callable[[Target], Any]
+PriceOf = Callable[[Target], Price | None]
 
 
 class Orderer:
@@ -32,7 +33,11 @@ class Orderer:
         rng: random.Random,
         load_of: LoadOf,
         report_of: ReportOf | None = None,
+        price_of: PriceOf | None = None,
     ) -> None:
+        """`price_of`: a deployment's price as requests are charged (policies/pricing/:
+        its own, the config's or the shipped table's); none: its own `price` only."""
+        self._price_of: PriceOf = price_of or (lambda target: target.deployment.price)
         self._store = store
         self._rng = rng
         self._load_of = load_of
@@ -99,7 +104,7 @@ class Orderer:
         if strategy is Strategy.WEIGHTED:
             return weighted_order(group, self._rng)
         if strategy is Strategy.COST:
-            return sorted(group, key=price_per_token)
+            return sorted(group, key=lambda target: price_per_token(self._price_of(target)))
         try:
             if strategy is Strategy.LEAST_BUSY:
                 busy = await self._store.in_flight(labels)
@@ -133,7 +138,6 @@ def two_choices_order(
     return ordered + remaining
 
 
-def price_per_token(target: Target) -> float:
+def price_per_token(price: Price | None) -> float:
     """Prompt and completion price together; a deployment without a price sorts last."""
-    price = target.deployment.price
     return math.inf if price is None else price.prompt + price.completion

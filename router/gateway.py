@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import os
 import random
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from time import perf_counter, time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -35,11 +36,15 @@ from policies.state.factory import build_store, display_url
 from policies.state.memory import MemoryStore
 from policies.strategies import Orderer
 from policies.teams import KeyTable
+from policies.telemetry.build import build_tracing
 from providers.base import Provider
 from providers.capabilities import Capabilities
 from providers.load_report import LoadReport
 from providers.registry import build_provider
 from providers.timeouts import UpstreamTimeouts
+
+if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only once tracing is on
+    from policies.telemetry.tracing import Tracing
 
 log = structlog.get_logger("turnout.gateway")
 
@@ -54,6 +59,8 @@ class PolicyObserver(Protocol):
     def cache(self, result: str) -> None: ...
 
     def state_error(self, operation: str) -> None: ...
+
+    def trace_spans_dropped(self, count: int) -> None: ...
 
 
 @dataclass(slots=True)
@@ -80,6 +87,7 @@ class Gateway:
     # Several workers: the socket of the sampler host serving their in-process providers.
     sampler_host: str | None = None
     redactor: Redactor = field(default_factory=Redactor)  # masks errors and logs
+    tracing: Tracing | None = None  # OpenTelemetry traces (policies/telemetry/); None: off
     prices: PriceBook = field(default_factory=lambda: PriceBook({}))  # what requests cost
     _in_flight: int = 0
     _drained: asyncio.Event | None = None
@@ -122,7 +130,10 @@ class Gateway:
         def report_of(target: Target) -> LoadReport | None:  # a backend's own figures
             return providers[target.deployment.provider].load_report()
 
-        orderer = Orderer(store, random.Random(), load_of, report_of)
+        prices = PriceBook.from_config(config, shipped_table())
+        orderer = Orderer(
+            store, random.Random(), load_of, report_of, lambda t: prices.price(t.label)
+        )
         redactor = Redactor.from_config(config)
         dispatcher = Dispatcher(
             providers,
@@ -135,6 +146,12 @@ class Gateway:
             first_tokens=FirstTokenStats(store, deferred),
         )
         planner = Planner(config)
+        tracing = build_tracing(
+            config.telemetry,
+            os.environ,
+            previous.tracing if previous is not None else None,
+            observer.trace_spans_dropped if observer else None,
+        )
         cache = ResponseCache(store, config.cache) if config.cache is not None else None
         return cls(
             config,
@@ -157,9 +174,10 @@ class Gateway:
             reused=reused,
             sampler_host=sampler_host,
             redactor=redactor,
+            tracing=tracing,
             deferred=deferred,
             clock=clock,
-            prices=PriceBook.from_config(config, shipped_table()),
+            prices=prices,
         )
 
     @property
@@ -242,6 +260,12 @@ class Gateway:
         await self.stop_health_checks()
         await asyncio.gather(*(p.aclose() for p in self.providers.values()))
         await self.close_store()
+        await self.close_tracing()
+
+    async def close_tracing(self) -> None:
+        """Export the spans still queued and stop the exporter's thread."""
+        if self.tracing is not None:
+            await self.tracing.aclose()
 
     async def close_store(self) -> None:
         """Finish the deferred writes, then close the shared-state store."""

@@ -74,6 +74,20 @@ async def test_cost_puts_the_cheapest_first_and_unpriced_last() -> None:
     assert labels(await order.order(group, Strategy.COST)) == ["cheap", "dear", "free"]
 
 
+async def test_cost_reads_the_prices_requests_are_charged_at() -> None:
+    """With a price book (the shipped table's prices included), deployments without a
+    `price:` of their own are sorted by the price their calls are charged at."""
+    group = [target("gpt-4o"), target("mini"), target("own", price=Price(prompt=1))]
+    table = {"gpt-4o-x": Price(prompt=2.5, completion=10), "mini-x": Price(prompt=0.15)}
+    order = Orderer(
+        MemoryStore(),
+        random.Random(1),
+        lambda _: None,
+        price_of=lambda t: t.deployment.price or table.get(t.deployment.model),
+    )
+    assert labels(await order.order(group, Strategy.COST)) == ["mini", "own", "gpt-4o"]
+
+
 async def test_fallback_models_keep_their_place_in_the_chain() -> None:
     order = Orderer(MemoryStore(), random.Random(1), lambda _: None)
     chain = [
