@@ -24,6 +24,7 @@ from policies.policy_config import (
     configured_digest,
 )
 from policies.storage.settings import BatchSettings, ResponsesSettings, StorageSettings
+from policies.telemetry.settings import TelemetrySettings
 from policies.translation import Mode
 from providers.capabilities import CapabilityOverrides
 from providers.emulation.fim import FimSetting
@@ -196,6 +197,8 @@ class TurnoutConfig(_Strict):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     batches: BatchSettings = Field(default_factory=BatchSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
+    # OpenTelemetry traces (policies/telemetry/): off unless an OTLP endpoint is set.
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     # Prices by the model name a backend is called with, over the table shipped with
     # Turnout (policies/pricing/table.py); a deployment's own `price` is over both.
     prices: dict[str, Price] = Field(default_factory=dict)

@@ -202,6 +202,9 @@ def configured_secrets(config: TurnoutConfig) -> set[str]:
     if s3 is not None:
         found.update(v for v in (s3.key_id, s3.secret) if v)
         found.update(url_credentials(s3.endpoint))
+    telemetry = config.telemetry  # a collector's credentials (a Langfuse key pair)
+    found.update(telemetry.headers.values())
+    found.update(url_credentials(telemetry.otlp_endpoint))
     keys = [k.key for k in config.keys] + [k for t in config.teams.values() for k in t.keys]
     found.update(k for k in keys if not k.startswith("sha256:"))
     return found

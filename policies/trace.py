@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from policies.fan_out_cost import UpstreamCalls
 from policies.native_request import NativeRequest
@@ -15,6 +16,9 @@ from policies.retry import Attempt
 from policies.translation import Mode, Refusal, Translation
 from providers.call_ledger import CallLedger
 from providers.types import JSONObject
+
+if TYPE_CHECKING:  # imported only where tracing is on
+    from policies.telemetry.request_spans import RequestSpans
 
 
 @dataclass(slots=True)
@@ -58,6 +62,8 @@ class Trace:
     # in a mode that refuses it): a deployment not taking it natively is skipped with it.
     chat_refusal: Refusal | None = None
     native_answer: bool = False  # the deployment that answered got `native`
+    # The request's spans while tracing is on (policies/telemetry/): each attempt's too.
+    spans: RequestSpans | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from providers.http import (
 from providers.sse import EventTooLarge, SSEDecoder, SSEEvent
 from providers.startup import StartGate
 from providers.timeouts import TimeoutOverrides, UpstreamTimeouts
+from providers.trace_headers import with_trace_context
 
 # (status, body, retry-after seconds, provider name) → the backend's error, in our terms.
 ErrorParser = Callable[[int, bytes, float | None, str], UpstreamError]
@@ -208,7 +209,8 @@ class HTTPProvider(Provider):
                 headers = self._headers if body is not None else self._get_headers
                 if extra:
                     headers = {**headers, **extra}
-                response = await session.request(method, url, data=body, headers=headers, **own)
+                sent = with_trace_context(headers)  # a traced attempt's traceparent
+                response = await session.request(method, url, data=body, headers=sent, **own)
         if response.status < 400:
             return response
         try:

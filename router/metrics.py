@@ -158,6 +158,12 @@ class Metrics:
             "Shared-state operations that found the store unreachable (routing failed open).",
             "operation",
         )
+        self._spans_dropped = Counter(
+            "turnout_trace_spans_dropped",
+            "Trace spans lost before reaching the OTLP collector: a failed export (collector "
+            "down or refusing) or a full export queue. Requests never wait for the collector.",
+            registry=registry,
+        )
 
         self._batches = counter(
             "batches", "Batches that reached a status here (each status once per batch).", "status"
@@ -250,6 +256,10 @@ class Metrics:
     def state_error(self, operation: str) -> None:
         """One store operation (e.g. admit, breaker_acquire) found the store unreachable."""
         self._state_errors(operation).inc()
+
+    def trace_spans_dropped(self, count: int) -> None:
+        """Spans lost on the way to the collector (from the exporter's thread)."""
+        self._spans_dropped.inc(count)
 
     def config_reload(self, result: str) -> None:
         self._reloads(result).inc()

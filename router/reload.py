@@ -164,7 +164,10 @@ class Reloader:
         kept = {id(p) for p in new.providers.values()}
         unused = [p for p in old.providers.values() if id(p) not in kept]
         close_store = old.store is not new.store
-        self._retiring = self._spawn(_close_when_drained(old, unused, close_store, self._retiring))
+        close_tracing = old.tracing is not new.tracing  # the telemetry section changed
+        self._retiring = self._spawn(
+            _close_when_drained(old, unused, close_store, self._retiring, close_tracing)
+        )
 
     def _spawn(self, work: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(work)
@@ -204,6 +207,8 @@ async def _discard(new: Gateway, old: Gateway) -> None:
     await _close(p for name, p in new.providers.items() if name not in new.reused)
     if new.store is not old.store:
         await new.close_store()
+    if new.tracing is not old.tracing:
+        await new.close_tracing()
 
 
 async def _close_when_drained(
@@ -211,6 +216,7 @@ async def _close_when_drained(
     unused: list[Provider],
     close_store: bool,
     before: asyncio.Task[None] | None,
+    close_tracing: bool = False,
 ) -> None:
     # At once, not after draining: the new gateway's checks already run, on shared providers.
     await old.stop_health_checks()
@@ -225,6 +231,8 @@ async def _close_when_drained(
         await _close(unused)
         if close_store:
             await old.close_store()
+        if close_tracing:  # after its requests' spans have ended
+            await old.close_tracing()
         log.info("gateway_retired", closed=[p.name for p in unused])
 
 

@@ -1,0 +1,179 @@
+"""Span attributes in the OpenTelemetry GenAI semantic conventions, from the bodies
+Turnout sees: pure functions of JSON, no I/O. The names are the conventions'
+(`gen_ai.*`, `error.type`); Turnout's own are under `turnout.*`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from providers.types import Endpoint
+
+Attributes = dict[str, Any]
+
+# `gen_ai.operation.name` by the endpoint called: the Responses and Messages APIs are chats.
+OPERATIONS: Mapping[Endpoint, str] = {
+    Endpoint.CHAT: "chat",
+    Endpoint.COMPLETIONS: "text_completion",
+    Endpoint.EMBEDDINGS: "embeddings",
+    Endpoint.RESPONSES: "chat",
+    Endpoint.MESSAGES: "chat",
+}
+# The conventions' well-known `gen_ai.provider.name` values for Turnout's kinds; any other
+# kind (a local sampler) is named by its kind.
+PROVIDER_NAMES: Mapping[str, str] = {"openai": "openai", "anthropic": "anthropic"}
+
+
+def span_name(operation: str, model: str | None) -> str:
+    """`{gen_ai.operation.name} {gen_ai.request.model}`, as the conventions name spans."""
+    return f"{operation} {model}" if model else operation
+
+
+def request_attributes(operation: str, body: Mapping[str, Any]) -> Attributes:
+    """What a request asked for: its operation, model, token cap and temperature."""
+    attributes: Attributes = {"gen_ai.operation.name": operation}
+    model = body.get("model")
+    if isinstance(model, str):
+        attributes["gen_ai.request.model"] = model
+    cap = body.get("max_completion_tokens", body.get("max_tokens", body.get("max_output_tokens")))
+    if isinstance(cap, int) and not isinstance(cap, bool):
+        attributes["gen_ai.request.max_tokens"] = cap
+    temperature = body.get("temperature")
+    if isinstance(temperature, int | float) and not isinstance(temperature, bool):
+        attributes["gen_ai.request.temperature"] = float(temperature)
+    return attributes
+
+
+def usage_attributes(usage: Any) -> Attributes:
+    """Token counts from an OpenAI (`prompt_tokens`) or Anthropic/Responses
+    (`input_tokens`) usage object."""
+    if not isinstance(usage, Mapping):
+        return {}
+    attributes: Attributes = {}
+    for name, keys in (
+        ("gen_ai.usage.input_tokens", ("prompt_tokens", "input_tokens")),
+        ("gen_ai.usage.output_tokens", ("completion_tokens", "output_tokens")),
+    ):
+        for key in keys:
+            value = usage.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                attributes[name] = value
+                break
+    return attributes
+
+
+def response_attributes(body: Mapping[str, Any]) -> Attributes:
+    """What a whole answer says of itself: model, id, finish reasons, usage."""
+    attributes = usage_attributes(body.get("usage"))
+    model = body.get("model")
+    if isinstance(model, str):
+        attributes["gen_ai.response.model"] = model
+    answer_id = body.get("id")
+    if isinstance(answer_id, str):
+        attributes["gen_ai.response.id"] = answer_id
+    reasons = finish_reasons(body)
+    if reasons:
+        attributes["gen_ai.response.finish_reasons"] = reasons
+    return attributes
+
+
+def finish_reasons(body: Mapping[str, Any]) -> list[str]:
+    """OpenAI's per-choice `finish_reason`s, Anthropic's `stop_reason`, or a Response's
+    `status`."""
+    choices = body.get("choices")
+    if isinstance(choices, list):
+        return [
+            c["finish_reason"]
+            for c in choices
+            if isinstance(c, Mapping) and isinstance(c.get("finish_reason"), str)
+        ]
+    for key in ("stop_reason", "status"):
+        value = body.get(key)
+        if isinstance(value, str):
+            return [value]
+    return []
+
+
+def input_messages(body: Mapping[str, Any]) -> str | None:
+    """`gen_ai.input.messages` (the conventions' JSON of role and parts) from a chat's
+    `messages`, a completion's `prompt` or an embedding's `input`; None when it has none."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        shaped = [
+            {"role": m.get("role"), "parts": _parts(m.get("content"))}
+            for m in messages
+            if isinstance(m, Mapping)
+        ]
+        return _json(shaped)
+    for key in ("prompt", "input"):
+        value = body.get(key)
+        if value is not None:
+            return _json([{"role": "user", "parts": _parts(value)}])
+    return None
+
+
+def output_messages(texts: Mapping[int, str], reasons: Mapping[int, str]) -> str:
+    """`gen_ai.output.messages`: each choice's text, by index, with its finish reason."""
+    return _json(
+        [
+            {
+                "role": "assistant",
+                "parts": [{"type": "text", "content": texts[i]}],
+                "finish_reason": reasons.get(i, ""),
+            }
+            for i in sorted(texts)
+        ]
+    )
+
+
+def answer_texts(body: Mapping[str, Any]) -> dict[int, str]:
+    """Each choice's text in a whole chat or completions answer (Anthropic's content
+    blocks as choice 0)."""
+    texts: dict[int, str] = {}
+    choices = body.get("choices")
+    if isinstance(choices, list):
+        for i, choice in enumerate(choices):
+            if not isinstance(choice, Mapping):
+                continue
+            message = choice.get("message")
+            text = message.get("content") if isinstance(message, Mapping) else choice.get("text")
+            if isinstance(text, str):
+                texts[choice.get("index", i)] = text
+    elif isinstance(body.get("content"), list):
+        texts[0] = "".join(b.get("text", "") for b in body["content"] if isinstance(b, Mapping))
+    return texts
+
+
+def translation_list(
+    emulated: Iterable[str], dropped: Iterable[str], clamped: Iterable[str]
+) -> list[str]:
+    """`turnout.translation`: what was done to fit the deployment, as `emulated:n`,
+    `dropped:logprobs`, `clamped:max_tokens`."""
+    return [
+        *(f"emulated:{e}" for e in emulated),
+        *(f"dropped:{d}" for d in dropped),
+        *(f"clamped:{c}" for c in clamped),
+    ]
+
+
+def _parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}]
+    if isinstance(content, list):
+        parts: list[dict[str, Any]] = []
+        for item in content:
+            if isinstance(item, Mapping) and isinstance(item.get("text"), str):
+                parts.append({"type": "text", "content": item["text"]})
+            elif isinstance(item, str):
+                parts.append({"type": "text", "content": item})
+            else:  # images, audio, token ids: their kind only
+                kind = item.get("type") if isinstance(item, Mapping) else type(item).__name__
+                parts.append({"type": str(kind)})
+        return parts
+    return [] if content is None else [{"type": type(content).__name__}]
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()

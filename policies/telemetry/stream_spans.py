@@ -1,0 +1,127 @@
+"""A streamed attempt's span, kept open while its stream is relayed: the chunks seen on
+the way (model, finish reasons, usage, and the text when content is captured), and the
+span ended with the stream, however it ends (done, broken, or closed early: the client
+went away, a hedge lost, a continuation stopped at its seam)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.trace import Span
+
+from policies.plan import Target
+from policies.telemetry.attributes import (
+    Attributes,
+    output_messages,
+    usage_attributes,
+)
+from policies.trace import OpenStream
+from providers.errors import UpstreamError
+from providers.types import JSONObject
+
+if TYPE_CHECKING:
+    from policies.telemetry.request_spans import RequestSpans
+
+
+class StreamSeen:
+    """What a stream's chunks said of the answer (OpenAI chunks, or Anthropic's and the
+    Responses API's events passed through natively)."""
+
+    __slots__ = ("capture", "model", "reasons", "texts", "usage")
+
+    def __init__(self, capture: bool) -> None:
+        self.capture = capture
+        self.model: str | None = None
+        self.reasons: dict[int, str] = {}
+        self.texts: dict[int, str] = {}
+        self.usage: Any = None
+
+    def observe(self, chunk: JSONObject) -> None:
+        if self.model is None and isinstance(chunk.get("model"), str):
+            self.model = chunk["model"]
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not isinstance(choices, list):
+            self._native(chunk)
+            return
+        for choice in choices:
+            if not isinstance(choice, Mapping):
+                continue
+            index = choice.get("index", 0)
+            reason = choice.get("finish_reason")
+            if isinstance(reason, str):
+                self.reasons[index] = reason
+            if self.capture:
+                delta = choice.get("delta")
+                text = delta.get("content") if isinstance(delta, Mapping) else choice.get("text")
+                if isinstance(text, str):
+                    self.texts[index] = self.texts.get(index, "") + text
+
+    def _native(self, event: JSONObject) -> None:
+        """Anthropic's `message_start` / `message_delta`, a Response's last event."""
+        for key in ("message", "response"):
+            inner = event.get(key)
+            if isinstance(inner, Mapping):
+                model, usage = inner.get("model"), inner.get("usage")
+                if isinstance(model, str):
+                    self.model = model
+                if usage:
+                    self.usage = {**(self.usage or {}), **usage}
+                status = inner.get("status")
+                if key == "response" and isinstance(status, str):
+                    self.reasons[0] = status
+        delta = event.get("delta")
+        if isinstance(delta, Mapping) and isinstance(delta.get("stop_reason"), str):
+            self.reasons[0] = delta["stop_reason"]
+        if self.capture and isinstance(delta, Mapping) and isinstance(delta.get("text"), str):
+            self.texts[0] = self.texts.get(0, "") + delta["text"]
+
+    def attributes(self) -> Attributes:
+        attributes = usage_attributes(self.usage)
+        if self.model is not None:
+            attributes["gen_ai.response.model"] = self.model
+        if self.reasons:
+            attributes["gen_ai.response.finish_reasons"] = [
+                self.reasons[i] for i in sorted(self.reasons)
+            ]
+        if self.capture and self.texts:
+            attributes["gen_ai.output.messages"] = output_messages(self.texts, self.reasons)
+        return attributes
+
+
+async def watched(
+    spans: RequestSpans, span: Span, target: Target, opened: OpenStream, capture: bool
+) -> AsyncGenerator[JSONObject, None]:
+    """`opened`'s chunks after the first, as they come; `span` ends with the stream."""
+    recording = span.is_recording()
+    seen = StreamSeen(capture) if recording else None
+    if seen is not None:
+        seen.observe(opened.first)
+    outcome = "closed"  # closed before its end, unless it ends or breaks
+    try:
+        async for chunk in opened.rest:
+            if seen is not None:
+                seen.observe(chunk)
+            yield chunk
+        outcome = "ok"
+    except UpstreamError as exc:
+        outcome = "error"
+        _seen(spans, span, seen)
+        spans.stream_failed(span, target, exc)
+        raise
+    finally:
+        await opened.rest.aclose()
+        if outcome != "error":
+            _seen(spans, span, seen)
+            spans.stream_ended(span, target, outcome)
+
+
+def _seen(spans: RequestSpans, span: Span, seen: StreamSeen | None) -> None:
+    if seen is None:
+        return
+    attributes = seen.attributes()
+    span.set_attributes(attributes)
+    spans.note_answer(attributes)

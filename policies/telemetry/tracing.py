@@ -1,0 +1,113 @@
+"""The tracer one gateway holds while tracing is on: the SDK's TracerProvider with a
+parent-based ratio sampler, a batch processor and the OTLP/HTTP (protobuf) exporter.
+
+Never the global tracer provider: several gateways may live in one process (a reload's
+old and new one, the tests' many), each with its own config; a gateway builds its
+`Tracing` from its config, a reload with the same `telemetry:` keeps it, and closing the
+gateway flushes and shuts it down. Spans are queued for a background thread which exports
+them in batches; a request never waits on the collector (see policies/telemetry/dropped.py
+for what a dead one costs)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from policies.redaction import Redactor
+from policies.telemetry.attributes import OPERATIONS, request_attributes, span_name
+from policies.telemetry.build import Dropped
+from policies.telemetry.dropped import CountingBatchProcessor, CountingExporter
+from policies.telemetry.request_spans import RequestSpans
+from policies.telemetry.settings import TraceExport
+from providers.types import Endpoint
+
+_PROPAGATOR = TraceContextTextMapPropagator()  # W3C traceparent and tracestate; stateless
+
+
+class Tracing:
+    """Spans for a gateway's requests (`request`), exported to `export.endpoint`;
+    `dropped` is told of spans lost."""
+
+    def __init__(self, export: TraceExport, dropped: Dropped | None = None) -> None:
+        settings = export.settings
+        self.export = export
+        self._dropped_count = 0
+        self._dropped = dropped
+        exporter = OTLPSpanExporter(
+            endpoint=export.endpoint,
+            headers=dict(settings.headers) or None,
+            timeout=settings.export_timeout_s,
+        )
+        self._processor = CountingBatchProcessor(
+            CountingExporter(exporter, self._lost),
+            self._lost,
+            max_queue_size=settings.max_queue_size,
+            schedule_delay_millis=settings.schedule_delay_ms,
+            max_export_batch_size=settings.max_export_batch_size,
+            export_timeout_millis=settings.export_timeout_s * 1000.0,
+        )
+        self._provider = TracerProvider(
+            sampler=ParentBased(TraceIdRatioBased(export.sample_ratio)),
+            resource=Resource.create({"service.name": export.service_name}),
+            shutdown_on_exit=False,  # the gateway shuts it down, flushing what is queued
+        )
+        self._provider.add_span_processor(self._processor)
+        self._tracer = self._provider.get_tracer("turnout")
+        self._closed = False
+
+    def request(
+        self,
+        endpoint: Endpoint,
+        body: Mapping[str, object],
+        headers: Mapping[str, str],
+        started: float,
+        providers: Mapping[str, object],
+        redactor: Redactor,
+    ) -> RequestSpans:
+        """The server span of a client request to `endpoint` asking `body`, begun at
+        `started` (perf_counter time: the record's start, before its body was read). A
+        client's `traceparent` in `headers` makes it a child in the client's trace.
+        `providers`: the config's, by name (their `kind` names `gen_ai.provider.name`);
+        `redactor` masks upstream error text put on spans."""
+        parent: Context | None = None
+        if "traceparent" in headers:
+            parent = _PROPAGATOR.extract(headers)
+        operation = OPERATIONS.get(endpoint, "chat")
+        model = body.get("model")
+        name = span_name(operation, model if isinstance(model, str) else None)
+        began = time.time_ns() - int((time.perf_counter() - started) * 1e9)
+        span = self._tracer.start_span(name, parent, SpanKind.SERVER, start_time=began)
+        if span.is_recording():
+            span.set_attributes(request_attributes(operation, body))
+        return RequestSpans(self._tracer, span, providers, redactor, self.export.capture_content)
+
+    @property
+    def dropped(self) -> int:
+        """Spans lost so far (failed exports, a full queue)."""
+        return self._dropped_count
+
+    def _lost(self, count: int) -> None:
+        self._dropped_count += count
+        if self._dropped is not None:
+            self._dropped(count)
+
+    def force_flush(self, timeout_ms: int = 30_000) -> bool:
+        """Export every span ended so far, now (blocking: tests and shutdown only)."""
+        return self._provider.force_flush(timeout_ms)
+
+    async def aclose(self) -> None:
+        """Flush what is queued and stop the exporter thread (off the event loop: the
+        last export may take up to `export_timeout_s`)."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._provider.shutdown)
