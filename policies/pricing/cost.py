@@ -87,13 +87,27 @@ def estimated_counts(body: Mapping[str, Any], prompt_reads: int = 1) -> TokenCou
 
 
 @dataclass(frozen=True, slots=True)
+class DeploymentCost:
+    """One deployment's share of a request: its billed calls, their tokens, and their cost
+    (`usd` None: the deployment has no price). Spend is kept and counted per deployment."""
+
+    label: str
+    usd: float | None
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
 class RequestCost:
     """What one request's upstream calls cost. `unpriced`: deployments called (and billed
-    for) that have no price, whose share of the cost is unknown; `calls`: billed calls."""
+    for) that have no price, whose share of the cost is unknown; `calls`: billed calls;
+    `shares`: the same split per deployment called, in the order first called."""
 
     usd: float = 0.0
     unpriced: tuple[str, ...] = ()
     calls: int = 0
+    shares: tuple[DeploymentCost, ...] = ()
 
     @property
     def known(self) -> bool:
@@ -114,26 +128,40 @@ def request_cost(
     """The cost of every billed call in `ledger`. `answer_usage`: the answer's usage as the
     pipeline settled it, for an answering attempt of one call whose backend reported none
     (a stream's usage estimated from its text)."""
+    shares = deployment_costs(ledger, book, answer_usage)
+    usd = sum(share.usd for share in shares if share.usd is not None)
+    unpriced = sorted(share.label for share in shares if share.usd is None)
+    return RequestCost(usd, tuple(unpriced), sum(s.calls for s in shares), shares)
+
+
+def deployment_costs(
+    ledger: CallLedger | None, book: PriceBook, answer_usage: Any = None
+) -> tuple[DeploymentCost, ...]:
+    """The billed calls of `ledger` per deployment called (several attempts at one
+    deployment add up): what each deployment's calls cost, or None for one with no price.
+    See `request_cost` for `answer_usage`."""
     if ledger is None:
-        return RequestCost()
-    usd, calls, unpriced = 0.0, 0, set[str]()
+        return ()
+    found: dict[str, list[Any]] = {}  # label -> [usd or None, calls, prompt, completion]
     for tally in ledger.tallies:
         billed = [call for call in tally.calls if call.billed]
         if not billed:
             continue
+        label = tally.label or "unknown"
         price = book.price(tally.label)
-        calls += len(billed)
-        if price is None:
-            unpriced.add(tally.label or "unknown")
-            continue
+        entry = found.setdefault(label, [0.0 if price is not None else None, 0, 0, 0])
+        entry[1] += len(billed)
         for call in billed:
             counts = counts_of(call.usage)
             if counts is None and tally.settled and len(tally.calls) == 1:
                 counts = counts_of(answer_usage)
             if counts is None:
                 counts = estimated_counts(call.body)
-            usd += counts.cost(price)
-    return RequestCost(usd, tuple(sorted(unpriced)), calls)
+            if price is not None:
+                entry[0] += counts.cost(price)
+            entry[2] += counts.prompt + counts.cached_prompt + counts.cache_write_prompt
+            entry[3] += counts.completion
+    return tuple(DeploymentCost(label, *entry) for label, entry in found.items())
 
 
 def to_nanos(usd: float) -> int:

@@ -1,0 +1,1 @@
+"""Spend: what each team, key and model cost per day, kept durably across replicas."""
