@@ -16,6 +16,7 @@ from policies.policy_config import (
     EmulationSettings,
     HedgeSettings,
     LimitSettings,
+    ModelLimitSettings,
     Price,
     StateSettings,
     Strategy,
@@ -164,6 +165,7 @@ class ModelRoute(_Strict):
     breaker: BreakerSettings | None = None  # this model's deployments; default: top-level
     timeouts: ModelTimeouts | None = None  # this model's deployments, key by key over the rest
     hedge: HedgeSettings | None = None  # key by key over the top level's
+    limits: ModelLimitSettings | None = None  # budgets over every caller's requests
 
 
 class KeySettings(_Strict):

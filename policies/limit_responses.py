@@ -8,29 +8,38 @@ from __future__ import annotations
 import math
 
 from policies.errors import ApiError
-from policies.limit_set import Reservation, share_of
-from policies.state.base import Admission, Limit
+from policies.limit_set import Reservation, Unit, share_of
+from policies.policy_config import NANOS_PER_USD
+from policies.state.base import Admission, Limit, LimitState
+
+_HEADER_UNITS = (("requests", Unit.REQUESTS), ("tokens", Unit.TOKENS), ("usd", Unit.NANOS))
 
 
 def rate_limit_headers(reservation: Reservation | None) -> dict[str, str]:
     """OpenAI's `x-ratelimit-*` headers: for requests and for tokens, the limit with the
-    least room left among those that apply (budgets are reported as tokens too)."""
+    least room left among those that apply (token budgets are reported as tokens too);
+    Turnout's own `x-ratelimit-*-usd` likewise for dollar budgets, in dollars."""
     if reservation is None:
         return {}
     headers: dict[str, str] = {}
-    for kind, want_tokens in (("requests", False), ("tokens", True)):
+    for kind, unit in _HEADER_UNITS:
         states = [
-            s
-            for s, t in zip(reservation.states, reservation.token_limits, strict=True)
-            if t == want_tokens
+            s for s, u in zip(reservation.states, reservation.units, strict=True) if u == unit
         ]
         if not states:
             continue
         tightest = min(states, key=lambda s: (s.remaining, -s.reset_s))
-        headers[f"x-ratelimit-limit-{kind}"] = str(tightest.limit.capacity)
-        headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, tightest.remaining))
+        shown = usd if unit is Unit.NANOS else str
+        headers[f"x-ratelimit-limit-{kind}"] = shown(tightest.limit.capacity)
+        headers[f"x-ratelimit-remaining-{kind}"] = shown(max(0, tightest.remaining))
         headers[f"x-ratelimit-reset-{kind}"] = duration(tightest.reset_s)
     return headers
+
+
+def usd(nanos: int) -> str:
+    """Nano-dollars as dollars, without trailing zeros: `50`, `0.000125`."""
+    whole, frac = divmod(nanos, NANOS_PER_USD)
+    return f"{whole}.{frac:09d}".rstrip("0").rstrip(".")
 
 
 def duration(seconds: float) -> str:
@@ -63,6 +72,8 @@ def too_many(
 ) -> ApiError:
     state = next(s for s in admission.states if s.limit is refused)
     kind = refused.key.split(":")[0]
+    if kind == "budget_usd":
+        return dollars_spent(refused, state, reservation, requested)
     scope = refused.key.split(":")[1]
     what = {"rpm": "requests per minute", "tpm": "tokens per minute", "budget": "token budget"}
     # A request held to a share of the limit never fits past that share: no wait would help.
@@ -105,3 +116,45 @@ def too_large(
         code="rate_limit_exceeded",
         headers=rate_limit_headers(reservation),
     )
+
+
+def dollars_spent(
+    refused: Limit, state: LimitState, reservation: Reservation, requested: int | None
+) -> ApiError:
+    """A dollar budget's 429: spent until its period ends (`Retry-After` says when), or
+    the request's estimate alone is more than the budget allows it (no wait helps). The
+    message names the budget (whose, period, dollars) by what the caller already knows:
+    its key, its team, the model it asked for, never another scope's name."""
+    owner, per = _budget_owner(refused.key), refused.key.rsplit(":", 1)[-1]
+    usable = refused.capacity
+    if reservation.share < 1.0:
+        usable = share_of(refused.capacity, reservation.share)
+    budget = f"dollar budget of ${usd(refused.capacity)} per {per} for {owner}"
+    if requested is not None and requested > usable:
+        share = f" (this request's share: ${usd(usable)})" if usable < refused.capacity else ""
+        return ApiError(
+            f"Request too large for the {budget}{share}: its estimated cost is "
+            f"${usd(requested)}. Reduce the prompt, max_tokens or n for the request to run.",
+            status=429,
+            type="insufficient_quota",
+            code="budget_exceeded",
+            headers=rate_limit_headers(reservation),
+        )
+    retry = max(1, math.ceil(state.retry_after_s))
+    return ApiError(
+        f"The {budget} is spent (${usd(max(0, state.remaining))} left) until the period "
+        f"resets in {duration(state.reset_s)}.",
+        status=429,
+        type="insufficient_quota",
+        code="budget_exceeded",
+        headers={"retry-after": str(retry), **rate_limit_headers(reservation)},
+    )
+
+
+def _budget_owner(key: str) -> str:
+    """`budget_usd:<scope>:<name>:<per>` as words: `this key`, `this team`, `model `m``
+    (a model's name may hold colons)."""
+    scope = key.split(":")[1]
+    if scope == "model":
+        return f"model `{key.split(':', 2)[2].rsplit(':', 1)[0]}`"
+    return f"this {scope}"

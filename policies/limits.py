@@ -1,4 +1,5 @@
-"""Requests per minute, tokens per minute and token budgets, per key and per team.
+"""Requests per minute, tokens per minute, token and dollar budgets, per key, per team and
+(budgets only) per model.
 
 Admission happens before any backend is called, in two atomic steps. From the headers,
 before any byte of the body is read (`admit_request`): one request against every request
@@ -37,6 +38,17 @@ With the shared store unreachable, limits cannot be checked: `state.limits_when_
 says whether to admit the request unchecked (`allow`, the default: no reservation, no
 headers) or to answer 503 `state_unavailable` with `Retry-After: 1` (`refuse`).
 
+Dollar budgets (`budget_usd`) are held exactly as token budgets are, counted in whole
+nano-dollars: checked for being overdrawn from the headers; once the body is parsed and
+routed, the request's estimated cost (policies/pricing/estimate.py: its estimated tokens
+at the dearest price its plan may reach, for every upstream call) is reserved against
+every dollar budget that applies, the key's, the team's and the routed model's (a
+model's budgets are taken only then: `models.<m>.limits`); `cover` tops it up for a
+fallback or hedge that makes more calls; the request settles on its real cost
+(`RequestCost.nanos`, every billed call of every attempt), however it ended. A cost
+partly unknown (a call to an unpriced deployment) settles on no less than the estimate:
+never as $0.
+
 Here: the `Limiter`, which admits, covers, settles and releases. The estimate is
 policies/token_estimate.py's; the limits a caller's settings define and a request's
 `Reservation`, policies/limit_set.py's; the 429s, the 503 and the headers,
@@ -52,13 +64,17 @@ from policies.concurrency import DEFAULT_LEASE_S, SlotLease, slot_limits, too_ma
 from policies.deferred import Deferred
 from policies.errors import ApiError
 from policies.limit_responses import rate_limit_headers, too_many, unavailable
-from policies.limit_set import Reservation, headroom, scope_limits
+from policies.limit_set import Reservation, Unit, budget_limits, headroom, scope_limits
+from policies.policy_config import ModelLimitSettings
 from policies.pricing.cost import RequestCost
 from policies.state.base import Admission, Limit, StateStore, StateUnavailable
 from policies.teams import Caller
 from policies.token_estimate import estimate_tokens
 
 Clock = Callable[[], float]
+# The nano-dollars to reserve, asked only where a dollar budget applies (pricing the
+# estimate is work no other request should do); may raise the request's refusal.
+NanosEstimate = Callable[[], int]
 
 
 class Limiter:
@@ -77,8 +93,8 @@ class Limiter:
         self._deferred = deferred or Deferred(immediate=True)
         self._refuse_when_unavailable = refuse_when_unavailable
 
-    def limits_for(self, caller: Caller, now: float) -> list[tuple[Limit, bool]]:
-        result: list[tuple[Limit, bool]] = []
+    def limits_for(self, caller: Caller, now: float) -> list[tuple[Limit, Unit]]:
+        result: list[tuple[Limit, Unit]] = []
         scopes = [(f"key:{caller.key_id}", caller.key_limits)]
         if caller.team_settings is not None:
             scopes.append((f"team:{caller.team}", caller.team_settings.limits))
@@ -95,11 +111,15 @@ class Limiter:
         *,
         prompt_reads: int = 1,
         share: float = 1.0,
+        model: tuple[str, ModelLimitSettings | None] | None = None,
+        nanos: NanosEstimate | None = None,
     ) -> Reservation | None:
         """Both steps at once, for a caller that has the body already."""
         head = await self.admit_request(caller, on_refused, share=share)
         try:
-            return await self.admit_tokens(head, body, on_refused, prompt_reads=prompt_reads)
+            return await self.admit_tokens(
+                head, body, on_refused, prompt_reads=prompt_reads, model=model, nanos=nanos
+            )
         except ApiError:
             await self.settle(head, 0)
             await self.release(head)
@@ -109,10 +129,10 @@ class Limiter:
         self, caller: Caller, on_refused: Callable[[str, str], None], *, share: float = 1.0
     ) -> Reservation | None:
         """From the headers alone, before the body is read: one request against every
-        request limit, and every token limit checked for being overdrawn (nothing is
-        taken from those yet), so a key over a limit is refused before it can hold a
-        connection while it sends a body. None: no limits apply, or they could not be
-        checked and the request is let through unchecked. Raises the 429 (or 503).
+        request limit, and every token and dollar limit checked for being overdrawn
+        (nothing is taken from those yet), so a key over a limit is refused before it can
+        hold a connection while it sends a body. None: no limits apply, or they could not
+        be checked and the request is let through unchecked. Raises the 429 (or 503).
         Then a slot of every concurrency limit (policies/concurrency.py), held until
         `release`; refused, the request is given back to the request limits. `share`:
         of each limit this request may use, leaving the rest to others (module docstring)."""
@@ -128,9 +148,7 @@ class Limiter:
         if not admission.allowed:
             assert admission.refused_by is not None
             if reservation is not None:  # a refused request takes nothing from the others
-                pairs = zip(reservation.limits, reservation.token_limits, strict=True)
-                counted = [limit for limit, tokens in pairs if not tokens]
-                await self._store.charge(counted, [-1] * len(counted), self._clock())
+                await self._give_back_request(reservation)
             on_refused(admission.refused_by.key.split(":")[1], "concurrency")
             raise too_many_in_flight(admission.refused_by, rate_limit_headers(reservation))
         reservation = reservation or Reservation((), (), 0, (), share=share)
@@ -164,14 +182,21 @@ class Limiter:
         if not pairs:
             return None
         limits = tuple(limit for limit, _ in pairs)
-        is_tokens = tuple(t for _, t in pairs)
-        admission = await self._take(limits, [0 if t else 1 for t in is_tokens], now, share)
+        units = tuple(unit for _, unit in pairs)
+        costs = [1 if unit is Unit.REQUESTS else 0 for unit in units]
+        admission = await self._take(limits, costs, now, share)
         if admission is None:
             return None
-        reservation = Reservation(limits, is_tokens, 0, admission.states, share=share)
+        reservation = Reservation(limits, units, 0, admission.states, share=share)
         if not admission.allowed:
             raise self._refused(admission, reservation, on_refused)
         return reservation
+
+    async def _give_back_request(self, reservation: Reservation) -> None:
+        """The one request `admit_request` counted, given back (the request was refused)."""
+        counted = [reservation.limits[i] for i in reservation.counting(Unit.REQUESTS)]
+        if counted:
+            await self._store.charge(counted, [-1] * len(counted), self._clock())
 
     async def admit_tokens(
         self,
@@ -180,37 +205,55 @@ class Limiter:
         on_refused: Callable[[str, str], None],
         *,
         prompt_reads: int = 1,
+        model: tuple[str, ModelLimitSettings | None] | None = None,
+        nanos: NanosEstimate | None = None,
     ) -> Reservation | None:
-        """The token estimate, once the body is parsed, on top of what `admit_request`
-        took (the request is counted once, there). Refused: the request is given back,
-        so a refused request takes nothing from the other limits, and the 429 raised."""
-        if head is None or not any(head.token_limits):
-            return head
-        extra = max(0, estimate_tokens(body, prompt_reads) - head.reserved_tokens)
-        if extra == 0:
-            return head
-        token_limits = tuple(
-            lim for lim, t in zip(head.limits, head.token_limits, strict=True) if t
+        """The token estimate, and the cost estimate (`nanos`) where a dollar budget
+        applies, once the body is parsed and routed, on top of what `admit_request` took
+        (the request is counted once, there). `model`: the routed model and its own
+        limits (budgets), which join the reservation here. Refused: the request is given
+        back, so a refused request takes nothing from the other limits, and the 429 raised."""
+        now = self._clock()
+        added = budget_limits(f"model:{model[0]}", model[1], now) if model and model[1] else []
+        if head is None and not added:
+            return None
+        held = head or Reservation((), (), 0, ())
+        known = {limit.key for limit in held.limits}
+        added = [(limit, unit) for limit, unit in added if limit.key not in known]
+        units = held.units + tuple(unit for _, unit in added)
+        tokens = max(held.reserved_tokens, estimate_tokens(body, prompt_reads))
+        cost = held.reserved_nanos
+        if nanos is not None and Unit.NANOS in units:
+            cost = max(cost, nanos())
+        wanted = Reservation(
+            held.limits + tuple(limit for limit, _ in added),
+            units,
+            tokens,
+            held.states,
+            held.lease,
+            held.share,
+            cost,
         )
-        costs = [extra] * len(token_limits)
-        admission = await self._take(token_limits, costs, self._clock(), head.share)
-        if admission is None:  # tokens unchecked; the request was admitted from the headers
+        taking = wanted.counting(Unit.TOKENS, Unit.NANOS)
+        # A model's limits, joining here, take the whole estimate; the others, the rest.
+        costs = [
+            wanted.reserved(units[i]) - (held.reserved(units[i]) if i < len(held.limits) else 0)
+            for i in taking
+        ]
+        if not added and not any(costs):
+            return head
+        admission = await self._take(
+            tuple(wanted.limits[i] for i in taking), costs, now, held.share
+        )
+        if admission is None:  # unchecked; the request was admitted from the headers
             return head
         by_limit = {state.limit: state for state in admission.states}
-        reservation = Reservation(
-            head.limits,
-            head.token_limits,
-            head.reserved_tokens + extra,
-            tuple(by_limit.get(state.limit, state) for state in head.states),
-            head.lease,
-            head.share,
-        )
+        states = [by_limit.get(state.limit, state) for state in held.states]
+        wanted.states = tuple(states + [by_limit[limit] for limit, _ in added])
         if not admission.allowed:
-            requests = [lim for lim, t in zip(head.limits, head.token_limits, strict=True) if not t]
-            if requests:
-                await self._store.charge(requests, [-1] * len(requests), self._clock())
-            raise self._refused(admission, reservation, on_refused, reservation.reserved_tokens)
-        return reservation
+            await self._give_back_request(held)
+            raise self._refused(admission, wanted, on_refused, requested=True)
+        return wanted
 
     async def _take(
         self, limits: tuple[Limit, ...], costs: list[int], now: float, share: float
@@ -229,34 +272,49 @@ class Limiter:
         admission: Admission,
         reservation: Reservation,
         on_refused: Callable[[str, str], None],
-        requested: int | None = None,
+        requested: bool = False,
     ) -> ApiError:
-        """The 429 for the limit that refused; `requested`: the tokens asked for."""
+        """The 429 for the limit that refused; `requested`: whether the reservation's
+        tokens and dollars were asked for (what a "request too large" compares)."""
         refused = admission.refused_by
         assert refused is not None
         kind, scope = refused.key.split(":")[:2]
         on_refused(scope, kind)
-        return too_many(admission, refused, reservation, requested)
+        unit = reservation.units[reservation.limits.index(refused)]
+        asked = reservation.reserved(unit) if requested else None
+        return too_many(admission, refused, reservation, asked)
 
     async def cover(
         self,
         reservation: Reservation | None,
         tokens: int,
         on_refused: Callable[[str, str], None],
+        nanos: NanosEstimate | None = None,
     ) -> None:
-        """Make `reservation` hold at least `tokens` (a fallback deployment whose emulation
-        makes more upstream calls than admission reserved for), or raise the 429 with
-        nothing more taken. Only token limits are charged: the request is counted already."""
-        if reservation is None or tokens <= reservation.reserved_tokens:
+        """Make `reservation` hold at least `tokens`, and at least `nanos()` of its dollar
+        budgets (a fallback deployment whose emulation makes more upstream calls than
+        admission reserved for; a hedge beside the calls still running), or raise the 429
+        with nothing more taken. Only token and dollar limits are charged: the request is
+        counted already."""
+        if reservation is None:
             return
-        indices = [i for i, t in enumerate(reservation.token_limits) if t]
+        cost = reservation.reserved_nanos
+        if nanos is not None and reservation.counting(Unit.NANOS):
+            cost = max(cost, nanos())
+        wanted = {Unit.TOKENS: max(tokens, reservation.reserved_tokens), Unit.NANOS: cost}
+        indices = [
+            i
+            for i in reservation.counting(Unit.TOKENS, Unit.NANOS)
+            if wanted[reservation.units[i]] > reservation.reserved(reservation.units[i])
+        ]
         if not indices:
             return
-        extra = tokens - reservation.reserved_tokens
         limits = tuple(reservation.limits[i] for i in indices)
-        admission = await self._take(
-            limits, [extra] * len(limits), self._clock(), reservation.share
-        )
+        extra = [
+            wanted[unit] - reservation.reserved(unit)
+            for unit in (reservation.units[i] for i in indices)
+        ]
+        admission = await self._take(limits, extra, self._clock(), reservation.share)
         if admission is None:  # unchecked, as admission would have been
             return
         states = list(reservation.states)
@@ -264,8 +322,17 @@ class Limiter:
             states[i] = state
         reservation.states = tuple(states)
         if not admission.allowed:
-            raise self._refused(admission, reservation, on_refused, tokens)
-        reservation.reserved_tokens = tokens
+            asking = Reservation(
+                reservation.limits,
+                reservation.units,
+                wanted[Unit.TOKENS],
+                reservation.states,
+                share=reservation.share,
+                reserved_nanos=wanted[Unit.NANOS],
+            )
+            raise self._refused(admission, asking, on_refused, requested=True)
+        reservation.reserved_tokens = wanted[Unit.TOKENS]
+        reservation.reserved_nanos = wanted[Unit.NANOS]
 
     async def settle(
         self,
@@ -279,20 +346,37 @@ class Limiter:
         estimate stands for it), plus `unsettled`: the tokens of upstream calls no answer
         accounts for (policies/call_cost.py). A request that failed or was cut off after
         calling upstreams settles on those (`actual_tokens` 0): never on nothing.
-        `cost`: what every billed upstream call of the request cost (policies/pricing/)."""
+        `cost`: what every billed upstream call of the request cost (policies/pricing/),
+        which its dollar budgets settle on (None: the estimate stands; a cost partly
+        unknown settles on no less than the estimate)."""
         if reservation is None:
             return
-        if actual_tokens is None:
-            if unsettled == 0:
-                return
-            actual_tokens = reservation.reserved_tokens
-        actual_tokens += unsettled
-        delta = actual_tokens - reservation.reserved_tokens
-        if delta == 0 or not any(reservation.token_limits):
-            return
-        pairs = [
-            (lim, delta)
-            for lim, t in zip(reservation.limits, reservation.token_limits, strict=True)
-            if t
+        deltas = {
+            Unit.TOKENS: _token_delta(reservation, actual_tokens, unsettled),
+            Unit.NANOS: _nanos_delta(reservation, cost),
+        }
+        indices = [
+            i for i in reservation.counting(Unit.TOKENS, Unit.NANOS) if deltas[reservation.units[i]]
         ]
-        await self._store.charge([p[0] for p in pairs], [p[1] for p in pairs], self._clock())
+        if not indices:
+            return
+        limits = [reservation.limits[i] for i in indices]
+        costs = [deltas[reservation.units[i]] for i in indices]
+        await self._store.charge(limits, costs, self._clock())
+
+
+def _token_delta(reservation: Reservation, actual: int | None, unsettled: int) -> int:
+    """Tokens to charge (or give back) to correct the reservation to what was used."""
+    if actual is None:
+        if unsettled == 0:
+            return 0
+        actual = reservation.reserved_tokens
+    return actual + unsettled - reservation.reserved_tokens
+
+
+def _nanos_delta(reservation: Reservation, cost: RequestCost | None) -> int:
+    """Nano-dollars to charge (or give back) to correct the reservation to the real cost."""
+    if cost is None:
+        return 0
+    spent = cost.nanos if cost.known else max(cost.nanos, reservation.reserved_nanos)
+    return spent - reservation.reserved_nanos

@@ -13,6 +13,9 @@ from pydantic import ValidationError
 
 from policies.config import TurnoutConfig
 from policies.error_paths import join, locate
+from policies.pricing.book import PriceBook
+from policies.pricing.budget_check import unpriced_budget_problems
+from policies.pricing.table import shipped_table
 from policies.redaction import looks_like_token, mask_credentials
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -39,9 +42,15 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Turno
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
     resolved = _interpolate(raw, os.environ if env is None else env, path, "")
     try:
-        return TurnoutConfig.model_validate(resolved)
+        config = TurnoutConfig.model_validate(resolved)
     except ValidationError as exc:
         raise ConfigError(_describe(path, exc, resolved)) from None
+    # Needs the prices (the shipped table's too), which the config's own checks do not see.
+    if problems := unpriced_budget_problems(config, PriceBook.from_config(config, shipped_table())):
+        raise ConfigError(
+            f"{path}: invalid config ({len(problems)} problem(s)):\n  " + "\n  ".join(problems)
+        )
+    return config
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

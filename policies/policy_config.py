@@ -61,12 +61,40 @@ class BudgetSettings(_Strict):
     tokens: int = Field(ge=1)
 
 
+NANOS_PER_USD = 1_000_000_000
+
+
+class UsdBudgetSettings(_Strict):
+    """Dollars a scope may spend per calendar period (UTC), counted in whole nano-dollars
+    by the state stores: requests are admitted on their estimated cost and settled on
+    their real cost (policies/limits.py). At most 9 million dollars a period, so a count
+    stays exact in Redis's Lua numbers (doubles: integers up to 2**53)."""
+
+    per: Literal["hour", "day", "week", "month"]
+    usd: float = Field(gt=0, le=9_000_000, allow_inf_nan=False)
+
+    @property
+    def nanos(self) -> int:
+        return round(self.usd * NANOS_PER_USD)
+
+
 class LimitSettings(_Strict):
     rpm: int | None = Field(None, ge=1, description="Requests per minute")
     tpm: int | None = Field(None, ge=1, description="Tokens (prompt + completion) per minute")
     budget_tokens: BudgetSettings | None = None
+    budget_usd: UsdBudgetSettings | None = None
     # Requests in flight at once (a stream until its last byte), counted from the headers.
     concurrency: int | None = Field(None, ge=1, description="Requests in flight at once")
+
+
+class ModelLimitSettings(_Strict):
+    """A model's own limits (`models.<m>.limits`), over every caller's requests routed to
+    it: budgets only. A model is known once the body is parsed and routed, so its limits
+    are taken with the estimate (`Limiter.admit_tokens`); request and concurrency limits
+    are counted from the headers, before the body, and stay the callers'."""
+
+    budget_tokens: BudgetSettings | None = None
+    budget_usd: UsdBudgetSettings | None = None
 
 
 _SHA256 = re.compile(r"^sha256:[0-9a-fA-F]{64}$")

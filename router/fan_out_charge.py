@@ -2,7 +2,9 @@
 calls: every call is charged before the first starts (policies/fan_out_cost.py says how
 many read the prompt), and a fallback deployment that would make more calls reserves the
 difference before it starts, or the request is refused with the 429; a hedge reserves
-for its calls on top of those of the calls still running beside it."""
+for its calls on top of those of the calls still running beside it. Dollar budgets
+(the key's, the team's, the routed model's) are reserved and topped up alongside, at the
+estimated cost of the same calls (policies/pricing/estimate.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 from policies.fan_out_cost import UpstreamCalls
 from policies.limit_responses import rate_limit_headers
 from policies.limit_set import Reservation
+from policies.pricing.estimate import SpendEstimate
 from policies.token_estimate import estimate_tokens
 from providers.types import Endpoint
 from router.accounting import RequestRecord
@@ -34,16 +37,31 @@ async def admit_every_call(
     route, trace = record.route, record.trace
     assert route is not None
     assert trace is not None
-    calls = gateway.dispatcher.first_calls(route.plan, endpoint, body)
+    plan = route.plan
+    calls = gateway.dispatcher.first_calls(plan, endpoint, body)
+    settings = gateway.config.models.get(plan.model)
+    spend: list[SpendEstimate] = []  # priced once, and only where a dollar budget applies
+
+    def nanos(at_once: Sequence[UpstreamCalls]) -> int:
+        if not spend:
+            labels = [t.label for t in (*plan.targets, *plan.context_window_targets)]
+            spend.append(SpendEstimate.of(gateway.prices, labels, body))
+        return sum(spend[0].nanos(calls) for calls in at_once)
+
     reservation = await gateway.limiter.admit_tokens(
-        head, body, on_refused, prompt_reads=calls.prompt_reads
+        head,
+        body,
+        on_refused,
+        prompt_reads=calls.prompt_reads,
+        model=(plan.model, settings.limits if settings is not None else None),
+        nanos=lambda: nanos([calls]),
     )
     record.extra_headers.update(rate_limit_headers(reservation))
 
     async def cover(at_once: Sequence[UpstreamCalls]) -> None:
         try:
             tokens = sum(estimate_tokens(body, calls.prompt_reads) for calls in at_once)
-            await gateway.limiter.cover(reservation, tokens, on_refused)
+            await gateway.limiter.cover(reservation, tokens, on_refused, lambda: nanos(at_once))
         finally:  # a refusal's headers, too, say what is left
             record.extra_headers.update(rate_limit_headers(reservation))
 
