@@ -14,8 +14,10 @@ import structlog
 from policies.pricing.cost import RequestCost
 from policies.redaction import Redactor
 from policies.routing import Route
+from policies.spend.book import SpendBook
 from policies.teams import Caller
 from policies.trace import Trace
+from router.cost_report import COST_HEADER, header_value, log_fields
 from router.header_values import header_list
 from router.metrics import Metrics
 from router.request_span import end_server_span
@@ -73,6 +75,7 @@ class RequestRecord:
     # What the request's upstream calls cost (policies/pricing/cost.py), once it has ended;
     # set by the pipeline before the limits are settled and the line is logged.
     cost: RequestCost | None = None
+    spend: SpendBook | None = None  # where its cost is added up per team, key and day
     spans: RequestSpans | None = None  # its trace's spans, while tracing is on
 
     @classmethod
@@ -85,6 +88,7 @@ class RequestRecord:
         metrics: Metrics | None = None,
         in_flight: InFlight | None = None,
         redactor: Redactor | None = None,
+        spend: SpendBook | None = None,
     ) -> RequestRecord:
         """A record for a new request, with an id of Turnout's own: a client's
         `x-request-id` (`incoming_id`) could repeat another's, so it is kept beside it, and
@@ -99,6 +103,7 @@ class RequestRecord:
             metrics=metrics,
             in_flight=in_flight,
             redactor=redactor,
+            spend=spend,
             client_request_id=safe_client_id(incoming_id),
         )
 
@@ -114,6 +119,8 @@ class RequestRecord:
         if trace is not None and trace.target is not None:
             headers[DEPLOYMENT] = trace.target.label
             headers[ANSWERED_BY_MODEL] = trace.target.model_name
+        if self.cost is not None:  # a whole answer's (a stream's is not known yet)
+            headers[COST_HEADER] = header_value(self.cost)
         translation = trace.translation if trace is not None else None
         if translation is not None:
             for name, items in (
@@ -133,6 +140,8 @@ class RequestRecord:
             self._log(status, usage, outcome, elapsed, extra)
             if self.metrics is not None:
                 self._measure(self.metrics, status, usage, outcome, elapsed)
+            if self.cost is not None and self.route is not None:
+                self._spent(self.cost, self.route.plan.model)
             if self.spans is not None:  # its server span ends (router/request_span.py)
                 end_server_span(self, status, usage, outcome)
         finally:
@@ -163,6 +172,7 @@ class RequestRecord:
             outcome=outcome,
             latency_ms=round(elapsed * 1000.0, 2),
             usage=usage,
+            **log_fields(self.cost),
             **extra,
         )
         # Attempt outcomes and upstream errors are the upstream's words: they may echo
@@ -187,3 +197,15 @@ class RequestRecord:
             first_token_s=None if first is None else first - self.started,
             usage=usage,
         )
+
+    def _spent(self, cost: RequestCost, model: str) -> None:
+        """The request's cost, per deployment it called, into the metrics and the spend
+        book. Only routed requests count: the model label is then a configured one."""
+        caller, trace = self.caller, self.trace
+        team = (caller.team or "") if caller is not None else ""
+        key = caller.key_id if caller is not None else ""
+        if self.metrics is not None:
+            self.metrics.spent(team, key, model, cost)
+        if self.spend is not None:
+            answered = trace.target.label if trace is not None and trace.target else None
+            self.spend.record(team, key, model, cost, answered)

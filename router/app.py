@@ -11,8 +11,9 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 from policies.config import TurnoutConfig
+from policies.spend.factory import open_spend_store
 from policies.storage.factory import open_storage
-from router import catalog, endpoints, explain, metrics
+from router import catalog, endpoints, explain, metrics, spend
 from router.batches import endpoints as batches
 from router.batches.runner import BatchRunner
 from router.errors import EXCEPTION_HANDLERS
@@ -70,6 +71,9 @@ def create_app(
                 storage, lambda: app.state.gateway, observed
             )
             runner.start()
+            spend_store = await open_spend_store(config)  # the book outlives reloads
+            gateway.spend.start(spend_store)
+            log.info("spend_store_opened", where=spend_store.describe())
             async with reloading(app, config_path, observed, startup, listener):
                 yield
         finally:
@@ -79,6 +83,7 @@ def create_app(
                 await app.state.storage.aclose()
             # The gateway serving now; the reloader closed any it replaced.
             await app.state.gateway.aclose()
+            await gateway.spend.aclose()  # what is left flushed: spend is durable
 
     return TurnoutApp(
         route_handlers=[
@@ -90,6 +95,7 @@ def create_app(
             *catalog.ROUTES,
             *metrics.ROUTES,
             *explain.ROUTES,
+            *spend.ROUTES,
         ],
         lifespan=[lifespan],
         state=State(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from litestar import Response, asgi
@@ -22,6 +23,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from policies.errors import ApiError
 from policies.fan_out_cost import prompt_reads
 from policies.limit_set import Reservation
+from policies.pricing.cost import request_cost
 from policies.trace import Trace
 from providers.errors import UpstreamError
 from providers.types import Endpoint, JSONObject
@@ -29,9 +31,10 @@ from router.accounting import CACHE, RequestRecord
 from router.auth import authenticate
 from router.body import client_closed, read_json_object
 from router.closing_stream import ClosingStream
+from router.cost_report import with_cost
 from router.gateway import Gateway
 from router.incoming import HTTPRequest, Incoming
-from router.pipeline import PipelineRun, priced, total_tokens, unsettled
+from router.pipeline import PipelineRun, answered, priced, total_tokens, unsettled
 from router.schemas.chat import ChatCompletionRequest
 from router.schemas.common import OpenAIRequest
 from router.schemas.completions import CompletionRequest
@@ -191,15 +194,26 @@ async def relayed_stream(
         error = trace.stream_error
         record.emit(status, outcome=outcome, usage=usage, stream_error=error, **_continued(trace))
 
+    include_usage = wants_usage(forward)
+    if framer is sse_frames and include_usage:  # chat's usage chunk carries the cost too
+        framer = partial(sse_frames, costed=lambda usage: with_request_cost(gateway, trace, usage))
     frames = _after(
         framer(
             gateway.dispatcher.relay(opened, trace, (route.plan, endpoint, forward)),
             on_end,
-            wants_usage(forward),
+            include_usage,
         ),
         lambda: _settle_and_release(gateway, run.reservation, ended.get("usage"), record),
     )
     return frames, {**SSE_HEADERS, **record.headers()}
+
+
+def with_request_cost(gateway: Gateway, trace: Trace, usage: Any) -> Any:
+    """A stream's usage chunk with what the request cost so far: every call before it is
+    in the ledger (the usage's own call included), so this is the request's whole cost."""
+    if not isinstance(usage, dict):
+        return usage
+    return with_cost(usage, request_cost(trace.ledger, gateway.prices, answered(trace, usage)))
 
 
 async def _settle_and_release(

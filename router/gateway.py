@@ -31,6 +31,7 @@ from policies.pricing.book import PriceBook
 from policies.pricing.table import shipped_table
 from policies.redaction import Redactor
 from policies.routing import Router
+from policies.spend.book import SpendBook
 from policies.state.base import StateStore
 from policies.state.factory import build_store, display_url
 from policies.state.memory import MemoryStore
@@ -89,6 +90,9 @@ class Gateway:
     redactor: Redactor = field(default_factory=Redactor)  # masks errors and logs
     tracing: Tracing | None = None  # OpenTelemetry traces (policies/telemetry/); None: off
     prices: PriceBook = field(default_factory=lambda: PriceBook({}))  # what requests cost
+    # What requests cost, per team, key, model and day: one book for the app's life (a
+    # reload's gateway takes its predecessor's), flushed by the app's lifespan.
+    spend: SpendBook = field(default_factory=SpendBook)
     _in_flight: int = 0
     _drained: asyncio.Event | None = None
     _id_prefix: str = field(default_factory=lambda: secrets.token_hex(6))
@@ -178,6 +182,7 @@ class Gateway:
             deferred=deferred,
             clock=clock,
             prices=prices,
+            spend=previous.spend if previous is not None else SpendBook(clock),
         )
 
     @property

@@ -16,6 +16,7 @@ from prometheus_client.exposition import choose_encoder
 
 from policies.errors import ApiError
 from policies.hedge import HEDGE_LOST
+from policies.pricing.cost import RequestCost
 from policies.retry import CANCELLED, Attempt
 from policies.trace import Trace
 from providers.errors import Failure
@@ -165,6 +166,20 @@ class Metrics:
             registry=registry,
         )
 
+        # Keys are labelled by their id (the log's `key`: 12 hex digits of the key's digest,
+        # never the key), teams by name: both configured, so as bounded as the models.
+        self._spend = counter(
+            "spend_usd",
+            "What requests cost in US dollars, from the usage their upstream calls reported "
+            "(every billed attempt), per deployment called; unpriced calls add nothing here.",
+            *("team", "key", "model", "deployment"),
+        )
+        self._unpriced = counter(
+            "unpriced_requests",
+            "Requests that called (and were billed by) a deployment with no known price: "
+            "their cost is unknown, not $0.",
+            *("model", "deployment"),
+        )
         self._batches = counter(
             "batches", "Batches that reached a status here (each status once per batch).", "status"
         )
@@ -224,6 +239,14 @@ class Metrics:
             cached = cached_tokens(usage)
             if cached > 0:
                 self._cached_tokens(model, deployment).inc(cached)
+
+    def spent(self, team: str, key: str, model: str, cost: RequestCost) -> None:
+        """One finished request's cost, split by the deployments it called."""
+        for share in cost.shares:
+            if share.usd is None:
+                self._unpriced(model, share.label).inc()
+            elif share.usd > 0:
+                self._spend(team, key, model, share.label).inc(share.usd)
 
     def _count_attempts(self, attempts: Sequence[Attempt]) -> None:
         previous = None

@@ -96,6 +96,7 @@ class PipelineRun:
             metrics=metrics,
             in_flight=gateway,
             redactor=gateway.redactor,
+            spend=gateway.spend,
         )
         return cls(gateway, record, observer, endpoint, **options)
 
@@ -210,8 +211,17 @@ def priced(gateway: Gateway, record: RequestRecord, usage: Any = None) -> Reques
     """What the request's upstream calls cost, kept on its record (for the log line, the
     headers, the metrics and the trace); `usage`: the answer's, as the limits settle it."""
     trace = record.trace
-    record.cost = request_cost(trace.ledger if trace else None, gateway.prices, usage)
+    record.cost = request_cost(
+        trace.ledger if trace else None, gateway.prices, answered(trace, usage)
+    )
     return record.cost
+
+
+def answered(trace: Trace | None, usage: Any) -> Any:
+    """The answer's usage as one call's, to price the answering call by where its backend
+    reported none; None for a stream that was continued, whose usage adds up several calls
+    (each priced on its own: the broken one at its estimate)."""
+    return None if trace is not None and trace.continued else usage
 
 
 def unsettled(trace: Trace | None) -> int:

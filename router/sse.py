@@ -31,13 +31,17 @@ def frame(payload: JSONObject) -> bytes:
 
 
 async def sse_frames(
-    chunks: AsyncIterator[JSONObject], on_end: StreamEnd, include_usage: bool = True
+    chunks: AsyncIterator[JSONObject],
+    on_end: StreamEnd,
+    include_usage: bool = True,
+    costed: Callable[[Any], Any] | None = None,
 ) -> AsyncIterator[bytes]:
     """`on_end(outcome, usage, streamed_chars)`: how the stream ended (ok, error,
     client_closed), the usage the stream reported (None if none came), and how many
     characters of generated text were relayed, to estimate with when no usage came.
     `include_usage`: whether the client asked for the usage chunk (false: it is stripped,
-    and so are the `usage` keys of the other chunks)."""
+    and so are the `usage` keys of the other chunks). `costed(usage)`: the usage a client
+    that asked for it gets, with the request's cost (router/cost_report.py)."""
     outcome = "client_closed"  # until the stream ends any other way
     usage: Any = None
     streamed = 0
@@ -47,6 +51,8 @@ async def sse_frames(
                 usage = chunk["usage"]
             streamed += generated_chars(chunk)
             if include_usage or "usage" not in chunk:
+                if costed is not None and chunk.get("usage"):
+                    chunk = {**chunk, "usage": costed(chunk["usage"])}
                 yield frame(chunk)
             elif chunk.get("choices"):
                 yield frame({k: v for k, v in chunk.items() if k != "usage"})
