@@ -138,6 +138,8 @@ class Limiter:
         of each limit this request may use, leaving the rest to others (module docstring)."""
         now = self._clock()
         reservation = await self._admit_requests(caller, now, on_refused, share)
+        if reservation is None and share < 1.0:  # the model's budgets, later, take the share
+            reservation = Reservation((), (), 0, (), share=share)
         slots = slot_limits(caller, self._slot_lease_s)
         if not slots:
             return reservation

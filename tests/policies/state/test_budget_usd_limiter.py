@@ -123,3 +123,17 @@ def test_a_dollar_budget_shares_its_owners_hash_tag() -> None:
     assert keys[1].startswith("t:{key:k}:budget:budget_usd:key:k:day:")
     assert keys[2].startswith("t:{team:t}:budget:budget_usd:team:t:day:")
     assert [unit for _, unit in pairs] == [Unit.TOKENS, Unit.NANOS, Unit.NANOS]
+
+
+async def test_a_share_holds_for_a_models_budget_too(store: StateStore) -> None:
+    """A batch line (half a share) from a caller with no limits of its own: the model's
+    budget, known only once routed, still leaves half to live requests."""
+    limiter = Limiter(store, lambda: NOW)
+    who = caller(None)
+    head = await limiter.admit_request(who, ignore, share=0.5)
+    with pytest.raises(ApiError) as refused:
+        await limiter.admit_tokens(head, BODY, ignore, model=MODEL, nanos=lambda: 3_000)
+    assert "this request's share: $0.0000025" in refused.value.message
+    live = await limiter.admit(who, BODY, ignore, model=MODEL, nanos=lambda: 3_000)
+    assert live is not None
+    assert await left(store, live) == [2_000]
