@@ -13,9 +13,7 @@ from pydantic import ValidationError
 
 from policies.config import TurnoutConfig
 from policies.error_paths import join, locate
-from policies.pricing.book import PriceBook
-from policies.pricing.budget_check import unpriced_budget_problems
-from policies.pricing.table import shipped_table
+from policies.pricing.budget_check import dollar_budget_problems
 from policies.redaction import looks_like_token, mask_credentials
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -46,7 +44,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Turno
     except ValidationError as exc:
         raise ConfigError(_describe(path, exc, resolved)) from None
     # Needs the prices (the shipped table's too), which the config's own checks do not see.
-    if problems := unpriced_budget_problems(config, PriceBook.from_config(config, shipped_table())):
+    if problems := dollar_budget_problems(config):
         raise ConfigError(
             f"{path}: invalid config ({len(problems)} problem(s)):\n  " + "\n  ".join(problems)
         )

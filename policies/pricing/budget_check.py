@@ -18,6 +18,15 @@ from collections.abc import Iterable
 from policies.config import TurnoutConfig
 from policies.policy_config import LimitSettings, ModelLimitSettings
 from policies.pricing.book import PriceBook
+from policies.pricing.table import shipped_table
+
+
+def dollar_budget_problems(config: TurnoutConfig) -> list[str]:
+    """`unpriced_budget_problems` with the prices the gateway will use (the shipped table
+    is read only where some dollar budget is set)."""
+    if next(iter(_budget_scopes(config)), None) is None:
+        return []
+    return unpriced_budget_problems(config, PriceBook.from_config(config, shipped_table()))
 
 
 def unpriced_budget_problems(config: TurnoutConfig, book: PriceBook) -> list[str]:
