@@ -223,6 +223,8 @@ class Limiter:
         known = {limit.key for limit in held.limits}
         added = [(limit, unit) for limit, unit in added if limit.key not in known]
         units = held.units + tuple(unit for _, unit in added)
+        if Unit.TOKENS not in units and Unit.NANOS not in units:
+            return head  # only requests are counted: no estimate to make
         tokens = max(held.reserved_tokens, estimate_tokens(body, prompt_reads))
         cost = held.reserved_nanos
         if nanos is not None and Unit.NANOS in units:
