@@ -5,10 +5,10 @@ request, and dollars are whole nano-dollars so every store adds them exactly."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 NANOS_PER_USD = 1_000_000_000
 EPOCH = date(1970, 1, 1)
@@ -31,15 +31,18 @@ class SpendKey(NamedTuple):
 # nanos, requests, prompt_tokens, completion_tokens, unpriced_requests (see FIELDS)
 Totals = list[int]
 Rows = dict[SpendKey, Totals]
+# A row's key as the request path makes it: a plain tuple, equal to its `SpendKey`.
+RowKey = tuple[int, str, str, str, str]
+K = TypeVar("K", bound=tuple[int, str, str, str, str])
 
 
 def empty() -> Totals:
     return [0, 0, 0, 0, 0]
 
 
-def merge(into: Rows, rows: Mapping[SpendKey, Totals]) -> None:
-    """Add `rows` to `into`."""
-    for key, totals in rows.items():
+def merge(into: dict[K, Totals], rows: Iterable[tuple[K, Totals]]) -> None:
+    """Add `rows` (a mapping's items) to `into`."""
+    for key, totals in rows:
         found = into.get(key)
         if found is None:
             into[key] = list(totals)
