@@ -8,6 +8,7 @@ upstreams on loopback, the official SDKs as clients, exact figures."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from policies.rules import estimate_prompt_tokens
 from tests.fakes.anthropic_upstream import FakeAnthropicUpstream, Reply
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Ok, StallMidStream, Status
 from tests.fakes.replica_pool import ReplicaPool
+from tests.router.batches.batch_helpers import finished, line, read_lines, start_batch
 from tests.turnout_server import RunningTurnout, simple_config
 
 StartTurnout = Callable[..., RunningTurnout]
@@ -246,9 +248,9 @@ def test_an_unpriced_deployment_is_reported_unpriced_never_zero(
     assert raw.headers["x-turnout-cost-usd"] == "unpriced"
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.model_extra == {"cost_usd": None}
-    for line in (request_line(logs, 0), request_line(logs, 1)):
-        assert line["cost_usd"] is None
-        assert line["unpriced"] == ["a/a-model"]
+    for logged in (request_line(logs, 0), request_line(logs, 1)):
+        assert logged["cost_usd"] is None
+        assert logged["unpriced"] == ["a/a-model"]
     assert series(server, "turnout_spend_usd_total") == {}
     unpriced = series(server, "turnout_unpriced_requests_total")
     assert unpriced == {(("deployment", "a/a-model"), ("model", "m")): 2.0}
@@ -329,3 +331,37 @@ def test_anthropic_cache_reads_and_writes_are_priced_apart(logs: list[dict[str, 
     ) / 1e6
     line = request_line(logs)
     assert line["cost_usd"] == pytest.approx(streamed, abs=1e-12)
+
+
+def test_batch_lines_are_priced_in_the_log_metrics_and_spend(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream, logs: list[dict[str, Any]]
+) -> None:
+    """A batch line runs the one pipeline: its cost is logged, counted and kept as spend
+    (its output line keeps OpenAI's shape: the answer's body, no cost)."""
+    server = turnout(priced({"a": upstream.base_url}, {"a": PRICE_A}, batches={"poll_s": 0.1}))
+    lines = [line(f"line{i} words") for i in range(3)]  # 2 prompt, 3 completion tokens each
+    with server.client(MEMBER) as client:
+        batch = finished(client, start_batch(client, lines).id)
+        assert batch.status == "completed"
+        outputs = read_lines(client, batch.output_file_id)
+    assert all("cost_usd" not in json.dumps(out) for out in outputs)
+    priced_lines = [e for e in logs if e.get("event") == "request" and "batch" in e]
+    assert [e["cost_usd"] for e in priced_lines] == [pytest.approx(COST_A, abs=1e-12)] * 3
+    spent = series(server, "turnout_spend_usd_total")
+    assert spent[spend_label("a/a-model")] == pytest.approx(3 * COST_A, abs=1e-12)
+    report = httpx.get(
+        f"{server.url}/v1/router/spend", headers={"authorization": f"Bearer {ADMIN}"}
+    ).json()
+    assert report["totals"]["requests"] == 3
+    assert report["totals"]["usd"] == pytest.approx(3 * COST_A, abs=1e-12)
+
+
+def test_the_responses_door_reports_the_cost_of_a_whole_answer(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream, logs: list[dict[str, Any]]
+) -> None:
+    server = turnout(priced({"a": upstream.base_url}, {"a": PRICE_A}))
+    with server.client(MEMBER) as client:
+        raw = client.responses.with_raw_response.create(model="m", input="hello world")
+    assert raw.parse().output_text == "echo: hello world"
+    assert raw.headers["x-turnout-cost-usd"] == "0.000134"
+    assert request_line(logs)["cost_usd"] == pytest.approx(COST_A, abs=1e-12)
