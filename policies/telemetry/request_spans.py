@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
 from opentelemetry import context as otel_context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_span_in_context
+from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 from policies.plan import Target
 from policies.redaction import Redactor
@@ -29,6 +29,7 @@ from policies.telemetry.attributes import (
     response_attributes,
     span_name,
 )
+from policies.telemetry.recorder import RecordedSpan, SpanRecorder
 from policies.telemetry.stream_spans import watched
 from policies.trace import OpenStream, Trace
 from providers.errors import Failure, UpstreamError
@@ -46,25 +47,23 @@ class RequestSpans:
         "_continued",
         "_in_flight",
         "_last",
-        "_parent",
         "_providers",
+        "_recorder",
         "_redactor",
         "_started",
-        "_tracer",
         "server",
     )
 
     def __init__(
         self,
-        tracer: Tracer,
-        server: Span,
+        recorder: SpanRecorder,
+        server: RecordedSpan,
         providers: Mapping[str, object],
         redactor: Redactor,
         capture: bool,
     ) -> None:
-        self._tracer = tracer
+        self._recorder = recorder
         self.server = server
-        self._parent = set_span_in_context(server)
         self._providers = providers
         self._redactor = redactor
         self._capture = capture
@@ -90,7 +89,7 @@ class RequestSpans:
             reason = self._reason(trace, tries)
             tries += 1
             span = self._start(target, request, reason)
-            token = otel_context.attach(set_span_in_context(span, self._parent))
+            token = otel_context.attach(set_span_in_context(span.current()))
             try:
                 result = await call()
             except UpstreamError as exc:
@@ -127,11 +126,11 @@ class RequestSpans:
             return "hedge"
         return "fallback" if self._started else "first"
 
-    def _start(self, target: Target, request: ProviderRequest, reason: str) -> Span:
+    def _start(self, target: Target, request: ProviderRequest, reason: str) -> RecordedSpan:
         operation = OPERATIONS.get(request.endpoint, "chat")
         model = request.body.get("model")
         name = span_name(operation, model if isinstance(model, str) else None)
-        span = self._tracer.start_span(name, self._parent, SpanKind.CLIENT)
+        span = self._recorder.child(self.server, name, SpanKind.CLIENT)
         self._started += 1
         self._in_flight += 1
         if not span.is_recording():
@@ -151,7 +150,7 @@ class RequestSpans:
         span.set_attributes(attributes)
         return span
 
-    def answered(self, span: Span, body: Mapping[str, Any]) -> None:
+    def answered(self, span: RecordedSpan, body: Mapping[str, Any]) -> None:
         """A whole answer came: its model, usage and finish reasons on the attempt."""
         if not span.is_recording():
             return
@@ -173,7 +172,7 @@ class RequestSpans:
             in ("gen_ai.response.model", "gen_ai.response.id", "gen_ai.response.finish_reasons")
         }
 
-    def _failed(self, span: Span, target: Target, error: UpstreamError) -> None:
+    def _failed(self, span: RecordedSpan, target: Target, error: UpstreamError) -> None:
         # An upstream's words may echo the credentials Turnout sent it or name its
         # internal address: masked as a client would get them.
         text = self._redactor.for_client(error.summary(), target.label)
@@ -185,7 +184,7 @@ class RequestSpans:
                 span.set_attribute("http.response.status_code", error.status)
         self._outcome(span, target, "error", text)
 
-    def _outcome(self, span: Span, target: Target, outcome: str, error: str | None) -> None:
+    def _outcome(self, span: RecordedSpan, target: Target, outcome: str, error: str | None) -> None:
         """The attempt ended (`error`: why, if it failed): its span too."""
         self._last = (target.label, error)
         self._in_flight -= 1
@@ -193,11 +192,11 @@ class RequestSpans:
             span.set_attribute("turnout.attempt.outcome", outcome)
         span.end()
 
-    def stream_failed(self, span: Span, target: Target, error: UpstreamError) -> None:
+    def stream_failed(self, span: RecordedSpan, target: Target, error: UpstreamError) -> None:
         """A committed stream broke (its span ends)."""
         self._failed(span, target, error)
 
-    def stream_ended(self, span: Span, target: Target, outcome: str) -> None:
+    def stream_ended(self, span: RecordedSpan, target: Target, outcome: str) -> None:
         self._outcome(span, target, outcome, None)
 
     def finish(self, attributes: Attributes, status: int, error_type: str | None) -> None:

@@ -8,14 +8,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.trace import Span
-
 from policies.plan import Target
 from policies.telemetry.attributes import (
     Attributes,
     output_messages,
     usage_attributes,
 )
+from policies.telemetry.recorder import RecordedSpan
 from policies.trace import OpenStream
 from providers.errors import UpstreamError
 from providers.types import JSONObject
@@ -93,7 +92,7 @@ class StreamSeen:
 
 
 async def watched(
-    spans: RequestSpans, span: Span, target: Target, opened: OpenStream, capture: bool
+    spans: RequestSpans, span: RecordedSpan, target: Target, opened: OpenStream, capture: bool
 ) -> AsyncGenerator[JSONObject, None]:
     """`opened`'s chunks after the first, as they come; `span` ends with the stream."""
     recording = span.is_recording()
@@ -119,7 +118,7 @@ async def watched(
             spans.stream_ended(span, target, outcome)
 
 
-def _seen(spans: RequestSpans, span: Span, seen: StreamSeen | None) -> None:
+def _seen(spans: RequestSpans, span: RecordedSpan, seen: StreamSeen | None) -> None:
     if seen is None:
         return
     attributes = seen.attributes()

@@ -15,7 +15,6 @@ import time
 from collections.abc import Mapping
 
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
@@ -26,6 +25,8 @@ from policies.redaction import Redactor
 from policies.telemetry.attributes import OPERATIONS, request_attributes, span_name
 from policies.telemetry.build import Dropped
 from policies.telemetry.dropped import CountingBatchProcessor, CountingExporter
+from policies.telemetry.exporter import WireSpanExporter
+from policies.telemetry.recorder import SpanRecorder
 from policies.telemetry.request_spans import RequestSpans
 from policies.telemetry.settings import TraceExport
 from providers.types import Endpoint
@@ -42,10 +43,8 @@ class Tracing:
         self.export = export
         self._dropped_count = 0
         self._dropped = dropped
-        exporter = OTLPSpanExporter(
-            endpoint=export.endpoint,
-            headers=dict(settings.headers) or None,
-            timeout=settings.export_timeout_s,
+        exporter = WireSpanExporter(
+            export.endpoint, dict(settings.headers) or None, settings.export_timeout_s
         )
         self._processor = CountingBatchProcessor(
             CountingExporter(exporter, self._lost),
@@ -60,8 +59,8 @@ class Tracing:
             resource=Resource.create({"service.name": export.service_name}),
             shutdown_on_exit=False,  # the gateway shuts it down, flushing what is queued
         )
-        self._provider.add_span_processor(self._processor)
-        self._tracer = self._provider.get_tracer("turnout")
+        self._provider.add_span_processor(self._processor)  # flushed and shut down with it
+        self._spans = SpanRecorder(self._provider, self._processor)
         self._closed = False
 
     def request(
@@ -85,10 +84,10 @@ class Tracing:
         model = body.get("model")
         name = span_name(operation, model if isinstance(model, str) else None)
         began = time.time_ns() - int((time.perf_counter() - started) * 1e9)
-        span = self._tracer.start_span(name, parent, SpanKind.SERVER, start_time=began)
+        span = self._spans.root(name, SpanKind.SERVER, parent, began)
         if span.is_recording():
             span.set_attributes(request_attributes(operation, body))
-        return RequestSpans(self._tracer, span, providers, redactor, self.export.capture_content)
+        return RequestSpans(self._spans, span, providers, redactor, self.export.capture_content)
 
     @property
     def dropped(self) -> int:

@@ -175,3 +175,27 @@ def test_a_reload_keeps_the_tracer_unless_the_telemetry_section_changed() -> Non
         assert build_tracing(TelemetrySettings(), {}, first, None) is None  # turned off
     finally:
         first._provider.shutdown()
+
+
+@pytest.mark.parametrize("flags", [0, 1, 3])
+def test_the_upstream_headers_are_those_the_w3c_propagator_writes(flags: int) -> None:
+    from opentelemetry import context
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    from opentelemetry.trace.span import TraceState
+
+    span = SpanContext(
+        0x4BF92F3577B34DA6A3CE929D0E0E4736,
+        0x00F067AA0BA902B7,
+        is_remote=False,
+        trace_flags=TraceFlags(flags),
+        trace_state=TraceState([("vendor", "opaque")]),
+    )
+    token = context.attach(set_span_in_context(NonRecordingSpan(span)))
+    try:
+        ours = with_trace_context({"authorization": "Bearer x"})
+        theirs = {"authorization": "Bearer x"}
+        TraceContextTextMapPropagator().inject(theirs)
+    finally:
+        context.detach(token)
+    assert ours == theirs
