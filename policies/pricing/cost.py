@@ -54,7 +54,7 @@ def counts_of(usage: Any) -> TokenCounts | None:
     Responses API's (`input_tokens`, cached ones among them, with a `total_tokens`) and
     Anthropic's Messages (`input_tokens` leaving out the cache's reads and writes, no
     total). None: the usage counts nothing."""
-    if not isinstance(usage, (dict, Mapping)):  # a dict is found first, without the ABC
+    if usage is None or not isinstance(usage, (dict, Mapping)):  # no ABC check for these
         return None
     if "prompt_tokens" in usage or "completion_tokens" in usage:
         details = _mapping(usage.get("prompt_tokens_details"))

@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from policies.config import TurnoutConfig
+from router.gateway import Gateway
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.manual_clock import ManualClock
 from tests.redis_server import redis_url as redis_url
@@ -188,3 +190,12 @@ def test_two_gateways_sharing_redis_add_to_one_spend(
         assert spend(again).json()["totals"]["requests"] == 6
     finally:
         again.stop()
+
+
+def test_a_reloaded_gateway_keeps_adding_to_the_same_spend(upstream: FakeOpenAIUpstream) -> None:
+    """The spend book lives as long as the app: a reload's gateway takes its
+    predecessor's, so nothing pending is lost or flushed twice."""
+    first = Gateway.from_config(TurnoutConfig.model_validate(config(upstream)))
+    again = Gateway.from_config(TurnoutConfig.model_validate(config(upstream)), previous=first)
+    assert again.spend is first.spend
+    assert Gateway.from_config(first.config).spend is not first.spend  # a new app's own
