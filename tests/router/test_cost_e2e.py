@@ -96,6 +96,21 @@ def test_a_whole_answer_reports_its_cost_in_header_log_and_metrics(
     assert spent[spend_label("a/a-model")] == pytest.approx(2 * COST_A, abs=1e-12)
 
 
+def test_litestars_way_sends_the_same_cost_header(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream
+) -> None:
+    """A path spelled with a trailing slash is answered by the Litestar handler rather
+    than the hot door: the same pipeline, the same header."""
+    server = turnout(priced({"a": upstream.base_url}, {"a": PRICE_A}))
+    body = {"model": "m", "messages": MESSAGES}
+    auth = {"authorization": f"Bearer {MEMBER}"}
+    with server.http() as http:
+        hot = http.post("/v1/chat/completions", json=body, headers=auth)
+        routed = http.post("/v1/chat/completions/", json=body, headers=auth)
+    assert hot.status_code == routed.status_code == 200
+    assert hot.headers["x-turnout-cost-usd"] == routed.headers["x-turnout-cost-usd"] == "0.000134"
+
+
 def test_a_failed_attempt_the_upstream_refused_costs_nothing_and_the_fallback_is_priced(
     turnout: StartTurnout,
     upstream: FakeOpenAIUpstream,
@@ -365,3 +380,21 @@ def test_the_responses_door_reports_the_cost_of_a_whole_answer(
     assert raw.parse().output_text == "echo: hello world"
     assert raw.headers["x-turnout-cost-usd"] == "0.000134"
     assert request_line(logs)["cost_usd"] == pytest.approx(COST_A, abs=1e-12)
+
+
+def test_an_error_answer_says_what_its_billed_calls_cost(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream, logs: list[dict[str, Any]]
+) -> None:
+    """Every attempt refused with an error status (no upstream bills one): the error
+    answer carries the header too, and says $0."""
+    upstream.set_default(Status(500))
+    server = turnout(priced({"a": upstream.base_url}, {"a": PRICE_A}))
+    with server.http() as http:
+        failed = http.post(
+            "/v1/chat/completions",
+            json={"model": "m", "messages": MESSAGES},
+            headers={"authorization": f"Bearer {MEMBER}"},
+        )
+    assert failed.status_code >= 500
+    assert failed.headers["x-turnout-cost-usd"] == "0"
+    assert request_line(logs)["cost_usd"] == 0
