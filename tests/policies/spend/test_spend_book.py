@@ -19,6 +19,8 @@ from policies.spend.rows import DayRange, Rows, SpendKey, Totals
 from policies.spend.sqlite_spend import SqliteSpend
 from policies.spend.store import SpendStore
 from policies.storage.base import StorageUnavailable
+from tests.redis_cluster import redis_cluster as redis_cluster
+from tests.redis_cluster import redis_cluster_url as redis_cluster_url
 from tests.redis_server import redis_url as redis_url
 
 DAY = 20_000  # 2024-10-04
@@ -33,14 +35,21 @@ def cost(*shares: tuple[str, float | None, int, int]) -> RequestCost:
     return RequestCost(usd, unpriced, len(parts), parts)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def opener(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) -> Opener:
+@pytest.fixture(params=["sqlite", "redis", "cluster"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens stores that share one spend, as replicas (or a restarted server) do: SQLite,
+    one Redis node, and a three-master Redis Cluster (a day's hash is one slot)."""
     prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    if request.param == "cluster":
+        url: str = request.getfixturevalue("redis_cluster_url")
+        address = RedisAddress(url=url, cluster=True)
+    elif request.param == "redis":
+        address = RedisAddress(url=request.getfixturevalue("redis_url"))
 
     async def open_store() -> SpendStore:
         if request.param == "sqlite":
             return await SqliteSpend.open(tmp_path / "spend.sqlite3")
-        return RedisSpend.from_address(RedisAddress(url=redis_url), prefix=prefix, timeout_s=2)
+        return RedisSpend.from_address(address, prefix=prefix, timeout_s=2)
 
     return open_store
 
