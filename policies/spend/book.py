@@ -114,7 +114,8 @@ class SpendBook:
     async def aclose(self) -> None:
         """Stop flushing, flush what is left, close the store."""
         if self._flusher is not None:
-            self._flusher.cancel()
+            async with self._lock:  # never cut a flush short: its rows might count twice
+                self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
             self._flusher = None
