@@ -67,23 +67,32 @@ def _value(value: Any) -> bytes:
     raise TypeError(kind.__name__)
 
 
+_REPEATED = (str, bool, int)  # values worth remembering: names, flags, small counts
+_MAX_REMEMBERED = 4096
+
+
 def _attributes(
-    tag: bytes, attributes: Mapping[str, Any] | None, keys: dict[str, bytes] | None = None
+    tag: bytes, attributes: Mapping[str, Any] | None, seen: dict[Any, bytes] | None = None
 ) -> bytes:
-    """Each attribute as a `KeyValue` field `tag`; `keys`: keys already written (the
-    same few dozen names on every span)."""
+    """Each attribute as a `KeyValue` field `tag`. `seen`: pairs already written (most
+    recur on every span: the operation, the deployment, the cache result, a status);
+    pairs are remembered up to a bound, then only written."""
     if not attributes:
         return b""
+    memo: dict[Any, bytes] = {} if seen is None else seen
     parts: list[bytes] = []
-    for key, value in attributes.items():
-        written = keys.get(key) if keys is not None else None
+    for pair in attributes.items():
+        key, value = pair
+        kind = type(value)
+        remember = kind in _REPEATED
+        written = memo.get((pair, kind)) if remember else None  # True and 1 kept apart
         if written is None:
-            written = _field(b"\x0a", key.encode())
-            if keys is not None and len(keys) < 1024:
-                keys[key] = written
-        encoded = _value(value)
-        pair = written + b"\x12" + _varint(len(encoded)) + encoded
-        parts += (tag, _varint(len(pair)), pair)
+            encoded = _value(value)
+            inner = _field(b"\x0a", key.encode()) + _field(b"\x12", encoded)
+            written = tag + _varint(len(inner)) + inner
+            if remember and len(memo) < _MAX_REMEMBERED:
+                memo[(pair, kind)] = written
+        parts.append(written)
     return b"".join(parts)
 
 
@@ -92,7 +101,7 @@ def writable(span: ReadableSpan) -> bool:
     return not span.events and not span.links
 
 
-def _span(span: ReadableSpan, keys: dict[str, bytes]) -> bytes:
+def _span(span: ReadableSpan, seen: dict[Any, bytes]) -> bytes:
     context = span.context
     assert context is not None  # a ReadableSpan from a started span
     parts = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08"]
@@ -107,7 +116,7 @@ def _span(span: ReadableSpan, keys: dict[str, bytes]) -> bytes:
     parts += (b"\x30", _varint(span.kind.value + 1))  # OTLP's SpanKind counts from 1
     parts += (b"\x39", _FIXED64.pack(span.start_time or 0))
     parts += (b"\x41", _FIXED64.pack(span.end_time or 0))
-    parts.append(_attributes(b"\x4a", span.attributes, keys))
+    parts.append(_attributes(b"\x4a", span.attributes, seen))
     status = span.status
     inner = b""
     if status.description:
@@ -127,7 +136,7 @@ class WireEncoder:
     def __init__(self) -> None:
         self._resources: dict[int, tuple[Resource, bytes]] = {}
         self._scopes: dict[int, tuple[InstrumentationScope | None, bytes]] = {}
-        self._keys: dict[str, bytes] = {}
+        self._seen: dict[Any, bytes] = {}  # attribute pairs already written (bounded)
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The request's bytes; raises TypeError where an attribute is of a type this
@@ -136,7 +145,7 @@ class WireEncoder:
         for span in spans:
             resource = self._resource(span.resource)
             scope = self._scope(span.instrumentation_scope)
-            encoded = _field(b"\x12", _span(span, self._keys))
+            encoded = _field(b"\x12", _span(span, self._seen))
             grouped.setdefault(resource, {}).setdefault(scope, []).append(encoded)
         out: list[bytes] = []
         for resource, scopes in grouped.items():

@@ -20,7 +20,7 @@ from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -86,8 +86,14 @@ class SpanRecorder:
     """Starts `RecordedSpan`s with `provider`'s sampler, ids and resource, and hands each
     ended one to `processor` (the provider's batch processor)."""
 
-    def __init__(self, provider: TracerProvider, processor: SpanProcessor) -> None:
+    def __init__(
+        self, provider: TracerProvider, processor: SpanProcessor, roots: TraceIdRatioBased
+    ) -> None:
+        """`roots`: the ratio sampler the provider's ParentBased sampler uses for a span
+        without a parent: asked directly for those (the common case), as ParentBased
+        would, without building a context for it."""
         self._sampler = provider.sampler
+        self._bound = roots.bound
         self._ids = provider.id_generator
         self._resource = provider.resource
         self._processor = processor
@@ -100,28 +106,30 @@ class SpanRecorder:
         remote = get_current_span(parent).get_span_context() if parent is not None else None
         if remote is not None and not remote.is_valid:
             remote = None
-        trace_id = remote.trace_id if remote is not None else self._ids.generate_trace_id()
-        decision = self._sampler.should_sample(parent, trace_id, name, kind)
-        sampled = decision.decision is Decision.RECORD_AND_SAMPLE
-        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
+        state = None
         if remote is None:
+            trace_id = self._ids.generate_trace_id()
+            sampled = trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < self._bound
+            flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
             if self._ids.is_trace_id_random():
                 flags |= TraceFlags.RANDOM_TRACE_ID
         else:
+            trace_id = remote.trace_id
+            decision = self._sampler.should_sample(parent, trace_id, name, kind)
+            sampled = decision.decision is Decision.RECORD_AND_SAMPLE
+            flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
             flags |= remote.trace_flags & TraceFlags.RANDOM_TRACE_ID
+            state = decision.trace_state
         context = SpanContext(
             trace_id,
             self._ids.generate_span_id(),
             is_remote=False,
             trace_flags=TraceFlags(flags),
-            trace_state=decision.trace_state,
+            trace_state=state,
         )
         # Recorded only when sampled: an unsampled span would never be exported anyway.
         recorder = self if sampled else None
-        span = RecordedSpan(recorder, name, kind, context, remote, start or time.time_ns())
-        if recorder is not None and decision.attributes:
-            span.set_attributes(decision.attributes)
-        return span
+        return RecordedSpan(recorder, name, kind, context, remote, start or time.time_ns())
 
     def child(self, parent: RecordedSpan, name: str, kind: SpanKind) -> RecordedSpan:
         """A span under `parent`, sampled as it is."""

@@ -1,5 +1,8 @@
 """The tracer one gateway holds while tracing is on: the SDK's TracerProvider with a
-parent-based ratio sampler, a batch processor and the OTLP/HTTP (protobuf) exporter.
+parent-based ratio sampler, its BatchSpanProcessor and the OTLP/HTTP (protobuf) exporter.
+Spans are recorded by `recorder.SpanRecorder` and written by `otlp_wire` rather than by
+the SDK's tracer and the package's encoder: the same spans for a fraction of the CPU
+(bench/README.md, "Tracing").
 
 Never the global tracer provider: several gateways may live in one process (a reload's
 old and new one, the tests' many), each with its own config; a gateway builds its
@@ -54,13 +57,14 @@ class Tracing:
             max_export_batch_size=settings.max_export_batch_size,
             export_timeout_millis=settings.export_timeout_s * 1000.0,
         )
+        roots = TraceIdRatioBased(export.sample_ratio)
         self._provider = TracerProvider(
-            sampler=ParentBased(TraceIdRatioBased(export.sample_ratio)),
+            sampler=ParentBased(roots),
             resource=Resource.create({"service.name": export.service_name}),
             shutdown_on_exit=False,  # the gateway shuts it down, flushing what is queued
         )
         self._provider.add_span_processor(self._processor)  # flushed and shut down with it
-        self._spans = SpanRecorder(self._provider, self._processor)
+        self._spans = SpanRecorder(self._provider, self._processor, roots)
         self._closed = False
 
     def request(

@@ -86,9 +86,11 @@ def test_the_writer_writes_what_the_package_encoder_writes() -> None:
         span("embeddings m", SpanKind.SERVER, {}, status=Status(StatusCode.OK)),
         span("chat other", SpanKind.INTERNAL, {"a": 1}, resource=other),
     ]
-    ours = decoded(WireEncoder().encode(spans))
+    encoder = WireEncoder()
+    ours = decoded(encoder.encode(spans))
     theirs = decoded(encode_spans(spans).SerializePartialToString())
     assert ours == theirs
+    assert decoded(encoder.encode(spans)) == theirs  # again, from the pairs it remembers
     assert len(ours.resource_spans) == 2  # grouped by resource, as the package groups them
 
 
