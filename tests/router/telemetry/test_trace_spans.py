@@ -269,3 +269,22 @@ def test_a_hedge_is_its_own_span_and_the_loser_is_cancelled(
     assert request.attributes["turnout.deployment"] == "b/b-model"
     assert traceparent_of(upstream.requests[-1].headers)[1] == slow.span_id
     assert traceparent_of(upstream_b.requests[-1].headers)[1] == hedge.span_id
+
+
+def test_the_server_span_carries_the_request_cost_when_priced(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream, receiver: OTLPReceiver
+) -> None:
+    upstream.set_default(Ok(text="hello there"))
+    config = simple_config({"a": upstream.base_url}, telemetry=telemetry(receiver.endpoint))
+    deployment = config["models"]["m"]["deployments"][0]
+    deployment["price"] = {"prompt": 1_000_000.0, "completion": 2_000_000.0}  # $1, $2 a token
+    server = turnout(config)
+    with server.client() as client:
+        answer = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}]
+        )
+    request = one(exported(server, receiver, 2), "server")
+    usage = answer.usage
+    assert usage is not None
+    expected = usage.prompt_tokens * 1.0 + usage.completion_tokens * 2.0
+    assert request.attributes["turnout.cost_usd"] == pytest.approx(expected)
