@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from policies.token_estimate import estimate_tokens
-from providers.call_ledger import CallLedger
+from policies.token_estimate import estimate_parts
+from providers.call_ledger import CallLedger, CallRecord
 
 
 def unsettled_tokens(ledger: CallLedger | None) -> int:
@@ -21,8 +21,16 @@ def unsettled_tokens(ledger: CallLedger | None) -> int:
     total = 0
     for call in ledger.unsettled():
         used = usage_tokens(call.usage)
-        total += used if used is not None else estimate_tokens(call.body)
+        total += used if used is not None else sum(call_estimate(call))
     return total
+
+
+def call_estimate(call: CallRecord) -> tuple[int, int]:
+    """The (prompt, completion) tokens a call with no usage is charged, estimated from its
+    body once (the limits and the request's cost both ask)."""
+    if call.estimate is None:
+        call.estimate = estimate_parts(call.body)
+    return call.estimate
 
 
 def usage_tokens(usage: Any) -> int | None:

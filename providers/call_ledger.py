@@ -40,6 +40,9 @@ class CallRecord:
     body: Mapping[str, Any]
     usage: Mapping[str, Any] | None = None  # the upstream's own count, once reported
     billed: bool = True  # False: it ended in a way no upstream bills
+    # The (prompt, completion) tokens it may have used, as policies estimate them from
+    # `body`: worked out once, for the limits and the cost alike (policies/call_cost.py).
+    estimate: tuple[int, int] | None = None
 
     def refused(self, error: BaseException, content: bool = False) -> None:
         """The call ended with `error`; with no content yet, some failures cost nothing."""

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from policies.call_cost import call_estimate
 from policies.policy_config import Price
 from policies.pricing.book import PriceBook
 from policies.token_estimate import estimate_parts
@@ -162,7 +163,8 @@ def deployment_costs(
             if counts is None and tally.settled and len(tally.calls) == 1:
                 counts = counts_of(answer_usage)
             if counts is None:
-                counts = estimated_counts(call.body)
+                prompt, completion = call_estimate(call)
+                counts = TokenCounts(prompt=prompt, completion=completion)
             entry[1] += 1
             if price is not None:
                 entry[0] += counts.cost(price)
