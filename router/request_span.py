@@ -72,4 +72,4 @@ def end_server_span(record: RequestRecord, status: int, usage: Any, outcome: str
     if cost is not None:
         attributes["turnout.cost_usd"] = cost
     error_type = None if status < 400 else outcome if outcome != "ok" else str(status)
-    spans.finish(attributes, status, error_type)
+    spans.finish(attributes, status, error_type, route.plan.model if route is not None else None)

@@ -24,6 +24,37 @@ OPERATIONS: Mapping[Endpoint, str] = {
 # The conventions' well-known `gen_ai.provider.name` values for Turnout's kinds; any other
 # kind (a local sampler) is named by its kind.
 PROVIDER_NAMES: Mapping[str, str] = {"openai": "openai", "anthropic": "anthropic"}
+# A client's own strings put on a span (its model name) are cut to this: a body may be
+# megabytes, and every sampled span waits in the export queue until it is sent.
+MAX_NAME_CHARS = 256
+TRUNCATED = "…[truncated]"  # ends captured content that was cut at its bound
+
+
+class Budget:
+    """What is left of a captured attribute's characters (`capture_content`): texts
+    taken past it are cut, so a huge prompt or answer costs at most `limit` characters
+    on its span (and in the export queue) while the attribute stays valid JSON."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def take(self, text: str) -> str:
+        if len(text) <= self.left:
+            self.left -= len(text)
+            return text
+        kept, self.left = text[: self.left], 0
+        return kept + TRUNCATED
+
+    def spent(self) -> bool:
+        """One more message or part, charged its JSON's framing: True when nothing is
+        left, so a body of a million tiny parts is cut short too."""
+        self.left = max(self.left - _FRAMING, 0)
+        return self.left == 0
+
+
+_FRAMING = 16  # about what a message's or part's JSON costs beyond its text
 
 
 def span_name(operation: str, model: str | None) -> str:
@@ -36,7 +67,7 @@ def request_attributes(operation: str, body: Mapping[str, Any]) -> Attributes:
     attributes: Attributes = {"gen_ai.operation.name": operation}
     model = body.get("model")
     if isinstance(model, str):
-        attributes["gen_ai.request.model"] = model
+        attributes["gen_ai.request.model"] = model[:MAX_NAME_CHARS]
     cap = body.get("max_completion_tokens", body.get("max_tokens", body.get("max_output_tokens")))
     if isinstance(cap, int) and not isinstance(cap, bool):
         attributes["gen_ai.request.max_tokens"] = cap
@@ -96,31 +127,38 @@ def finish_reasons(body: Mapping[str, Any]) -> list[str]:
     return []
 
 
-def input_messages(body: Mapping[str, Any]) -> str | None:
+def input_messages(body: Mapping[str, Any], limit: int) -> str | None:
     """`gen_ai.input.messages` (the conventions' JSON of role and parts) from a chat's
-    `messages`, a completion's `prompt` or an embedding's `input`; None when it has none."""
+    `messages`, a completion's `prompt` or an embedding's `input`; None when it has none.
+    Its texts together hold at most `limit` characters (the rest cut, marked)."""
+    budget = Budget(limit)
     messages = body.get("messages")
     if isinstance(messages, list):
-        shaped = [
-            {"role": m.get("role"), "parts": _parts(m.get("content"))}
-            for m in messages
-            if isinstance(m, Mapping)
-        ]
+        shaped: list[dict[str, Any]] = []
+        for m in messages:
+            if not isinstance(m, Mapping):
+                continue
+            if budget.spent():
+                shaped.append({"role": "user", "parts": [_CUT]})
+                break
+            shaped.append({"role": _role(m.get("role")), "parts": _parts(m.get("content"), budget)})
         return _json(shaped)
     for key in ("prompt", "input"):
         value = body.get(key)
         if value is not None:
-            return _json([{"role": "user", "parts": _parts(value)}])
+            return _json([{"role": "user", "parts": _parts(value, budget)}])
     return None
 
 
-def output_messages(texts: Mapping[int, str], reasons: Mapping[int, str]) -> str:
-    """`gen_ai.output.messages`: each choice's text, by index, with its finish reason."""
+def output_messages(texts: Mapping[int, str], reasons: Mapping[int, str], limit: int) -> str:
+    """`gen_ai.output.messages`: each choice's text, by index, with its finish reason;
+    the texts together hold at most `limit` characters (the rest cut, marked)."""
+    budget = Budget(limit)
     return _json(
         [
             {
                 "role": "assistant",
-                "parts": [{"type": "text", "content": texts[i]}],
+                "parts": [{"type": "text", "content": budget.take(texts[i])}],
                 "finish_reason": reasons.get(i, ""),
             }
             for i in sorted(texts)
@@ -158,19 +196,29 @@ def translation_list(
     ]
 
 
-def _parts(content: Any) -> list[dict[str, Any]]:
+_CUT = {"type": "text", "content": TRUNCATED}  # where messages or parts were left out
+
+
+def _role(role: Any) -> Any:
+    return role[:MAX_NAME_CHARS] if isinstance(role, str) else role
+
+
+def _parts(content: Any, budget: Budget) -> list[dict[str, Any]]:
     if isinstance(content, str):
-        return [{"type": "text", "content": content}]
+        return [{"type": "text", "content": budget.take(content)}]
     if isinstance(content, list):
         parts: list[dict[str, Any]] = []
         for item in content:
+            if budget.spent():
+                parts.append(_CUT)
+                break
             if isinstance(item, Mapping) and isinstance(item.get("text"), str):
-                parts.append({"type": "text", "content": item["text"]})
+                parts.append({"type": "text", "content": budget.take(item["text"])})
             elif isinstance(item, str):
-                parts.append({"type": "text", "content": item})
+                parts.append({"type": "text", "content": budget.take(item)})
             else:  # images, audio, token ids: their kind only
                 kind = item.get("type") if isinstance(item, Mapping) else type(item).__name__
-                parts.append({"type": str(kind)})
+                parts.append({"type": str(kind)[:MAX_NAME_CHARS]})
         return parts
     return [] if content is None else [{"type": type(content).__name__}]
 

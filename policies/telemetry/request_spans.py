@@ -60,8 +60,10 @@ class RequestSpans:
         server: RecordedSpan,
         providers: Mapping[str, object],
         redactor: Redactor,
-        capture: bool,
+        capture: int,
     ) -> None:
+        """`capture`: the most characters of prompt and of answer text put on each
+        attempt's span (`capture_content`); 0: none."""
         self._recorder = recorder
         self.server = server
         self._providers = providers
@@ -145,7 +147,7 @@ class RequestSpans:
             attributes["turnout.attempt.previous_deployment"] = self._last[0]
             if self._last[1] is not None:
                 attributes["turnout.attempt.previous_error"] = self._last[1]
-        if self._capture and (prompt := input_messages(request.body)) is not None:
+        if self._capture and (prompt := input_messages(request.body, self._capture)) is not None:
             attributes["gen_ai.input.messages"] = prompt
         span.set_attributes(attributes)
         return span
@@ -159,7 +161,9 @@ class RequestSpans:
             texts = answer_texts(body)
             if texts:
                 reasons = dict(enumerate(attributes.get("gen_ai.response.finish_reasons", ())))
-                attributes["gen_ai.output.messages"] = output_messages(texts, reasons)
+                attributes["gen_ai.output.messages"] = output_messages(
+                    texts, reasons, self._capture
+                )
         span.set_attributes(attributes)
         self.note_answer(attributes)
 
@@ -199,9 +203,16 @@ class RequestSpans:
     def stream_ended(self, span: RecordedSpan, target: Target, outcome: str) -> None:
         self._outcome(span, target, outcome, None)
 
-    def finish(self, attributes: Attributes, status: int, error_type: str | None) -> None:
-        """The request's end: the server span's last attributes, and the span ended."""
+    def finish(
+        self, attributes: Attributes, status: int, error_type: str | None, model: str | None = None
+    ) -> None:
+        """The request's end: the server span's last attributes, and the span ended.
+        `model`: the configured model it was routed to, which completes the span's name
+        (`chat m`); a client's unresolved model name never names a span (see
+        `Tracing.request`)."""
         span = self.server
+        if model is not None:
+            span.name = span_name(span.name, model)
         if span.is_recording():
             attributes.update(self._answered)
             attributes["http.response.status_code"] = status

@@ -26,6 +26,9 @@ class TelemetrySettings(BaseModel):
     service_name: str = "turnout"
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     capture_content: bool = False  # prompts and completions on the attempt spans
+    # ... at most this many characters of each (the rest cut, marked `…[truncated]`):
+    # every sampled span waits in the export queue (`max_queue_size` of them) until sent.
+    content_max_chars: int = Field(default=16384, ge=1)
     headers: dict[str, str] = Field(default_factory=dict)
     export_timeout_s: float = Field(default=10.0, gt=0)  # one export, its retries included
     schedule_delay_ms: int = Field(default=5000, ge=1)  # how often the batch is sent

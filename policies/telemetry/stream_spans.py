@@ -27,14 +27,27 @@ class StreamSeen:
     """What a stream's chunks said of the answer (OpenAI chunks, or Anthropic's and the
     Responses API's events passed through natively)."""
 
-    __slots__ = ("capture", "model", "reasons", "texts", "usage")
+    __slots__ = ("capture", "left", "model", "reasons", "texts", "usage")
 
-    def __init__(self, capture: bool) -> None:
+    def __init__(self, capture: int) -> None:
+        """`capture`: the most characters of text kept (0: none; see `_text`)."""
         self.capture = capture
+        # One past the bound, so `output_messages` sees the text was cut and says so.
+        self.left = capture + 1
         self.model: str | None = None
         self.reasons: dict[int, str] = {}
-        self.texts: dict[int, str] = {}
+        self.texts: dict[int, list[str]] = {}  # pieces, joined once at the end
         self.usage: Any = None
+
+    def _text(self, index: int, text: str) -> None:
+        """A delta's text, kept while the bound allows: a long stream's thousands of
+        deltas are appended (not copied into a new string each time, which is quadratic)
+        and stop being kept at the bound, so capturing costs at most `capture` characters."""
+        if self.left <= 0:
+            return
+        kept = text[: self.left]
+        self.left -= len(kept)
+        self.texts.setdefault(index, []).append(kept)
 
     def observe(self, chunk: JSONObject) -> None:
         if self.model is None and isinstance(chunk.get("model"), str):
@@ -57,7 +70,7 @@ class StreamSeen:
                 delta = choice.get("delta")
                 text = delta.get("content") if isinstance(delta, Mapping) else choice.get("text")
                 if isinstance(text, str):
-                    self.texts[index] = self.texts.get(index, "") + text
+                    self._text(index, text)
 
     def _native(self, event: JSONObject) -> None:
         """Anthropic's `message_start` / `message_delta`, a Response's last event."""
@@ -76,7 +89,7 @@ class StreamSeen:
         if isinstance(delta, Mapping) and isinstance(delta.get("stop_reason"), str):
             self.reasons[0] = delta["stop_reason"]
         if self.capture and isinstance(delta, Mapping) and isinstance(delta.get("text"), str):
-            self.texts[0] = self.texts.get(0, "") + delta["text"]
+            self._text(0, delta["text"])
 
     def attributes(self) -> Attributes:
         attributes = usage_attributes(self.usage)
@@ -87,14 +100,18 @@ class StreamSeen:
                 self.reasons[i] for i in sorted(self.reasons)
             ]
         if self.capture and self.texts:
-            attributes["gen_ai.output.messages"] = output_messages(self.texts, self.reasons)
+            texts = {i: "".join(pieces) for i, pieces in self.texts.items()}
+            attributes["gen_ai.output.messages"] = output_messages(
+                texts, self.reasons, self.capture
+            )
         return attributes
 
 
 async def watched(
-    spans: RequestSpans, span: RecordedSpan, target: Target, opened: OpenStream, capture: bool
+    spans: RequestSpans, span: RecordedSpan, target: Target, opened: OpenStream, capture: int
 ) -> AsyncGenerator[JSONObject, None]:
-    """`opened`'s chunks after the first, as they come; `span` ends with the stream."""
+    """`opened`'s chunks after the first, as they come; `span` ends with the stream.
+    `capture`: the most characters of its text put on the span (0: none)."""
     recording = span.is_recording()
     seen = StreamSeen(capture) if recording else None
     if seen is not None:

@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from policies.redaction import Redactor
-from policies.telemetry.attributes import OPERATIONS, request_attributes, span_name
+from policies.telemetry.attributes import OPERATIONS, request_attributes
 from policies.telemetry.build import Dropped
 from policies.telemetry.dropped import CountingBatchProcessor, CountingExporter
 from policies.telemetry.exporter import WireSpanExporter
@@ -79,19 +79,22 @@ class Tracing:
         """The server span of a client request to `endpoint` asking `body`, begun at
         `started` (perf_counter time: the record's start, before its body was read). A
         client's `traceparent` in `headers` makes it a child in the client's trace.
+        Named by its operation alone until it ends (`RequestSpans.finish` adds the model it
+        was routed to): a client's model name is whatever it sent, and a span name per
+        made-up model would grow a trace backend's index of operation names without bound.
         `providers`: the config's, by name (their `kind` names `gen_ai.provider.name`);
         `redactor` masks upstream error text put on spans."""
         parent: Context | None = None
         if "traceparent" in headers:
             parent = _PROPAGATOR.extract(headers)
         operation = OPERATIONS.get(endpoint, "chat")
-        model = body.get("model")
-        name = span_name(operation, model if isinstance(model, str) else None)
         began = time.time_ns() - int((time.perf_counter() - started) * 1e9)
-        span = self._spans.root(name, SpanKind.SERVER, parent, began)
+        span = self._spans.root(operation, SpanKind.SERVER, parent, began)
         if span.is_recording():
             span.set_attributes(request_attributes(operation, body))
-        return RequestSpans(self._spans, span, providers, redactor, self.export.capture_content)
+        export = self.export
+        capture = export.settings.content_max_chars if export.capture_content else 0
+        return RequestSpans(self._spans, span, providers, redactor, capture)
 
     @property
     def dropped(self) -> int:
