@@ -87,11 +87,17 @@ class SpanRecorder:
     ended one to `processor` (the provider's batch processor)."""
 
     def __init__(
-        self, provider: TracerProvider, processor: SpanProcessor, roots: TraceIdRatioBased
+        self,
+        provider: TracerProvider,
+        processor: SpanProcessor,
+        roots: TraceIdRatioBased,
+        trust_parent: bool = True,
     ) -> None:
         """`roots`: the ratio sampler the provider's ParentBased sampler uses for a span
         without a parent: asked directly for those (the common case), as ParentBased
-        would, without building a context for it."""
+        would, without building a context for it. `trust_parent` False: a client's
+        parent span is continued but its sampled flag is not obeyed (see `root`)."""
+        self._trust_parent = trust_parent
         self._sampler = provider.sampler
         self._bound = roots.bound
         self._ids = provider.id_generator
@@ -113,13 +119,21 @@ class SpanRecorder:
             flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
             if self._ids.is_trace_id_random():
                 flags |= TraceFlags.RANDOM_TRACE_ID
-        else:
+        elif self._trust_parent:
             trace_id = remote.trace_id
             decision = self._sampler.should_sample(parent, trace_id, name, kind)
             sampled = decision.decision is Decision.RECORD_AND_SAMPLE
             flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
             flags |= remote.trace_flags & TraceFlags.RANDOM_TRACE_ID
             state = decision.trace_state
+        else:
+            # The client's trace goes on, sampled as a new trace would be: by a fresh random
+            # draw, not by its trace id (which the client chose, and could choose under the
+            # ratio's bound) nor its flag (every request sampled, or none).
+            trace_id = remote.trace_id
+            sampled = self._ids.generate_trace_id() & TraceIdRatioBased.TRACE_ID_LIMIT < self._bound
+            flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
+            state = remote.trace_state
         context = SpanContext(
             trace_id,
             self._ids.generate_span_id(),

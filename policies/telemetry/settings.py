@@ -29,6 +29,11 @@ class TelemetrySettings(BaseModel):
     # ... at most this many characters of each (the rest cut, marked `…[truncated]`):
     # every sampled span waits in the export queue (`max_queue_size` of them) until sent.
     content_max_chars: int = Field(default=16384, ge=1)
+    # A client's `traceparent` sampled flag decides for its trace (W3C and the SDK's
+    # ParentBased default: one request can be traced end to end on demand). False: its
+    # trace is still continued, but sampled at `sample_ratio` like any other, so a client
+    # can neither have all its requests traced (export load, crowding the queue) nor none.
+    trust_client_sampling: bool = True
     headers: dict[str, str] = Field(default_factory=dict)
     export_timeout_s: float = Field(default=10.0, gt=0)  # one export, its retries included
     schedule_delay_ms: int = Field(default=5000, ge=1)  # how often the batch is sent

@@ -64,7 +64,9 @@ class Tracing:
             shutdown_on_exit=False,  # the gateway shuts it down, flushing what is queued
         )
         self._provider.add_span_processor(self._processor)  # flushed and shut down with it
-        self._spans = SpanRecorder(self._provider, self._processor, roots)
+        self._spans = SpanRecorder(
+            self._provider, self._processor, roots, settings.trust_client_sampling
+        )
         self._closed = False
 
     def request(

@@ -1,17 +1,24 @@
 """What a client can make a trace hold: captured content is cut at `content_max_chars`
 (a prompt of megabytes, a stream of many thousand deltas), a client's model name is cut
-and never names a span (a span name per made-up model grows a backend's index)."""
+and never names a span (a span name per made-up model grows a backend's index); and
+whether its `traceparent` decides sampling (`trust_client_sampling`)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 import pytest
 
+from policies.redaction import Redactor
 from policies.telemetry.attributes import TRUNCATED, input_messages
+from policies.telemetry.settings import TelemetrySettings, trace_export
 from policies.telemetry.stream_spans import StreamSeen
+from policies.telemetry.tracing import Tracing
+from providers.types import Endpoint
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Ok
 from tests.router.telemetry.otlp_receiver import OTLPReceiver
 from tests.router.telemetry.traced import exported, one, telemetry
@@ -86,3 +93,55 @@ def test_a_body_of_a_million_tiny_parts_is_cut_short() -> None:
     assert captured is not None
     assert len(captured) < 2000
     assert orjson.loads(captured)[0]["parts"][-1] == {"type": "text", "content": TRUNCATED}
+
+
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def _sampled(ratio: float, trust: bool, flags: str) -> tuple[bool, str]:
+    """Whether a request with a client's `traceparent` (`flags`) is sampled, and the
+    trace its server span is in."""
+    settings = TelemetrySettings(
+        otlp_endpoint="http://127.0.0.1:9", sample_ratio=ratio, trust_client_sampling=trust
+    )
+    export = trace_export(settings, {})
+    assert export is not None
+    tracing = Tracing(export)
+    try:
+        headers = {"traceparent": f"00-{CLIENT_TRACE}-00f067aa0ba902b7-{flags}"}
+        spans = tracing.request(Endpoint.CHAT, {}, headers, time.perf_counter(), {}, Redactor())
+        context = spans.server.context
+        return spans.server.is_recording(), f"{context.trace_id:032x}"
+    finally:
+        asyncio.run(tracing.aclose())
+
+
+def test_a_client_sampled_flag_decides_unless_the_operator_says_otherwise() -> None:
+    # Trusted (the default, as W3C and the SDK's ParentBased): the client's flag decides.
+    assert _sampled(0.0, True, "01") == (True, CLIENT_TRACE)
+    assert _sampled(1.0, True, "00") == (False, CLIENT_TRACE)
+    # Not trusted: the trace goes on, sampled at the ratio whatever the client asked.
+    assert _sampled(0.0, False, "01") == (False, CLIENT_TRACE)
+    assert _sampled(1.0, False, "00") == (True, CLIENT_TRACE)
+
+
+def test_an_untrusted_parent_is_not_sampled_by_the_trace_id_it_chose() -> None:
+    # TraceIdRatioBased keeps a trace whose id's low 64 bits fall under the ratio's bound:
+    # a client choosing ids ending in zeros would be sampled every time.
+    settings = TelemetrySettings(
+        otlp_endpoint="http://127.0.0.1:9", sample_ratio=0.5, trust_client_sampling=False
+    )
+    export = trace_export(settings, {})
+    assert export is not None
+    tracing = Tracing(export)
+    try:
+        headers = {"traceparent": f"00-{'1' * 16}{'0' * 16}-00f067aa0ba902b7-01"}
+        kept = [
+            tracing.request(
+                Endpoint.CHAT, {}, headers, time.perf_counter(), {}, Redactor()
+            ).server.is_recording()
+            for _ in range(200)
+        ]
+    finally:
+        asyncio.run(tracing.aclose())
+    assert 0 < sum(kept) < 200
