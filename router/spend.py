@@ -19,6 +19,7 @@ from litestar import Request, Response, get
 
 from policies.errors import ApiError
 from policies.spend.rows import FIELDS, NANOS_PER_USD, DayRange, as_json, day_number
+from policies.storage.base import StorageUnavailable
 from router.auth import require_admin
 from router.errors import from_api_error
 from router.gateway import Gateway
@@ -81,12 +82,24 @@ async def spend_report(gateway: Gateway, query: Mapping[str, str]) -> dict[str, 
     }
 
 
+def unavailable() -> ApiError:
+    return ApiError(
+        "The spend store is unreachable; try again shortly.",
+        status=503,
+        type="server_error",
+        code="spend_unavailable",
+        headers={"retry-after": "1"},
+    )
+
+
 @get("/v1/router/spend", status_code=200)
 async def spend_endpoint(request: Request[Any, Any, Any]) -> Response[Any]:
     gateway: Gateway = request.app.state.gateway
     try:
         require_admin(request, gateway)
         answer = await spend_report(gateway, dict(request.query_params))
+    except StorageUnavailable:  # a 503 in the envelope, not a 500 (nor the store's address)
+        return from_api_error(unavailable())
     except ApiError as exc:
         return from_api_error(exc)
     return Response(orjson.dumps(answer), media_type="application/json")

@@ -18,6 +18,7 @@ from policies.config import TurnoutConfig
 from router.gateway import Gateway
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.manual_clock import ManualClock
+from tests.redis_server import RedisServer
 from tests.redis_server import redis_url as redis_url
 from tests.turnout_server import RunningTurnout, simple_config
 
@@ -199,3 +200,23 @@ def test_a_reloaded_gateway_keeps_adding_to_the_same_spend(upstream: FakeOpenAIU
     again = Gateway.from_config(TurnoutConfig.model_validate(config(upstream)), previous=first)
     assert again.spend is first.spend
     assert Gateway.from_config(first.config).spend is not first.spend  # a new app's own
+
+
+def test_an_unreachable_spend_store_is_a_503_that_names_no_address(
+    upstream: FakeOpenAIUpstream, tmp_path: Path
+) -> None:
+    with RedisServer() as redis:
+        address = redis.url.rsplit("@", 1)[-1].split("//")[-1]
+        state = {"redis_url": redis.url, "prefix": f"test:{uuid.uuid4().hex}:"}
+        shared = config(
+            upstream, state=state, storage={"single_replica": True, "path": str(tmp_path)}
+        )
+        server = RunningTurnout(shared, clock=ManualClock()).start()
+    try:  # the Redis is gone now
+        refused = spend(server)
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "spend_unavailable"
+        assert refused.headers["retry-after"] == "1"
+        assert address not in refused.text
+    finally:
+        server.stop()
