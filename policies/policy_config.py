@@ -34,11 +34,13 @@ class Price(_Strict):
     cache (default: `prompt`); `cache_write_prompt`: prompt tokens written to that cache,
     which Anthropic charges above `prompt` (default: `prompt`)."""
 
-    prompt: float = Field(0.0, ge=0)
-    completion: float = Field(0.0, ge=0)
-    cached_prompt: float | None = Field(None, ge=0)
-    cache_write_prompt: float | None = Field(None, ge=0)
-    per_request: float = Field(0.0, ge=0, description="USD per upstream call")
+    # Finite only: an infinite price made every priced request fail (as a 500, after its
+    # upstream call was billed) turning its cost into whole nano-dollars.
+    prompt: float = Field(0.0, ge=0, allow_inf_nan=False)
+    completion: float = Field(0.0, ge=0, allow_inf_nan=False)
+    cached_prompt: float | None = Field(None, ge=0, allow_inf_nan=False)
+    cache_write_prompt: float | None = Field(None, ge=0, allow_inf_nan=False)
+    per_request: float = Field(0.0, ge=0, allow_inf_nan=False, description="USD per upstream call")
 
 
 class EmulationSettings(_Strict):

@@ -182,4 +182,6 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def _int(value: Any) -> int:
-    return value if type(value) is int else 0  # not a bool, nor any other int subclass
+    # Not a bool, nor any other int subclass; never below 0: a backend's negative count
+    # would make a negative cost, which settling would hand back to a dollar budget.
+    return value if type(value) is int and value > 0 else 0

@@ -49,6 +49,14 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_toke
             TokenCounts(60, 40, 0, 7),
         ),
         ({"prompt_tokens": 12, "total_tokens": 12}, TokenCounts(12, 0, 0, 0)),  # embeddings
+        (  # a backend's negative counts are no refund: counted as none
+            {"prompt_tokens": 5, "completion_tokens": -(10**9), "total_tokens": -(10**9) + 5},
+            TokenCounts(5, 0, 0, 0),
+        ),
+        (
+            {"input_tokens": -7, "output_tokens": 3, "cache_read_input_tokens": -(10**9)},
+            TokenCounts(0, 0, 0, 3),
+        ),
         ({}, None),
         (None, None),
     ],
@@ -151,3 +159,10 @@ def test_the_shipped_table_says_where_and_when() -> None:
     claude = table.get("claude-sonnet-4-5")
     assert claude is not None
     assert claude.cache_write_prompt is not None
+
+
+@pytest.mark.parametrize("field", ["prompt", "completion", "cached_prompt", "per_request"])
+def test_a_price_is_finite(field: str) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        Price.model_validate({field: "inf"})
+    assert to_nanos(TokenCounts(10**6, 0, 0, 10**6).cost(PRICE)) == 10 * 10**9
