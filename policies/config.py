@@ -24,6 +24,7 @@ from policies.policy_config import (
     check_key,
     configured_digest,
 )
+from policies.status_settings import StatusPageSettings
 from policies.storage.settings import BatchSettings, ResponsesSettings, StorageSettings
 from policies.telemetry.settings import TelemetrySettings
 from policies.translation import Mode
@@ -204,6 +205,8 @@ class TurnoutConfig(_Strict):
     # Prices by the model name a backend is called with, over the table shipped with
     # Turnout (policies/pricing/table.py); a deployment's own `price` is over both.
     prices: dict[str, Price] = Field(default_factory=dict)
+    # The operator's status page and its JSON (router/status/); `false`: off.
+    status_page: StatusPageSettings = Field(default_factory=StatusPageSettings)
 
     def total_for(self, model: str) -> float:
         """The deadline of a request for `model`: its own `timeouts.total`, else the top level's."""

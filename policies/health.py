@@ -22,6 +22,7 @@ from policies.config import TurnoutConfig
 from policies.deferred import Deferred
 from policies.plan import Target
 from policies.policy_config import BreakerSettings
+from policies.recent_calls import RecentCalls
 from policies.retry import Decision, classify
 from policies.state.base import BreakerPolicy, BreakerView, StateStore
 from providers.errors import Failure, UpstreamError
@@ -55,9 +56,12 @@ class Health:
         clock: Clock,
         on_breaker: OnBreaker | None = None,
         deferred: Deferred | None = None,
+        recent: RecentCalls | None = None,
     ) -> None:
         """`deferred`: where the writes that need not hold up a response go (calls
-        counted in and out of flight, successes); none: done at once."""
+        counted in and out of flight, successes); none: done at once. `recent`: this
+        process's record of outcomes for the status page (policies/recent_calls.py)."""
+        self._recent = recent
         self._store = store
         self._clock = clock
         self._deferred = deferred or Deferred(immediate=True)
@@ -86,6 +90,8 @@ class Health:
     ) -> None:
         """Record a successful call taking `seconds`; None (a health check, whose speed
         says nothing about serving) leaves the latency statistics alone."""
+        if self._recent is not None:
+            self._recent.outcome(target.label, True, seconds)
         await self._deferred.run(self._record_success(target, seconds, probe))
 
     async def _record_success(self, target: Target, seconds: float | None, probe: bool) -> None:
@@ -109,6 +115,8 @@ class Health:
                 await self.release_probe(target)
             return None
         policy, now = self.policy(target), self._clock()
+        if self._recent is not None:
+            self._recent.outcome(target.label, not counts_as_failure(error))
         if not counts_as_failure(error):
             view = await self._store.breaker_record(target.label, policy, True, now, probe=probe)
             self._report(target, view)

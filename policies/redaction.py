@@ -205,6 +205,8 @@ def configured_secrets(config: TurnoutConfig) -> set[str]:
     telemetry = config.telemetry  # a collector's credentials (a Langfuse key pair)
     found.update(telemetry.headers.values())
     found.update(url_credentials(telemetry.otlp_endpoint))
+    if config.status_page.session_secret:  # signs the status page's login cookie
+        found.add(config.status_page.session_secret)
     keys = [k.key for k in config.keys] + [k for t in config.teams.values() for k in t.keys]
     found.update(k for k in keys if not k.startswith("sha256:"))
     return found

@@ -26,6 +26,8 @@ from router.messages import endpoints as messages
 from router.metrics import Metrics
 from router.reload import reloading
 from router.responses import endpoints as responses
+from router.status import access as status_access
+from router.status import routes as status
 
 log = structlog.get_logger("turnout.app")
 
@@ -96,10 +98,18 @@ def create_app(
             *metrics.ROUTES,
             *explain.ROUTES,
             *spend.ROUTES,
+            *status.ROUTES,
         ],
         lifespan=[lifespan],
         state=State(
-            {"gateway": gateway, "metrics": observed, "clock": clock, "log_scrubber": log_scrubber}
+            {
+                "gateway": gateway,
+                "metrics": observed,
+                "clock": clock,
+                "log_scrubber": log_scrubber,
+                # Signs the status page's cookie unless `status_page.session_secret` is set.
+                status_access.SECRET_STATE: status_access.new_secret(),
+            }
         ),
         exception_handlers=dict(EXCEPTION_HANDLERS),
         request_max_body_size=None,  # router.body enforces the configured limit itself

@@ -30,6 +30,7 @@ from providers.base import Provider
 from router.exposure import Listener
 from router.gateway import Gateway
 from router.metrics import Metrics
+from router.status.reloads import ReloadLog
 
 log = structlog.get_logger("turnout.reload")
 
@@ -66,6 +67,7 @@ class Reloader:
         self._retiring: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sighup = False
+        self.history = ReloadLog()  # the last reloads, for the status page
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -97,6 +99,7 @@ class Reloader:
                 if config == old.config and old.ready:  # a failed start-up is retried
                     log.info("config_unchanged", path=str(self.path), trigger=reason)
                     self._count("unchanged")
+                    self.history.record(old.clock(), "unchanged", reason)
                     return True
                 new = await _ready_gateway(config, old, self.path, self._metrics)
             except (ConfigError, ReloadRejected) as exc:
@@ -104,6 +107,7 @@ class Reloader:
                     "config_reload_rejected", path=str(self.path), trigger=reason, error=str(exc)
                 )
                 self._count("rejected")
+                self.history.record(old.clock(), "rejected", reason, old.redactor.for_log(str(exc)))
                 return False
             self._app.state.gateway = new
             self._app.state.log_scrubber.use(new.redactor)  # the log masks what it serves
@@ -112,6 +116,7 @@ class Reloader:
                 # The listener and the connection guard were built from them at start-up.
                 log.warning("config_reload_needs_restart", path=str(self.path), keys=waiting)
             self._count("ok")
+            self.history.record(old.clock(), "accepted", reason)
             self._retire(old, new)
             return True
 

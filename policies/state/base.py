@@ -125,6 +125,10 @@ class StateStore(Protocol):
     async def release_slots(self, limits: Sequence[Limit], holder: str) -> None:
         """Give back `holder`'s slots (one it does not hold: nothing happens)."""
 
+    async def slots_held(self, limits: Sequence[Limit], now: float) -> tuple[int, ...]:
+        """How many slots of each limit are held under a live lease, without changing
+        anything (for the status page)."""
+
     # --- circuit breakers ---------------------------------------------------------------
     async def breaker_acquire(
         self, deployment: str, policy: BreakerPolicy, now: float

@@ -87,6 +87,9 @@ class FailOpenStore:
         work = self._store.acquire_slots(limits, holder, now, headroom)
         return await self._raised("acquire_slots", work)
 
+    async def slots_held(self, limits: Sequence[Limit], now: float) -> tuple[int, ...]:
+        return await self._raised("slots_held", self._store.slots_held(limits, now))
+
     async def release_slots(self, limits: Sequence[Limit], holder: str) -> None:
         # Dropped: the slot's lease gives it back once the store is reachable again.
         await self._absorbed("release_slots", self._store.release_slots(limits, holder), None)

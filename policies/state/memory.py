@@ -267,6 +267,11 @@ class MemoryStore:
                 if not slots:
                     del self._slots[limit.key]
 
+    async def slots_held(self, limits: Sequence[Limit], now: float) -> tuple[int, ...]:
+        return tuple(
+            sum(end > now for end in self._slots.get(limit.key, {}).values()) for limit in limits
+        )
+
     def _live_slots(self, key: str, now: float) -> dict[str, float]:
         """The holders of `key` whose lease has not passed (a dead replica's are dropped)."""
         slots = self._slots.pop(key, {})  # re-inserted by the caller: the newest last

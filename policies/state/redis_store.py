@@ -191,6 +191,15 @@ class RedisStore:
         )
         return Admission(refused == 0, states, limits[refused - 1] if refused else None)
 
+    async def slots_held(self, limits: Sequence[Limit], now: float) -> tuple[int, ...]:
+        # One key per command: fine on a cluster, where the keys may sit in several slots.
+        keys = [self._keys.limit(limit) for limit in limits]
+        with _reachable():
+            counts = await asyncio.gather(
+                *(self._redis.zcount(k, f"({now!r}", "+inf") for k in keys)
+            )
+        return tuple(int(c) for c in counts)
+
     async def release_slots(self, limits: Sequence[Limit], holder: str) -> None:
         if not limits:
             return

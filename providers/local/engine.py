@@ -116,6 +116,11 @@ class Engine:
         """Candidates currently decoding."""
         return len(self._active)
 
+    @property
+    def slots(self) -> int:
+        """The KV-cache slots there are (each decoding candidate holds one)."""
+        return self._runner.max_slots
+
     def submit(self, job: Job) -> None:
         if len(job.rows) > self._runner.max_slots:
             raise ValueError(

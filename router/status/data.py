@@ -1,0 +1,431 @@
+"""What the status page shows, as the JSON `GET /status.json` serves: `snapshot(...)`.
+
+Every figure comes from where routing keeps it, so with a shared store (Redis) every
+replica shows the same breakers, calls in flight and limit usage:
+
+- breakers (`Health.views`), calls in flight (`StateStore.in_flight`), the EWMA latency
+  and first-token estimates routing ranks by (`StateStore.latencies`, `FirstTokenStats`),
+  limit usage (`StateStore.peek`, read without charging, as explain reads it) and
+  concurrency slots held (`StateStore.slots_held`): the shared store;
+- success rate, p50/p95 latency and time to first token, and the chart's series: this
+  process's last calls (policies/recent_calls.py; the store keeps no percentiles);
+- a local sampler's queue and slots: the provider in this process (a sampler host's
+  `load()` where several workers share one);
+- reloads: this process's reloader; batches: the batch storage (shared where it is).
+
+Only configured names, numbers and states: nothing a client wrote (no prompts, no
+client-chosen model names, no batch metadata), and never a key, only its configured name
+or its id (the first 12 hex digits of its digest)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from policies.concurrency import DEFAULT_LEASE_S
+from policies.config import Deployment, KeySettings, TurnoutConfig
+from policies.hedge import P95_DEVIATIONS
+from policies.limit_set import Unit, budget_limits, scope_limits
+from policies.plan import Target
+from policies.policy_config import NANOS_PER_USD, LimitSettings, configured_digest
+from policies.recent_calls import Point
+from policies.redis_client import RedisAddress
+from policies.state.base import (
+    BreakerState,
+    BreakerView,
+    Limit,
+    LimitKind,
+    LimitState,
+    StateUnavailable,
+)
+from policies.state.factory import display_url
+from policies.storage.factory import Storage
+from providers.base import Provider
+from providers.local.provider import LocalGenerator
+from router.gateway import Gateway
+from router.status.reloads import ReloadLog
+
+log = structlog.get_logger("turnout.status")
+
+PING_TIMEOUT_S = 0.5  # the page must answer even while the store does not
+MAX_BATCHES = 50  # in progress, oldest first: beyond, the page says how many more
+_FIRST_TOKEN = ("#ttft", "#ttft-dev")  # FirstTokenStats' keys (policies/hedge.py)
+_KINDS = {"rpm": "rpm", "tpm": "tpm", "budget": "budget_tokens", "budget_usd": "budget_usd"}
+
+
+async def snapshot(
+    gateway: Gateway,
+    *,
+    storage: Storage | None = None,
+    reloads: ReloadLog | None = None,
+) -> dict[str, Any]:
+    """The whole status: `storage` (the app's batch storage) and `reloads` (its reloader's
+    log) where the app has them."""
+    now = gateway.clock()
+    config = gateway.config
+    models, teams, batches, store = await asyncio.gather(
+        _models(gateway, now),
+        _limits_sections(gateway, now),
+        _batches(gateway, storage),
+        state_store(gateway),
+    )
+    return {
+        "object": "turnout.status",
+        "generated_at": now,
+        "open_access": gateway.open_access,
+        "ready": gateway.ready,
+        "recent_window_s": gateway.recent.window_s,
+        "history_step_s": gateway.recent.bucket_s,
+        "models": models,
+        "teams": teams["teams"],
+        "keys": teams["keys"],
+        "reloads": [e.as_json() for e in reloads.newest_first()] if reloads is not None else [],
+        "state_store": store,
+        "batches": batches,
+        "config": {"models": len(config.models), "providers": len(config.providers)},
+    }
+
+
+# --- models and deployments ----------------------------------------------------------------
+async def _models(gateway: Gateway, now: float) -> list[dict[str, Any]]:
+    config = gateway.config
+    targets = [Target(name, d) for name, route in config.models.items() for d in route.deployments]
+    labels = sorted({t.label for t in targets})
+    views, in_flight, ewma = await _shared_figures(gateway, targets, labels)
+    limit_states = await _model_limits(gateway, now)
+    models = []
+    for name, route in config.models.items():
+        deployments = [
+            _deployment(gateway, Target(name, d), views, in_flight, ewma, now)
+            for d in route.deployments
+        ]
+        models.append(
+            {
+                "name": name,
+                "strategy": route.strategy.value,
+                "fallbacks": list(route.fallbacks),
+                "deployments": deployments,
+                "limits": limit_states.get(name, []),
+            }
+        )
+    return models
+
+
+async def _shared_figures(
+    gateway: Gateway, targets: Sequence[Target], labels: Sequence[str]
+) -> tuple[dict[str, BreakerView | None], dict[str, int | None], dict[str, float]]:
+    """Breakers, calls in flight and EWMA latencies (routing's and first-token) from the
+    store; an unreachable store leaves them unknown (None) rather than failing the page."""
+    views: dict[str, BreakerView | None] = dict.fromkeys(labels)
+    in_flight: dict[str, int | None] = dict.fromkeys(labels)
+    ewma: dict[str, float] = {}
+    store = gateway.store
+    try:
+        views.update(await gateway.health.views(_unique_by_label(targets)))
+        in_flight.update(await store.in_flight(labels))
+        keys = [*labels, *(f"{label}{suffix}" for label in labels for suffix in _FIRST_TOKEN)]
+        ewma.update(await store.latencies(keys))
+    except StateUnavailable as exc:
+        log.warning("status_state_unavailable", error=gateway.redactor.for_log(str(exc)))
+    return views, in_flight, ewma
+
+
+def _unique_by_label(targets: Sequence[Target]) -> list[Target]:
+    """One target per deployment: the first model naming it sets its breaker policy."""
+    seen: dict[str, Target] = {}
+    for target in targets:
+        seen.setdefault(target.label, target)
+    return list(seen.values())
+
+
+def _deployment(
+    gateway: Gateway,
+    target: Target,
+    views: dict[str, BreakerView | None],
+    in_flight: dict[str, int | None],
+    ewma: dict[str, float],
+    now: float,
+) -> dict[str, Any]:
+    deployment: Deployment = target.deployment
+    label = target.label
+    provider = gateway.providers.get(deployment.provider)
+    settings = gateway.config.providers[deployment.provider]
+    recent = gateway.recent.recent(label)
+    ttft_mean = ewma.get(f"{label}#ttft")
+    ttft_dev = ewma.get(f"{label}#ttft-dev")
+    return {
+        "label": label,
+        "provider": deployment.provider,
+        "kind": settings.kind,
+        "breaker": _breaker(views.get(label), now),
+        "success_rate": recent.success_rate,
+        "calls": recent.calls,
+        "latency_ms": {
+            "p50": _ms(recent.latency_p50_s),
+            "p95": _ms(recent.latency_p95_s),
+            "ewma": _ms(ewma.get(label)),
+        },
+        "ttft_ms": {
+            "p50": _ms(recent.ttft_p50_s),
+            "p95": _ms(recent.ttft_p95_s),
+            "ewma": _ms(ttft_mean),
+            # FirstTokenStats' estimate, as hedging uses it: mean + 2 deviations.
+            "p95_estimate": _ms(_ttft_p95(ttft_mean, ttft_dev)),
+        },
+        "in_flight": in_flight.get(label),
+        "queue": _queue(provider),
+        "backend_load": _backend_load(provider),
+        "history": [_point(p) for p in gateway.recent.series(label)],
+    }
+
+
+def _breaker(view: BreakerView | None, now: float) -> dict[str, Any]:
+    if view is None:
+        return {"state": None, "open_for_s": None, "consecutive_failures": None}
+    open_for = None
+    if view.state is BreakerState.OPEN:
+        open_for = round(max(0.0, view.open_until - now), 3)
+    return {
+        "state": view.state.value,
+        "open_for_s": open_for,
+        "consecutive_failures": view.consecutive_failures,
+    }
+
+
+def _ttft_p95(mean: float | None, deviation: float | None) -> float | None:
+    if mean is None:
+        return None
+    return mean + P95_DEVIATIONS * (deviation if deviation is not None else mean / 2)
+
+
+def _queue(provider: Provider | None) -> dict[str, Any] | None:
+    """A local sampler's queue: jobs waiting for a slot, and slots decoding of those there
+    are. A sampler served by a sampler host (several workers) tells only its total load."""
+    if isinstance(provider, LocalGenerator):
+        engine = provider.engine
+        if engine is None:  # not loaded yet
+            return {"depth": None, "slots_in_use": None, "slots": None}
+        return {
+            "depth": engine.queue_depth,
+            "slots_in_use": engine.in_flight,
+            "slots": engine.slots,
+        }
+    load = provider.load() if provider is not None else None
+    if load is None:
+        return None
+    return {"depth": None, "slots_in_use": None, "slots": None, "load": load}
+
+
+def _backend_load(provider: Provider | None) -> dict[str, Any] | None:
+    """What an engine behind an HTTP API reports of itself (`load_metrics:`), if it does."""
+    report = provider.load_report(stale=True) if provider is not None else None
+    if report is None:
+        return None
+    return {
+        "waiting": report.waiting,
+        "running": report.running,
+        "kv_cache_usage": report.kv_cache_usage,
+        "age_s": round(report.age, 3),
+        "fresh": report.fresh,
+    }
+
+
+def _point(point: Point) -> dict[str, Any]:
+    return {
+        "t": point.start,
+        "calls": point.calls,
+        "failures": point.failures,
+        "p50_ms": _ms(point.p50_latency_s),
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 3)
+
+
+# --- teams, keys and their limits ----------------------------------------------------------
+def key_id(key: str) -> str:
+    """A configured key's id, as policies/teams.KeyTable names it: never the key."""
+    return configured_digest(key).hex()[:12]
+
+
+async def _limits_sections(gateway: Gateway, now: float) -> dict[str, list[dict[str, Any]]]:
+    config = gateway.config
+    lease_s = DEFAULT_LEASE_S  # a slot limit's key is all `slots_held` reads; not its lease
+    scopes: list[tuple[str, LimitSettings | None]] = []
+    for name, team in config.teams.items():
+        scopes.append((f"team:{name}", team.limits))
+        scopes.extend((f"key:{key_id(k)}", team.key_limits) for k in team.keys)
+    scopes.extend((f"key:{key_id(k.key)}", k.limits) for k in config.keys)
+    limits = {scope: scope_limit_list(scope, settings, now, lease_s) for scope, settings in scopes}
+    read = await read_limits([lim for group in limits.values() for lim, _ in group], gateway, now)
+
+    def shown(scope: str) -> list[dict[str, Any]]:
+        return [limit_json(lim, read.get(lim.key), now) for lim, _ in limits[scope]]
+
+    teams = []
+    for name, team in config.teams.items():
+        keys = [_key_json(k, None, shown(f"key:{key_id(k)}")) for k in team.keys]
+        teams.append(
+            {
+                "name": name,
+                "models": list(team.models) if team.models is not None else None,
+                "limits": shown(f"team:{name}"),
+                "keys": keys,
+            }
+        )
+    keys = [_key_json(k.key, k, shown(f"key:{key_id(k.key)}")) for k in config.keys]
+    return {"teams": teams, "keys": keys}
+
+
+def _key_json(key: str, entry: KeySettings | None, limits: list[dict[str, Any]]) -> dict[str, Any]:
+    ident = key_id(key)
+    name = entry.name if entry is not None else None
+    return {
+        "name": name or ident,
+        "key_id": ident,
+        "admin": bool(entry.admin) if entry is not None else False,
+        "limits": limits,
+    }
+
+
+def scope_limit_list(
+    scope: str, settings: LimitSettings | None, now: float, lease_s: float
+) -> list[tuple[Limit, Unit]]:
+    """The limits `settings` define for `scope`, concurrency included (the limiter takes
+    those from the headers: policies/concurrency.py, with the same key)."""
+    if settings is None:
+        return []
+    found = scope_limits(scope, settings, now)
+    if settings.concurrency is not None:
+        slot = Limit(f"concurrency:{scope}", LimitKind.CONCURRENCY, settings.concurrency, lease_s)
+        found.append((slot, Unit.REQUESTS))
+    return found
+
+
+async def read_limits(
+    limits: Sequence[Limit], gateway: Gateway, now: float
+) -> dict[str, LimitState | int]:
+    """Each limit's state as the store has it, charging nothing: `peek` for buckets and
+    budgets, `slots_held` for concurrency. An unreachable store: absent (shown unknown)."""
+    counted = [lim for lim in limits if lim.kind is not LimitKind.CONCURRENCY]
+    slots = [lim for lim in limits if lim.kind is LimitKind.CONCURRENCY]
+    found: dict[str, LimitState | int] = {}
+    try:
+        if counted:
+            states = await gateway.store.peek(counted, now)
+            found.update((lim.key, state) for lim, state in zip(counted, states, strict=True))
+        if slots:
+            held = await gateway.store.slots_held(slots, now)
+            found.update((lim.key, n) for lim, n in zip(slots, held, strict=True))
+    except StateUnavailable as exc:
+        log.warning("status_state_unavailable", error=gateway.redactor.for_log(str(exc)))
+    return found
+
+
+def limit_json(limit: Limit, state: LimitState | int | None, now: float) -> dict[str, Any]:
+    """One limit: `capacity`, `used`, `remaining` (dollars for `budget_usd`, else requests
+    or tokens), and when it is whole again (`reset_s`, `resets_at`; a budget: its period's
+    end; concurrency: none, a slot comes back when its request ends)."""
+    if limit.kind is LimitKind.CONCURRENCY:
+        kind = "concurrency"
+    else:
+        kind = _KINDS[limit.key.split(":", 1)[0]]
+
+    def scaled(amount: int) -> float | int:  # dollars for a dollar budget, else as counted
+        return amount / NANOS_PER_USD if kind == "budget_usd" else amount
+
+    entry: dict[str, Any] = {
+        "kind": kind,
+        "capacity": scaled(limit.capacity),
+        "per": limit.key.rsplit(":", 1)[1] if limit.kind is LimitKind.BUDGET else None,
+    }
+    if state is None:
+        return entry | {"used": None, "remaining": None, "reset_s": None, "resets_at": None}
+    if isinstance(state, int):  # slots held
+        return entry | {
+            "used": state,
+            "remaining": max(0, limit.capacity - state),
+            "reset_s": None,
+            "resets_at": None,
+        }
+    used = limit.capacity - state.remaining
+    return entry | {
+        "used": scaled(used),
+        "remaining": scaled(max(0, state.remaining)),
+        "reset_s": round(state.reset_s, 3),
+        "resets_at": round(now + state.reset_s, 3),
+    }
+
+
+async def _model_limits(gateway: Gateway, now: float) -> dict[str, list[dict[str, Any]]]:
+    """A model's own budgets (`models.<m>.limits`), over every caller's requests to it."""
+    config: TurnoutConfig = gateway.config
+    per_model = {
+        name: budget_limits(f"model:{name}", route.limits, now)
+        for name, route in config.models.items()
+        if route.limits is not None
+    }
+    read = await read_limits(
+        [lim for group in per_model.values() for lim, _ in group], gateway, now
+    )
+    return {
+        name: [limit_json(lim, read.get(lim.key), now) for lim, _ in group]
+        for name, group in per_model.items()
+    }
+
+
+# --- the state store and batches -----------------------------------------------------------
+async def state_store(gateway: Gateway) -> dict[str, Any]:
+    """Which store, and whether it answers a ping within `PING_TIMEOUT_S` now. The address
+    is shown without user, password or query; an error has the config's secrets masked."""
+    settings = gateway.config.state
+    address = RedisAddress.of(settings)
+    kind = "memory" if address is None else "cluster" if address.cluster else "redis"
+    error: str | None = None
+    try:
+        await asyncio.wait_for(gateway.store.ping(), PING_TIMEOUT_S)
+    except TimeoutError:
+        error = f"no answer within {PING_TIMEOUT_S} s"
+    except Exception as exc:  # whatever the client raised: the page reports it
+        error = gateway.redactor.for_client(str(exc), display_url(settings)) or type(exc).__name__
+    return {"kind": kind, "where": display_url(settings), "healthy": error is None, "error": error}
+
+
+async def _batches(gateway: Gateway, storage: Storage | None) -> list[dict[str, Any]]:
+    """Batches in progress, oldest first: their status and line counts (the stored counts,
+    which every runner updates as it records lines). The creator is named by its key's
+    configured name or id; nothing the client wrote (metadata, model) is shown."""
+    if storage is None:
+        return []
+    try:
+        ids = await storage.meta.active_batches()
+        records = await asyncio.gather(*(storage.meta.get_batch(i) for i in ids[:MAX_BATCHES]))
+        counts = await asyncio.gather(
+            *(storage.meta.line_counts(r.id) for r in records if r is not None)
+        )
+    except Exception as exc:  # the page still answers; the log says why batches are missing
+        log.warning("status_batches_unavailable", error=gateway.redactor.for_log(str(exc)))
+        return []
+    found = []
+    for record, (completed, failed) in zip(
+        [r for r in records if r is not None], counts, strict=True
+    ):
+        caller = gateway.keys.by_key_id(record.key_id)
+        found.append(
+            {
+                "id": record.id,
+                "status": record.status,
+                "endpoint": record.endpoint,
+                "created_at": record.created_at,
+                "in_progress_at": record.in_progress_at,
+                "owner": (caller.name or caller.key_id) if caller is not None else record.key_id,
+                "total": record.total,
+                "completed": completed,
+                "failed": failed,
+            }
+        )
+    return found
