@@ -57,7 +57,7 @@ policies/limit_responses.py's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from policies.concurrency import DEFAULT_LEASE_S, SlotLease, slot_limits, too_many_in_flight
@@ -113,12 +113,19 @@ class Limiter:
         share: float = 1.0,
         model: tuple[str, ModelLimitSettings | None] | None = None,
         nanos: NanosEstimate | None = None,
+        also_models: Sequence[tuple[str, ModelLimitSettings | None]] = (),
     ) -> Reservation | None:
         """Both steps at once, for a caller that has the body already."""
         head = await self.admit_request(caller, on_refused, share=share)
         try:
             return await self.admit_tokens(
-                head, body, on_refused, prompt_reads=prompt_reads, model=model, nanos=nanos
+                head,
+                body,
+                on_refused,
+                prompt_reads=prompt_reads,
+                model=model,
+                nanos=nanos,
+                also_models=also_models,
             )
         except ApiError:
             await self.settle(head, 0)
@@ -209,14 +216,22 @@ class Limiter:
         prompt_reads: int = 1,
         model: tuple[str, ModelLimitSettings | None] | None = None,
         nanos: NanosEstimate | None = None,
+        also_models: Sequence[tuple[str, ModelLimitSettings | None]] = (),
     ) -> Reservation | None:
         """The token estimate, and the cost estimate (`nanos`) where a dollar budget
         applies, once the body is parsed and routed, on top of what `admit_request` took
         (the request is counted once, there). `model`: the routed model and its own
-        limits (budgets), which join the reservation here. Refused: the request is given
-        back, so a refused request takes nothing from the other limits, and the 429 raised."""
+        limits (budgets), which join the reservation here; `also_models`: other models
+        whose budgets count this request too (router/fan_out_charge.py says which).
+        Refused: the request is given back, so a refused request takes nothing from the
+        other limits, and the 429 raised."""
         now = self._clock()
-        added = budget_limits(f"model:{model[0]}", model[1], now) if model and model[1] else []
+        added = [
+            pair
+            for name, settings in ([model] if model else []) + list(also_models)
+            if settings is not None
+            for pair in budget_limits(f"model:{name}", settings, now)
+        ]
         if head is None and not added:
             return None
         held = head or Reservation((), (), 0, ())

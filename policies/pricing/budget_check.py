@@ -71,6 +71,11 @@ def _has_usd(settings: LimitSettings | ModelLimitSettings | None) -> bool:
     return settings is not None and settings.budget_usd is not None
 
 
+def reached_models(config: TurnoutConfig, models: set[str]) -> set[str]:
+    """`models` and every model their configured fallbacks lead to."""
+    return _reached(config, models)
+
+
 def _reached(config: TurnoutConfig, models: set[str]) -> set[str]:
     """`models` and every model their fallbacks lead to (only configured ones)."""
     seen: set[str] = set()

@@ -163,10 +163,15 @@ def test_fallbacks_a_request_adds_to_an_unpriced_deployment_are_refused_under_a_
             )
         assert caught.value.code == "unpriced_deployment"
         assert "a/llama-local" in caught.value.message
+        # A request that adds the budget's model as its fallback is counted by its budget
+        # too (router/fan_out_charge.py): refused the same, as `free` cannot be priced.
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(
+                model="free", messages=MESSAGES, extra_body={"fallbacks": ["priced"]}
+            )
+        assert caught.value.code == "unpriced_deployment"
         # Without the budget's model, nothing is priced nor refused.
-        client.chat.completions.create(
-            model="free", messages=MESSAGES, extra_body={"fallbacks": ["priced"]}
-        )
+        client.chat.completions.create(model="free", messages=MESSAGES)
     assert sum(r.path == "/v1/chat/completions" for r in upstream.requests) == 1
 
 
