@@ -25,6 +25,7 @@ lint: $(STAMP)
 test: lint
 	sh scripts/ensure-redis.sh
 	sh scripts/ensure-claude-code.sh
+	sh scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
