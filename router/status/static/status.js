@@ -235,9 +235,13 @@
 
   function start() {
     const every = Number(document.body.dataset.refreshMs) || 2000;
+    // A hidden tab asks nothing of the gateway; it catches up as soon as it is shown.
     const loop = async () => {
-      if (await refresh()) setTimeout(loop, every);
+      if (document.hidden || (await refresh())) setTimeout(loop, every);
     };
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) refresh();
+    });
     setTimeout(loop, every);
   }
   if (document.getElementById("generated")) start();
