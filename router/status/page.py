@@ -15,7 +15,6 @@ from typing import Any
 
 from litestar import Request, Response, get
 from litestar.datastructures import State
-from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 
 from policies.errors import ApiError
@@ -79,10 +78,11 @@ def login_answer(refusal: ApiError) -> Response[str]:
 
 
 @get("/status/static/{name:str}", sync_to_thread=False, include_in_schema=False)
-def status_static(name: FromPath[str]) -> Response[bytes]:
+def status_static(name: FromPath[str], state: State) -> Response[bytes]:
+    """Served to anyone (the login form needs the CSS): nothing in them is secret."""
     media_type = STATIC_FILES.get(name)
-    if media_type is None:
-        raise NotFoundException()
+    if media_type is None or not access.enabled(state.gateway):
+        raise access.not_found()
     body = resources.files("router.status").joinpath("static", name).read_bytes()
     return Response(
         body,

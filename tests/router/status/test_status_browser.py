@@ -209,6 +209,15 @@ def test_the_page_and_its_json_want_an_admin_key_and_never_show_one(
         assert http.get("/status/static/..%2Fpage.py").status_code == 404
 
 
+def test_a_page_turned_off_is_not_found(
+    turnout: Callable[..., RunningTurnout], upstream: FakeOpenAIUpstream
+) -> None:
+    server = turnout(simple_config({"up": upstream.base_url}, status_page=False))
+    with server.http() as http:
+        for path in ("/status", "/status.json", "/status/static/status.css"):
+            assert http.get(path).status_code == 404, path
+
+
 @pytest.mark.parametrize("snapshot", [hostile_snapshot(), {"generated_at": 5.0}])
 def test_the_script_renders_each_section_as_the_server_does(
     browser: BrowserContext,
