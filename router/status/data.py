@@ -66,11 +66,13 @@ async def snapshot(
     log) where the app has them."""
     now = gateway.clock()
     config = gateway.config
-    models, teams, batches, store = await asyncio.gather(
-        _models(gateway, now),
+    # The store first: while it does not answer, routing fails open (every breaker reads
+    # closed, nothing in flight), and the page says "unknown" rather than repeat that.
+    store = await state_store(gateway)
+    models, teams, batches = await asyncio.gather(
+        _models(gateway, now, reachable=store["healthy"]),
         _limits_sections(gateway, now),
         _batches(gateway, storage),
-        state_store(gateway),
     )
     return {
         "object": "turnout.status",
@@ -90,11 +92,11 @@ async def snapshot(
 
 
 # --- models and deployments ----------------------------------------------------------------
-async def _models(gateway: Gateway, now: float) -> list[dict[str, Any]]:
+async def _models(gateway: Gateway, now: float, *, reachable: bool) -> list[dict[str, Any]]:
     config = gateway.config
     targets = [Target(name, d) for name, route in config.models.items() for d in route.deployments]
     labels = sorted({t.label for t in targets})
-    views, in_flight, ewma = await _shared_figures(gateway, targets, labels)
+    views, in_flight, ewma = await _shared_figures(gateway, targets, labels, reachable)
     limit_states = await _model_limits(gateway, now)
     models = []
     for name, route in config.models.items():
@@ -115,7 +117,7 @@ async def _models(gateway: Gateway, now: float) -> list[dict[str, Any]]:
 
 
 async def _shared_figures(
-    gateway: Gateway, targets: Sequence[Target], labels: Sequence[str]
+    gateway: Gateway, targets: Sequence[Target], labels: Sequence[str], reachable: bool
 ) -> tuple[dict[str, BreakerView | None], dict[str, int | None], dict[str, float]]:
     """Breakers, calls in flight and EWMA latencies (routing's and first-token) from the
     store; an unreachable store leaves them unknown (None) rather than failing the page."""
@@ -123,6 +125,8 @@ async def _shared_figures(
     in_flight: dict[str, int | None] = dict.fromkeys(labels)
     ewma: dict[str, float] = {}
     store = gateway.store
+    if not reachable:
+        return views, in_flight, ewma
     try:
         views.update(await gateway.health.views(_unique_by_label(targets)))
         in_flight.update(await store.in_flight(labels))

@@ -3,7 +3,12 @@
 
 `ROUTES` is the list router/app.py registers: the page's own handlers (`GET /status`, its
 static files: router/status/page.py) are appended to it here, so the app has one place to
-take the status page's routes from.
+take the status page's routes from. For the page: `app_snapshot(request)` is the same
+dict `/status.json` serves; `access.enabled(gateway)` (False: answer 404),
+`access.authorized(request, gateway)` (None: show the login form) and `access.check`
+(raises the 401/403 `ApiError`) say who may see it. In the snapshot, limit `kind`s are
+`rpm`, `tpm`, `budget_tokens`, `budget_usd` (amounts in dollars) and `concurrency`; each
+deployment carries its own `history`; keys outside teams are under `keys`.
 
 Login takes the admin key from a POST form (`key=...`, as the page's form sends it),
 never a URL, and never writes it anywhere: the log names the key by its id. A browser
