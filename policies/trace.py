@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 from policies.fan_out_cost import UpstreamCalls
 from policies.native_request import NativeRequest
@@ -15,10 +15,22 @@ from policies.plan import Target
 from policies.retry import Attempt
 from policies.translation import Mode, Refusal, Translation
 from providers.call_ledger import CallLedger
-from providers.types import JSONObject
+from providers.types import JSONObject, ProviderRequest
 
-if TYPE_CHECKING:  # imported only where tracing is on
-    from policies.telemetry.request_spans import RequestSpans
+T = TypeVar("T")
+
+
+class AttemptSpans(Protocol):
+    """A traced request's spans, as dispatch sees them (policies/telemetry/request_spans.py):
+    a deployment's turn wrapped so that each of its attempts is a span of its own."""
+
+    def attempts(
+        self,
+        trace: Trace,
+        target: Target,
+        request: ProviderRequest,
+        call: Callable[[], Awaitable[T]],
+    ) -> Callable[[], Awaitable[T]]: ...
 
 
 @dataclass(slots=True)
@@ -63,7 +75,7 @@ class Trace:
     chat_refusal: Refusal | None = None
     native_answer: bool = False  # the deployment that answered got `native`
     # The request's spans while tracing is on (policies/telemetry/): each attempt's too.
-    spans: RequestSpans | None = None
+    spans: AttemptSpans | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ from policies.trace import Trace
 from router.cost_report import COST_HEADER, header_value, log_fields
 from router.header_values import header_list
 from router.metrics import Metrics
-from router.request_span import end_server_span
 
 if TYPE_CHECKING:
     from policies.telemetry.request_spans import RequestSpans
@@ -77,6 +76,8 @@ class RequestRecord:
     cost: RequestCost | None = None
     spend: SpendBook | None = None  # where its cost is added up per team, key and day
     spans: RequestSpans | None = None  # its trace's spans, while tracing is on
+    # Ends the server span with the record's final state (set with `spans`).
+    span_end: Callable[[RequestRecord, int, Any, str], None] | None = None
 
     @classmethod
     def begin(
@@ -142,8 +143,8 @@ class RequestRecord:
                 self._measure(self.metrics, status, usage, outcome, elapsed)
             if self.cost is not None and self.route is not None:
                 self._spent(self.cost, self.route.plan.model)
-            if self.spans is not None:  # its server span ends (router/request_span.py)
-                end_server_span(self, status, usage, outcome)
+            if self.span_end is not None:  # its server span ends (router/request_span.py)
+                self.span_end(self, status, usage, outcome)
         finally:
             if in_flight is not None:
                 in_flight.leave()

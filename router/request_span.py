@@ -32,6 +32,7 @@ def begin_server_span(
     record.spans = tracing.request(
         endpoint, body, headers, record.started, gateway.config.providers, gateway.redactor
     )
+    record.span_end = end_server_span
     if record.trace is not None:
         record.trace.spans = record.spans
 

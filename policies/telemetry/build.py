@@ -4,15 +4,14 @@ as it was (its queue and exporter thread go on), else a new one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from policies.telemetry.settings import TelemetrySettings, trace_export
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the SDK is imported only once tracing is on
+    from policies.telemetry.dropped import Dropped
     from policies.telemetry.tracing import Tracing
-
-Dropped = Callable[[int], None]  # told how many spans were lost (e.g. a Prometheus counter)
 
 
 def build_tracing(

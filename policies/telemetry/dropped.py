@@ -6,12 +6,12 @@ waits on the collector for a request."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from policies.telemetry.build import Dropped
+Dropped = Callable[[int], None]  # told how many spans were lost (e.g. a Prometheus counter)
 
 
 class CountingExporter(SpanExporter):

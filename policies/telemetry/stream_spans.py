@@ -6,7 +6,7 @@ went away, a hedge lost, a continuation stopped at its seam)."""
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from policies.plan import Target
 from policies.telemetry.attributes import (
@@ -19,8 +19,15 @@ from policies.trace import OpenStream
 from providers.errors import UpstreamError
 from providers.types import JSONObject
 
-if TYPE_CHECKING:
-    from policies.telemetry.request_spans import RequestSpans
+
+class StreamEnds(Protocol):
+    """What a stream's span tells its request's spans (policies/telemetry/request_spans.py)."""
+
+    def note_answer(self, attributes: Attributes) -> None: ...
+
+    def stream_failed(self, span: RecordedSpan, target: Target, error: UpstreamError) -> None: ...
+
+    def stream_ended(self, span: RecordedSpan, target: Target, outcome: str) -> None: ...
 
 
 class StreamSeen:
@@ -108,7 +115,7 @@ class StreamSeen:
 
 
 async def watched(
-    spans: RequestSpans, span: RecordedSpan, target: Target, opened: OpenStream, capture: int
+    spans: StreamEnds, span: RecordedSpan, target: Target, opened: OpenStream, capture: int
 ) -> AsyncGenerator[JSONObject, None]:
     """`opened`'s chunks after the first, as they come; `span` ends with the stream.
     `capture`: the most characters of its text put on the span (0: none)."""
@@ -135,7 +142,7 @@ async def watched(
             spans.stream_ended(span, target, outcome)
 
 
-def _seen(spans: RequestSpans, span: RecordedSpan, seen: StreamSeen | None) -> None:
+def _seen(spans: StreamEnds, span: RecordedSpan, seen: StreamSeen | None) -> None:
     if seen is None:
         return
     attributes = seen.attributes()

@@ -26,8 +26,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from policies.redaction import Redactor
 from policies.telemetry.attributes import OPERATIONS, request_attributes
-from policies.telemetry.build import Dropped
-from policies.telemetry.dropped import CountingBatchProcessor, CountingExporter
+from policies.telemetry.dropped import CountingBatchProcessor, CountingExporter, Dropped
 from policies.telemetry.exporter import WireSpanExporter
 from policies.telemetry.recorder import SpanRecorder
 from policies.telemetry.request_spans import RequestSpans
