@@ -28,8 +28,9 @@ from litestar.types import HTTPReceiveMessage
 from policies.errors import ApiError
 from router.errors import from_api_error
 from router.gateway import Gateway
-from router.status import access
+from router.status import access, page
 from router.status.data import snapshot
+from router.status.document import login_document
 
 log = structlog.get_logger("turnout.status")
 
@@ -117,8 +118,6 @@ def _see_status(cookie: str | None = None) -> Response[Any]:
 def _login_refused(exc: ApiError, html: bool) -> Response[Any]:
     if not html or exc.status not in (401, 403):
         return from_api_error(exc)
-    from router.status.document import login_document  # the page's module (page.py's)
-
     return Response(
         login_document(exc.message),
         status_code=exc.status,
@@ -165,4 +164,4 @@ async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
     return {name: values[0] for name, values in fields.items() if values}
 
 
-ROUTES: list[Any] = [status_json, login, logout]
+ROUTES: list[Any] = [status_json, login, logout, *page.ROUTES]
