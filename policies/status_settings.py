@@ -22,6 +22,9 @@ class StatusPageSettings(BaseModel):
     enabled: bool = True
     session_secret: str | None = Field(None, min_length=16)
     session_ttl_s: float = Field(EIGHT_HOURS_S, gt=0, description="How long a login lasts")
+    # Mark the cookie `Secure` whatever the scheme Turnout sees: behind a proxy that
+    # terminates TLS, Turnout itself is reached over http (it reads no X-Forwarded-Proto).
+    secure_cookie: bool = False
 
     @model_validator(mode="before")
     @classmethod

@@ -135,8 +135,11 @@ def authorized(request: Request[Any, Any, Any], gateway: Gateway) -> Caller | No
         return None
 
 
-def cookie_header(request: Request[Any, Any, Any], value: str, max_age: int) -> str:
-    """A `Set-Cookie` value for the session (an empty value and 0 to clear it)."""
+def cookie_header(
+    request: Request[Any, Any, Any], gateway: Gateway, value: str, max_age: int
+) -> str:
+    """A `Set-Cookie` value for the session (an empty value and 0 to clear it); `Secure`
+    over https, or always with `status_page.secure_cookie` (TLS ended by a proxy)."""
     parts = [
         f"{COOKIE}={value}",
         "HttpOnly",
@@ -144,6 +147,6 @@ def cookie_header(request: Request[Any, Any, Any], value: str, max_age: int) -> 
         f"Path={COOKIE_PATH}",
         f"Max-Age={max_age}",
     ]
-    if request.url.scheme == "https":
+    if request.url.scheme == "https" or gateway.config.status_page.secure_cookie:
         parts.append("Secure")
     return "; ".join(parts)

@@ -89,7 +89,7 @@ async def login(request: Request[Any, Any, Any]) -> Response[Any]:
     session = access.Session(caller.key_id, gateway.clock() + ttl)
     token = access.make_token(access.session_secret(request, gateway), session)
     log.info("status_login", key_id=caller.key_id)
-    return _see_status(access.cookie_header(request, token, int(ttl)))
+    return _see_status(access.cookie_header(request, gateway, token, int(ttl)))
 
 
 @post("/status/logout", status_code=303)
@@ -101,7 +101,7 @@ async def logout(request: Request[Any, Any, Any]) -> Response[Any]:
         _same_origin(request)
     except ApiError as exc:
         return from_api_error(exc)
-    return _see_status(access.cookie_header(request, "", 0))
+    return _see_status(access.cookie_header(request, gateway, "", 0))
 
 
 def wants_html(request: Request[Any, Any, Any]) -> bool:

@@ -13,9 +13,12 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from litestar import Request
 
 from policies.config import TurnoutConfig
 from policies.redaction import configured_secrets
+from router.gateway import Gateway
+from router.status.access import cookie_header
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.manual_clock import ManualClock
 from tests.router.test_reload import ReloadingTurnout, write
@@ -249,3 +252,27 @@ def test_session_secret_is_a_secret_for_the_log() -> None:
     assert SECRET in configured_secrets(settings)
     assert TurnoutConfig.model_validate({"status_page": True}).status_page.enabled
     assert not TurnoutConfig.model_validate({"status_page": False}).status_page.enabled
+
+
+@pytest.mark.parametrize(
+    ("scheme", "forced", "secure"),
+    [("https", False, True), ("http", False, False), ("http", True, True)],
+)
+def test_secure_over_https_or_when_configured(
+    upstream: FakeOpenAIUpstream, scheme: str, forced: bool, secure: bool
+) -> None:
+    settings = TurnoutConfig.model_validate(config(upstream, status_page={"secure_cookie": forced}))
+    gateway = Gateway.from_config(settings)
+    scope: Any = {
+        "type": "http",
+        "scheme": scheme,
+        "server": ("turnout.example", 443),
+        "path": "/status/login",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"turnout.example")],
+        "method": "POST",
+    }
+    header = cookie_header(Request(scope=scope), gateway, "token", 60)
+    assert header.endswith("; Secure") is secure
+    assert header.startswith("turnout_status=token; HttpOnly; SameSite=Strict; Path=/")
