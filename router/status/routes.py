@@ -122,7 +122,7 @@ def _login_refused(exc: ApiError, html: bool) -> Response[Any]:
         login_document(exc.message),
         status_code=exc.status,
         media_type="text/html",
-        headers=NO_STORE,
+        headers=page.PAGE_HEADERS,  # the page's CSP, nosniff, no-referrer and no-store
     )
 
 

@@ -136,9 +136,13 @@ def test_the_page_shows_a_breaker_opening_without_a_reload(
     expect(key_field).to_have_attribute("autocomplete", "off")
 
     key_field.fill(TEAM_KEY)  # a key, but not an admin's: the form again, saying so
-    with page.expect_navigation():
+    with page.expect_navigation() as refused:
         page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("alert")).to_contain_text("not an admin's")
+    refusal = refused.value
+    assert refusal is not None
+    assert refusal.status == 403
+    assert refusal.headers["content-security-policy"] == CSP
     key_field.fill(ADMIN_KEY)
     with page.expect_navigation():
         page.get_by_role("button", name="Log in").click()
