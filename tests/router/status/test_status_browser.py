@@ -157,7 +157,10 @@ def test_the_page_shows_a_breaker_opening_without_a_reload(
     upstream.set_default(Status(500))
     call(server, FAILURES_TO_OPEN)  # each answered by the fallback; the primary's opens
 
-    expect(breaker_of(page, PRIMARY)).to_have_text(re.compile(r"^open · \d+ s left$"))
+    # The script polls every 2 s; a loaded machine gets some slack, never a reload.
+    expect(breaker_of(page, PRIMARY)).to_have_text(
+        re.compile(r"^open · \d+ s left$"), timeout=10_000
+    )
     expect(breaker_of(page, PRIMARY)).to_have_class(re.compile(r"\bbreaker-open\b"))
     assert page.evaluate("window.turnoutTestMarker") == "set before the breaker opened"
     assert navigations == []
