@@ -51,7 +51,7 @@ from router.status.reloads import ReloadLog
 log = structlog.get_logger("turnout.status")
 
 PING_TIMEOUT_S = 0.5  # the page must answer even while the store does not
-MAX_BATCHES = 50  # in progress, oldest first: beyond, the page says how many more
+MAX_BATCHES = 50  # the oldest in progress; a page of every batch would not be "at a glance"
 _FIRST_TOKEN = ("#ttft", "#ttft-dev")  # FirstTokenStats' keys (policies/hedge.py)
 _KINDS = {"rpm": "rpm", "tpm": "tpm", "budget": "budget_tokens", "budget_usd": "budget_usd"}
 
@@ -71,7 +71,7 @@ async def snapshot(
     store = await state_store(gateway)
     models, teams, batches = await asyncio.gather(
         _models(gateway, now, reachable=store["healthy"]),
-        _limits_sections(gateway, now),
+        _limits_sections(gateway, now, reachable=store["healthy"]),
         _batches(gateway, storage),
     )
     return {
@@ -97,7 +97,7 @@ async def _models(gateway: Gateway, now: float, *, reachable: bool) -> list[dict
     targets = [Target(name, d) for name, route in config.models.items() for d in route.deployments]
     labels = sorted({t.label for t in targets})
     views, in_flight, ewma = await _shared_figures(gateway, targets, labels, reachable)
-    limit_states = await _model_limits(gateway, now)
+    limit_states = await _model_limits(gateway, now, reachable)
     models = []
     for name, route in config.models.items():
         deployments = [
@@ -256,7 +256,9 @@ def key_id(key: str) -> str:
     return configured_digest(key).hex()[:12]
 
 
-async def _limits_sections(gateway: Gateway, now: float) -> dict[str, list[dict[str, Any]]]:
+async def _limits_sections(
+    gateway: Gateway, now: float, *, reachable: bool
+) -> dict[str, list[dict[str, Any]]]:
     config = gateway.config
     lease_s = DEFAULT_LEASE_S  # a slot limit's key is all `slots_held` reads; not its lease
     scopes: list[tuple[str, LimitSettings | None]] = []
@@ -265,7 +267,8 @@ async def _limits_sections(gateway: Gateway, now: float) -> dict[str, list[dict[
         scopes.extend((f"key:{key_id(k)}", team.key_limits) for k in team.keys)
     scopes.extend((f"key:{key_id(k.key)}", k.limits) for k in config.keys)
     limits = {scope: scope_limit_list(scope, settings, now, lease_s) for scope, settings in scopes}
-    read = await read_limits([lim for group in limits.values() for lim, _ in group], gateway, now)
+    wanted = [lim for group in limits.values() for lim, _ in group]
+    read = await read_limits(wanted, gateway, now) if reachable else {}
 
     def shown(scope: str) -> list[dict[str, Any]]:
         return [limit_json(lim, read.get(lim.key), now) for lim, _ in limits[scope]]
@@ -365,7 +368,9 @@ def limit_json(limit: Limit, state: LimitState | int | None, now: float) -> dict
     }
 
 
-async def _model_limits(gateway: Gateway, now: float) -> dict[str, list[dict[str, Any]]]:
+async def _model_limits(
+    gateway: Gateway, now: float, reachable: bool
+) -> dict[str, list[dict[str, Any]]]:
     """A model's own budgets (`models.<m>.limits`), over every caller's requests to it."""
     config: TurnoutConfig = gateway.config
     per_model = {
@@ -373,9 +378,8 @@ async def _model_limits(gateway: Gateway, now: float) -> dict[str, list[dict[str
         for name, route in config.models.items()
         if route.limits is not None
     }
-    read = await read_limits(
-        [lim for group in per_model.values() for lim, _ in group], gateway, now
-    )
+    wanted = [lim for group in per_model.values() for lim, _ in group]
+    read = await read_limits(wanted, gateway, now) if reachable else {}
     return {
         name: [limit_json(lim, read.get(lim.key), now) for lim, _ in group]
         for name, group in per_model.items()

@@ -267,6 +267,7 @@ def test_unreachable_redis_is_unhealthy_and_its_password_never_shown(
     assert store["where"] == "redis://127.0.0.1:9/0"
     assert "hunter2" not in str(body)
     assert deployments(body)[PRIMARY]["breaker"]["state"] is None  # unknown, not made up
+    assert limits(body["teams"][0]["limits"])["rpm"]["used"] is None
 
 
 def test_memory_store_kind_and_health(
