@@ -45,7 +45,7 @@ def latency_svg(history: Sequence[Mapping[str, Any]]) -> str:
     marks = [f'<line class="axis" x1="{PAD}" y1="{BASE}" x2="{WIDTH - PAD}" y2="{BASE}"/>']
     for run in _runs(history):
         if len(run) == 1:
-            marks.append(f'<circle cx="{x(run[0])}" cy="{y(run[0]["p50_ms"])}" r="1.5"/>')
+            marks.append(f'<circle cx="{x(run[0])}" cy="{y(run[0]["p50_ms"])}" r="2"/>')
         else:
             coords = " ".join(f"{x(p)},{y(p['p50_ms'])}" for p in run)
             marks.append(f'<polyline points="{coords}"/>')

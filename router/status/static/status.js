@@ -71,7 +71,7 @@
     }
     for (const run of runs.filter((r) => r.length)) {
       if (run.length === 1) {
-        marks.push('<circle cx="' + x(run[0]) + '" cy="' + y(run[0].p50_ms) + '" r="1.5"/>');
+        marks.push('<circle cx="' + x(run[0]) + '" cy="' + y(run[0].p50_ms) + '" r="2"/>');
       } else {
         marks.push('<polyline points="' + run.map((p) => x(p) + "," + y(p.p50_ms)).join(" ") +
           '"/>');
