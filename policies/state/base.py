@@ -20,6 +20,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+# Finished calls kept per deployment for the status page (`record_call`): enough for a
+# p95 of the last minutes of a quiet deployment, a few seconds of a busy one; bounded so
+# the page's read and the store's memory stay small whatever the traffic.
+RECENT_CALLS_CAP = 256
+
 
 class StateUnavailable(Exception):
     """The store could not be reached, or did not answer in time. Not a bug: an outage."""
@@ -59,6 +64,18 @@ class Admission:
     allowed: bool
     states: tuple[LimitState, ...]  # one per limit, in the order given
     refused_by: Limit | None = None  # the first limit that did not have room
+
+
+@dataclass(frozen=True, slots=True)
+class CallSample:
+    """One finished upstream call, as the status page reads it back (`recent_calls`):
+    when it ended, whether its breaker counted it a success, its latency (None: a health
+    check's, which says nothing about serving) and its time to first token (streams)."""
+
+    at: float
+    ok: bool
+    seconds: float | None = None
+    first_token_s: float | None = None
 
 
 class BreakerState(StrEnum):
@@ -178,6 +195,24 @@ class StateStore(Protocol):
 
     async def in_flight(self, deployments: Sequence[str]) -> Mapping[str, int]:
         """Calls in flight to each (0 when none), summed over every replica sharing the store."""
+
+    # --- recent calls (the status page's success rate, percentiles and chart) ----------
+    async def record_call(
+        self,
+        deployment: str,
+        now: float,
+        ok: bool,
+        seconds: float | None,
+        first_token_s: float | None = None,
+    ) -> None:
+        """Keep one finished call to `deployment`; only the last `RECENT_CALLS_CAP` per
+        deployment are kept (written off the request's path: policies/deferred.py)."""
+
+    async def recent_calls(
+        self, deployments: Sequence[str], since: float
+    ) -> Mapping[str, Sequence[CallSample]]:
+        """Each deployment's kept calls that ended after `since`, oldest first, from every
+        replica sharing the store (a deployment with none: an empty sequence)."""
 
     # --- session pins (`strategy: affinity`) -----------------------------------------
     async def session_pin(self, session: str, now: float) -> str | None:

@@ -8,10 +8,12 @@ each `StateUnavailable` is counted (`on_error`, for metrics) and logged at most 
 - answered here where a neutral answer exists: breakers read as closed and outcomes go
   unrecorded (every deployment is tried; nothing opens); statistics writes are skipped; a
   cache read misses and a write is skipped; a session pin reads as none and is not kept;
-  a token correction is dropped, and so is a slot's release (its lease runs out instead);
+  a token correction is dropped, and so is a slot's release (its lease runs out instead),
+  and a finished call is not kept for the status page (`record_call`);
 - raised to the caller where the fallback is the caller's decision: `admit` and
   `acquire_slots` (the limits policy, `state.limits_when_unavailable`), `peek` (explain
-  says the state is unknown), `latencies` and `in_flight` (the strategy falls back to config order).
+  says the state is unknown), `latencies` and `in_flight` (the strategy falls back to config
+  order), `slots_held` and `recent_calls` (the status page shows them unknown).
 
 `ping` is passed through, neither counted nor logged here: it is the start-up check, which
 still fails readiness when the store is unreachable at start (most likely a wrong URL).
@@ -30,6 +32,7 @@ from policies.state.base import (
     BreakerPolicy,
     BreakerState,
     BreakerView,
+    CallSample,
     Limit,
     LimitState,
     StateStore,
@@ -135,6 +138,23 @@ class FailOpenStore:
 
     async def in_flight(self, deployments: Sequence[str]) -> Mapping[str, int]:
         return await self._raised("in_flight", self._store.in_flight(deployments))
+
+    # --- recent calls: a write skipped, the read left to the status page (unknown) ---------
+    async def record_call(
+        self,
+        deployment: str,
+        now: float,
+        ok: bool,
+        seconds: float | None,
+        first_token_s: float | None = None,
+    ) -> None:
+        work = self._store.record_call(deployment, now, ok, seconds, first_token_s)
+        await self._absorbed("record_call", work, None)
+
+    async def recent_calls(
+        self, deployments: Sequence[str], since: float
+    ) -> Mapping[str, Sequence[CallSample]]:
+        return await self._raised("recent_calls", self._store.recent_calls(deployments, since))
 
     # --- session pins: none (the prefix record still routes the session) ------------------
     async def session_pin(self, session: str, now: float) -> str | None:

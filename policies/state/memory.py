@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from policies.state.base import (
+    RECENT_CALLS_CAP,
     Admission,
     BreakerPolicy,
     BreakerState,
     BreakerView,
+    CallSample,
     Limit,
     LimitKind,
     LimitState,
@@ -144,6 +146,7 @@ class MemoryStore:
         self._breakers: dict[str, _Breaker] = {}
         self._latency: dict[str, float] = {}
         self._in_flight: dict[str, int] = {}
+        self._calls: dict[str, deque[CallSample]] = {}  # deployment -> its last calls
         self._slots: dict[str, dict[str, float]] = {}  # limit key -> {holder: lease end}
         self._cache: dict[str, tuple[float, bytes]] = {}  # key -> (expires_at, value)
         self._pins: dict[str, tuple[float, str]] = {}  # session -> (expires_at, deployment)
@@ -352,6 +355,27 @@ class MemoryStore:
 
     async def in_flight(self, deployments: Sequence[str]) -> Mapping[str, int]:
         return {d: self._in_flight.get(d, 0) for d in deployments}
+
+    # --- recent calls -------------------------------------------------------------------
+    async def record_call(
+        self,
+        deployment: str,
+        now: float,
+        ok: bool,
+        seconds: float | None,
+        first_token_s: float | None = None,
+    ) -> None:
+        calls = self._calls.pop(deployment, None)  # re-inserted last: the newest touched
+        if calls is None:
+            calls = deque(maxlen=RECENT_CALLS_CAP)
+        calls.append(CallSample(now, ok, seconds, first_token_s))
+        self._calls[deployment] = calls
+        _bound(self._calls, self._max_keys)
+
+    async def recent_calls(
+        self, deployments: Sequence[str], since: float
+    ) -> Mapping[str, Sequence[CallSample]]:
+        return {d: [c for c in self._calls.get(d, ()) if c.at > since] for d in deployments}
 
     # --- session pins -------------------------------------------------------------------
     async def session_pin(self, session: str, now: float) -> str | None:

@@ -8,7 +8,8 @@ its hash tag, the text between its first `{` and the next `}`. So:
   one owner's limits share a slot. One request's limits have several owners (its key, its
   team), which no tag can honestly join (a team's limit is every key's): `RedisStore`
   runs one script per slot (`redis_admission.py`);
-- a breaker and its failure-rate window share `{deployment:<name>}`;
+- a breaker and its failure-rate window share `{deployment:<name>}`, and so does the
+  deployment's list of recent calls (the status page's), so a script may touch all three;
 - the latency and in-flight hashes, the response cache's entries: one key per script.
 
 The names changed when the tags came (issue 13); limits, breakers and statistics left
@@ -51,6 +52,9 @@ class StateKeys:
 
     def breaker_window(self, deployment: str) -> str:
         return f"{self.breaker(deployment)}:window"
+
+    def recent_calls(self, deployment: str) -> str:
+        return f"{self.prefix}{{deployment:{deployment}}}:calls"
 
     @property
     def latency(self) -> str:

@@ -249,6 +249,18 @@ redis.call('PEXPIRE', KEYS[1], ttl_ms(tonumber(ARGV[4])))
 """
 )
 
+# KEYS: a deployment's list of recent calls (`{deployment:<name>}:calls`). ARGV: the entry
+# ('<at>,<ok 1|0>,<ms>,<first token ms>', a number left empty when there is none), cap,
+# ttl_s. Newest first, trimmed to the last `cap`; the list expires when nobody calls.
+RECORD_CALL = (
+    _COMMON
+    + """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('PEXPIRE', KEYS[1], ttl_ms(tonumber(ARGV[3])))
+"""
+)
+
 # KEYS: the in-flight hash. ARGV: deployment, delta, ttl_s. A count at or below 0 is
 # removed, so an unmatched -1 never makes a deployment look idler than idle.
 ADD_IN_FLIGHT = (

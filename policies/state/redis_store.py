@@ -28,10 +28,12 @@ from typing import Any
 from policies.redis_client import RedisAddress, RedisClient, connect, reachable, slot_groups
 from policies.state import redis_scripts
 from policies.state.base import (
+    RECENT_CALLS_CAP,
     Admission,
     BreakerPolicy,
     BreakerState,
     BreakerView,
+    CallSample,
     Limit,
     LimitState,
     StateUnavailable,
@@ -67,6 +69,7 @@ class RedisStore:
         self._views = client.register_script(redis_scripts.BREAKER_VIEWS)
         self._observe = client.register_script(redis_scripts.OBSERVE_LATENCY)
         self._add_in_flight = client.register_script(redis_scripts.ADD_IN_FLIGHT)
+        self._record_call = client.register_script(redis_scripts.RECORD_CALL)
         self._acquire_slots = client.register_script(redis_scripts.ACQUIRE_SLOTS)
         self._release_slots = client.register_script(redis_scripts.RELEASE_SLOTS)
 
@@ -290,6 +293,33 @@ class RedisStore:
             values = await self._redis.hmget(self._keys.in_flight, list(deployments))
         return {d: int(v or 0) for d, v in zip(deployments, values, strict=True)}
 
+    # --- recent calls: a capped list per deployment, under its breaker's hash tag --------
+    async def record_call(
+        self,
+        deployment: str,
+        now: float,
+        ok: bool,
+        seconds: float | None,
+        first_token_s: float | None = None,
+    ) -> None:
+        entry = f"{now!r},{int(ok)},{_ms(seconds)},{_ms(first_token_s)}"
+        args: list[_Arg] = [entry, RECENT_CALLS_CAP, STATE_TTL_S]
+        with _reachable():
+            await self._record_call(keys=[self._keys.recent_calls(deployment)], args=args)
+
+    async def recent_calls(
+        self, deployments: Sequence[str], since: float
+    ) -> Mapping[str, Sequence[CallSample]]:
+        # One key per command: fine on a cluster, where deployments sit in several slots.
+        keys = [self._keys.recent_calls(d) for d in deployments]
+        with _reachable():
+            lists = await asyncio.gather(*(self._redis.lrange(k, 0, -1) for k in keys))
+        found: dict[str, Sequence[CallSample]] = {}
+        for deployment, entries in zip(deployments, lists, strict=True):
+            samples = (_sample(e) for e in reversed(entries))  # stored newest first
+            found[deployment] = [s for s in samples if s.at > since]
+        return found
+
     # --- session pins: one key each, expiring with the pin ------------------------------
     async def session_pin(self, session: str, now: float) -> str | None:
         with _reachable():
@@ -331,6 +361,21 @@ def _room(
 ) -> Callable[[int], float]:
     """How many calls of this cost limit i holds: the tightest slot is admitted first."""
     return lambda i: (limits[i].capacity - kept[i]) / max(1, costs[i])
+
+
+def _ms(seconds: float | None) -> str:
+    """Milliseconds to the microsecond, compact ('' for none): 256 of them per deployment."""
+    return "" if seconds is None else f"{seconds * 1000:.3f}"
+
+
+def _sample(entry: bytes | str) -> CallSample:
+    at, ok, ms, ttft_ms = (entry.decode() if isinstance(entry, bytes) else entry).split(",")
+    return CallSample(
+        float(at),
+        ok == "1",
+        float(ms) / 1000 if ms else None,
+        float(ttft_ms) / 1000 if ttft_ms else None,
+    )
 
 
 def _as_list(reply: Any) -> list[Any]:
