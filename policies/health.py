@@ -22,7 +22,6 @@ from policies.config import TurnoutConfig
 from policies.deferred import Deferred
 from policies.plan import Target
 from policies.policy_config import BreakerSettings
-from policies.recent_calls import RecentCalls
 from policies.retry import Decision, classify
 from policies.state.base import BreakerPolicy, BreakerView, StateStore
 from providers.errors import Failure, UpstreamError
@@ -56,12 +55,10 @@ class Health:
         clock: Clock,
         on_breaker: OnBreaker | None = None,
         deferred: Deferred | None = None,
-        recent: RecentCalls | None = None,
     ) -> None:
         """`deferred`: where the writes that need not hold up a response go (calls
-        counted in and out of flight, successes); none: done at once. `recent`: this
-        process's record of outcomes for the status page (policies/recent_calls.py)."""
-        self._recent = recent
+        counted in and out of flight, successes, every outcome kept for the status page
+        with `StateStore.record_call`); none: done at once."""
         self._store = store
         self._clock = clock
         self._deferred = deferred or Deferred(immediate=True)
@@ -86,21 +83,30 @@ class Health:
         return view
 
     async def succeeded(
-        self, target: Target, seconds: float | None = None, *, probe: bool = False
+        self,
+        target: Target,
+        seconds: float | None = None,
+        *,
+        probe: bool = False,
+        first_token_s: float | None = None,
     ) -> None:
         """Record a successful call taking `seconds`; None (a health check, whose speed
-        says nothing about serving) leaves the latency statistics alone."""
-        if self._recent is not None:
-            self._recent.outcome(target.label, True, seconds)
-        await self._deferred.run(self._record_success(target, seconds, probe))
+        says nothing about serving) leaves the latency statistics alone. `first_token_s`:
+        a stream's time to its first content, for the status page."""
+        work = self._record_success(target, seconds, probe, first_token_s)
+        await self._deferred.run(work)
 
-    async def _record_success(self, target: Target, seconds: float | None, probe: bool) -> None:
+    async def _record_success(
+        self, target: Target, seconds: float | None, probe: bool, first_token_s: float | None
+    ) -> None:
+        now = self._clock()
         view = await self._store.breaker_record(
-            target.label, self.policy(target), True, self._clock(), probe=probe
+            target.label, self.policy(target), True, now, probe=probe
         )
         self._report(target, view)
         if seconds is not None:
             await self._store.observe_latency(target.label, seconds, LATENCY_ALPHA)
+        await self._store.record_call(target.label, now, True, seconds, first_token_s)
 
     async def failed(
         self, target: Target, error: UpstreamError, *, probe: bool = False
@@ -115,8 +121,8 @@ class Health:
                 await self.release_probe(target)
             return None
         policy, now = self.policy(target), self._clock()
-        if self._recent is not None:
-            self._recent.outcome(target.label, not counts_as_failure(error))
+        kept = self._store.record_call(target.label, now, not counts_as_failure(error), None)
+        await self._deferred.run(kept)  # for the status page, off the request's path
         if not counts_as_failure(error):
             view = await self._store.breaker_record(target.label, policy, True, now, probe=probe)
             self._report(target, view)

@@ -41,7 +41,6 @@ from policies.deferred import Deferred
 from policies.fan_out_cost import ONE_CALL, UpstreamCalls
 from policies.plan import Target
 from policies.policy_config import HedgeSettings
-from policies.recent_calls import RecentCalls
 from policies.retry import CANCELLED, Attempt
 from policies.state.base import StateStore, StateUnavailable
 from policies.translation import Translation
@@ -61,13 +60,9 @@ class FirstTokenStats:
     """Each deployment's time to first token in streams, kept in the shared store under
     `<label>#ttft` and `<label>#ttft-dev` with the store's EWMA (`observe_latency`)."""
 
-    def __init__(
-        self, store: StateStore, deferred: Deferred, recent: RecentCalls | None = None
-    ) -> None:
-        """`recent`: this process's record for the status page (policies/recent_calls.py)."""
+    def __init__(self, store: StateStore, deferred: Deferred) -> None:
         self._store = store
         self._deferred = deferred
-        self._recent = recent
 
     async def p95(self, label: str) -> float | None:
         """The estimated p95, None while unmeasured (or while the store is unreachable)."""
@@ -83,8 +78,6 @@ class FirstTokenStats:
 
     async def observe(self, label: str, seconds: float) -> None:
         """Fold in one time to first token (off the request's path where the store is shared)."""
-        if self._recent is not None:
-            self._recent.first_token(label, seconds)
         await self._deferred.run(self._observe(label, seconds))
 
     async def _observe(self, label: str, seconds: float) -> None:

@@ -66,7 +66,8 @@ class TurnAttempts:
                 raise
             is_probe, probe_out = probe_out, False
             seconds = time.perf_counter() - started
-            await health.succeeded(target, seconds, probe=is_probe)
+            first_token = seconds if isinstance(result, OpenStream) else None  # its first content
+            await health.succeeded(target, seconds, probe=is_probe, first_token_s=first_token)
             if isinstance(result, OpenStream) and self._first_tokens is not None:
                 await self._first_tokens.observe(target.label, seconds)  # its first content
             return result

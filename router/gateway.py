@@ -94,9 +94,8 @@ class Gateway:
     # What requests cost, per team, key, model and day: one book for the app's life (a
     # reload's gateway takes its predecessor's), flushed by the app's lifespan.
     spend: SpendBook = field(default_factory=SpendBook)
-    # What this process saw of each deployment lately (the status page's percentiles,
-    # success rates and chart): per process, carried over reloads like `spend`.
-    recent: RecentCalls = field(default_factory=lambda: RecentCalls(time))
+    # How the status page summarises each deployment's last calls (kept in the store).
+    recent: RecentCalls = field(default_factory=RecentCalls)
     _in_flight: int = 0
     _drained: asyncio.Event | None = None
     _id_prefix: str = field(default_factory=lambda: secrets.token_hex(6))
@@ -128,9 +127,8 @@ class Gateway:
             store = build_store(config.state, observer.state_error if observer else None)
             deferred = Deferred(immediate=isinstance(store, MemoryStore))
         clock = clock or (previous.clock if previous is not None else time)
-        recent = previous.recent if previous is not None else RecentCalls(clock)
         health = Health(
-            store, config, clock, observer.breaker_state if observer else None, deferred, recent
+            store, config, clock, observer.breaker_state if observer else None, deferred
         )
 
         def load_of(target: Target) -> int | None:
@@ -152,7 +150,7 @@ class Gateway:
             redactor,
             max_parallel=config.emulation.max_parallel,
             max_calls=config.emulation.max_calls,
-            first_tokens=FirstTokenStats(store, deferred, recent),
+            first_tokens=FirstTokenStats(store, deferred),
         )
         planner = Planner(config)
         tracing = build_tracing(
@@ -188,7 +186,6 @@ class Gateway:
             clock=clock,
             prices=prices,
             spend=previous.spend if previous is not None else SpendBook(clock),
-            recent=recent,
         )
 
     @property

@@ -1,14 +1,15 @@
 """What the status page shows, as the JSON `GET /status.json` serves: `snapshot(...)`.
 
 Every figure comes from where routing keeps it, so with a shared store (Redis) every
-replica shows the same breakers, calls in flight and limit usage:
+replica shows the same breakers, calls in flight, limit usage and recent calls:
 
 - breakers (`Health.views`), calls in flight (`StateStore.in_flight`), the EWMA latency
   and first-token estimates routing ranks by (`StateStore.latencies`, `FirstTokenStats`),
   limit usage (`StateStore.peek`, read without charging, as explain reads it) and
   concurrency slots held (`StateStore.slots_held`): the shared store;
-- success rate, p50/p95 latency and time to first token, and the chart's series: this
-  process's last calls (policies/recent_calls.py; the store keeps no percentiles);
+- success rate, p50/p95 latency and time to first token, and the chart's series: computed
+  (policies/recent_calls.py) from each deployment's last calls as the store keeps them
+  (`StateStore.recent_calls`, every replica's); unknown (None) while it does not answer;
 - a local sampler's queue and slots: the provider in this process (a sampler host's
   `load()` where several workers share one);
 - reloads: this process's reloader; batches: the batch storage (shared where it is).
@@ -31,11 +32,12 @@ from policies.hedge import P95_DEVIATIONS
 from policies.limit_set import Unit, budget_limits, scope_limits
 from policies.plan import Target
 from policies.policy_config import NANOS_PER_USD, LimitSettings, configured_digest
-from policies.recent_calls import Point
+from policies.recent_calls import Point, Recent
 from policies.redis_client import RedisAddress
 from policies.state.base import (
     BreakerState,
     BreakerView,
+    CallSample,
     Limit,
     LimitKind,
     LimitState,
@@ -97,11 +99,12 @@ async def _models(gateway: Gateway, now: float, *, reachable: bool) -> list[dict
     targets = [Target(name, d) for name, route in config.models.items() for d in route.deployments]
     labels = sorted({t.label for t in targets})
     views, in_flight, ewma = await _shared_figures(gateway, targets, labels, reachable)
+    calls = await _recent_calls(gateway, labels, now, reachable)
     limit_states = await _model_limits(gateway, now, reachable)
     models = []
     for name, route in config.models.items():
         deployments = [
-            _deployment(gateway, Target(name, d), views, in_flight, ewma, now)
+            _deployment(gateway, Target(name, d), views, in_flight, ewma, calls, now)
             for d in route.deployments
         ]
         models.append(
@@ -137,6 +140,21 @@ async def _shared_figures(
     return views, in_flight, ewma
 
 
+async def _recent_calls(
+    gateway: Gateway, labels: Sequence[str], now: float, reachable: bool
+) -> dict[str, Sequence[CallSample]] | None:
+    """Every deployment's last calls as the store keeps them (every replica's); None while
+    the store does not answer (the page shows the figures unknown)."""
+    if not reachable:
+        return None
+    try:
+        found = await gateway.store.recent_calls(labels, gateway.recent.since(now))
+    except StateUnavailable as exc:
+        log.warning("status_state_unavailable", error=gateway.redactor.for_log(str(exc)))
+        return None
+    return dict(found)
+
+
 def _unique_by_label(targets: Sequence[Target]) -> list[Target]:
     """One target per deployment: the first model naming it sets its breaker policy."""
     seen: dict[str, Target] = {}
@@ -151,13 +169,19 @@ def _deployment(
     views: dict[str, BreakerView | None],
     in_flight: dict[str, int | None],
     ewma: dict[str, float],
+    calls: dict[str, Sequence[CallSample]] | None,
     now: float,
 ) -> dict[str, Any]:
     deployment: Deployment = target.deployment
     label = target.label
     provider = gateway.providers.get(deployment.provider)
     settings = gateway.config.providers[deployment.provider]
-    recent = gateway.recent.recent(label)
+    samples = calls.get(label, ()) if calls is not None else None
+    recent: Recent | None = None
+    history: list[dict[str, Any]] | None = None
+    if samples is not None:
+        recent = gateway.recent.recent(samples, now)
+        history = [_point(p) for p in gateway.recent.series(samples, now)]
     ttft_mean = ewma.get(f"{label}#ttft")
     ttft_dev = ewma.get(f"{label}#ttft-dev")
     return {
@@ -165,16 +189,16 @@ def _deployment(
         "provider": deployment.provider,
         "kind": settings.kind,
         "breaker": _breaker(views.get(label), now),
-        "success_rate": recent.success_rate,
-        "calls": recent.calls,
+        "success_rate": recent.success_rate if recent is not None else None,
+        "calls": recent.calls if recent is not None else None,
         "latency_ms": {
-            "p50": _ms(recent.latency_p50_s),
-            "p95": _ms(recent.latency_p95_s),
+            "p50": _ms(recent.latency_p50_s if recent is not None else None),
+            "p95": _ms(recent.latency_p95_s if recent is not None else None),
             "ewma": _ms(ewma.get(label)),
         },
         "ttft_ms": {
-            "p50": _ms(recent.ttft_p50_s),
-            "p95": _ms(recent.ttft_p95_s),
+            "p50": _ms(recent.ttft_p50_s if recent is not None else None),
+            "p95": _ms(recent.ttft_p95_s if recent is not None else None),
             "ewma": _ms(ttft_mean),
             # FirstTokenStats' estimate, as hedging uses it: mean + 2 deviations.
             "p95_estimate": _ms(_ttft_p95(ttft_mean, ttft_dev)),
@@ -182,7 +206,7 @@ def _deployment(
         "in_flight": in_flight.get(label),
         "queue": _queue(provider),
         "backend_load": _backend_load(provider),
-        "history": [_point(p) for p in gateway.recent.series(label)],
+        "history": history,
     }
 
 

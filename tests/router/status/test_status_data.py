@@ -81,6 +81,18 @@ def ask(server: RunningTurnout, key: str = MEMBER, times: int = 1, **extra: Any)
             client.chat.completions.create(model="m", messages=MESSAGES, **extra)
 
 
+def until(
+    read: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """`read()` again until `done` (writes made off the request's path land), at most 5 s."""
+    deadline = time.monotonic() + 5.0
+    body = read()
+    while not done(body) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        body = read()
+    return body
+
+
 def deployments(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {d["label"]: d for m in body["models"] for d in m["deployments"]}
 
@@ -230,15 +242,27 @@ def test_replicas_sharing_redis_show_the_same_breaker_and_limits(
     one = turnout(config(upstream, upstream_b, state=state, storage=ONE_REPLICA), clock)
     other = turnout(config(upstream, upstream_b, state=state, storage=ONE_REPLICA), clock)
     upstream.set_default(Status(500))
-    ask(one, times=3)  # only `one` sees traffic
+    ask(one, times=3)  # primary: two failures open its breaker; the fallback answers all
+    ask(other, times=2)  # primary open for `other` too: the fallback answers both
 
-    body = status(other)
+    # The successes are recorded off the request's path: wait until all five are in.
+    body = until(lambda: status(other), lambda b: deployments(b)[FALLBACK]["calls"] == 5)
     primary = deployments(body)[PRIMARY]
     assert primary["breaker"] == {"state": "open", "open_for_s": 30.0, "consecutive_failures": 2}
-    assert primary["success_rate"] is None  # per process: `other` made no calls
+    assert (primary["calls"], primary["success_rate"]) == (2, 0.0)  # `one`'s failures
     assert deployments(body)[FALLBACK]["latency_ms"]["ewma"] > 0  # the shared EWMA
     rpm = limits(body["teams"][0]["limits"])["rpm"]
-    assert (rpm["used"], rpm["remaining"]) == (3, 97)
+    assert (rpm["used"], rpm["remaining"]) == (5, 95)
+    # Success rate, percentiles and the chart: the same from either replica.
+    seen = status(one)
+    for label in (PRIMARY, FALLBACK):
+        mine, theirs = deployments(seen)[label], deployments(body)[label]
+        for figure in ("calls", "success_rate", "latency_ms", "ttft_ms", "history"):
+            assert mine[figure] == theirs[figure], (label, figure)
+    fallback = deployments(body)[FALLBACK]
+    assert fallback["success_rate"] == 1.0
+    assert 0 < fallback["latency_ms"]["p50"] <= fallback["latency_ms"]["p95"]
+    assert (fallback["history"][-1]["calls"], primary["history"][-1]["failures"]) == (5, 2)
     assert body["state_store"] == {
         "kind": "redis",
         "where": redis_url,
@@ -266,7 +290,9 @@ def test_unreachable_redis_is_unhealthy_and_its_password_never_shown(
     assert store["error"]
     assert store["where"] == "redis://127.0.0.1:9/0"
     assert "hunter2" not in str(body)
-    assert deployments(body)[PRIMARY]["breaker"]["state"] is None  # unknown, not made up
+    primary = deployments(body)[PRIMARY]
+    assert primary["breaker"]["state"] is None  # unknown, not made up
+    assert (primary["calls"], primary["success_rate"], primary["history"]) == (None, None, None)
     assert limits(body["teams"][0]["limits"])["rpm"]["used"] is None
 
 
