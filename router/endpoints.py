@@ -196,7 +196,7 @@ async def relayed_stream(
 
     include_usage = wants_usage(forward)
     if framer is sse_frames and include_usage:  # chat's usage chunk carries the cost too
-        framer = partial(sse_frames, costed=lambda usage: with_request_cost(gateway, trace, usage))
+        framer = partial(sse_frames, costed=lambda chunk: with_request_cost(gateway, trace, chunk))
     frames = _after(
         framer(
             gateway.dispatcher.relay(opened, trace, (route.plan, endpoint, forward)),
@@ -208,12 +208,13 @@ async def relayed_stream(
     return frames, {**SSE_HEADERS, **record.headers()}
 
 
-def with_request_cost(gateway: Gateway, trace: Trace, usage: Any) -> Any:
+def with_request_cost(gateway: Gateway, trace: Trace, chunk: JSONObject) -> JSONObject:
     """A stream's usage chunk with what the request cost so far: every call before it is
     in the ledger (the usage's own call included), so this is the request's whole cost."""
+    usage = chunk.get("usage")
     if not isinstance(usage, dict):
-        return usage
-    return with_cost(usage, request_cost(trace.ledger, gateway.prices, answered(trace, usage)))
+        return chunk
+    return with_cost(chunk, request_cost(trace.ledger, gateway.prices, answered(trace, usage)))
 
 
 async def _settle_and_release(

@@ -40,8 +40,8 @@ async def sse_frames(
     client_closed), the usage the stream reported (None if none came), and how many
     characters of generated text were relayed, to estimate with when no usage came.
     `include_usage`: whether the client asked for the usage chunk (false: it is stripped,
-    and so are the `usage` keys of the other chunks). `costed(usage)`: the usage a client
-    that asked for it gets, with the request's cost (router/cost_report.py)."""
+    and so are the `usage` keys of the other chunks). `costed(chunk)`: the usage chunk a
+    client that asked for usage gets, with the request's cost (router/cost_report.py)."""
     outcome = "client_closed"  # until the stream ends any other way
     usage: Any = None
     streamed = 0
@@ -52,7 +52,7 @@ async def sse_frames(
             streamed += generated_chars(chunk)
             if include_usage or "usage" not in chunk:
                 if costed is not None and chunk.get("usage"):
-                    chunk = {**chunk, "usage": costed(chunk["usage"])}
+                    chunk = costed(chunk)
                 yield frame(chunk)
             elif chunk.get("choices"):
                 yield frame({k: v for k, v in chunk.items() if k != "usage"})

@@ -119,7 +119,11 @@ def test_a_stall_is_continued_on_the_fallback_with_the_partial_answer_as_prefill
     assert assistant_prefill(upstream_b) == "alpha beta gamma"
     assert len(upstream.requests) == 1  # a stall is not retried on the same deployment
     assert {c.id for c in seen.chunks} == {seen.chunks[0].id}  # one stream
-    assert seen.chunks[-1].model_extra["turnout"] == {"continued": 1, "usage_estimated": True}
+    assert seen.chunks[-1].model_extra["turnout"] == {
+        "continued": 1,
+        "usage_estimated": True,
+        "cost_usd": None,  # the request's cost (router/cost_report.py): these are unpriced
+    }
     # The broken attempt estimated ("alpha beta gamma": 16 characters, 4 tokens), the
     # continuation's as the fake counts it (words).
     estimated = estimate_prompt_tokens({"messages": MESSAGES})

@@ -1,6 +1,6 @@
 """Each request's cost, from the usage its backends reported, summed over every billed
 call, where the issue says it shows: the `x-turnout-cost-usd` header of a whole answer,
-the usage chunk of a stream whose client asked for usage (`usage.cost_usd`), the JSON log
+the usage chunk of a stream whose client asked for usage (`turnout.cost_usd`), the JSON log
 line (`cost_usd`, `unpriced`) and `/metrics` (`turnout_spend_usd_total`,
 `turnout_unpriced_requests_total`). A real Turnout in front of fake OpenAI and Anthropic
 upstreams on loopback, the official SDKs as clients, exact figures."""
@@ -164,10 +164,10 @@ def test_a_stream_broken_after_content_is_billed_with_its_continuation(
         )
     broken = (estimate_prompt_tokens({"messages": messages}) * 2.0 + 20 * 10.0) / 1e6 + 0.0001
     continued = ((3 + 3) * 3.0 + 3 * 15.0) / 1e6  # the prompt with the prefill, the rest
-    usage = chunks[-1].usage
-    assert usage is not None
-    assert usage.model_extra is not None
-    assert usage.model_extra["cost_usd"] == pytest.approx(broken + continued, abs=1e-12)
+    extra = chunks[-1].model_extra
+    assert extra is not None
+    assert extra["turnout"]["cost_usd"] == pytest.approx(broken + continued, abs=1e-12)
+    assert extra["turnout"]["continued"] == 1  # beside what the continuation says
     line = request_line(logs)
     assert line["cost_usd"] == pytest.approx(broken + continued, abs=1e-12)
     spent = series(server, "turnout_spend_usd_total")
@@ -189,7 +189,8 @@ def test_a_stream_carries_the_cost_only_when_usage_was_asked_for(
     usage = chunks[-1].usage
     assert usage is not None
     assert chunks[-1].choices == []
-    assert usage.model_extra == {"cost_usd": pytest.approx(COST_A, abs=1e-12)}
+    assert not usage.model_extra  # OpenAI's usage, as a whole answer's
+    assert chunks[-1].model_extra == {"turnout": {"cost_usd": pytest.approx(COST_A, abs=1e-12)}}
     assert all(c.usage is None for c in chunks[:-1])
     assert all(c.usage is None and "cost_usd" not in str(c) for c in plain)
     assert request_line(logs)["cost_usd"] == pytest.approx(COST_A, abs=1e-12)  # logged anyway
@@ -217,8 +218,8 @@ def test_emulated_n_sums_every_call(
                 )
             )
             assert chunks[-1].usage is not None
-            assert chunks[-1].usage.model_extra is not None
-            cost = chunks[-1].usage.model_extra["cost_usd"]
+            assert chunks[-1].model_extra is not None
+            cost = chunks[-1].model_extra["turnout"]["cost_usd"]
         else:
             raw = client.chat.completions.with_raw_response.create(
                 model="m", messages=MESSAGES, n=4
@@ -262,7 +263,7 @@ def test_an_unpriced_deployment_is_reported_unpriced_never_zero(
         )
     assert raw.headers["x-turnout-cost-usd"] == "unpriced"
     assert chunks[-1].usage is not None
-    assert chunks[-1].usage.model_extra == {"cost_usd": None}
+    assert chunks[-1].model_extra == {"turnout": {"cost_usd": None}}
     for logged in (request_line(logs, 0), request_line(logs, 1)):
         assert logged["cost_usd"] is None
         assert logged["unpriced"] == ["a/a-model"]
