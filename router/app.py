@@ -108,7 +108,7 @@ def create_app(
                 "clock": clock,
                 "log_scrubber": log_scrubber,
                 # Signs the status page's cookie unless `status_page.session_secret` is set.
-                status_access.SECRET_STATE: status_access.new_secret(),
+                status_access.SECRET_STATE: status_access.host_secret(config.storage.directory()),
             }
         ),
         exception_handlers=dict(EXCEPTION_HANDLERS),

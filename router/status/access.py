@@ -4,12 +4,12 @@ sets; with no keys (open access, loopback only), everyone, like the rest of Turn
 
 The cookie (`turnout_status`) holds the admin key's id (the first 12 hex digits of its
 digest, as keys are named in logs and limits: never the key) and when the session ends,
-signed with HMAC-SHA256 by itsdangerous (already a dependency through Litestar's stack:
-a maintained, reviewed signer, rather than hand-rolled comparison and encoding). The
-secret is `status_page.session_secret`, else a random one drawn once per app (so a
-cookie does not survive a restart, nor reach another worker or replica: set the secret
-where there are several). A cookie is checked against the keys configured now: one whose
-key was removed, or is no longer an admin's after a reload, is refused.
+signed with HMAC-SHA256 by itsdangerous (a maintained, reviewed signer, rather than
+hand-rolled comparison and encoding). The secret is `status_page.session_secret`, else
+one kept in the data directory (`host_secret`: every worker of one host, and a restart,
+agree on it; replicas on other hosts need the configured secret). A cookie is checked
+against the keys configured now: one whose key was removed, or is no longer an admin's
+after a reload, is refused.
 
 The cookie's path is `/`, not `/status`: a cookie scoped to `/status` is not sent to
 `/status.json` (RFC 6265 path matching: the next character must be `/`), which the page's
@@ -18,11 +18,15 @@ can make the browser send it) and `Secure` over https."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import structlog
 from itsdangerous import BadSignature, URLSafeSerializer
 from litestar import Request
 
@@ -34,7 +38,10 @@ from router.gateway import Gateway
 COOKIE = "turnout_status"
 COOKIE_PATH = "/"
 SALT = "turnout.status.session"
-SECRET_STATE = "status_secret"  # app.state: the per-app secret when none is configured
+SECRET_STATE = "status_secret"  # app.state: the host's secret when none is configured
+SECRET_FILE = "status-session.key"  # in the data directory (`storage.path`)
+
+log = structlog.get_logger("turnout.status")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +72,37 @@ def session_secret(request: Request[Any, Any, Any], gateway: Gateway) -> str:
 
 def new_secret() -> str:
     return secrets.token_urlsafe(32)
+
+
+def host_secret(directory: Path) -> str:
+    """The secret that signs the page's cookies when the config sets none, kept in
+    `directory` (the data directory, which this host's workers share) so that a session
+    reaches every worker and outlives a restart. Made once: the first process to link
+    its file in wins, and the others read that one; readable by its owner only. Where it
+    cannot be kept (a read-only directory), a random one for this process, said in the
+    log."""
+    path = directory / SECRET_FILE
+    try:
+        if not path.exists():
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            draft = directory / f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+            descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(descriptor, "w") as out:
+                    out.write(new_secret())
+                    out.flush()
+                    os.fsync(out.fileno())
+                with contextlib.suppress(FileExistsError):  # another worker's stands
+                    os.link(draft, path)  # atomic
+            finally:
+                draft.unlink(missing_ok=True)
+        secret = path.read_text().strip()
+        if len(secret) < 32:
+            raise OSError(f"{SECRET_FILE} holds no usable secret")
+        return secret
+    except OSError as exc:
+        log.warning("status_secret_not_kept", error=str(exc))
+        return new_secret()
 
 
 def _serializer(secret: str) -> URLSafeSerializer:

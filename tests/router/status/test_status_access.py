@@ -18,7 +18,7 @@ from litestar import Request
 from policies.config import TurnoutConfig
 from policies.redaction import configured_secrets
 from router.gateway import Gateway
-from router.status.access import cookie_header
+from router.status.access import cookie_header, host_secret
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.manual_clock import ManualClock
 from tests.router.test_reload import ReloadingTurnout, write
@@ -141,9 +141,9 @@ def test_wrong_key_401_non_admin_403_at_login_for_scripts_and_browsers(
 
 
 def test_tampered_or_foreign_cookie_refused(
-    turnout: StartTurnout, upstream: FakeOpenAIUpstream
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream, tmp_path: Path
 ) -> None:
-    server = turnout(config(upstream))
+    server = turnout(config(upstream, storage={"path": str(tmp_path / "here")}))
     token = cookie_of(login(server, ADMIN))
     payload, _, signature = token.rpartition(".")
     # The first character: the last one of base64 carries bits a decoder may ignore.
@@ -152,8 +152,36 @@ def test_tampered_or_foreign_cookie_refused(
         refused = get(server, headers=with_cookie(bad))
         assert refused.status_code == 401
         assert refused.json()["error"]["code"] == "invalid_session"
-    other = turnout(config(upstream))  # its own random secret: the cookie means nothing there
+    # Another host's Turnout (its own data directory, so its own secret): nothing there.
+    other = turnout(config(upstream, storage={"path": str(tmp_path / "elsewhere")}))
     assert get(other, headers=with_cookie(token)).status_code == 401
+
+
+def test_one_hosts_workers_share_sessions_without_a_configured_secret(
+    turnout: StartTurnout, upstream: FakeOpenAIUpstream, tmp_path: Path
+) -> None:
+    """Without `session_secret`, the secret is kept in the data directory: every worker of
+    a host (and a restart) reads the same one, so the page's refresh, answered by any
+    worker, keeps its session. The file is its owner's alone."""
+    data = {"path": str(tmp_path / "data")}
+    one = turnout(config(upstream, storage=data))
+    other = turnout(config(upstream, storage=data))
+    token = cookie_of(login(one, ADMIN))
+    assert get(other, headers=with_cookie(token)).status_code == 200
+    key_file = tmp_path / "data" / "status-session.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert len(key_file.read_text().strip()) >= 32
+    assert [p.name for p in (tmp_path / "data").iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_unwritable_data_directory_falls_back_to_a_secret_of_the_process(
+    tmp_path: Path,
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    first, second = host_secret(blocked / "data"), host_secret(blocked / "data")
+    assert len(first) >= 32
+    assert first != second  # nothing kept: each process its own
 
 
 def test_a_configured_secret_lets_replicas_share_sessions(
