@@ -42,11 +42,15 @@ def slot_limits(caller: Caller, lease_s: float) -> tuple[Limit, ...]:
     scopes: list[tuple[str, LimitSettings | None]] = [(f"key:{caller.key_id}", caller.key_limits)]
     if caller.team_settings is not None:
         scopes.append((f"team:{caller.team}", caller.team_settings.limits))
-    return tuple(
-        Limit(f"concurrency:{scope}", LimitKind.CONCURRENCY, settings.concurrency, lease_s)
-        for scope, settings in scopes
-        if settings is not None and settings.concurrency is not None
-    )
+    found = (scope_slot_limit(scope, settings, lease_s) for scope, settings in scopes)
+    return tuple(limit for limit in found if limit is not None)
+
+
+def scope_slot_limit(scope: str, settings: LimitSettings | None, lease_s: float) -> Limit | None:
+    """The concurrency limit `settings` set on `scope` (`key:…`, `team:…`), if any."""
+    if settings is None or settings.concurrency is None:
+        return None
+    return Limit(f"concurrency:{scope}", LimitKind.CONCURRENCY, settings.concurrency, lease_s)
 
 
 def too_many_in_flight(refused: Limit, headers: dict[str, str]) -> ApiError:

@@ -34,16 +34,28 @@ class Caller:
 ANONYMOUS = Caller(key_id="anonymous")
 
 
+def key_id(key: str) -> str:
+    """A configured key's id (the first 12 hex digits of its digest), as logs, limits and
+    the status page name it: never the key."""
+    return id_of(configured_digest(key))
+
+
+def id_of(key_digest: bytes) -> str:
+    return key_digest.hex()[:12]
+
+
 class KeyTable:
     def __init__(self, config: TurnoutConfig) -> None:
         callers: dict[bytes, Caller] = {}
         for entry in config.keys:
             d = configured_digest(entry.key)
-            callers[d] = Caller(d.hex()[:12], entry.name, None, entry.admin, None, entry.limits)
+            callers[d] = Caller(
+                key_id(entry.key), entry.name, None, entry.admin, None, entry.limits
+            )
         for team_name, team in config.teams.items():
             for key in team.keys:
                 d = configured_digest(key)
-                callers[d] = Caller(d.hex()[:12], None, team_name, False, team, team.key_limits)
+                callers[d] = Caller(id_of(d), None, team_name, False, team, team.key_limits)
         self._callers = callers
         self._by_id = {caller.key_id: caller for caller in callers.values()}
 

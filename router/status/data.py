@@ -26,21 +26,15 @@ from typing import Any
 
 import structlog
 
-from policies.concurrency import DEFAULT_LEASE_S
-from policies.config import Deployment, KeySettings, TurnoutConfig
+from policies.config import Deployment
 from policies.hedge import P95_DEVIATIONS
-from policies.limit_set import Unit, budget_limits, scope_limits
 from policies.plan import Target
-from policies.policy_config import NANOS_PER_USD, LimitSettings, configured_digest
 from policies.recent_calls import Point, Recent
 from policies.redis_client import RedisAddress
 from policies.state.base import (
     BreakerState,
     BreakerView,
     CallSample,
-    Limit,
-    LimitKind,
-    LimitState,
     StateUnavailable,
 )
 from policies.state.factory import display_url
@@ -48,6 +42,7 @@ from policies.storage.factory import Storage
 from providers.base import Provider
 from providers.local.provider import LocalGenerator
 from router.gateway import Gateway
+from router.status.limits import limits_sections, model_limits
 from router.status.reloads import ReloadLog
 
 log = structlog.get_logger("turnout.status")
@@ -55,7 +50,6 @@ log = structlog.get_logger("turnout.status")
 PING_TIMEOUT_S = 0.5  # the page must answer even while the store does not
 MAX_BATCHES = 50  # the oldest in progress; a page of every batch would not be "at a glance"
 _FIRST_TOKEN = ("#ttft", "#ttft-dev")  # FirstTokenStats' keys (policies/hedge.py)
-_KINDS = {"rpm": "rpm", "tpm": "tpm", "budget": "budget_tokens", "budget_usd": "budget_usd"}
 
 
 async def snapshot(
@@ -73,7 +67,7 @@ async def snapshot(
     store = await state_store(gateway)
     models, teams, batches = await asyncio.gather(
         _models(gateway, now, reachable=store["healthy"]),
-        _limits_sections(gateway, now, reachable=store["healthy"]),
+        limits_sections(gateway, now, reachable=store["healthy"]),
         _batches(gateway, storage),
     )
     return {
@@ -100,7 +94,7 @@ async def _models(gateway: Gateway, now: float, *, reachable: bool) -> list[dict
     labels = sorted({t.label for t in targets})
     views, in_flight, ewma = await _shared_figures(gateway, targets, labels, reachable)
     calls = await _recent_calls(gateway, labels, now, reachable)
-    limit_states = await _model_limits(gateway, now, reachable)
+    limit_states = await model_limits(gateway, now, reachable)
     models = []
     for name, route in config.models.items():
         deployments = [
@@ -274,143 +268,6 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000.0, 3)
 
 
-# --- teams, keys and their limits ----------------------------------------------------------
-def key_id(key: str) -> str:
-    """A configured key's id, as policies/teams.KeyTable names it: never the key."""
-    return configured_digest(key).hex()[:12]
-
-
-async def _limits_sections(
-    gateway: Gateway, now: float, *, reachable: bool
-) -> dict[str, list[dict[str, Any]]]:
-    config = gateway.config
-    lease_s = DEFAULT_LEASE_S  # a slot limit's key is all `slots_held` reads; not its lease
-    scopes: list[tuple[str, LimitSettings | None]] = []
-    for name, team in config.teams.items():
-        scopes.append((f"team:{name}", team.limits))
-        scopes.extend((f"key:{key_id(k)}", team.key_limits) for k in team.keys)
-    scopes.extend((f"key:{key_id(k.key)}", k.limits) for k in config.keys)
-    limits = {scope: scope_limit_list(scope, settings, now, lease_s) for scope, settings in scopes}
-    wanted = [lim for group in limits.values() for lim, _ in group]
-    read = await read_limits(wanted, gateway, now) if reachable else {}
-
-    def shown(scope: str) -> list[dict[str, Any]]:
-        return [limit_json(lim, read.get(lim.key), now) for lim, _ in limits[scope]]
-
-    teams = []
-    for name, team in config.teams.items():
-        keys = [_key_json(k, None, shown(f"key:{key_id(k)}")) for k in team.keys]
-        teams.append(
-            {
-                "name": name,
-                "models": list(team.models) if team.models is not None else None,
-                "limits": shown(f"team:{name}"),
-                "keys": keys,
-            }
-        )
-    keys = [_key_json(k.key, k, shown(f"key:{key_id(k.key)}")) for k in config.keys]
-    return {"teams": teams, "keys": keys}
-
-
-def _key_json(key: str, entry: KeySettings | None, limits: list[dict[str, Any]]) -> dict[str, Any]:
-    ident = key_id(key)
-    name = entry.name if entry is not None else None
-    return {
-        "name": name or ident,
-        "key_id": ident,
-        "admin": bool(entry.admin) if entry is not None else False,
-        "limits": limits,
-    }
-
-
-def scope_limit_list(
-    scope: str, settings: LimitSettings | None, now: float, lease_s: float
-) -> list[tuple[Limit, Unit]]:
-    """The limits `settings` define for `scope`, concurrency included (the limiter takes
-    those from the headers: policies/concurrency.py, with the same key)."""
-    if settings is None:
-        return []
-    found = scope_limits(scope, settings, now)
-    if settings.concurrency is not None:
-        slot = Limit(f"concurrency:{scope}", LimitKind.CONCURRENCY, settings.concurrency, lease_s)
-        found.append((slot, Unit.REQUESTS))
-    return found
-
-
-async def read_limits(
-    limits: Sequence[Limit], gateway: Gateway, now: float
-) -> dict[str, LimitState | int]:
-    """Each limit's state as the store has it, charging nothing: `peek` for buckets and
-    budgets, `slots_held` for concurrency. An unreachable store: absent (shown unknown)."""
-    counted = [lim for lim in limits if lim.kind is not LimitKind.CONCURRENCY]
-    slots = [lim for lim in limits if lim.kind is LimitKind.CONCURRENCY]
-    found: dict[str, LimitState | int] = {}
-    try:
-        if counted:
-            states = await gateway.store.peek(counted, now)
-            found.update((lim.key, state) for lim, state in zip(counted, states, strict=True))
-        if slots:
-            held = await gateway.store.slots_held(slots, now)
-            found.update((lim.key, n) for lim, n in zip(slots, held, strict=True))
-    except StateUnavailable as exc:
-        log.warning("status_state_unavailable", error=gateway.redactor.for_log(str(exc)))
-    return found
-
-
-def limit_json(limit: Limit, state: LimitState | int | None, now: float) -> dict[str, Any]:
-    """One limit: `capacity`, `used`, `remaining` (dollars for `budget_usd`, else requests
-    or tokens), and when it is whole again (`reset_s`, `resets_at`; a budget: its period's
-    end; concurrency: none, a slot comes back when its request ends)."""
-    if limit.kind is LimitKind.CONCURRENCY:
-        kind = "concurrency"
-    else:
-        kind = _KINDS[limit.key.split(":", 1)[0]]
-
-    def scaled(amount: int) -> float | int:  # dollars for a dollar budget, else as counted
-        return amount / NANOS_PER_USD if kind == "budget_usd" else amount
-
-    entry: dict[str, Any] = {
-        "kind": kind,
-        "capacity": scaled(limit.capacity),
-        "per": limit.key.rsplit(":", 1)[1] if limit.kind is LimitKind.BUDGET else None,
-    }
-    if state is None:
-        return entry | {"used": None, "remaining": None, "reset_s": None, "resets_at": None}
-    if isinstance(state, int):  # slots held
-        return entry | {
-            "used": state,
-            "remaining": max(0, limit.capacity - state),
-            "reset_s": None,
-            "resets_at": None,
-        }
-    used = limit.capacity - state.remaining
-    return entry | {
-        "used": scaled(used),
-        "remaining": scaled(max(0, state.remaining)),
-        "reset_s": round(state.reset_s, 3),
-        "resets_at": round(now + state.reset_s, 3),
-    }
-
-
-async def _model_limits(
-    gateway: Gateway, now: float, reachable: bool
-) -> dict[str, list[dict[str, Any]]]:
-    """A model's own budgets (`models.<m>.limits`), over every caller's requests to it."""
-    config: TurnoutConfig = gateway.config
-    per_model = {
-        name: budget_limits(f"model:{name}", route.limits, now)
-        for name, route in config.models.items()
-        if route.limits is not None
-    }
-    wanted = [lim for group in per_model.values() for lim, _ in group]
-    read = await read_limits(wanted, gateway, now) if reachable else {}
-    return {
-        name: [limit_json(lim, read.get(lim.key), now) for lim, _ in group]
-        for name, group in per_model.items()
-    }
-
-
-# --- the state store and batches -----------------------------------------------------------
 async def state_store(gateway: Gateway) -> dict[str, Any]:
     """Which store, and whether it answers a ping within `PING_TIMEOUT_S` now. The address
     is shown without user, password or query; an error has the config's secrets masked."""
