@@ -26,6 +26,7 @@ from typing import BinaryIO, Self
 import pytest
 
 from tests.redis_server import MISSING, RedisServer
+from tests.server_process import free_port
 
 MASTERS = 3
 NODE_TIMEOUT_MS = 1000
@@ -38,10 +39,21 @@ class ClusterNodeServer(RedisServer):
 
     name = "redis-server (cluster node)"
 
+    def __init__(self) -> None:
+        super().__init__()
+        # The bus port is named, not left at port + 10000: a free port above 55535 would
+        # put that past 65535, and the node would exit at once. A restart on the same port
+        # (kill_master) keeps it; a retry on another port takes another.
+        self.bus_port = 0
+        self._bus_for = 0
+
     def _command(self, port: int) -> list[str]:
+        if self._bus_for != port:
+            self.bus_port, self._bus_for = free_port(), port
         return [
             *super()._command(port),
             *("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"),
+            *("--cluster-port", str(self.bus_port)),
             *("--cluster-node-timeout", str(NODE_TIMEOUT_MS)),
             # A master whose replica is failing over, or a slot being moved, must not
             # make the whole cluster refuse keys it still serves.
