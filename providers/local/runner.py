@@ -60,6 +60,18 @@ class ForwardCounts:
     decode_tokens: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class PrefillChunk:
+    """Part of one slot's prompt: `tokens` go at positions `start`.. of `slot`, whose cache
+    already holds positions 0..start-1 (a prefix loaded from the prefix store, earlier
+    chunks of the same prompt). `start` 0 replaces whatever the slot held."""
+
+    slot: int
+    tokens: Sequence[int]
+    start: int = 0
+    every_position: bool = False  # logits of every position of the chunk, not its last
+
+
 class CacheLost(RuntimeError):
     """A failed step took every slot's KV cache with it (a JAX step donates its cache):
     the runner has emptied every slot, so every sequence in flight must fail."""
@@ -75,8 +87,29 @@ class ModelRunner(Protocol):
         every position's [L, V] if `every_position` (only prompt scoring needs them)."""
         ...
 
+    def prefill_chunks(self, chunks: Sequence[PrefillChunk]) -> list[Any]:
+        """Extend each chunk's slot with its tokens, in one batched forward pass where the
+        runner can (distinct slots); per chunk, its last position's logits [1, V], or every
+        position's [len(tokens), V] if `every_position`."""
+        ...
+
     def decode(self, slots: Sequence[int], tokens: Sequence[int]) -> Any:
         """Append one token to each slot; return next-token logits [len(slots), V]."""
+        ...
+
+    # The prefix store: `store_blocks` blocks of `block_tokens` positions (every layer's
+    # keys and values), apart from the slots; `providers.local.prefix_cache` indexes them.
+    block_tokens: int
+    store_blocks: int  # 0: no prefix cache
+
+    def save_blocks(self, slot: int, blocks: Sequence[tuple[int, int]]) -> None:
+        """Copy, for each (i, block id), `slot`'s positions i*block_tokens.. of one block
+        into that store block."""
+        ...
+
+    def load_blocks(self, slot: int, block_ids: Sequence[int]) -> None:
+        """Make `slot` hold the store blocks' positions in order: its length becomes
+        len(block_ids) * block_tokens."""
         ...
 
     def copy_slot(self, source: int, target: int) -> None:
