@@ -1,12 +1,19 @@
 """Continuous batching: one decode batch that requests join and leave between steps,
 run on a worker thread so the event loop never waits on a forward pass.
 
-Each step the worker (1) drops candidates whose request was cancelled, freeing their slots
-at once; (2) admits waiting jobs while slots are free — one prefill per job, copied to the
-slots of its other candidates (n, best_of), so a prompt is never computed twice; (3) runs
-one batched decode step over every active candidate and hands each sampled token to the
-candidate's sink. Candidates finish on a sink's word (stop string, end-of-sequence), on
-`max_new_tokens`, or when their slot's context is full.
+Each step the worker (1) drops jobs and candidates whose request was cancelled, freeing
+their slots at once; (2) admits waiting jobs while slots are free, loading the longest run
+of their prompt's leading blocks that the prefix store holds into the job's first slot;
+(3) runs one batched decode step over every active candidate and hands each sampled token
+to the candidate's sink; (4) runs one batched prefill over the admitted prompts, oldest
+first, within `prefill_chunk_tokens` (`providers.local.prefilling`): a long prompt takes
+several steps, and the streams decoding beside it get a token every step meanwhile. A
+completed prompt's whole blocks go into the prefix store, its first slot is copied to the
+slots of its other candidates (n, best_of), so a prompt is never computed twice, and each
+candidate samples its first token. Candidates finish on a sink's word (stop string,
+end-of-sequence), on `max_new_tokens`, or when their slot's context is full; a finished
+candidate's blocks (prompt and answer: what a conversation's next turn starts with) go
+into the prefix store too.
 
 Waiting jobs are admitted in order of arrival, except that background jobs (batch lines)
 queue behind every live one: a background job starts only while no live job waits, so
@@ -20,10 +27,12 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
+from providers.local.prefilling import PromptPrefill, plan_chunks
+from providers.local.prefix_cache import PrefixIndex
 from providers.local.runner import (
     CacheLost,
     ModelRunner,
@@ -73,6 +82,7 @@ class _Candidate:
     slot: int
     next_input: int
     produced: int = 1  # the first token came from the prefill
+    generated_from: int = 0  # where this job's tokens begin in `row.generated`
 
     @property
     def row(self) -> RowSampling:
@@ -83,13 +93,30 @@ class _Candidate:
         return self.job.sinks[self.index]
 
 
+DEFAULT_PREFILL_CHUNK_TOKENS = 256
+
+
 class Engine:
-    def __init__(self, runner: ModelRunner, sampler: Sampler, name: str = "local") -> None:
+    def __init__(
+        self,
+        runner: ModelRunner,
+        sampler: Sampler,
+        name: str = "local",
+        *,
+        prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS,
+    ) -> None:
+        if prefill_chunk_tokens < 1:
+            raise ValueError(f"prefill_chunk_tokens must be at least 1, got {prefill_chunk_tokens}")
         self._runner = runner
         self._sampler = sampler
         self._name = name
+        self._chunk_tokens = prefill_chunk_tokens
+        # Which prefixes the runner's store holds; a router may ask `cached_tokens`.
+        self.prefix_cache = PrefixIndex(runner.block_tokens, runner.store_blocks)
+        self.steps = 0  # engine steps run (tests count in steps, never in seconds)
         self._waiting: deque[Job] = deque()  # live jobs, in order of arrival
         self._background: deque[Job] = deque()  # admitted only while no live job waits
+        self._prefilling: list[PromptPrefill] = []  # admitted, oldest first
         self._active: list[_Candidate] = []
         # A min-heap: the lowest free slots first, so a batch's slots tend to be contiguous
         # and the runner can take a view of its cache rows instead of gathering them.
@@ -113,8 +140,8 @@ class Engine:
 
     @property
     def in_flight(self) -> int:
-        """Candidates currently decoding."""
-        return len(self._active)
+        """Candidates holding slots: decoding, or waiting for their prompt's prefill."""
+        return len(self._active) + sum(len(p.slots) for p in self._prefilling)
 
     @property
     def slots(self) -> int:
@@ -137,10 +164,13 @@ class Engine:
             self._wake.notify()
         self._thread.join(timeout=30)
 
+    def _busy(self) -> bool:
+        return bool(self._active or self._prefilling or self.queue_depth)
+
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._closing and not self._active and not self.queue_depth:
+                while not self._closing and not self._busy():
                     self._wake.wait()
                 if self._closing:
                     break
@@ -148,10 +178,17 @@ class Engine:
                 self._drop_cancelled()
                 self._admit()
                 if self._active:
-                    self._step()
+                    self._decode()
+                if self._prefilling:
+                    self._prefill()
+            except CacheLost as exc:  # every slot's cache and the prefix store went with it
+                log.error("engine_cache_lost", engine=self._name, exc_info=exc)
+                self.prefix_cache.clear()
+                self._fail_holding(exc)
             except Exception as exc:  # a failed forward pass fails the requests, not the thread
                 log.error("engine_step_failed", engine=self._name, exc_info=exc)
                 self._fail_all(exc)
+            self.steps += 1
         self._fail_all(RuntimeError("the engine is shutting down"))
 
     def _drop_cancelled(self) -> None:
@@ -162,6 +199,11 @@ class Engine:
             else:
                 keep.append(candidate)
         self._active = keep
+        for prefill in [p for p in self._prefilling if p.job.cancelled.is_set()]:
+            self._prefilling.remove(prefill)
+            self._free_slots(prefill.slots)
+            for sink in prefill.job.sinks:
+                sink.on_finish("cancelled")
         with self._wake:
             for queue in (self._waiting, self._background):
                 for job in [j for j in queue if j.cancelled.is_set()]:
@@ -179,24 +221,54 @@ class Engine:
                     return
                 job = queue.popleft()
                 slots = [heapq.heappop(self._free) for _ in job.rows]
+            prefill = PromptPrefill(job, slots)
+            self._prefilling.append(prefill)
             try:
-                self._start(job, slots)
+                self._load_prefix(prefill)
+            except CacheLost:
+                raise
             except Exception as exc:
-                # Candidates started before the failure stop too, and a slot that one of
-                # them already gave back (finished at its first token) is not freed twice.
-                self._active = [c for c in self._active if c.job is not job]
-                self._release(slot for slot in slots if slot not in self._free)
-                self._fail(job, exc)
-                if isinstance(exc, CacheLost):  # the other sequences' caches went with it
-                    self._fail_active(exc)
+                self._abort(prefill, exc)
 
-    def _start(self, job: Job, slots: list[int]) -> None:
-        scoring = job.score_prompt is not None and job.on_prompt_scores is not None
-        logits = self._runner.prefill(slots[0], job.prompt, every_position=scoring)
-        if job.score_prompt is not None and job.on_prompt_scores is not None:
-            job.on_prompt_scores(self._sampler.score_prompt(logits, job.prompt, job.score_prompt))
+    def _load_prefix(self, prefill: PromptPrefill) -> None:
+        """Load the longest run of the prompt's leading blocks the store holds (at most
+        all but its last token: the last position's logits must be computed)."""
+        prompt = prefill.job.prompt
+        if prefill.scoring or not self.prefix_cache.capacity:
+            return
+        blocks = self.prefix_cache.match(prompt, len(prompt) - 1)
+        if blocks:
+            self._runner.load_blocks(prefill.slots[0], blocks)
+            prefill.done = prefill.reused = len(blocks) * self.prefix_cache.block_tokens
+
+    def _prefill(self) -> None:
+        planned = plan_chunks(self._prefilling, self._chunk_tokens)
+        try:
+            logits = self._runner.prefill_chunks([chunk for _, chunk in planned])
+        except CacheLost:
+            raise
+        except Exception as exc:
+            for prefill, _ in planned:
+                self._abort(prefill, exc)
+            return
+        for (prefill, chunk), chunk_logits in zip(planned, logits, strict=True):
+            try:
+                prefill.advance(chunk, chunk_logits, self._sampler)
+                if prefill.complete:
+                    self._start(prefill, chunk_logits)
+                    self._prefilling.remove(prefill)
+            except CacheLost:
+                raise
+            except Exception as exc:
+                self._abort(prefill, exc)
+
+    def _start(self, prefill: PromptPrefill, logits: Any) -> None:
+        job, slots = prefill.job, prefill.slots
+        if prefill.scoring and job.on_prompt_scores is not None:
+            job.on_prompt_scores(prefill.prompt_scores())
+        self._store(slots[0], job.prompt)
         if job.max_new_tokens <= 0:
-            self._release(slots)
+            self._free_slots(slots)
             for sink in job.sinks:
                 sink.on_finish("length")
             return
@@ -208,13 +280,37 @@ class Engine:
             if row.generator is None:
                 row.generator = self._sampler.new_generator(row.seed)
             outcome = self._sampler.sample(last, [row])[0]
-            candidate = _Candidate(job, index, slot, outcome.token)
+            candidate = _Candidate(job, index, slot, outcome.token, 1, len(row.generated))
             if self._deliver(candidate, outcome, prompt_length + 1):
                 self._active.append(candidate)
 
-    def _step(self) -> None:
+    def _store(self, slot: int, tokens: Sequence[int]) -> None:
+        """Copy the whole blocks of `tokens` (what `slot` holds) that the store lacks. A
+        copy that fails costs reuse only: its blocks are forgotten, the job goes on."""
+        claimed = self.prefix_cache.claim(tokens, len(tokens))
+        if not claimed:
+            return
+        try:
+            self._runner.save_blocks(slot, claimed)
+        except Exception as exc:
+            self.prefix_cache.forget([block for _, block in claimed])
+            if isinstance(exc, CacheLost):
+                raise
+            log.warning("prefix_store_failed", engine=self._name, exc_info=exc)
+
+    def _decode(self) -> None:
         batch = self._active
-        logits = self._runner.decode([c.slot for c in batch], [c.next_input for c in batch])
+        try:
+            logits = self._runner.decode([c.slot for c in batch], [c.next_input for c in batch])
+        except CacheLost:
+            raise
+        except Exception as exc:  # the prompts still prefilling keep their slots
+            jobs = {id(c.job): c.job for c in batch}
+            self._free_slots([c.slot for c in batch])
+            self._active = []
+            for job in jobs.values():
+                self._fail(job, exc)
+            return
         sampled = self._sampler.sample(logits, [c.row for c in batch])
         keep: list[_Candidate] = []
         for candidate, outcome in zip(batch, sampled, strict=True):
@@ -239,30 +335,50 @@ class Engine:
         return False
 
     def _finish(self, candidate: _Candidate, reason: str) -> None:
-        self._runner.free(candidate.slot)
-        self._release([candidate.slot])
+        if reason != "cancelled":
+            self._keep_sequence(candidate)
+        self._free_slots([candidate.slot])
         candidate.sink.on_finish(reason)
 
-    def _release(self, slots: Iterable[int]) -> None:
+    def _keep_sequence(self, candidate: _Candidate) -> None:
+        """Store the finished candidate's blocks: its slot holds the prompt and every
+        generated token but the last (sampled, never fed back)."""
+        start = candidate.generated_from
+        fed = candidate.row.generated[start : start + candidate.produced - 1]
+        self._store(candidate.slot, [*candidate.job.prompt, *fed])
+
+    def _free_slots(self, slots: Iterable[int]) -> None:
         for slot in slots:
+            self._runner.free(slot)
             heapq.heappush(self._free, slot)
 
     def _fail(self, job: Job, exc: BaseException) -> None:
         if job.on_error is not None:
             job.on_error(exc)
 
-    def _fail_active(self, exc: BaseException) -> None:
-        """Fail every job with a candidate decoding, and free their slots."""
-        failed = {id(c.job): c.job for c in self._active}
-        for candidate in self._active:
-            self._runner.free(candidate.slot)
-            self._release([candidate.slot])
-        self._active = []
-        for job in failed.values():
+    def _abort(self, prefill: PromptPrefill, exc: BaseException) -> None:
+        """Fail a job that failed before or as it started: candidates started before the
+        failure stop too, and a slot one of them already gave back is not freed twice."""
+        job = prefill.job
+        if prefill in self._prefilling:
+            self._prefilling.remove(prefill)
+        self._active = [c for c in self._active if c.job is not job]
+        self._free_slots([slot for slot in prefill.slots if slot not in self._free])
+        self._fail(job, exc)
+
+    def _fail_holding(self, exc: BaseException) -> None:
+        """Fail every job holding slots (decoding or prefilling), and free the slots."""
+        jobs = {id(c.job): c.job for c in self._active}
+        jobs.update((id(p.job), p.job) for p in self._prefilling)
+        held = {c.slot for c in self._active} | {s for p in self._prefilling for s in p.slots}
+        self._free_slots(sorted(held - set(self._free)))
+        self._active, self._prefilling = [], []
+        for job in jobs.values():
             self._fail(job, exc)
 
     def _fail_all(self, exc: BaseException) -> None:
-        self._fail_active(exc)
+        """Fail every job, holding slots or waiting for them."""
+        self._fail_holding(exc)
         with self._wake:
             waiting = [*self._waiting, *self._background]
             self._waiting.clear()

@@ -15,7 +15,7 @@ from providers.capabilities import Capabilities
 from providers.errors import Failure, UpstreamError
 from providers.local.bad_request import bad_request
 from providers.local.candidate import CandidateOutput, Delta, Finished
-from providers.local.engine import Engine
+from providers.local.engine import DEFAULT_PREFILL_CHUNK_TOKENS, Engine
 from providers.local.params import GenerationRequest
 from providers.local.responses import (
     ChatStream,
@@ -41,6 +41,7 @@ class LocalModel:
     runner: ModelRunner
     sampler: Sampler
     adapter: TokenizerAdapter
+    prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS  # the engine's per-step budget
 
 
 class LocalGenerator(Provider):
@@ -87,7 +88,12 @@ class LocalGenerator(Provider):
     async def _start(self) -> None:
         model = await asyncio.to_thread(self._load)
         self._model = model
-        self._engine = Engine(model.runner, model.sampler, self.name)
+        self._engine = Engine(
+            model.runner,
+            model.sampler,
+            self.name,
+            prefill_chunk_tokens=model.prefill_chunk_tokens,
+        )
 
     async def check(self) -> None:
         """Healthy while the engine's decode thread runs; nothing goes over a network."""

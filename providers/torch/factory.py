@@ -31,9 +31,18 @@ def _load_generator(source: ModelSource, *, settings: TorchSettings) -> LocalMod
 
     loaded = load_causal_lm(source, device=settings.device, dtype=settings.dtype)
     runner = TorchRunner.from_loaded(
-        loaded, max_slots=settings.max_slots, max_context=settings.max_context
+        loaded,
+        max_slots=settings.max_slots,
+        max_context=settings.max_context,
+        prefix_tokens=settings.prefix_cache.max_tokens,
+        block_tokens=settings.prefix_cache.block_tokens,
     )
-    return LocalModel(runner, TorchSampler(loaded.device), TokenizerAdapter(loaded.tokenizer))
+    return LocalModel(
+        runner,
+        TorchSampler(loaded.device),
+        TokenizerAdapter(loaded.tokenizer),
+        prefill_chunk_tokens=settings.prefill_chunk_tokens,
+    )
 
 
 def _load_embedder(source: ModelSource, *, settings: TorchSettings) -> Embedder:

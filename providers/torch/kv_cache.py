@@ -1,5 +1,13 @@
-"""Preallocated per-slot KV cache: one key and one value tensor for all layers and slots,
-and how many positions of each slot hold a sequence.
+"""Per-slot KV cache that grows with the longest live sequence: one key and one value
+tensor for all layers and slots, and how many positions of each slot hold a sequence.
+
+`max_slots x max_context` is an upper bound, not an allocation: the tensors hold
+`capacity` positions per slot, a whole number of blocks, doubled (up to `max_context`)
+when a write needs more and dropped back to the first size when every slot is empty. Each
+slot keeps one contiguous run of positions, so a decode step over a contiguous run of slots
+reads its cache as a view of the tensors, with no gather and no copy per step (a paged
+layout would gather every step's keys; at this model size that is slower than the rare
+doubling copy).
 
 A slot's positions beyond its length hold stale data from an earlier sequence (or zeros);
 attention masks them, so `free` costs nothing. The tensors start zeroed, never `empty`:
@@ -13,9 +21,11 @@ import torch
 # else is gathered into a copy.
 SlotSelector = slice | torch.Tensor
 
+FIRST_CAPACITY = 256  # positions per slot allocated at first (rounded to whole blocks)
+
 
 class SlotKVCache:
-    """Keys and values shaped [layers, slots, kv_heads, context, head_dim]."""
+    """Keys and values shaped [layers, slots, kv_heads, capacity, head_dim]."""
 
     def __init__(
         self,
@@ -27,14 +37,37 @@ class SlotKVCache:
         head_dim: int,
         dtype: torch.dtype,
         device: torch.device,
+        block_tokens: int = 16,
     ) -> None:
-        shape = (layers, slots, kv_heads, context, head_dim)
-        with torch.inference_mode():
-            self.keys = torch.zeros(shape, dtype=dtype, device=device)
-            self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self._shape = (layers, slots, kv_heads, head_dim)
+        self._dtype, self._device = dtype, device
         self.max_slots = slots
         self.max_context = context
+        self.block_tokens = block_tokens
+        self.first_capacity = min(context, _whole_blocks(FIRST_CAPACITY, block_tokens))
         self.lengths = [0] * slots
+        self.keys, self.values = self._allocate(self.first_capacity)
+
+    @property
+    def capacity(self) -> int:
+        """Positions each slot can hold now, without growing."""
+        return self.keys.shape[3]
+
+    def ensure(self, positions: int) -> None:
+        """Grow (doubling, whole blocks, at most `max_context`) until every slot can hold
+        `positions` positions; what the slots hold is kept."""
+        if positions <= self.capacity:
+            return
+        capacity = self.capacity
+        while capacity < positions:
+            capacity *= 2
+        capacity = min(self.max_context, _whole_blocks(capacity, self.block_tokens))
+        keys, values = self._allocate(capacity)
+        held = max(self.lengths)
+        with torch.inference_mode():
+            keys[:, :, :, :held] = self.keys[:, :, :, :held]
+            values[:, :, :, :held] = self.values[:, :, :, :held]
+        self.keys, self.values = keys, values
 
     def write_prefix(self, layer: int, slot: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Store a slot's first positions; keys/values [kv_heads, L, head_dim]."""
@@ -50,8 +83,8 @@ class SlotKVCache:
         keys: torch.Tensor,
         values: torch.Tensor,
     ) -> None:
-        """Store one position per slot: slot slots[b] at positions[b]; keys [B, kv_heads, D]."""
-        # Paired advanced indices (slot b with position b), never a slice: a slice in the
+        """Store one position per entry: slot slots[n] at positions[n]; keys [N, kv_heads, D]."""
+        # Paired advanced indices (slot n with position n), never a slice: a slice in the
         # slot dimension would index the outer product of slots and positions.
         self.keys[layer][slots, :, positions] = keys
         self.values[layer][slots, :, positions] = values
@@ -75,6 +108,21 @@ class SlotKVCache:
 
     def free(self, slot: int) -> None:
         self.lengths[slot] = 0
+        if self.capacity > self.first_capacity and not any(self.lengths):
+            # Idle: give the grown memory back (the next long sequence grows it again).
+            self.keys, self.values = self._allocate(self.first_capacity)
+
+    def _allocate(self, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
+        layers, slots, kv_heads, head_dim = self._shape
+        shape = (layers, slots, kv_heads, capacity, head_dim)
+        with torch.inference_mode():
+            keys = torch.zeros(shape, dtype=self._dtype, device=self._device)
+            values = torch.zeros(shape, dtype=self._dtype, device=self._device)
+        return keys, values
+
+
+def _whole_blocks(positions: int, block_tokens: int) -> int:
+    return -(-positions // block_tokens) * block_tokens
 
 
 def slot_selector(slots: list[int], device: torch.device) -> SlotSelector:

