@@ -121,7 +121,7 @@ async def drive(config_path: str, count: int, stream: bool, profile: bool, sort:
             status, out = await call(app, body)
             assert status == 200, out[:300]
         profiler = cProfile.Profile(time.process_time) if profile else None
-        start, cpu = time.perf_counter(), time.process_time()
+        start, cpu, own = time.perf_counter(), time.process_time(), time.thread_time()
         if profiler:
             profiler.enable()
         for _ in range(count):
@@ -129,9 +129,11 @@ async def drive(config_path: str, count: int, stream: bool, profile: bool, sort:
         if profiler:
             profiler.disable()
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+        own = time.thread_time() - own
         print(
             f"{kind}: {elapsed / count * 1e6:.1f} µs per request, of which Turnout's process "
-            f"used {cpu / count * 1e6:.1f} µs of CPU ({count} requests)"
+            f"used {cpu / count * 1e6:.1f} µs of CPU, {own / count * 1e6:.1f} µs of it on the "
+            f"event loop's thread ({count} requests)"
         )
         if profiler:
             if os.environ.get("PROFILE_DUMP"):
@@ -149,12 +151,17 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true", help="streamed requests too")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--sort", default="tottime")
+    parser.add_argument(
+        "--otlp", metavar="URL", help="tracing on, every request sampled, spans sent to URL"
+    )
     args = parser.parse_args()
     port = free_port()
     config = {
         "providers": {"mock": {"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1"}},
         "models": {"mock-model": {"deployments": [{"provider": "mock", "model": "mock-model"}]}},
     }
+    if args.otlp:
+        config["telemetry"] = {"otlp_endpoint": args.otlp}
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         json.dump(config, f)
     mock = subprocess.Popen([sys.executable, str(MOCK), "--port", str(port)])
