@@ -40,6 +40,8 @@ def _load_generator(source: ModelSource, *, settings: JaxSettings) -> LocalModel
         max_slots=settings.max_slots,
         max_context=loaded.max_context,
         device=loaded.device,
+        prefill_chunk_tokens=settings.prefill_chunk_tokens,
+        prefix_cache=settings.prefix_cache,
     )
     sampler = JaxSampler(loaded.device)
     # Compiled now, not in the first requests: a compile freezes every stream for its

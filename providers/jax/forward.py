@@ -2,11 +2,12 @@
 embeddings, grouped-query attention, SwiGLU, tied or separate output projection, over a
 slot KV cache.
 
-Two steps, the same as `providers.torch.llama`: `prefill` runs one slot's prompt (padded
-to a bucket length; causal attention keeps the padding from touching real positions) and
-projects its last real position onto the vocabulary (every position when compiled for
-prompt scoring), and `decode` appends one token to each of a batch of slots at different
-lengths, attending to each slot's cached positions below a window bucket. Layers run in
+Two steps: `prefill_chunks` extends a batch of slots with a chunk of prompt each (padded
+to a bucket length, each from its own start position, attending to what its slot already
+holds) and projects each chunk's last real position onto the vocabulary (every position
+when compiled for prompt scoring), and `decode` appends one token to each of a batch of
+slots at different lengths, attending to each slot's cached positions below a window
+bucket. Layers run in
 one `lax.scan`, so a step compiles one layer body, not thirty. Float32 matmuls ask for
 full precision: GPUs otherwise round float32 inputs to TF32, which torch does not. Logits
 come out float32."""
@@ -42,43 +43,62 @@ def empty_cache(
     return KVCache(zeros, jnp.zeros_like(zeros))
 
 
-def prefill(
+def prefill_chunks(
     shape: LlamaShape,
+    window: int,
     every_position: bool,
     model: JaxLlama,
     cache: KVCache,
     tokens: jax.Array,
-    slot: jax.Array,
-    last: jax.Array,
+    slots: jax.Array,
+    starts: jax.Array,
+    lasts: jax.Array,
 ) -> tuple[jax.Array, KVCache]:
-    """tokens [T] (a prompt padded to a bucket, its last real token at index `last`) into
-    `slot` → (float32 logits, cache): of position `last` [1, V], or of every position
-    [T, V] if `every_position` (static: each value compiles its own executable)."""
-    steps = tokens.shape[0]
-    cos, sin = model.cos[:steps, None], model.sin[:steps, None]  # [T, 1, D]
-    causal = jnp.tril(jnp.ones((steps, steps), dtype=bool))
+    """tokens [B, L] (chunks padded to a bucket) at positions starts[b].. of slots [B] →
+    (float32 logits, cache): of each row's position `lasts[b]` (its last real token)
+    [B, V], or of every position [B, L, V] if `every_position` (static).
+
+    Each row's keys and values go into its slot first; its queries then attend to the
+    slot's first `window` positions, causally: the cached prefix 0..start-1 and the chunk
+    itself. Padding positions past a row's real tokens write stale entries beyond the
+    slot's length (masked until overwritten; those past the cache are dropped). A padding
+    row repeating a real row writes the same values twice, as in `decode`."""
+    rows, steps = tokens.shape
+    positions = starts[:, None] + jnp.arange(steps)[None, :]  # [B, L]
+    flat = positions.reshape(-1)
+    cos, sin = model.cos[flat][:, None], model.sin[flat][:, None]  # [B*L, 1, D], clamped
+    visible = jnp.arange(window)[None, None, :] <= positions[:, :, None]  # [B, L, window]
+    heads = (shape.heads, shape.kv_heads, shape.kv_heads)
 
     def layer_step(
         carry: tuple[jax.Array, KVCache], xs: tuple[jax.Array, LayerStack]
     ) -> tuple[tuple[jax.Array, KVCache], None]:
         hidden, cache = carry
         index, layer = xs
-        queries, keys, values = _projections(shape, layer, hidden, cos, sin)  # [T, heads, D]
-        start = (index, slot, 0, 0, 0)
-        cache = KVCache(
-            lax.dynamic_update_slice(cache.keys, keys[None, None], start),
-            lax.dynamic_update_slice(cache.values, values[None, None], start),
+        projected = _projections(shape, layer, hidden, cos, sin)  # [B*L, heads, D]
+        queries, keys, values = (
+            x.reshape(rows, steps, count, shape.head_dim)
+            for x, count in zip(projected, heads, strict=True)
         )
-        # Attends to the fresh keys, not the cache: [T] positions against [T] positions.
-        attended = _attend(shape, queries[None], keys[None], values[None], causal[None])[0]
-        return (_finish_block(shape, layer, hidden, attended), cache), None
+        where = (index, slots[:, None], positions)
+        cache = KVCache(
+            cache.keys.at[where].set(keys, mode="drop"),
+            cache.values.at[where].set(values, mode="drop"),
+        )
+        cached_keys = cache.keys[index, slots, :window]  # [B, window, kv_heads, D]
+        cached_values = cache.values[index, slots, :window]
+        attended = _attend(shape, queries, cached_keys, cached_values, visible)
+        merged = attended.reshape(rows * steps, shape.heads, shape.head_dim)
+        return (_finish_block(shape, layer, hidden, merged), cache), None
 
-    hidden = model.embed[tokens]
+    hidden = model.embed[tokens.reshape(-1)]  # [B*L, hidden]
     layers = (jnp.arange(shape.layers), model.layers)
     (hidden, cache), _ = lax.scan(layer_step, (hidden, cache), layers)
-    if not every_position:  # the vocabulary projection dominates a short prompt's cost
-        hidden = lax.dynamic_slice_in_dim(hidden, last, 1)
-    return _logits(shape, model, hidden), cache
+    if every_position:
+        return _logits(shape, model, hidden).reshape(rows, steps, -1), cache
+    # The vocabulary projection dominates a short chunk's cost: only the last positions.
+    last = hidden.reshape(rows, steps, -1)[jnp.arange(rows), lasts]  # [B, hidden]
+    return _logits(shape, model, last), cache
 
 
 def decode(

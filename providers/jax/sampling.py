@@ -21,7 +21,7 @@ import numpy as np
 import structlog
 from numpy.typing import ArrayLike
 
-from providers.jax.buckets import SMALLEST_PROMPT, power_of_two
+from providers.jax.buckets import SMALLEST_CHUNK, power_of_two
 from providers.local.batch_flags import BatchFlags, has_penalty
 from providers.local.pipeline import run_pipeline
 from providers.local.runner import PromptScores, RowSampling, Sampled
@@ -81,7 +81,7 @@ class JaxSampler:
         scored = len(tokens) - 1  # position i-1 predicts token i; the last predicts what follows
         if scored == 0:
             return PromptScores(logprobs=(None,), top=(None,))
-        size = max(SMALLEST_PROMPT, power_of_two(scored))  # the prefill's floor
+        size = max(SMALLEST_CHUNK, power_of_two(scored))  # the prefill's floor
         targets = np.zeros(size, dtype=np.int32)
         targets[:scored] = tokens[1:]
         logprobs = model_logprobs(self._put(_padded(host[:-1], size)))

@@ -1,12 +1,12 @@
-"""`CompiledSteps`: the forward pass's prefill, decode and slot-copy steps compiled ahead
-of time, one executable per shape bucket, each timed, so that compile time is known apart
-from run time (the benchmark reports both). `ahead` compiles every bucket a runner can
-meet before it serves; a step asked for later compiles on first use (only the prefills
-that score a prompt, which `ahead` leaves out).
+"""`CompiledSteps`: the forward pass's prefill, decode, slot-copy and prefix-store steps
+compiled ahead of time, one executable per shape bucket, each timed, so that compile time
+is known apart from run time (the benchmark reports both). `ahead` compiles every bucket a
+runner can meet before it serves; a step asked for later compiles on first use (only the
+prefills that score a prompt, which `ahead` leaves out).
 
-Every executable donates the KV cache it is given: XLA updates it in place instead of
-copying a cache of hundreds of megabytes per token. A donated cache is dead after the
-call; the caller keeps the returned one."""
+Every executable donates the state it writes (the KV cache, or the prefix store for a
+save): XLA updates it in place instead of copying hundreds of megabytes per token. A
+donated buffer is dead after the call; the caller keeps the returned one."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import structlog
 
-from providers.jax import forward
-from providers.jax.buckets import Buckets
+from providers.jax import blocks, forward
+from providers.jax.buckets import Buckets, ChunkShape
 from providers.jax.forward import KVCache
 from providers.jax.weights import JaxLlama
 from providers.torch.llama_weights import LlamaShape
@@ -55,17 +55,22 @@ class CompiledSteps:
         """The keys of the executables compiled so far."""
         return frozenset(self._compiled)
 
-    def ahead(self, cache: KVCache, buckets: Buckets) -> None:
-        """Compile, now, every step a request can need except prompt scoring: the prefill of
-        each prompt bucket, the decode step of each batch x window bucket, the slot copy of
-        each window. Logs the count first, a line per executable, and the total time."""
-        work = [partial(self.prefill, cache, length) for length in buckets.prompts()]
+    def ahead(self, cache: KVCache, store: KVCache, buckets: Buckets) -> None:
+        """Compile, now, every step a request can need except prompt scoring: each prefill
+        pass shape, the decode step of each batch x window bucket, the slot copy of each
+        window, and (with a prefix store) its saves and loads of each block count. Logs
+        the count first, a line per executable, and the total time."""
+        work = [partial(self.prefill, cache, chunk) for chunk in buckets.chunk_shapes()]
         work += [
             partial(self.decode, cache, batch, window)
             for batch in buckets.batches()
             for window in buckets.windows()
         ]
         work += [partial(self.copy, cache, window) for window in buckets.windows()]
+        if store.keys.shape[1]:
+            for count in buckets.block_counts():
+                work += [partial(self.save, cache, store, count)]
+                work += [partial(self.load, cache, store, count)]
         before, started = self.stats.count, time.perf_counter()
         log.info("jax_compile_ahead_started", executables=len(work))
         for compile_step in work:
@@ -76,16 +81,20 @@ class CompiledSteps:
             seconds=round(time.perf_counter() - started, 2),
         )
 
-    def prefill(self, cache: KVCache, length: int, every_position: bool = False) -> Executable:
-        """(model, cache, tokens [length], slot, last int32) → (logits, cache): logits of
-        position `last` [1, V], or of every position [length, V] if `every_position`."""
+    def prefill(
+        self, cache: KVCache, chunk: ChunkShape, every_position: bool = False
+    ) -> Executable:
+        """(model, cache, tokens [rows, length], slots, starts, lasts [rows] int32) →
+        (logits, cache): of each row's position `lasts` [rows, V], or of every position
+        [rows, length, V] if `every_position`."""
         return self._get(
-            ("prefill", length, every_position),
-            partial(forward.prefill, self.shape, every_position),
+            ("prefill", chunk.rows, chunk.length, chunk.window, every_position),
+            partial(forward.prefill_chunks, self.shape, chunk.window, every_position),
             cache,
-            _ints(length),
-            _ints(),
-            _ints(),
+            _ints(chunk.rows, chunk.length),
+            _ints(chunk.rows),
+            _ints(chunk.rows),
+            _ints(chunk.rows),
         )
 
     def decode(self, cache: KVCache, batch: int, window: int) -> Executable:
@@ -101,20 +110,31 @@ class CompiledSteps:
 
     def copy(self, cache: KVCache, length: int) -> Executable:
         """(cache, source int32, target int32) → cache; the model is not an argument."""
-        key: StepKey = ("copy", length)
+        copy = partial(forward.copy_prefix, length=length)
+        return self._jit(("copy", length), copy, (0,), cache, _ints(), _ints())
+
+    def save(self, cache: KVCache, store: KVCache, count: int) -> Executable:
+        """(cache, store, slot int32, indices [count], block ids [count]) → store."""
+        save = blocks.save_blocks
+        return self._jit(("save", count), save, (1,), cache, store, _ints(), *[_ints(count)] * 2)
+
+    def load(self, cache: KVCache, store: KVCache, count: int) -> Executable:
+        """(cache, store, slot int32, block ids [count]) → cache."""
+        load = blocks.load_blocks
+        return self._jit(("load", count), load, (0,), cache, store, _ints(), _ints(count))
+
+    def _jit(
+        self, key: StepKey, function: Callable[..., Any], donate: tuple[int, ...], *args: Any
+    ) -> Executable:
         if key not in self._compiled:
-            step = jax.jit(partial(forward.copy_prefix, length=length), donate_argnums=(0,))
-            self._compiled[key] = self._timed(key, lambda: step.lower(cache, _ints(), _ints()))
+            step = jax.jit(function, donate_argnums=donate)
+            self._compiled[key] = self._timed(key, partial(step.lower, *args))
         return self._compiled[key]
 
     def _get(
         self, key: StepKey, function: Callable[..., Any], cache: KVCache, *args: Any
     ) -> Executable:
-        if key not in self._compiled:
-            step = jax.jit(function, donate_argnums=(1,))
-            lowered = partial(step.lower, self.model, cache, *args)
-            self._compiled[key] = self._timed(key, lowered)
-        return self._compiled[key]
+        return self._jit(key, function, (1,), self.model, cache, *args)
 
     def _timed(self, key: StepKey, lower: Callable[[], Any]) -> Executable:
         started = time.perf_counter()

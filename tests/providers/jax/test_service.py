@@ -251,16 +251,17 @@ def test_context_overflow_is_a_400(client: openai.OpenAI, served_jax: JaxRunner)
 def test_every_step_is_compiled_at_load_and_serving_compiles_nothing(
     client: openai.OpenAI, served_jax: JaxRunner
 ) -> None:
-    """The runner compiled every prompt, batch and window bucket before /health/ready (the
-    sampler its steps for every batch size); requests of new lengths, batch sizes and
-    sampling settings then compile nothing, on any thread. Prompt scoring is the exception
-    (see `CompiledSteps.ahead`): no echo with logprobs here."""
+    """The runner compiled every prefill pass, batch, window and block-count bucket before
+    /health/ready (the sampler its steps for every batch size); requests of new lengths,
+    batch sizes and sampling settings then compile nothing, on any thread. Prompt scoring
+    is the exception (see `CompiledSteps.ahead`): no echo with logprobs here."""
     buckets = served_jax.buckets
-    ahead = {("prefill", length, False) for length in buckets.prompts()}
+    ahead = {("prefill", s.rows, s.length, s.window, False) for s in buckets.chunk_shapes()}
     ahead |= {("decode", b, w) for b in buckets.batches() for w in buckets.windows()}
     ahead |= {("copy", window) for window in buckets.windows()}
+    ahead |= {(step, n) for step in ("save", "load") for n in buckets.block_counts()}
     assert ahead <= served_jax.steps.compiled
-    assert len(ahead) == 17
+    assert len(ahead) == 13 + 9 + 3 + 6
     sampled: dict[str, Any] = {
         "temperature": 0.9,
         "top_p": 0.8,
