@@ -100,11 +100,15 @@ def encode(loaded: LoadedModel, text: str) -> list[int]:
     return ids
 
 
-def run(
-    engine: Engine, prompt: Sequence[int], max_new_tokens: int, candidates: int = 1, **extra: Any
+def submit(
+    engine: Engine,
+    prompt: Sequence[int],
+    max_new_tokens: int,
+    errors: list[BaseException],
+    candidates: int = 1,
+    **extra: Any,
 ) -> list[TokenSink]:
     sinks = [TokenSink() for _ in range(candidates)]
-    errors: list[BaseException] = []
     job = Job(
         prompt=list(prompt),
         rows=[RowSampling(temperature=0, top_logprobs=2) for _ in sinks],
@@ -114,26 +118,43 @@ def run(
         **extra,
     )
     engine.submit(job)
+    return sinks
+
+
+def run(
+    engine: Engine, prompt: Sequence[int], max_new_tokens: int, candidates: int = 1, **extra: Any
+) -> list[TokenSink]:
+    errors: list[BaseException] = []
+    sinks = submit(engine, prompt, max_new_tokens, errors, candidates, **extra)
     assert all(sink.finished.wait(WAIT) for sink in sinks), errors
     assert not errors
     return sinks
 
 
-def outputs(engine: Engine, prompts: Sequence[list[int]], tokens: int = 6) -> list[Any]:
-    """Each prompt's greedy tokens and their logprobs, run one after another (so later
-    prompts can reuse what earlier ones stored)."""
-    results = []
-    for prompt in prompts:
-        (sink,) = run(engine, prompt, tokens)
-        results.append((sink.tokens, [s.logprob for s in sink.sampled], sink.reason))
-    return results
+def outputs(
+    engine: Engine, prompts: Sequence[list[int]], *, together: bool, tokens: int = 5
+) -> list[Any]:
+    """Each prompt's greedy text, tokens and their logprobs: one prompt after another,
+    or all at once (prefilled and decoded in shared batches)."""
+    if together:
+        errors: list[BaseException] = []
+        sinks = [submit(engine, prompt, tokens, errors)[0] for prompt in prompts]
+        assert all(sink.finished.wait(WAIT) for sink in sinks), errors
+        assert not errors
+    else:
+        sinks = [run(engine, prompt, tokens)[0] for prompt in prompts]
+    tokenizer = local_model.smollm2().tokenizer
+    return [
+        (tokenizer.decode(s.tokens), s.tokens, [x.logprob for x in s.sampled], s.reason)
+        for s in sinks
+    ]
 
 
 def assert_same_outputs(ours: list[Any], reference: list[Any]) -> None:
-    for (tokens, logprobs, reason), (ref_tokens, ref_logprobs, ref_reason) in zip(
+    for (text, tokens, logprobs, reason), (ref_text, ref_tokens, ref_logprobs, ref_reason) in zip(
         ours, reference, strict=True
     ):
-        assert (tokens, reason) == (ref_tokens, ref_reason)
+        assert (text, tokens, reason) == (ref_text, ref_tokens, ref_reason)
         assert logprobs == pytest.approx(ref_logprobs, abs=2e-3)
 
 
@@ -151,12 +172,12 @@ def reference(smollm2: LoadedModel, prompts: list[list[int]]) -> list[Any]:
     """No prefix cache, the whole prompt in one chunk."""
     engine = make_engine(make_runner(smollm2, prefix_tokens=0), chunk_tokens=256)
     try:
-        return outputs(engine, prompts)
+        return outputs(engine, prompts, together=False)
     finally:
         engine.close()
 
 
-@pytest.mark.parametrize(("prefix_tokens", "chunk_tokens"), [(512, 256), (0, 5), (512, 3)])
+@pytest.mark.parametrize(("prefix_tokens", "chunk_tokens"), [(512, 256), (0, 9), (512, 5)])
 def test_greedy_outputs_do_not_depend_on_the_prefix_cache_or_the_chunk_budget(
     smollm2: LoadedModel,
     prompts: list[list[int]],
@@ -168,10 +189,11 @@ def test_greedy_outputs_do_not_depend_on_the_prefix_cache_or_the_chunk_budget(
     runner = make_runner(smollm2, prefix_tokens)
     engine = make_engine(runner, chunk_tokens)
     engines.append(engine)
-    # Twice over: the second round starts from what the first stored (prompt + answer).
-    assert_same_outputs(outputs(engine, prompts), reference)
+    # Twice over, every prompt at once: the second round starts from what the first
+    # stored (prompt + answer).
+    assert_same_outputs(outputs(engine, prompts, together=True), reference)
     before = runner.counts.prefill_tokens
-    assert_same_outputs(outputs(engine, prompts), reference)
+    assert_same_outputs(outputs(engine, prompts, together=True), reference)
     computed = runner.counts.prefill_tokens - before
     if prefix_tokens:  # every whole block but the one holding the last token was reused
         assert computed == sum(len(p) - (len(p) - 1) // BLOCK * BLOCK for p in prompts)
@@ -221,7 +243,7 @@ def test_n_candidates_share_one_prefill_and_store_their_answers(
     engines.append(engine)
     prompt = prompts[2]
     before = runner.counts.prefill_tokens
-    sinks = run(engine, prompt, max_new_tokens=BLOCK * 2, candidates=3)
+    sinks = run(engine, prompt, max_new_tokens=BLOCK + 2, candidates=3)
     assert runner.counts.prefill_tokens - before == len(prompt)  # chunked, computed once
     assert sinks[0].tokens == sinks[1].tokens == sinks[2].tokens
     # The answer went into the store: the prompt plus its answer is mostly cached.
@@ -238,8 +260,8 @@ def test_eviction_under_a_small_store_keeps_outputs_identical(
     runner = make_runner(smollm2, prefix_tokens=3 * BLOCK)  # 3 blocks: far too few
     engine = make_engine(runner, chunk_tokens=7)
     engines.append(engine)
-    for _ in range(2):
-        assert_same_outputs(outputs(engine, prompts), reference)
+    for together in (False, True):
+        assert_same_outputs(outputs(engine, prompts, together=together), reference)
     assert engine.prefix_cache.stats.evicted_blocks > 0
     assert len(engine.prefix_cache) <= 3
 
@@ -269,32 +291,36 @@ def test_prompt_scores_are_the_same_in_chunks(
 def test_a_long_prompt_does_not_stall_decoding_streams(
     smollm2: LoadedModel, prompts: list[list[int]], engines: list[Engine]
 ) -> None:
+    chunk, chunks, tokens = 32, 5, 16
     runner = make_runner(smollm2, prefix_tokens=0, slots=9)
-    engine = make_engine(runner, chunk_tokens=32)
+    engine = make_engine(runner, chunk_tokens=chunk)
     engines.append(engine)
     streams = [TokenSink(engine) for _ in range(8)]
     for index, sink in enumerate(streams):
-        prompt = prompts[index % len(prompts)]
+        prompt = prompts[2 + index % 2]  # short prompts: all eight prefill in a few steps
         rows = [RowSampling(temperature=0)]
-        engine.submit(Job(prompt=prompt, rows=rows, sinks=[sink], max_new_tokens=32))
+        engine.submit(Job(prompt=prompt, rows=rows, sinks=[sink], max_new_tokens=tokens))
     wait_for(lambda: all(len(sink.sampled) >= 2 for sink in streams), "8 streams decoding")
-    long_prompt = [(7 * i) % 5000 + 100 for i in range(200)]  # 7 chunks of 32
-    prefills = runner.counts.prefills
+    long_prompt = [(7 * i) % 5000 + 100 for i in range(chunk * chunks)]
+    prefills, prefill_tokens = runner.counts.prefills, runner.counts.prefill_tokens
     late = TokenSink(engine)
-    engine.submit(
-        Job(prompt=long_prompt, rows=[RowSampling(temperature=0)], sinks=[late], max_new_tokens=1)
-    )
+    rows = [RowSampling(temperature=0)]
+    engine.submit(Job(prompt=long_prompt, rows=rows, sinks=[late], max_new_tokens=1))
     assert late.finished.wait(WAIT)
     assert all(sink.finished.wait(WAIT) for sink in streams)
-    assert runner.counts.prefills - prefills >= 7
+    # The long prompt went in `chunks` forward passes of `chunk` tokens ...
+    assert runner.counts.prefills - prefills == chunks
+    assert runner.counts.prefill_tokens - prefill_tokens == len(long_prompt)
     (arrived,) = late.steps
     for sink in streams:
-        assert len(sink.sampled) == 32
-        # The stream decoded all through the long prompt's prefill ...
-        assert sink.steps[0] < arrived - 6
+        assert len(sink.sampled) == tokens
+        # ... while every stream decoded, from before its first chunk to after its last,
+        assert sink.steps[0] < arrived - (chunks - 1)
         assert sink.steps[-1] > arrived
-        # ... a token every engine step, from its first one on.
-        assert [b - a for a, b in zip(sink.steps, sink.steps[1:], strict=False)] == [1] * 31
+        # a token every engine step.
+        assert [b - a for a, b in zip(sink.steps, sink.steps[1:], strict=False)] == [1] * (
+            tokens - 1
+        )
 
 
 def test_a_failed_save_forgets_its_blocks_and_the_job_goes_on(
