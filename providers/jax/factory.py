@@ -48,7 +48,12 @@ def _load_generator(source: ModelSource, *, settings: JaxSettings) -> LocalModel
     # duration, and /health/ready waits for this.
     runner.compile_ahead()
     sampler.compile_ahead(runner.max_slots, runner.vocab_size)
-    return LocalModel(runner, sampler, TokenizerAdapter(loaded.tokenizer))
+    return LocalModel(
+        runner,
+        sampler,
+        TokenizerAdapter(loaded.tokenizer),
+        prefill_chunk_tokens=settings.prefill_chunk_tokens,
+    )
 
 
 def _load_embedder(source: ModelSource, *, settings: JaxSettings) -> Embedder:
