@@ -40,5 +40,9 @@ def test_the_worker_ends_when_the_server_process_is_killed(tmp_path: Path) -> No
         while any(_alive(worker) for worker in workers):
             assert time.monotonic() < deadline, "the orphaned worker is still running"
             time.sleep(0.1)
-        with socket.socket() as probe:  # the port is free again
+        with socket.socket() as probe:  # the port is free again: no listener holds it
+            # As a server binds (granian sets it too): a connection the server closed may
+            # leave the port in TIME_WAIT for a minute, which only a listener must not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(("127.0.0.1", served.port))
+            probe.listen()
