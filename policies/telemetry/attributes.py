@@ -62,17 +62,31 @@ def span_name(operation: str, model: str | None) -> str:
     return f"{operation} {model}" if model else operation
 
 
-def request_attributes(operation: str, body: Mapping[str, Any]) -> Attributes:
-    """What a request asked for: its operation, model, token cap and temperature."""
-    attributes: Attributes = {"gen_ai.operation.name": operation}
+def request_facts(body: Mapping[str, Any]) -> tuple[str | None, int | None, float | None]:
+    """What `request_attributes` reads of a request body (its model, token cap and
+    temperature), taken on the request path: the body itself is not kept for the export
+    thread (it may be megabytes)."""
     model = body.get("model")
-    if isinstance(model, str):
-        attributes["gen_ai.request.model"] = model[:MAX_NAME_CHARS]
     cap = body.get("max_completion_tokens", body.get("max_tokens", body.get("max_output_tokens")))
-    if isinstance(cap, int) and not isinstance(cap, bool):
-        attributes["gen_ai.request.max_tokens"] = cap
     temperature = body.get("temperature")
-    if isinstance(temperature, int | float) and not isinstance(temperature, bool):
+    return (
+        model[:MAX_NAME_CHARS] if type(model) is str else None,
+        cap if type(cap) is int else None,  # never a bool
+        temperature if type(temperature) is float or type(temperature) is int else None,
+    )
+
+
+def request_attributes(
+    operation: str, model: str | None, cap: int | None, temperature: float | None
+) -> Attributes:
+    """What a request asked for (`request_facts`): its operation, model, token cap and
+    temperature."""
+    attributes: Attributes = {"gen_ai.operation.name": operation}
+    if model is not None:
+        attributes["gen_ai.request.model"] = model
+    if cap is not None:
+        attributes["gen_ai.request.max_tokens"] = cap
+    if temperature is not None:
         attributes["gen_ai.request.temperature"] = float(temperature)
     return attributes
 
@@ -95,18 +109,37 @@ def usage_attributes(usage: Any) -> Attributes:
     return attributes
 
 
-def response_attributes(body: Mapping[str, Any]) -> Attributes:
-    """What a whole answer says of itself: model, id, finish reasons, usage."""
-    attributes = usage_attributes(body.get("usage"))
-    model = body.get("model")
+def kept_usage(usage: Any) -> Any:
+    """A usage object as it is now, to be read on the export thread (a copy: whoever
+    answers the client may still change the answer's own)."""
+    return usage.copy() if type(usage) is dict else usage
+
+
+Answer = tuple[Any, Any, list[str]]  # an answer's model, id and finish reasons
+
+
+def answer_facts(body: Mapping[str, Any]) -> Answer:
+    """What a whole answer says of itself (its model, id and finish reasons), taken on the
+    request path: the body is not kept (it may be megabytes)."""
+    return body.get("model"), body.get("id"), finish_reasons(body)
+
+
+def answer_attributes(model: Any, answer_id: Any, reasons: list[str]) -> Attributes:
+    attributes: Attributes = {}
     if isinstance(model, str):
         attributes["gen_ai.response.model"] = model
-    answer_id = body.get("id")
     if isinstance(answer_id, str):
         attributes["gen_ai.response.id"] = answer_id
-    reasons = finish_reasons(body)
     if reasons:
         attributes["gen_ai.response.finish_reasons"] = reasons
+    return attributes
+
+
+def response_attributes(usage: Any, answer: Answer) -> Attributes:
+    """A whole answer's attributes (`kept_usage`, `answer_facts`): usage, model, id,
+    finish reasons."""
+    attributes = usage_attributes(usage)
+    attributes.update(answer_attributes(*answer))
     return attributes
 
 
@@ -114,12 +147,9 @@ def finish_reasons(body: Mapping[str, Any]) -> list[str]:
     """OpenAI's per-choice `finish_reason`s, Anthropic's `stop_reason`, or a Response's
     `status`."""
     choices = body.get("choices")
-    if isinstance(choices, list):
-        return [
-            c["finish_reason"]
-            for c in choices
-            if isinstance(c, Mapping) and isinstance(c.get("finish_reason"), str)
-        ]
+    if type(choices) is list:  # parsed JSON: plain dicts and lists
+        reasons = [c.get("finish_reason") if type(c) is dict else None for c in choices]
+        return [r for r in reasons if type(r) is str]
     for key in ("stop_reason", "status"):
         value = body.get(key)
         if isinstance(value, str):
@@ -189,11 +219,11 @@ def translation_list(
 ) -> list[str]:
     """`turnout.translation`: what was done to fit the deployment, as `emulated:n`,
     `dropped:logprobs`, `clamped:max_tokens`."""
-    return [
-        *(f"emulated:{e}" for e in emulated),
-        *(f"dropped:{d}" for d in dropped),
-        *(f"clamped:{c}" for c in clamped),
-    ]
+    return (
+        [f"emulated:{e}" for e in emulated]
+        + [f"dropped:{d}" for d in dropped]
+        + [f"clamped:{c}" for c in clamped]
+    )
 
 
 _CUT = {"type": "text", "content": TRUNCATED}  # where messages or parts were left out

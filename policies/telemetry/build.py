@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from policies.telemetry.settings import TelemetrySettings, trace_export
 
 if TYPE_CHECKING:  # the SDK is imported only once tracing is on
-    from policies.telemetry.dropped import Dropped
+    from policies.telemetry.batch import Dropped
     from policies.telemetry.tracing import Tracing
 
 

@@ -2,10 +2,13 @@
 each saying why it started (`turnout.attempt.reason`: first, retry, fallback, hedge or
 continuation, with the previous attempt's deployment and error) and how it ended.
 
-An attempt's span is the current OpenTelemetry context while its calls are made, so the
-HTTP layer sends it on as the upstream's `traceparent` (providers/trace_headers.py), and
-every call an emulation fans out from it is its child too. A stream's attempt span lasts
-until its stream ends (`stream_spans.watched`)."""
+An attempt's span is the upstream trace context while its calls are made, so the HTTP
+layer sends it on as the upstream's `traceparent` (providers/trace_headers.py), and every
+call an emulation fans out from it is its child too. A stream's attempt span lasts until
+its stream ends (`stream_spans.watched`).
+
+The request path takes only the facts an attribute needs (a few values, never a body)
+and leaves building the GenAI attribute maps to the export thread (`RecordedSpan.later`)."""
 
 from __future__ import annotations
 
@@ -13,26 +16,30 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
-from opentelemetry import context as otel_context
-from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
-
+from policies.config import Deployment
 from policies.plan import Target
 from policies.redaction import Redactor
 from policies.telemetry.attributes import (
     OPERATIONS,
     PROVIDER_NAMES,
+    Answer,
     Attributes,
+    answer_attributes,
+    answer_facts,
     answer_texts,
     input_messages,
+    kept_usage,
     output_messages,
     request_attributes,
+    request_facts,
     response_attributes,
     span_name,
 )
-from policies.telemetry.recorder import RecordedSpan, SpanRecorder
+from policies.telemetry.recorder import CLIENT, Later, RecordedSpan, SpanRecorder
 from policies.telemetry.stream_spans import watched
 from policies.trace import OpenStream, Trace
 from providers.errors import Failure, UpstreamError
+from providers.trace_headers import UPSTREAM_TRACE
 from providers.types import ProviderRequest, ProviderResponse
 
 T = TypeVar("T")
@@ -72,8 +79,9 @@ class RequestSpans:
         self._started = 0  # attempts started
         self._in_flight = 0  # attempts whose span is open (a stream's: until it ends)
         self._continued = 0  # the trace's continuations already seen
-        self._last: tuple[str, str | None] | None = None  # (deployment, its error) last ended
-        self._answered: Attributes = {}  # the last successful attempt's answer
+        # The deployment last ended and its error, if it failed.
+        self._last: tuple[Deployment, str | None] | None = None
+        self._answered: Answer | None = None  # the last successful attempt's answer
 
     def attempts(
         self,
@@ -91,7 +99,7 @@ class RequestSpans:
             reason = self._reason(trace, tries)
             tries += 1
             span = self._start(target, request, reason)
-            token = otel_context.attach(set_span_in_context(span.current()))
+            token = UPSTREAM_TRACE.set(span.traceparent())
             try:
                 result = await call()
             except UpstreamError as exc:
@@ -101,11 +109,12 @@ class RequestSpans:
                 self._outcome(span, target, "cancelled", None)
                 raise
             except BaseException as exc:
-                span.set_attribute("error.type", type(exc).__name__)
+                if span.recording:
+                    span.attributes["error.type"] = type(exc).__name__
                 self._outcome(span, target, "error", type(exc).__name__)
                 raise
             finally:
-                otel_context.detach(token)
+                UPSTREAM_TRACE.reset(token)
             if isinstance(result, OpenStream):
                 rest = watched(self, span, target, result, self._capture)
                 return cast(T, OpenStream(result.first, rest))
@@ -130,71 +139,62 @@ class RequestSpans:
 
     def _start(self, target: Target, request: ProviderRequest, reason: str) -> RecordedSpan:
         operation = OPERATIONS.get(request.endpoint, "chat")
-        model = request.body.get("model")
-        name = span_name(operation, model if isinstance(model, str) else None)
-        span = self._recorder.child(self.server, name, SpanKind.CLIENT)
+        body = request.body
+        model = body.get("model")
+        name = span_name(operation, model if type(model) is str else None)
+        span = self._recorder.child(self.server, name, CLIENT)
         self._started += 1
         self._in_flight += 1
-        if not span.is_recording():
+        if not span.recording:
             return span
         kind = str(getattr(self._providers.get(target.deployment.provider), "kind", ""))
-        attributes = request_attributes(operation, request.body)
-        attributes["gen_ai.provider.name"] = PROVIDER_NAMES.get(kind, kind)
-        attributes["turnout.deployment"] = target.label
-        attributes["turnout.attempt.reason"] = reason
-        attributes["turnout.attempt.number"] = self._started
-        if self._last is not None:
-            attributes["turnout.attempt.previous_deployment"] = self._last[0]
-            if self._last[1] is not None:
-                attributes["turnout.attempt.previous_error"] = self._last[1]
-        if self._capture and (prompt := input_messages(request.body, self._capture)) is not None:
-            attributes["gen_ai.input.messages"] = prompt
-        span.set_attributes(attributes)
+        facts = (operation, *request_facts(body))
+        deployment = target.deployment
+        span.later.append(
+            (attempt_attributes, (facts, kind, deployment, reason, self._started, self._last))
+        )
+        if self._capture and (prompt := input_messages(body, self._capture)) is not None:
+            span.attributes["gen_ai.input.messages"] = prompt
         return span
 
     def answered(self, span: RecordedSpan, body: Mapping[str, Any]) -> None:
         """A whole answer came: its model, usage and finish reasons on the attempt."""
-        if not span.is_recording():
+        if not span.recording:
             return
-        attributes = response_attributes(body)
+        answer = answer_facts(body)
+        span.later.append((response_attributes, (kept_usage(body.get("usage")), answer)))
         if self._capture:
             texts = answer_texts(body)
             if texts:
-                reasons = dict(enumerate(attributes.get("gen_ai.response.finish_reasons", ())))
-                attributes["gen_ai.output.messages"] = output_messages(
+                reasons = dict(enumerate(answer[2]))
+                span.attributes["gen_ai.output.messages"] = output_messages(
                     texts, reasons, self._capture
                 )
-        span.set_attributes(attributes)
-        self.note_answer(attributes)
+        self._answered = answer
 
-    def note_answer(self, attributes: Attributes) -> None:
+    def note_answer(self, answer: Answer) -> None:
         """The request's answer so far (the server span reports the last)."""
-        self._answered = {
-            k: v
-            for k, v in attributes.items()
-            if k
-            in ("gen_ai.response.model", "gen_ai.response.id", "gen_ai.response.finish_reasons")
-        }
+        self._answered = answer
 
     def _failed(self, span: RecordedSpan, target: Target, error: UpstreamError) -> None:
         # An upstream's words may echo the credentials Turnout sent it or name its
         # internal address: masked as a client would get them.
         text = self._redactor.for_client(error.summary(), target.label)
         kind = str(error.status) if error.failure is Failure.STATUS else error.failure.value
-        if span.is_recording():
-            span.set_status(Status(StatusCode.ERROR, text))
-            span.set_attribute("error.type", kind)
+        if span.recording:
+            span.set_error(text)
+            span.attributes["error.type"] = kind
             if error.failure is Failure.STATUS:
-                span.set_attribute("http.response.status_code", error.status)
+                span.attributes["http.response.status_code"] = error.status
         self._outcome(span, target, "error", text)
 
     def _outcome(self, span: RecordedSpan, target: Target, outcome: str, error: str | None) -> None:
         """The attempt ended (`error`: why, if it failed): its span too."""
-        self._last = (target.label, error)
+        self._last = (target.deployment, error)
         self._in_flight -= 1
-        if span.is_recording():
-            span.set_attribute("turnout.attempt.outcome", outcome)
-        span.end()
+        if span.recording:
+            span.attributes["turnout.attempt.outcome"] = outcome
+            span.end()
 
     def stream_failed(self, span: RecordedSpan, target: Target, error: UpstreamError) -> None:
         """A committed stream broke (its span ends)."""
@@ -204,21 +204,46 @@ class RequestSpans:
         self._outcome(span, target, outcome, None)
 
     def finish(
-        self, attributes: Attributes, status: int, error_type: str | None, model: str | None = None
+        self, status: int, error_type: str | None, model: str | None, later: Later | None
     ) -> None:
-        """The request's end: the server span's last attributes, and the span ended.
-        `model`: the configured model it was routed to, which completes the span's name
-        (`chat m`); a client's unresolved model name never names a span (see
-        `Tracing.request`)."""
+        """The request's end: the server span's last attributes (`later`: the record's,
+        router/request_span.py), and the span ended. `model`: the configured model it was
+        routed to, which completes the span's name (`chat m`); a client's unresolved model
+        name never names a span (see `Tracing.request`)."""
         span = self.server
+        if not span.recording:
+            return
         if model is not None:
             span.name = span_name(span.name, model)
-        if span.is_recording():
-            attributes.update(self._answered)
-            attributes["http.response.status_code"] = status
-            if error_type is not None:
-                attributes["error.type"] = error_type
-                if status >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
-            span.set_attributes(attributes)
+        if later is not None:
+            span.later.append(later)
+        if self._answered is not None:
+            span.later.append((answer_attributes, self._answered))
+        span.attributes["http.response.status_code"] = status
+        if error_type is not None:
+            span.attributes["error.type"] = error_type
+            if status >= 500:
+                span.set_error()
         span.end()
+
+
+def attempt_attributes(
+    request: tuple[str, str | None, int | None, float | None],
+    kind: str,
+    deployment: Deployment,
+    reason: str,
+    number: int,
+    last: tuple[Deployment, str | None] | None,
+) -> Attributes:
+    """An attempt's span's attributes as it starts (on the export thread): what it asked
+    (`request_facts`), whom, and why (the previous attempt's deployment and error)."""
+    attributes = request_attributes(*request)
+    attributes["gen_ai.provider.name"] = PROVIDER_NAMES.get(kind, kind)
+    attributes["turnout.deployment"] = deployment.label
+    attributes["turnout.attempt.reason"] = reason
+    attributes["turnout.attempt.number"] = number
+    if last is not None:
+        attributes["turnout.attempt.previous_deployment"] = last[0].label
+        if last[1] is not None:
+            attributes["turnout.attempt.previous_error"] = last[1]
+    return attributes

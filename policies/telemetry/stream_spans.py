@@ -10,7 +10,9 @@ from typing import Any, Protocol
 
 from policies.plan import Target
 from policies.telemetry.attributes import (
+    Answer,
     Attributes,
+    kept_usage,
     output_messages,
     usage_attributes,
 )
@@ -23,7 +25,7 @@ from providers.types import JSONObject
 class StreamEnds(Protocol):
     """What a stream's span tells its request's spans (policies/telemetry/request_spans.py)."""
 
-    def note_answer(self, attributes: Attributes) -> None: ...
+    def note_answer(self, answer: Answer) -> None: ...
 
     def stream_failed(self, span: RecordedSpan, target: Target, error: UpstreamError) -> None: ...
 
@@ -98,14 +100,15 @@ class StreamSeen:
         if self.capture and isinstance(delta, Mapping) and isinstance(delta.get("text"), str):
             self._text(0, delta["text"])
 
+    def finish_reasons(self) -> list[str]:
+        return [self.reasons[i] for i in sorted(self.reasons)]
+
     def attributes(self) -> Attributes:
         attributes = usage_attributes(self.usage)
         if self.model is not None:
             attributes["gen_ai.response.model"] = self.model
         if self.reasons:
-            attributes["gen_ai.response.finish_reasons"] = [
-                self.reasons[i] for i in sorted(self.reasons)
-            ]
+            attributes["gen_ai.response.finish_reasons"] = self.finish_reasons()
         if self.capture and self.texts:
             texts = {i: "".join(pieces) for i, pieces in self.texts.items()}
             attributes["gen_ai.output.messages"] = output_messages(
@@ -119,8 +122,7 @@ async def watched(
 ) -> AsyncGenerator[JSONObject, None]:
     """`opened`'s chunks after the first, as they come; `span` ends with the stream.
     `capture`: the most characters of its text put on the span (0: none)."""
-    recording = span.is_recording()
-    seen = StreamSeen(capture) if recording else None
+    seen = StreamSeen(capture) if span.recording else None
     if seen is not None:
         seen.observe(opened.first)
     outcome = "closed"  # closed before its end, unless it ends or breaks
@@ -143,8 +145,10 @@ async def watched(
 
 
 def _seen(spans: StreamEnds, span: RecordedSpan, seen: StreamSeen | None) -> None:
+    """The stream's answer on its span (its attributes worked out on the export thread:
+    `seen` is not changed once the stream has ended) and as the request's answer."""
     if seen is None:
         return
-    attributes = seen.attributes()
-    span.set_attributes(attributes)
-    spans.note_answer(attributes)
+    seen.usage = kept_usage(seen.usage)  # the last chunk's own may still be changed
+    span.later.append((StreamSeen.attributes, (seen,)))
+    spans.note_answer((seen.model, None, seen.finish_reasons()))

@@ -1,15 +1,17 @@
-"""The tracer one gateway holds while tracing is on: the SDK's TracerProvider with a
-parent-based ratio sampler, its BatchSpanProcessor and the OTLP/HTTP (protobuf) exporter.
-Spans are recorded by `recorder.SpanRecorder` and written by `otlp_wire` rather than by
-the SDK's tracer and the package's encoder: the same spans for a fraction of the CPU
-(bench/README.md, "Tracing").
+"""What one gateway holds while tracing is on: the span recorder (policies/telemetry/
+recorder.py: a parent-based ratio sampler, random ids), the export queue and its
+background thread (batch.py), and the OTLP/HTTP (protobuf) sender (exporter.py). None of
+the SDK's tracer, span processor or span objects is on the request path: the same spans
+for a fraction of the CPU (bench/README.md, "Tracing"); the SDK gives the resource
+(`service.name` and its own `telemetry.sdk.*` attributes) and the W3C `traceparent`
+parser, the exporter package the HTTP client.
 
-Never the global tracer provider: several gateways may live in one process (a reload's
-old and new one, the tests' many), each with its own config; a gateway builds its
-`Tracing` from its config, a reload with the same `telemetry:` keeps it, and closing the
-gateway flushes and shuts it down. Spans are queued for a background thread which exports
-them in batches; a request never waits on the collector (see policies/telemetry/dropped.py
-for what a dead one costs)."""
+Never global: several gateways may live in one process (a reload's old and new one, the
+tests' many), each with its own config; a gateway builds its `Tracing` from its config, a
+reload with the same `telemetry:` keeps it, and closing the gateway flushes and shuts it
+down. Spans are queued for a background thread which exports them in batches; a request
+never waits on the collector (see policies/telemetry/batch.py for what a dead one
+costs)."""
 
 from __future__ import annotations
 
@@ -17,18 +19,15 @@ import asyncio
 import time
 from collections.abc import Mapping
 
-from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from policies.redaction import Redactor
-from policies.telemetry.attributes import OPERATIONS, request_attributes
-from policies.telemetry.dropped import CountingBatchProcessor, CountingExporter, Dropped
-from policies.telemetry.exporter import WireSpanExporter
-from policies.telemetry.recorder import SpanRecorder
+from policies.telemetry.attributes import OPERATIONS, request_attributes, request_facts
+from policies.telemetry.batch import Dropped, SpanBatcher
+from policies.telemetry.exporter import OTLPSender
+from policies.telemetry.recorder import SERVER, RecordedSpan, SpanRecorder
 from policies.telemetry.request_spans import RequestSpans
 from policies.telemetry.settings import TraceExport
 from providers.types import Endpoint
@@ -45,27 +44,20 @@ class Tracing:
         self.export = export
         self._dropped_count = 0
         self._dropped = dropped
-        exporter = WireSpanExporter(
-            export.endpoint, dict(settings.headers) or None, settings.export_timeout_s
+        resource = Resource.create({"service.name": export.service_name})
+        self._sender = OTLPSender(
+            export.endpoint, dict(settings.headers) or None, settings.export_timeout_s, resource
         )
-        self._processor = CountingBatchProcessor(
-            CountingExporter(exporter, self._lost),
+        self._batcher = SpanBatcher[RecordedSpan](
+            self._sender,
             self._lost,
             max_queue_size=settings.max_queue_size,
-            schedule_delay_millis=settings.schedule_delay_ms,
+            schedule_delay_s=settings.schedule_delay_ms / 1000.0,
             max_export_batch_size=settings.max_export_batch_size,
-            export_timeout_millis=settings.export_timeout_s * 1000.0,
         )
-        roots = TraceIdRatioBased(export.sample_ratio)
-        self._provider = TracerProvider(
-            sampler=ParentBased(roots),
-            resource=Resource.create({"service.name": export.service_name}),
-            shutdown_on_exit=False,  # the gateway shuts it down, flushing what is queued
-        )
-        self._provider.add_span_processor(self._processor)  # flushed and shut down with it
-        self._spans = SpanRecorder(
-            self._provider, self._processor, roots, settings.trust_client_sampling
-        )
+        bound = round(export.sample_ratio * (1 << 64))  # as TraceIdRatioBased's bound
+        self._spans = SpanRecorder(self._batcher.add, bound, settings.trust_client_sampling)
+        self._capture = settings.content_max_chars if export.capture_content else 0
         self._closed = False
 
     def request(
@@ -85,17 +77,13 @@ class Tracing:
         made-up model would grow a trace backend's index of operation names without bound.
         `providers`: the config's, by name (their `kind` names `gen_ai.provider.name`);
         `redactor` masks upstream error text put on spans."""
-        parent: Context | None = None
-        if "traceparent" in headers:
-            parent = _PROPAGATOR.extract(headers)
+        remote = _client_parent(headers) if "traceparent" in headers else None
         operation = OPERATIONS.get(endpoint, "chat")
         began = time.time_ns() - int((time.perf_counter() - started) * 1e9)
-        span = self._spans.root(operation, SpanKind.SERVER, parent, began)
-        if span.is_recording():
-            span.set_attributes(request_attributes(operation, body))
-        export = self.export
-        capture = export.settings.content_max_chars if export.capture_content else 0
-        return RequestSpans(self._spans, span, providers, redactor, capture)
+        span = self._spans.root(operation, SERVER, remote, began)
+        if span.recording:
+            span.later.append((request_attributes, (operation, *request_facts(body))))
+        return RequestSpans(self._spans, span, providers, redactor, self._capture)
 
     @property
     def dropped(self) -> int:
@@ -107,9 +95,9 @@ class Tracing:
         if self._dropped is not None:
             self._dropped(count)
 
-    def force_flush(self, timeout_ms: int = 30_000) -> bool:
+    def force_flush(self) -> bool:
         """Export every span ended so far, now (blocking: tests and shutdown only)."""
-        return self._provider.force_flush(timeout_ms)
+        return self._batcher.force_flush()
 
     async def aclose(self) -> None:
         """Flush what is queued and stop the exporter thread (off the event loop: the
@@ -117,4 +105,18 @@ class Tracing:
         if self._closed:
             return
         self._closed = True
-        await asyncio.to_thread(self._provider.shutdown)
+        await asyncio.to_thread(self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._batcher.shutdown()
+        self._sender.shutdown()
+
+
+def _client_parent(headers: Mapping[str, str]) -> tuple[int, int, int, str | None] | None:
+    """A client's `traceparent` (and `tracestate`), parsed as the W3C propagator parses
+    them; None when it is not valid."""
+    parent = get_current_span(_PROPAGATOR.extract(headers)).get_span_context()
+    if not parent.is_valid:
+        return None
+    state = parent.trace_state.to_header() if parent.trace_state else None
+    return parent.trace_id, parent.span_id, int(parent.trace_flags), state or None

@@ -1,23 +1,22 @@
 """Turnout's OTLP wire writer (policies/telemetry/otlp_wire.py) against the exporter
-package's own encoder: decoded with opentelemetry-proto, the messages are the same."""
+package's own encoder: the same spans, as Turnout records them and as the SDK's
+`ReadableSpan`s (policies/telemetry/exporter.readable), decoded with opentelemetry-proto,
+are the same message."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.span import TraceState
 
-from policies.telemetry.otlp_wire import WireEncoder, writable
+from policies.telemetry.exporter import SCOPE, readable
+from policies.telemetry.otlp_wire import WireEncoder
+from policies.telemetry.recorder import CLIENT, SAMPLED, SERVER, RecordedSpan
 
 RESOURCE = Resource.create({"service.name": "turnout", "deployment.environment": "test"})
-SCOPE = InstrumentationScope("turnout")
+TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 ATTRIBUTES: dict[str, Any] = {
     "gen_ai.operation.name": "chat",
     "gen_ai.request.max_tokens": 50,
@@ -34,68 +33,63 @@ ATTRIBUTES: dict[str, Any] = {
 
 def span(
     name: str,
-    kind: SpanKind,
+    kind: int,
     attributes: dict[str, Any],
     *,
-    parent: SpanContext | None = None,
-    status: Status | None = None,
-    state: TraceState | None = None,
-    resource: Resource = RESOURCE,
-    events: tuple[Event, ...] = (),
-) -> ReadableSpan:
-    context = SpanContext(
-        0x4BF92F3577B34DA6A3CE929D0E0E4736,
-        0x00F067AA0BA902B7 + len(name),
-        is_remote=False,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED),
-        trace_state=state,
-    )
-    return ReadableSpan(
+    parent: tuple[int, bool] = (0, False),
+    state: str | None = None,
+    later: dict[str, Any] | None = None,
+) -> RecordedSpan:
+    recorded = RecordedSpan(
+        lambda _: None,
         name,
-        context,
-        parent,
-        resource,
-        attributes,
-        events,
-        (),
         kind,
-        status=status or Status(StatusCode.UNSET),
-        start_time=1_765_000_000_000_000_000,
-        end_time=1_765_000_000_123_456_789,
-        instrumentation_scope=SCOPE,
+        (TRACE, 0x00F067AA0BA902B7 + len(name), SAMPLED, state),
+        parent,
+        1_765_000_000_000_000_000,
     )
+    recorded.set_attributes(attributes)
+    if later is not None:  # worked out when written, as the export thread does
+        recorded.later.append((dict, (later,)))
+    recorded.end()
+    recorded.end_time = 1_765_000_000_123_456_789
+    return recorded
 
 
 def decoded(data: bytes) -> ExportTraceServiceRequest:
     return ExportTraceServiceRequest.FromString(data)
 
 
-def test_the_writer_writes_what_the_package_encoder_writes() -> None:
-    remote = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0xABC, is_remote=True)
-    local = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0xDEF, is_remote=False)
-    other = Resource.create({"service.name": "other"})
-    spans = [
-        span("chat m", SpanKind.SERVER, ATTRIBUTES, parent=remote, state=TraceState([("v", "1")])),
-        span(
-            "chat gpt-4o",
-            SpanKind.CLIENT,
-            {"error.type": "503"},
-            parent=local,
-            status=Status(StatusCode.ERROR, "503: upstream unavailable"),
-        ),
-        span("embeddings m", SpanKind.SERVER, {}, status=Status(StatusCode.OK)),
-        span("chat other", SpanKind.INTERNAL, {"a": 1}, resource=other),
+def spans() -> list[RecordedSpan]:
+    failed = span("chat gpt-4o", CLIENT, {"error.type": "503"}, parent=(0xDEF, False))
+    failed.set_error("503: upstream unavailable")
+    return [
+        span("chat m", SERVER, ATTRIBUTES, parent=(0xABC, True), state="v=1,w=2"),
+        failed,
+        span("embeddings m", SERVER, {}, later={"turnout.attempts": 1, "error.type": "x"}),
+        span("chat n", SERVER, {"error.type": "first"}, later={"error.type": "later wins"}),
     ]
-    encoder = WireEncoder()
-    ours = decoded(encoder.encode(spans))
-    theirs = decoded(encode_spans(spans).SerializePartialToString())
+
+
+def test_the_writer_writes_what_the_package_encoder_writes() -> None:
+    ours_spans, theirs_spans = spans(), spans()
+    encoder = WireEncoder(RESOURCE.attributes, SCOPE.name)
+    ours = decoded(encoder.encode(ours_spans))
+    theirs = decoded(
+        encode_spans([readable(s, RESOURCE) for s in theirs_spans]).SerializePartialToString()
+    )
     assert ours == theirs
-    assert decoded(encoder.encode(spans)) == theirs  # again, from the pairs it remembers
-    assert len(ours.resource_spans) == 2  # grouped by resource, as the package groups them
+    assert decoded(encoder.encode(spans())) == theirs  # again, from the pairs it remembers
+    written = ours.resource_spans[0].scope_spans[0].spans
+    assert [s.name for s in written] == ["chat m", "chat gpt-4o", "embeddings m", "chat n"]
+    last = {a.key: a.value.string_value for a in written[3].attributes}
+    assert last["error.type"] == "later wins"
+    assert written[0].trace_state == "v=1,w=2"
+    assert written[0].flags & 0x200  # its parent is remote (a client's)
 
 
-def test_what_the_writer_does_not_cover_is_left_to_the_package() -> None:
-    with_event = span("x", SpanKind.CLIENT, {}, events=(Event("e", {"k": "v"}, 1),))
-    assert not writable(with_event)
-    with pytest.raises(TypeError):
-        WireEncoder().encode([span("x", SpanKind.CLIENT, {"nested": {"a": 1}})])
+def test_an_attribute_of_a_type_otlp_does_not_hold_is_left_out() -> None:
+    odd = span("x", CLIENT, {"nested": {"a": 1}, "none": None, "mixed": ["a", {}], "kept": "yes"})
+    written = decoded(WireEncoder(RESOURCE.attributes).encode([odd]))
+    attributes = written.resource_spans[0].scope_spans[0].spans[0].attributes
+    assert [(a.key, a.value.string_value) for a in attributes] == [("kept", "yes")]

@@ -110,8 +110,7 @@ def _sampled(ratio: float, trust: bool, flags: str) -> tuple[bool, str]:
     try:
         headers = {"traceparent": f"00-{CLIENT_TRACE}-00f067aa0ba902b7-{flags}"}
         spans = tracing.request(Endpoint.CHAT, {}, headers, time.perf_counter(), {}, Redactor())
-        context = spans.server.context
-        return spans.server.is_recording(), f"{context.trace_id:032x}"
+        return spans.server.recording, f"{spans.server.trace_id:032x}"
     finally:
         asyncio.run(tracing.aclose())
 
@@ -139,7 +138,7 @@ def test_an_untrusted_parent_is_not_sampled_by_the_trace_id_it_chose() -> None:
         kept = [
             tracing.request(
                 Endpoint.CHAT, {}, headers, time.perf_counter(), {}, Redactor()
-            ).server.is_recording()
+            ).server.recording
             for _ in range(200)
         ]
     finally:

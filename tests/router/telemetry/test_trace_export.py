@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from policies.telemetry.settings import TelemetrySettings
-from providers.trace_headers import with_trace_context
+from providers.trace_headers import UPSTREAM_TRACE, with_trace_context
 from tests.fakes.openai_upstream import FakeOpenAIUpstream, Ok
 from tests.router.telemetry.otlp_receiver import OTLPReceiver
 from tests.router.telemetry.traced import exported, one, telemetry
@@ -84,7 +84,7 @@ def test_a_dead_collector_costs_requests_nothing_and_its_spans_are_counted_dropp
     tracing = server.app.state.gateway.tracing
     deadline = time.monotonic() + 5
     while dropped_spans(server) < 4 and time.monotonic() < deadline:
-        tracing.force_flush(2000)
+        tracing.force_flush()
     assert dropped_spans(server) == 4  # a server and a client span per request
     assert tracing.dropped == 4
 
@@ -121,7 +121,7 @@ def test_a_trace_sampled_out_exports_nothing_yet_still_propagates(
         )
         with server.client() as client:
             client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
-        server.app.state.gateway.tracing.force_flush(2000)
+        server.app.state.gateway.tracing.force_flush()
         assert receiver.spans == []
     _version, _, _, flags = upstream.requests[-1].headers["traceparent"].split("-")
     assert int(flags, 16) & 1 == 0  # not sampled: the upstream is told so
@@ -171,31 +171,38 @@ def test_a_reload_keeps_the_tracer_unless_the_telemetry_section_changed() -> Non
         second = build_tracing(changed, {}, first, None)
         assert second is not None
         assert second is not first
-        second._provider.shutdown()
+        second._shutdown()
         assert build_tracing(TelemetrySettings(), {}, first, None) is None  # turned off
     finally:
-        first._provider.shutdown()
+        first._shutdown()
 
 
-@pytest.mark.parametrize("flags", [0, 1, 3])
-def test_the_upstream_headers_are_those_the_w3c_propagator_writes(flags: int) -> None:
+@pytest.mark.parametrize(("flags", "state"), [(0, "vendor=opaque"), (1, None), (3, "a=1,b=2")])
+def test_the_upstream_headers_are_those_the_w3c_propagator_writes(
+    flags: int, state: str | None
+) -> None:
     from opentelemetry import context
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
     from opentelemetry.trace.span import TraceState
 
+    trace_id, span_id = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7
     span = SpanContext(
-        0x4BF92F3577B34DA6A3CE929D0E0E4736,
-        0x00F067AA0BA902B7,
+        trace_id,
+        span_id,
         is_remote=False,
         trace_flags=TraceFlags(flags),
-        trace_state=TraceState([("vendor", "opaque")]),
+        trace_state=TraceState.from_header([state]) if state else None,
     )
     token = context.attach(set_span_in_context(NonRecordingSpan(span)))
     try:
-        ours = with_trace_context({"authorization": "Bearer x"})
         theirs = {"authorization": "Bearer x"}
         TraceContextTextMapPropagator().inject(theirs)
     finally:
         context.detach(token)
+    ours_token = UPSTREAM_TRACE.set((trace_id, span_id, flags, state))
+    try:
+        ours = with_trace_context({"authorization": "Bearer x"})
+    finally:
+        UPSTREAM_TRACE.reset(ours_token)
     assert ours == theirs

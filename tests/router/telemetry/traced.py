@@ -29,7 +29,7 @@ def exported(
     while True:
         tracing = server.app.state.gateway.tracing
         assert tracing is not None
-        tracing.force_flush(2000)
+        tracing.force_flush()
         if len(receiver.spans) >= count or time.monotonic() > deadline:
             return receiver.wait_for(count, timeout=0.1)
         time.sleep(0.02)
