@@ -67,6 +67,20 @@ def test_chunks_from_start_offsets_equal_one_whole_prefill_and_the_torch_runners
     assert_close(middle, whole[30:90])
 
 
+def test_a_chunk_padded_past_the_cache_end_fills_the_last_positions(
+    smollm2: LoadedModel, runner: JaxRunner, story: list[int]
+) -> None:
+    """A slot filled to its last position by a chunk of 56 tokens from 200: the chunk's
+    padding (positions 256..263) is dropped, not clamped onto the last real position."""
+    tokens = (story * 3)[:MAX_CONTEXT]
+    runner.prefill(2, tokens[:200])
+    [last] = runner.prefill_chunks([PrefillChunk(2, tokens[200:], 200)])
+    assert runner.length(2) == MAX_CONTEXT
+    assert_close(last, reference_logits(smollm2.model, tokens)[-1:])
+    with pytest.raises(ValueError, match="full"):
+        runner.decode([2], [42])
+
+
 def test_a_batch_of_chunks_from_different_slots_equals_each_alone(
     runner: JaxRunner, story: list[int]
 ) -> None:
