@@ -24,6 +24,7 @@ from router.auth import require_admin
 from router.backend_load_metrics import BackendLoadCollector, backend_loads
 from router.errors import from_api_error
 from router.gateway import Gateway
+from router.spend_metrics import SpendSeries
 
 # Whole requests: a cache hit or a refusal takes milliseconds, a long generation minutes.
 REQUEST_BUCKETS = (
@@ -166,20 +167,7 @@ class Metrics:
             registry=registry,
         )
 
-        # Keys are labelled by their id (the log's `key`: 12 hex digits of the key's digest,
-        # never the key), teams by name: both configured, so as bounded as the models.
-        self._spend = counter(
-            "spend_usd",
-            "What requests cost in US dollars, from the usage their upstream calls reported "
-            "(every billed attempt), per deployment called; unpriced calls add nothing here.",
-            *("team", "key", "model", "deployment"),
-        )
-        self._unpriced = counter(
-            "unpriced_requests",
-            "Requests that called (and were billed by) a deployment with no known price: "
-            "their cost is unknown, not $0.",
-            *("model", "deployment"),
-        )
+        self._spend = SpendSeries(registry)  # router/spend_metrics.py: plain sums
         self._batches = counter(
             "batches", "Batches that reached a status here (each status once per batch).", "status"
         )
@@ -242,11 +230,7 @@ class Metrics:
 
     def spent(self, team: str, key: str, model: str, cost: RequestCost) -> None:
         """One finished request's cost, split by the deployments it called."""
-        for share in cost.shares:
-            if share.usd is None:
-                self._unpriced(model, share.label).inc()
-            elif share.usd > 0:
-                self._spend(team, key, model, share.label).inc(share.usd)
+        self._spend.add(team, key, model, cost)
 
     def _count_attempts(self, attempts: Sequence[Attempt]) -> None:
         previous = None

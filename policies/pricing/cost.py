@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 from policies.call_cost import call_estimate
@@ -58,11 +59,15 @@ def counts_of(usage: Any) -> TokenCounts | None:
     if usage is None or not isinstance(usage, (dict, Mapping)):  # no ABC check for these
         return None
     if "prompt_tokens" in usage or "completion_tokens" in usage:
-        details = _mapping(usage.get("prompt_tokens_details"))
+        # OpenAI's shape, the common one: `_int` written out (this runs for every call).
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        prompt = prompt if type(prompt) is int and prompt > 0 else 0
+        completion = completion if type(completion) is int and completion > 0 else 0
+        details = usage.get("prompt_tokens_details")
+        if not details or not isinstance(details, (dict, Mapping)):
+            return TokenCounts(prompt, 0, 0, completion)
         read, written = _int(details.get("cached_tokens")), _int(details.get("cache_write_tokens"))
-        prompt = _int(usage.get("prompt_tokens"))
-        fresh = max(prompt - read - written, 0)
-        return TokenCounts(fresh, read, written, _int(usage.get("completion_tokens")))
+        return TokenCounts(max(prompt - read - written, 0), read, written, completion)
     if "input_tokens" in usage or "output_tokens" in usage:
         output = _int(usage.get("output_tokens"))
         if "total_tokens" in usage or "input_tokens_details" in usage:  # the Responses API's
@@ -164,13 +169,18 @@ def deployment_costs(
                 counts = counts_of(answer_usage)
             if counts is None:
                 prompt, completion = call_estimate(call)
-                counts = TokenCounts(prompt=prompt, completion=completion)
+                counts = TokenCounts(prompt, 0, 0, completion)
             entry[1] += 1
             if price is not None:
                 entry[0] += counts.cost(price)
-            entry[2] += counts.prompt + counts.cached_prompt + counts.cache_write_prompt
-            entry[3] += counts.completion
-    return tuple([DeploymentCost(label, *entry) for label, entry in found.items()])
+            entry[2] += counts[0] + counts[1] + counts[2]  # prompt: fresh, cached, written
+            entry[3] += counts[3]
+    return tuple([_share((label, *entry)) for label, entry in found.items()])
+
+
+# A `DeploymentCost` from its five values without the named tuple's keyword-handling
+# `__new__` (a Python function): a share is made per deployment of every request.
+_share = partial(tuple.__new__, DeploymentCost)
 
 
 def to_nanos(usd: float) -> int:
