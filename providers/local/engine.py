@@ -255,9 +255,13 @@ class Engine:
             try:
                 prefill.advance(chunk, chunk_logits, self._sampler)
                 if prefill.complete:
-                    self._start(prefill, chunk_logits)
+                    # Out of the prefilling list as its candidates join the active one, so
+                    # that `in_flight` never counts a slot twice.
                     self._prefilling.remove(prefill)
+                    self._start(prefill, chunk_logits)
             except CacheLost:
+                if prefill not in self._prefilling:  # its slots fail with all the others
+                    self._prefilling.append(prefill)
                 raise
             except Exception as exc:
                 self._abort(prefill, exc)

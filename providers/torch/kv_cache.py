@@ -3,7 +3,10 @@ tensor for all layers and slots, and how many positions of each slot hold a sequ
 
 `max_slots x max_context` is an upper bound, not an allocation: the tensors hold
 `capacity` positions per slot, a whole number of blocks, doubled (up to `max_context`)
-when a write needs more and dropped back to the first size when every slot is empty. Each
+when a write needs more. When every slot is empty the cache shrinks to what the busy
+spell just ended needed, if that is less than half of what it holds: a steady load never
+reallocates (regrowing costs a prefill a zeroed allocation), and the memory of a one-off
+long sequence is given back after the next, shorter, spell. Each
 slot keeps one contiguous run of positions, so a decode step over a contiguous run of slots
 reads its cache as a view of the tensors, with no gather and no copy per step (a paged
 layout would gather every step's keys; at this model size that is slower than the rare
@@ -46,6 +49,7 @@ class SlotKVCache:
         self.block_tokens = block_tokens
         self.first_capacity = min(context, _whole_blocks(FIRST_CAPACITY, block_tokens))
         self.lengths = [0] * slots
+        self._peak = 0  # the most positions a slot needed since the cache was last idle
         self.keys, self.values = self._allocate(self.first_capacity)
 
     @property
@@ -56,13 +60,10 @@ class SlotKVCache:
     def ensure(self, positions: int) -> None:
         """Grow (doubling, whole blocks, at most `max_context`) until every slot can hold
         `positions` positions; what the slots hold is kept."""
+        self._peak = max(self._peak, positions)
         if positions <= self.capacity:
             return
-        capacity = self.capacity
-        while capacity < positions:
-            capacity *= 2
-        capacity = min(self.max_context, _whole_blocks(capacity, self.block_tokens))
-        keys, values = self._allocate(capacity)
+        keys, values = self._allocate(self._fitting(positions, self.capacity))
         held = max(self.lengths)
         with torch.inference_mode():
             keys[:, :, :, :held] = self.keys[:, :, :, :held]
@@ -108,9 +109,19 @@ class SlotKVCache:
 
     def free(self, slot: int) -> None:
         self.lengths[slot] = 0
-        if self.capacity > self.first_capacity and not any(self.lengths):
-            # Idle: give the grown memory back (the next long sequence grows it again).
-            self.keys, self.values = self._allocate(self.first_capacity)
+        if any(self.lengths):
+            return
+        peak, self._peak = self._peak, 0
+        needed = self._fitting(peak, self.first_capacity)
+        if needed < self.capacity and 2 * peak < self.capacity:  # idle, holding 2x the need
+            self.keys, self.values = self._allocate(needed)
+
+    def _fitting(self, positions: int, capacity: int) -> int:
+        """`capacity` doubled until it holds `positions`, in whole blocks, at most
+        `max_context`."""
+        while capacity < positions:
+            capacity *= 2
+        return min(self.max_context, _whole_blocks(capacity, self.block_tokens))
 
     def _allocate(self, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
         layers, slots, kv_heads, head_dim = self._shape

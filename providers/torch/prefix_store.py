@@ -71,8 +71,8 @@ class PrefixStore:
         with torch.inference_mode():
             for store, target in ((self.keys, cache.keys), (self.values, cache.values)):
                 picked = store.index_select(1, ids)  # [layers, n, kv, size, D]
-                layers, _, kv_heads, _, head_dim = picked.shape
-                target[:, slot, :, :length] = picked.transpose(1, 2).reshape(
-                    layers, kv_heads, length, head_dim
-                )
+                # The slot's positions seen as [layers, kv, n, size, D]: one copy into place.
+                layers, _, kv_heads, size, head_dim = picked.shape
+                held = target[:, slot, :, :length].view(layers, kv_heads, len(ids), size, head_dim)
+                held.copy_(picked.transpose(1, 2))
         cache.lengths[slot] = length

@@ -14,7 +14,7 @@ import pytest
 from providers.capabilities import Capabilities
 from providers.errors import UpstreamError
 from providers.local.provider import LocalGenerator, LocalModel
-from providers.local.runner import PromptScores, RowSampling, Sampled
+from providers.local.runner import PrefillChunk, PromptScores, RowSampling, Sampled
 from providers.local.tokenizer import TokenizerAdapter
 from providers.types import Endpoint, ProviderRequest
 from tests.providers.local.tiny_tokenizers import byte_tokenizer
@@ -29,12 +29,23 @@ class ScriptedRunner:
 
     max_slots = 2
     max_context = MAX_CONTEXT
+    block_tokens = 16
+    store_blocks = 0  # no prefix store
 
     def __init__(self, vocab_size: int) -> None:
         self.vocab_size = vocab_size
 
     def prefill(self, slot: int, tokens: Sequence[int], *, every_position: bool = False) -> Any:
         return np.zeros((len(tokens) if every_position else 1, self.vocab_size), np.float32)
+
+    def prefill_chunks(self, chunks: Sequence[PrefillChunk]) -> list[Any]:
+        return [self.prefill(c.slot, c.tokens, every_position=c.every_position) for c in chunks]
+
+    def save_blocks(self, slot: int, blocks: Sequence[tuple[int, int]]) -> None:
+        pass
+
+    def load_blocks(self, slot: int, block_ids: Sequence[int]) -> None:
+        pass
 
     def decode(self, slots: Sequence[int], tokens: Sequence[int]) -> Any:
         return np.zeros((len(slots), self.vocab_size), np.float32)
