@@ -1,156 +1,133 @@
 """The in-process PyTorch sampler against Hugging Face `generate()`, one model, one run.
 
-Loads SmolLM2-135M-Instruct once (float32, CPU) and runs, interleaved round by round:
+Loads SmolLM2-135M-Instruct once (float32, CPU) and builds three continuous-batching
+`Engine`s over its weights (TorchRunner, TorchSampler, `max_context` the default 2,048):
+- **engine**: the default config (`max_slots` 16, `prefill_chunk_tokens` 256,
+  `prefix_cache` 8,192 tokens in blocks of 16);
+- **engine32**: the same with `max_slots` 32, so that it can take 32 streams;
+- **before**: the prefix cache off and chunking effectively off (`prefill_chunk_tokens`
+  2**30: every waiting prompt whole, in one batched pass), `max_slots` 16.
+Then, interleaved round by round (the order rotates):
 1. `model.generate()`, greedy, exactly N new tokens (`min_new_tokens=N` keeps EOS away)
    → tokens/s of one stream: the baseline every ratio is taken against;
-2. Turnout's continuous-batching `Engine` on the same weights and prompt (TorchRunner,
-   TorchSampler, greedy rows, sinks that ignore EOS so each stream makes exactly N tokens)
-   at 1, 4 and 16 concurrent streams, all jobs submitted at once → aggregate tokens/s
-   (all tokens / submit-to-last-finish), per-stream tokens/s, time to first token.
-Then end to end: one `turnout serve` (the default config) in a subprocess, driven by the
-async openai SDK at 1 and 16 concurrent streaming chat requests (temperature 0, max_tokens N,
-EOS banned with logit_bias, tokens counted from the usage chunk), interleaved with the bare
-engine and `generate()` so the HTTP path's cost is read against them in the same minutes.
+2. engine at 1, 4 and 16 streams, engine32 at 16 and 32, before at 1 and 16, all jobs
+   submitted at once,
+   greedy, sinks that ignore EOS so each stream makes exactly N tokens → aggregate tokens/s
+   (all tokens / submit-to-last-finish), per-stream tokens/s, time to first token. The
+   prompt is the same in every run, so from the second run on the engine loads its two
+   whole blocks (32 of its 39 tokens) from the prefix store; `engine_x16_cold` empties the
+   prefix index first, so it shows chunked batched prefill alone;
+3. a ~1,500-token system prompt (`shared_prefix.py`): first-token time cold and cached on
+   the engine, and on before (which never caches), with the engine's KV-cache bytes.
+Once, on an engine of the default config built for it: the KV cache's and the prefix
+store's bytes at start and at their peak during 16 streams, the seconds the KV cache takes
+to grow from idle to `max_context`, and the process's RSS. Then end to end through
+`turnout serve` (`local_http.py`), unless --no-http.
 
     python bench/local_bench.py [--tokens 64] [--rounds 3] [--http-rounds 2] [--threads 0]
 
-Only 127.0.0.1 is ever contacted. Raw figures go to bench/results/local.json.
+Raw figures go to bench/results/local.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
-import http.client
 import json
 import os
 import platform
-import socket
-import statistics
 import subprocess
-import sys
-import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from engine_runs import (
+    engine_streams,
+    equal_up_to_eos,
+    progress,
+    rotated,
+    run_record,
+    stream_record,
+)
+from shared_prefix import prefix_round, print_prefix_round
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MODEL = "smollm2-135m-instruct"
 MESSAGES = [{"role": "user", "content": "Write a short story about a lighthouse keeper."}]
-ENGINE_STREAMS = (1, 4, 16)
-HTTP_STREAMS = (1, 16)
-MAX_SLOTS = 16
-MAX_CONTEXT = 512
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
-    """Until /health/ready answers 200 (the local models load in the background)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"turnout serve exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/health/ready")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"turnout on port {port} not ready after {timeout:.0f} s")
-
-
-@contextmanager
-def turnout_server(port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """`turnout serve` with its embedded default config, logs to a temporary file."""
-    with tempfile.TemporaryFile("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "router", "serve", "--port", str(port)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_ready(port, proc)
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
-# One stream's figures: tokens, seconds from submit to first token and to the end.
-
-
-def stream_record(tokens: int, start: float, first: float | None, end: float) -> dict[str, Any]:
-    seconds = end - start
-    return {
-        "tokens": tokens,
-        "ttft_s": (first - start) if first is not None else None,
-        "seconds": seconds,
-        "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
-    }
-
-
-def run_record(streams: list[dict[str, Any]], wall: float) -> dict[str, Any]:
-    total = sum(s["tokens"] for s in streams)
-    ttfts = [s["ttft_s"] for s in streams if s["ttft_s"] is not None]
-    return {
-        "streams": len(streams),
-        "tokens": total,
-        "wall_s": wall,
-        "aggregate_tokens_per_s": total / wall,
-        "per_stream_tokens_per_s": statistics.median(s["tokens_per_s"] for s in streams),
-        "ttft_p50_s": statistics.median(ttfts) if ttfts else None,
-        "ttft_max_s": max(ttfts) if ttfts else None,
-        "per_stream": streams,
-    }
-
-
-# 1. Hugging Face generate()
+VARIANTS = (
+    "generate",
+    "engine_x1",
+    "engine_x4",
+    "engine_x16",
+    "engine_x16_cold",
+    "engine32_x16",
+    "engine32_x32",
+    "before_x1",
+    "before_x16",
+    "prefix",
+)
+NO_CHUNKS = 1 << 30
 
 
 class Bench:
-    """The loaded model, the prompt, and one Turnout engine over the same weights."""
+    """The loaded model, the prompt, and the Turnout engines over the same weights."""
 
-    def __init__(self, tokens: int) -> None:
+    def __init__(self, tokens: int, answer_tokens: int) -> None:
         import torch
         from transformers.generation.streamers import BaseStreamer
 
-        from providers.local.engine import Engine
         from providers.local.tokenizer import TokenizerAdapter
         from providers.torch.loading import load_causal_lm
-        from providers.torch.runner import TorchRunner
-        from providers.torch.sampling import TorchSampler
 
         self.torch = torch
         self.streamer_base = BaseStreamer
         self.tokens = tokens
+        self.answer_tokens = answer_tokens
+        self.model, self.messages = MODEL, MESSAGES
         self.loaded = load_causal_lm(MODEL, device="cpu", dtype="float32")
         self.adapter = TokenizerAdapter(self.loaded.tokenizer)
         self.prompt = self.adapter.render_chat(MESSAGES)  # what the server tokenizes too
         self.input_ids = torch.tensor([self.prompt], dtype=torch.long)
-        runner = TorchRunner.from_loaded(self.loaded, max_slots=MAX_SLOTS, max_context=MAX_CONTEXT)
-        self.engine = Engine(runner, TorchSampler("cpu"), "bench")
+        self.runners: dict[str, Any] = {}
+        self.engines = {
+            "engine": self.build_engine("engine", 16, cached=True),
+            "engine32": self.build_engine("engine32", 32, cached=True),
+            "before": self.build_engine("before", 16, cached=False),
+        }
         self.reference: list[int] = []  # generate()'s greedy tokens
         self.mismatches: list[str] = []
 
+    def build_engine(self, name: str, slots: int, *, cached: bool) -> Any:
+        """An engine over the loaded weights: the default config's prefill chunks and prefix
+        cache, or neither (the runner is kept: the KV probe reads its cache)."""
+        from providers.local.engine import Engine
+        from providers.local.settings import LocalModelSettings
+        from providers.torch.runner import TorchRunner
+        from providers.torch.sampling import TorchSampler
+
+        defaults = LocalModelSettings()
+        runner = TorchRunner.from_loaded(
+            self.loaded,
+            max_slots=slots,
+            prefix_tokens=defaults.prefix_cache.max_tokens if cached else 0,
+            block_tokens=defaults.prefix_cache.block_tokens,
+        )
+        self.max_context = runner.max_context
+        chunk = defaults.prefill_chunk_tokens if cached else NO_CHUNKS
+        self.runners[name] = runner
+        return Engine(runner, TorchSampler("cpu"), name, prefill_chunk_tokens=chunk)
+
+    def kv_probe(self, name: str) -> Any:
+        """The current bytes of `name`'s KV cache (its tensors are replaced as it grows)."""
+        forward = self.runners[name].forward
+        return lambda: int(forward.cache.keys.nbytes + forward.cache.values.nbytes)
+
     def close(self) -> None:
-        self.engine.close()
+        for engine in self.engines.values():
+            engine.close()
+
+    # 1. Hugging Face generate()
 
     def generate(self) -> dict[str, Any]:
         clock = _first_token_clock(self.streamer_base)
@@ -173,50 +150,101 @@ class Bench:
         self.reference = new
         return run_record([stream_record(len(new), start, clock.first, end)], end - start)
 
-    # 2. Turnout's engine
+    # 2. Turnout's engines
 
-    def engine_run(self, streams: int) -> dict[str, Any]:
-        outputs, record = engine_streams(self.engine, self.prompt, self.tokens, streams)
+    def engine_run(self, name: str, streams: int, *, cold: bool = False) -> dict[str, Any]:
+        engine = self.engines[name]
+        if cold:  # the engine is idle between runs: its index may be emptied
+            engine.prefix_cache.clear()
+        reused = engine.prefix_cache.stats.reused
+        outputs, record = engine_streams(engine, [self.prompt] * streams, self.tokens)
+        record["reused_tokens"] = engine.prefix_cache.stats.reused - reused
         for tokens in outputs:
-            self._check_greedy(tokens, f"engine x{streams}")
+            if not equal_up_to_eos(tokens, self.reference, self.adapter.eos_ids):
+                self.mismatches.append(f"{name} x{streams}: {tokens} != {self.reference}")
         return record
 
-    def _check_greedy(self, tokens: list[int], where: str) -> None:
-        """Greedy tokens must equal generate()'s up to the first EOS (generate() masks EOS
-        until N tokens, the engine's sinks ignore it, so they part there)."""
-        eos = self.adapter.eos_ids
-        for ours, theirs in zip(tokens, self.reference, strict=False):
-            if ours != theirs:
-                self.mismatches.append(f"{where}: {ours} != {theirs}")
-                return
-            if ours in eos:
-                return
+    def variant(self, name: str) -> dict[str, Any]:
+        if name == "generate":
+            return self.generate()
+        engine, _, streams = name.partition("_x")
+        count, _, cold = streams.partition("_")
+        return self.engine_run(engine, int(count), cold=cold == "cold")
 
+    # 3. The long shared system prompt
 
-def engine_streams(
-    engine: Any, prompt: list[int], tokens: int, streams: int, timeout: float = 900
-) -> tuple[list[list[int]], dict[str, Any]]:
-    """`streams` greedy jobs of `prompt`, exactly `tokens` new tokens each (EOS ignored), all
-    submitted at once to a continuous-batching `Engine` → (each stream's tokens, the run's
-    figures). Shared with jax_bench.py."""
-    from providers.local.engine import Job
-    from providers.local.runner import RowSampling
+    def prefix(self, tag: str) -> dict[str, Any]:
+        engines = {name: self.engines[name] for name in ("before", "engine")}
+        probes = {"engine": self.kv_probe("engine")}
+        return prefix_round(
+            engines,
+            self.adapter,
+            tag,
+            self.answer_tokens,
+            self.mismatches,
+            probes,
+            single=frozenset({"before"}),
+        )
 
-    done = _Countdown(streams)
-    sinks = [_Sink(done) for _ in range(streams)]
-    jobs = [Job(prompt, [RowSampling(temperature=0)], [sink], tokens) for sink in sinks]
-    gc.collect()
-    start = time.perf_counter()
-    for job in jobs:
-        engine.submit(job)
-    if not done.wait(timeout=timeout):
-        raise RuntimeError(f"{streams} streams did not finish in {timeout:.0f} s")
-    end = max(sink.end for sink in sinks)
-    for sink in sinks:
-        if sink.reason != "length" or len(sink.tokens) != tokens:
-            raise RuntimeError(f"a stream ended {sink.reason!r} after {len(sink.tokens)}")
-    records = [stream_record(len(s.tokens), start, s.first, s.end) for s in sinks]
-    return [sink.tokens for sink in sinks], run_record(records, end - start)
+    # Memory at the default config
+
+    def memory(self) -> dict[str, Any]:
+        """KV-cache and prefix-store bytes of an engine built with the default config, at
+        start and at their peak during 16 streams of the bench prompt; how long its KV
+        cache takes to grow from idle to `max_context` (what a long prompt arriving at an
+        idle engine waits for); the process's RSS around it."""
+        import psutil
+
+        from providers.local.engine import Engine
+        from providers.local.settings import LocalModelSettings
+        from providers.torch.runner import TorchRunner
+        from providers.torch.sampling import TorchSampler
+
+        process = psutil.Process()
+        defaults = LocalModelSettings()
+        gc.collect()
+        rss_before = process.memory_info().rss
+        runner = TorchRunner.from_loaded(
+            self.loaded,
+            max_slots=defaults.max_slots,
+            max_context=defaults.max_context,
+            prefix_tokens=defaults.prefix_cache.max_tokens,
+            block_tokens=defaults.prefix_cache.block_tokens,
+        )
+        engine = Engine(
+            runner,
+            TorchSampler("cpu"),
+            "memory",
+            prefill_chunk_tokens=defaults.prefill_chunk_tokens,
+        )
+        cache = runner.forward.cache
+        rss_peak = [process.memory_info().rss]
+
+        def kv_bytes() -> int:
+            rss_peak[0] = max(rss_peak[0], process.memory_info().rss)
+            return int(runner.forward.cache.keys.nbytes + runner.forward.cache.values.nbytes)
+
+        figures: dict[str, Any] = {
+            "max_slots": runner.max_slots,
+            "max_context": runner.max_context,
+            "kv_bytes_at_start": kv_bytes(),
+            "kv_capacity_at_start": cache.capacity,
+            "kv_bytes_upper_bound": kv_bytes() // cache.capacity * runner.max_context,
+            "prefix_store_bytes": int(
+                runner.forward.store.keys.nbytes + runner.forward.store.values.nbytes
+            ),
+            "rss_before_engine": rss_before,
+            "rss_after_engine": process.memory_info().rss,
+        }
+        _, streams16 = engine_streams(engine, [self.prompt] * 16, self.tokens, probe=kv_bytes)
+        figures["kv_bytes_peak_16_streams"] = streams16["probe_peak"]
+        figures["rss_peak_16_streams"] = rss_peak[0]
+        engine.close()  # the engine thread is gone: the bench may drive the cache itself
+        started = time.perf_counter()
+        runner.forward.cache.ensure(runner.max_context)
+        figures["kv_grow_to_max_context_s"] = time.perf_counter() - started
+        figures["kv_bytes_grown"] = kv_bytes()
+        return figures
 
 
 def _first_token_clock(base: type) -> Any:
@@ -238,96 +266,13 @@ def _first_token_clock(base: type) -> Any:
     return FirstTokenClock()
 
 
-class _Countdown:
-    """Set once `count` streams have finished; the sinks never block the engine thread."""
-
-    def __init__(self, count: int) -> None:
-        self._left = count
-        self._lock = threading.Lock()
-        self._event = threading.Event()
-
-    def finished_one(self) -> None:
-        with self._lock:
-            self._left -= 1
-            if self._left == 0:
-                self._event.set()
-
-    def wait(self, timeout: float) -> bool:
-        return self._event.wait(timeout)
-
-
-class _Sink:
-    """Takes every token (EOS too, never stops early); times the first and the last."""
-
-    def __init__(self, done: _Countdown) -> None:
-        self.done = done
-        self.tokens: list[int] = []
-        self.first: float | None = None
-        self.end = 0.0
-        self.reason = ""
-
-    def on_token(self, sampled: Any) -> str | None:
-        if self.first is None:
-            self.first = time.perf_counter()
-        self.tokens.append(sampled.token)
-        return None
-
-    def on_finish(self, reason: str) -> None:
-        self.end = time.perf_counter()
-        self.reason = reason
-        self.done.finished_one()
-
-
-# 3. End to end through the HTTP server
-
-
-async def http_run(client: Any, streams: int, tokens: int, ban: dict[str, int]) -> dict[str, Any]:
-    async def one(start: float) -> dict[str, Any]:
-        first: float | None = None
-        counted = 0
-        stream = await client.chat.completions.create(
-            model=MODEL,
-            messages=MESSAGES,
-            max_tokens=tokens,
-            temperature=0,
-            logit_bias=ban,  # EOS banned: every stream makes exactly N tokens
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        async for chunk in stream:
-            if first is None and chunk.choices and chunk.choices[0].delta.content:
-                first = time.perf_counter()
-            if chunk.usage is not None:
-                counted = chunk.usage.completion_tokens
-        end = time.perf_counter()
-        if counted != tokens:
-            raise RuntimeError(f"an HTTP stream made {counted} tokens, not {tokens}")
-        return stream_record(counted, start, first, end)
-
-    gc.collect()
-    start = time.perf_counter()
-    records = await asyncio.gather(*(one(start) for _ in range(streams)))
-    end = max(start + r["seconds"] for r in records)
-    return run_record(list(records), end - start)
-
-
-def progress(label: str, result: dict[str, Any]) -> None:
-    print(
-        f"{label}: {result['aggregate_tokens_per_s']:6.1f} tok/s aggregate, "
-        f"{result['per_stream_tokens_per_s']:5.1f} per stream, "
-        f"TTFT p50 {result['ttft_p50_s'] * 1000:5.0f} ms, wall {result['wall_s']:5.1f} s",
-        flush=True,
-    )
-
-
-def median_of(runs: Sequence[dict[str, Any]], key: str) -> float:
-    return float(statistics.median(r[key] for r in runs))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per stream (N)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved in-process rounds")
+    parser.add_argument(
+        "--answer-tokens", type=int, default=8, help="tokens per long-system-prompt answer"
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -336,20 +281,19 @@ def main() -> None:
     )
     parser.add_argument("--http-rounds", type=int, default=2, help="rounds through HTTP")
     parser.add_argument("--no-http", action="store_true", help="skip the `turnout serve` part")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "local.json")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "local.json")
     args = parser.parse_args()
     if args.threads:
         # Before torch is imported (here and in the server, which inherits the environment).
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
 
     started = time.perf_counter()
-    bench = Bench(args.tokens)
-    if len(bench.prompt) + args.tokens > MAX_CONTEXT:
-        parser.error(f"--tokens {args.tokens} does not fit max_context {MAX_CONTEXT}")
+    bench = Bench(args.tokens, args.answer_tokens)
     torch = bench.torch
     environment = {
         "tokens": args.tokens,
         "rounds": args.rounds,
+        "answer_tokens": args.answer_tokens,
         "prompt_tokens": len(bench.prompt),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -357,119 +301,73 @@ def main() -> None:
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
-        "max_slots": MAX_SLOTS,
-        "max_context": MAX_CONTEXT,
+        "load_average_at_start": os.getloadavg(),
+        "commit": git_state(),
+        "max_context": bench.max_context,
     }
     print(f"# {json.dumps(environment)}")
     print("warm-up ...", flush=True)
     bench.generate()
-    for streams in ENGINE_STREAMS:
-        bench.engine_run(streams)
+    for name in ("engine_x1", "engine_x16", "engine32_x32", "before_x1", "before_x16"):
+        bench.variant(name)
+    bench.prefix("Warm-up")
 
-    variants = ["generate", *(f"engine_x{n}" for n in ENGINE_STREAMS)]
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    variants = list(VARIANTS)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants if name != "prefix"}
+    prefix_runs: list[dict[str, Any]] = []
     for round_index in range(args.rounds):
-        # Rotate the order each round so drift on the shared machine hits every variant.
-        order = variants[round_index % len(variants) :] + variants[: round_index % len(variants)]
-        for name in order:
-            if name == "generate":
-                result = bench.generate()
-            else:
-                result = bench.engine_run(int(name.removeprefix("engine_x")))
-            runs[name].append(result)
-            progress(f"round {round_index} {name:>15}", result)
+        for name in rotated(variants, round_index):
+            if name == "prefix":
+                result = bench.prefix(f"Round {round_index}")
+                prefix_runs.append(result)
+                print_prefix_round(f"round {round_index}", result)
+                continue
+            record = bench.variant(name)
+            runs[name].append(record)
+            progress(f"round {round_index} {name:>15}", record)
+    environment["load_average_after_rounds"] = os.getloadavg()
 
-    http_runs: dict[str, list[dict[str, Any]]] = {}
-    if not args.no_http:
-        http_runs = http_phase(bench, args.tokens, args.http_rounds)
-
-    bench.close()
+    print("memory at the default config ...", flush=True)
     results = {
         "environment": environment,
         "rounds": runs,
-        "http_phase": http_runs,
+        "prefix_rounds": [_without_tokens(r) for r in prefix_runs],
+        "memory": bench.memory(),
+        "http_phase": {},
         "greedy_mismatches": bench.mismatches,
-        "total_seconds": time.perf_counter() - started,
     }
-    report(runs, http_runs, bench.mismatches)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))  # kept should the HTTP phase fail
+    if not args.no_http:
+        from local_http import http_phase
+
+        results["http_phase"] = http_phase(bench, args.tokens, args.http_rounds)
+    bench.close()
+    results["total_seconds"] = time.perf_counter() - started
     args.out.write_text(json.dumps(results, indent=2))
+    from local_report import report
+
+    report(results)
     print(f"\nwhole run {results['total_seconds']:.0f} s; raw results: {args.out}")
 
 
-def http_phase(bench: Bench, tokens: int, rounds: int) -> dict[str, list[dict[str, Any]]]:
-    """Interleaved, `rounds` times: generate(), bare engine and HTTP at 1 and 16 streams."""
-    from openai import AsyncOpenAI
-
-    port = free_port()
-    ban = {str(token): -100 for token in sorted(bench.adapter.eos_ids)}
-    runs: dict[str, list[dict[str, Any]]] = {}
-    print(f"starting turnout serve on 127.0.0.1:{port} ...", flush=True)
-    with turnout_server(port), asyncio.Runner() as loop:
-        client = AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
-        loop.run(http_run(client, 1, tokens, ban))  # warm-up: connection, first request
-        loop.run(http_run(client, 4, tokens, ban))
-        steps: list[tuple[str, Any]] = [("generate", bench.generate)]
-        for streams in HTTP_STREAMS:
-            steps.append((f"engine_x{streams}", lambda n=streams: bench.engine_run(n)))
-            steps.append(
-                (f"http_x{streams}", lambda n=streams: loop.run(http_run(client, n, tokens, ban)))
-            )
-        for round_index in range(rounds):
-            for name, step in steps if round_index % 2 == 0 else reversed(steps):
-                result = step()
-                runs.setdefault(name, []).append(result)
-                progress(f"http round {round_index} {name:>10}", result)
-        loop.run(client.close())
-    return {name: runs[name] for name, _ in steps}
+def git_state() -> str:
+    """HEAD, and which files under providers/ differ from it (other work in the tree)."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--short", "providers"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split("\n")
+    changed = [line.strip() for line in dirty if line.strip()]
+    return f"{head} + uncommitted {changed}" if changed else head
 
 
-def report(
-    runs: dict[str, list[dict[str, Any]]],
-    http_runs: dict[str, list[dict[str, Any]]],
-    mismatches: list[str],
-) -> None:
-    base = median_of(runs["generate"], "aggregate_tokens_per_s")
-    head = "| variant | streams | aggregate tok/s | per-stream tok/s | TTFT p50/max ms | x generate"
-    print(f"\n## interleaved rounds (medians of {len(runs['generate'])}; ratio vs generate())")
-    print(f"{head} |\n|---|---|---|---|---|---|")
-    for name, results in runs.items():
-        agg = median_of(results, "aggregate_tokens_per_s")
-        print(
-            f"| {name} | {results[0]['streams']} | {agg:.1f} "
-            f"| {median_of(results, 'per_stream_tokens_per_s'):.1f} "
-            f"| {median_of(results, 'ttft_p50_s') * 1000:.0f} / "
-            f"{median_of(results, 'ttft_max_s') * 1000:.0f} | {agg / base:.2f} |"
-        )
-    if http_runs:
-        phase_base = median_of(http_runs["generate"], "aggregate_tokens_per_s")
-        rounds = len(http_runs["generate"])
-        print(f"\n## with `turnout serve` up (medians of {rounds}; ratios within this phase)")
-        print(f"{head} | x engine |\n|---|---|---|---|---|---|---|")
-        for name, results in http_runs.items():
-            agg = median_of(results, "aggregate_tokens_per_s")
-            engine = http_runs.get(name.replace("http", "engine"))
-            vs_engine = (
-                f"{agg / median_of(engine, 'aggregate_tokens_per_s'):.2f}"
-                if engine and name.startswith("http")
-                else ""
-            )
-            print(
-                f"| {name} | {results[0]['streams']} | {agg:.1f} "
-                f"| {median_of(results, 'per_stream_tokens_per_s'):.1f} "
-                f"| {median_of(results, 'ttft_p50_s') * 1000:.0f} / "
-                f"{median_of(results, 'ttft_max_s') * 1000:.0f} "
-                f"| {agg / phase_base:.2f} | {vs_engine} |"
-            )
-    print("\ntargets (interleaved medians):")
-    for label, name, target in (
-        ("single stream >= 0.9x generate()", "engine_x1", 0.9),
-        ("16 streams    >= 4x generate()  ", "engine_x16", 4.0),
-    ):
-        ratio = median_of(runs[name], "aggregate_tokens_per_s") / base
-        print(f"  {label}: {ratio:.2f}x  {'met' if ratio >= target else 'MISSED'}")
-    agreement = "; ".join(mismatches) if mismatches else "yes"
-    print(f"greedy tokens equal generate()'s up to EOS: {agreement}")
+def _without_tokens(result: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        name: {kind: {k: v for k, v in f.items() if k != "tokens"} for kind, f in figures.items()}
+        for name, figures in result.items()
+    }
 
 
 if __name__ == "__main__":
