@@ -242,7 +242,9 @@ class Engine:
             prefill.done = prefill.reused = len(blocks) * self.prefix_cache.block_tokens
 
     def _prefill(self) -> None:
-        planned = plan_chunks(self._prefilling, self._chunk_tokens)
+        # Live prompts before background ones (batch lines), each kind oldest first.
+        queue = sorted(self._prefilling, key=lambda prefill: prefill.job.background)
+        planned = plan_chunks(queue, self._chunk_tokens)
         try:
             logits = self._runner.prefill_chunks([chunk for _, chunk in planned])
         except CacheLost:

@@ -371,3 +371,19 @@ def test_a_lost_cache_empties_the_prefix_index(
     flaky.lose_cache.clear()
     (again,) = run(engine, prompts[0], max_new_tokens=2)
     assert again.reason == "length"
+
+
+def test_live_prompts_prefill_before_background_ones(
+    smollm2: LoadedModel, prompts: list[list[int]], engines: list[Engine]
+) -> None:
+    engine = make_engine(make_runner(smollm2, prefix_tokens=0), chunk_tokens=8)
+    engines.append(engine)
+    batch_line, live = TokenSink(engine), TokenSink(engine)
+    long_prompt = [(7 * i) % 5000 + 100 for i in range(64)]  # 8 steps of 8
+    rows = [RowSampling(temperature=0)]
+    engine.submit(Job(long_prompt, rows, [batch_line], max_new_tokens=1, background=True))
+    wait_for(lambda: engine.in_flight == 1, "the batch line to be prefilling")
+    engine.submit(Job(prompts[3], [RowSampling(temperature=0)], [live], max_new_tokens=1))
+    assert batch_line.finished.wait(WAIT)
+    assert live.finished.wait(WAIT)
+    assert live.steps[0] < batch_line.steps[0]
