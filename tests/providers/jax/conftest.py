@@ -3,7 +3,7 @@ its weights copied once into JAX, and one Turnout serving the same model twice, 
 `kind: jax` and with `kind: torch`, so that every answer can be checked against the other;
 the same Turnout serves the packaged all-MiniLM-L6-v2 with `kind: jax`, checked against
 the torch embedder. The served JAX runner compiles its steps as it loads, for a small
-cache (`MAX_SLOTS` x `MAX_CONTEXT`: 31 executables); the other runners and the embedder
+cache (`MAX_SLOTS` x `MAX_CONTEXT`: 39 executables); the other runners and the embedder
 compile what they use, once per session (they live as long as it does).
 """
 

@@ -146,10 +146,10 @@ def test_new_chunk_shapes_inside_a_bucket_compile_nothing(
         runner.load_blocks(2, list(range(blocks)))
         runner.decode([0, 1, 2], [5, 6, 7])
 
-    serve((20, 10), (30, 10), 2)  # a pass of 2 x 64 tokens, window 64; 4-block copies
+    serve((20, 10), (30, 10), 2)  # a pass of 2 x 32 tokens, window 64; 4-block copies
     with counted_compiles(this_thread_only=True) as compiles:
-        serve((40, 17), (20, 3), 1 + 2)
-        serve((60, 30), (0, 0), 3)
+        serve((25, 10), (20, 3), 2)
+        serve((30, 12), (20, 0), 3)
     assert compiles == []
 
 

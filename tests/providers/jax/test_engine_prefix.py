@@ -20,6 +20,7 @@ from providers.torch.llama_weights import LlamaShape
 from providers.torch.loading import LoadedModel
 from tests.providers.jax.conftest import MAX_CONTEXT
 from tests.providers.jax.test_forward import encode
+from tests.providers.local import test_engine_prefill
 from tests.providers.local.test_engine_prefill import (
     BLOCK,
     PROMPTS,
@@ -41,8 +42,14 @@ def engines() -> Iterator[list[Engine]]:
 
 
 def test_jax_and_torch_engines_agree_with_prefix_reuse(
-    smollm2: LoadedModel, jax_smollm2: tuple[JaxLlama, LlamaShape], engines: list[Engine]
+    smollm2: LoadedModel,
+    jax_smollm2: tuple[JaxLlama, LlamaShape],
+    engines: list[Engine],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The JAX engine compiles its steps on first use (no compile_ahead here: it would
+    # compile every bucket), seconds each on a busy CPU: a longer wait than the torch tests'.
+    monkeypatch.setattr(test_engine_prefill, "WAIT", 300.0)
     prompts = [encode(smollm2, text) for text in PROMPTS]
     model, shape = jax_smollm2
     device = jax.devices("cpu")[0]

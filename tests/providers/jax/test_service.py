@@ -261,7 +261,7 @@ def test_every_step_is_compiled_at_load_and_serving_compiles_nothing(
     ahead |= {("copy", window) for window in buckets.windows()}
     ahead |= {(step, n) for step in ("save", "load") for n in buckets.block_counts()}
     assert ahead <= served_jax.steps.compiled
-    assert len(ahead) == 13 + 9 + 3 + 6
+    assert len(ahead) == 21 + 9 + 3 + 6
     sampled: dict[str, Any] = {
         "temperature": 0.9,
         "top_p": 0.8,

@@ -72,10 +72,10 @@ def test_buckets_are_powers_of_two_capped_at_the_cache() -> None:
     buckets = Buckets(max_slots=12, max_context=1000, chunk_tokens=200, block_tokens=16)
     assert [buckets.batch(n) for n in (1, 3, 9, 12)] == [1, 4, 12, 12]
     assert [buckets.window(n) for n in (1, 65, 1000)] == [64, 128, 1000]
-    # Prefill passes: chunks up to 256 tokens (200 rounded up), lengths and windows x4,
-    # rows capped so that rows x length stays within 256.
+    # Prefill passes: chunks up to 256 tokens (200 rounded up), windows x4, rows capped so
+    # that rows x length stays within 256.
     assert buckets.chunk_limit == 256
-    assert [buckets.chunk(n) for n in (1, 17, 65, 256)] == [16, 64, 256, 256]
+    assert [buckets.chunk(n) for n in (1, 17, 65, 256)] == [16, 32, 128, 256]
     assert [buckets.chunk_rows(n) for n in (16, 64, 256)] == [12, 4, 1]
     assert [buckets.chunk_window(n) for n in (1, 65, 257, 1000)] == [64, 256, 1000, 1000]
     assert [buckets.blocks(n) for n in (1, 2, 5, 62)] == [1, 4, 16, 62]
@@ -84,10 +84,10 @@ def test_buckets_are_powers_of_two_capped_at_the_cache() -> None:
     assert buckets.windows() == (64, 128, 256, 512, 1000)
     assert buckets.block_counts() == (1, 4, 16, 62)
     shapes = {(s.rows, s.length, s.window) for s in buckets.chunk_shapes()}
-    assert {(12, 16, 1000), (1, 256, 256)} <= shapes
-    assert not {(2, 256, 256), (1, 256, 64)} & shapes
+    assert {(12, 16, 1000), (8, 32, 64), (1, 256, 256)} <= shapes
+    assert not {(2, 256, 256), (16, 32, 64), (1, 256, 64), (1, 128, 64)} & shapes
     defaults = Buckets(max_slots=16, max_context=2048)
     counts = (len(defaults.chunk_shapes()), len(defaults.batches()), len(defaults.windows()))
-    assert counts == (35, 5, 6)  # 35 prefill passes + 5 x 6 decode steps + 6 copies
+    assert counts == (57, 5, 6)  # 57 prefill passes + 5 x 6 decode steps + 6 copies
     assert len(defaults.block_counts()) == 5  # a save and a load each: 10
     assert Buckets(max_slots=1, max_context=10).chunk_shapes()[0].length == 10
