@@ -18,12 +18,15 @@ from policies.affinity.key import AffinityKey
 from policies.plan import Target
 from policies.policy_config import Price, Strategy
 from policies.state.base import StateStore, StateUnavailable
+from providers.base import CachedPromptTokens
 
 LoadOf = Callable[[Target], int | None]  # a local sampler's own queue depth, if it has one
 # A deployment's backend load report (`Provider.load_report()`: waiting, running, fresh),
 # None where its backend publishes none.
 ReportOf = Callable[[Target], Any]
 PriceOf = Callable[[Target], Price | None]
+# A deployment's `cached_prompt_tokens` hook (providers/base.py), None where it has none.
+ProbeOf = Callable[[Target], CachedPromptTokens | None]
 
 
 class Orderer:
@@ -34,18 +37,25 @@ class Orderer:
         load_of: LoadOf,
         report_of: ReportOf | None = None,
         price_of: PriceOf | None = None,
+        probe_of: ProbeOf | None = None,
     ) -> None:
         """`price_of`: a deployment's price as requests are charged (policies/pricing/:
-        its own, the config's or the shipped table's); none: its own `price` only."""
+        its own, the config's or the shipped table's); none: its own `price` only.
+        `probe_of`: what affinity asks a backend about its own prefix cache, where it can
+        (policies/affinity/exact.py); none: the record's estimate for every deployment."""
         self._price_of: PriceOf = price_of or (lambda target: target.deployment.price)
         self._store = store
         self._rng = rng
         self._load_of = load_of
         self._by_label: dict[str, Target] = {}  # the targets affinity has seen, by label
+        self._probe_of = probe_of
+        # Each seen target's hook, looked up once (a decision reads it per deployment).
+        self._probes: dict[str, CachedPromptTokens | None] = {}
         self._affinity = AffinityRouter(
             store,
             lambda label: load_of(self._by_label[label]),
             (lambda label: report_of(self._by_label[label])) if report_of is not None else None,
+            probes=self._probes.get if probe_of is not None else None,
         )
 
     async def order(
@@ -74,8 +84,15 @@ class Orderer:
 
     def _labels(self, group: Sequence[Target]) -> list[str]:
         for target in group:
-            self._by_label.setdefault(target.label, target)
+            self._seen(target)
         return [t.label for t in group]
+
+    def _seen(self, target: Target) -> None:
+        if target.label in self._by_label:
+            return
+        self._by_label[target.label] = target
+        if self._probe_of is not None:
+            self._probes[target.label] = self._probe_of(target)
 
     async def _order_group(
         self,
@@ -93,7 +110,7 @@ class Orderer:
                 return group
             for label, target in by_label.items():
                 if label not in self._by_label:
-                    self._by_label[label] = target
+                    self._seen(target)
             if record:
                 order = await self._affinity.order(names, affinity, group[0].model_name)
             else:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any
 
 from providers.capabilities import Capabilities
 from providers.load_report import LoadReport
 from providers.types import Endpoint, JSONObject, ProviderRequest, ProviderResponse
+
+# (tokens the backend's prefix cache holds at the head of a request's prompt, the prompt's
+# tokens), or None where it cannot tell for this request.
+CachedPromptTokens = Callable[[Mapping[str, Any]], Awaitable[tuple[int, int] | None]]
 
 
 class Provider(abc.ABC):
@@ -52,6 +56,12 @@ class Provider(abc.ABC):
     def load_scrape_failures(self) -> int | None:
         """Scrapes of `load_metrics:` that failed so far; None where nothing is scraped."""
         return None
+
+    # What the backend's own prefix cache holds of a request's prompt (`body`: a chat or
+    # completions request), for affinity routing to use instead of its estimate. None, not
+    # a method returning None, where the backend cannot say (remote APIs): a router asks
+    # only backends that have it, and a pool of remote ones pays no await for it.
+    cached_prompt_tokens: CachedPromptTokens | None = None
 
     async def count_chat_tokens(self, body: Mapping[str, Any]) -> int | None:
         """The prompt tokens of a chat request (`messages`, `tools`) by the backend's own

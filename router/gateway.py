@@ -139,7 +139,13 @@ class Gateway:
 
         prices = PriceBook.from_config(config, shipped_table())
         orderer = Orderer(
-            store, random.Random(), load_of, report_of, lambda t: prices.price(t.label)
+            store,
+            random.Random(),
+            load_of,
+            report_of,
+            lambda t: prices.price(t.label),
+            # A backend that says what its prefix cache holds (the in-process samplers).
+            lambda t: providers[t.deployment.provider].cached_prompt_tokens,
         )
         redactor = Redactor.from_config(config)
         dispatcher = Dispatcher(

@@ -15,18 +15,22 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from policies.affinity.choice import KV_FULL, Candidate, Choice, choose, rendezvous
+from policies.affinity.exact import ProbeOf, backend_figures, exact_blocks
 from policies.affinity.key import AffinityKey
 from policies.affinity.record import PrefixRecord
 from policies.affinity.share import RecentShare
 from policies.state.base import StateStore, StateUnavailable
+from providers.base import CachedPromptTokens as Probe
 
 # A target's load as its own queue says (a local sampler's), and a backend's published
 # load report (providers: `load_report()`: waiting, running, fresh), where there is one.
 LocalLoad = Callable[[str], int | None]
 Reports = Callable[[str], Any]
+_NONE: Mapping[str, tuple[int, int]] = MappingProxyType({})  # no backend's figure
 
 
 # Share windows kept at once (each holds up to a few hundred recent decisions).
@@ -44,6 +48,9 @@ class Decision(NamedTuple):
     backend: Mapping[str, int]  # waiting + running, from fresh load reports
     prefix_recent: int = 0  # this prompt's anchor's decisions in the recent window
     hot: bool = False  # the prefix is hot: spread for its share even where not held
+    # (held tokens, prompt tokens) by label where the backend's prefix cache said (their
+    # candidates' `matched` is that figure, policies/affinity/exact.py), else the record's.
+    exact: Mapping[str, tuple[int, int]] = _NONE
 
 
 class AffinityRouter:
@@ -53,11 +60,15 @@ class AffinityRouter:
         local_load: LocalLoad,
         reports: Reports | None = None,
         clock: Callable[[], float] = time.time,
+        probes: ProbeOf | None = None,
     ) -> None:
+        """`probes`: a deployment's `cached_prompt_tokens` hook (providers/base.py), None
+        where its backend has none: those deployments' matched prefix is the record's."""
         self._store = store
         self._local_load = local_load
         self._reports = reports
         self._clock = clock
+        self._probes = probes
         self._records: dict[str, PrefixRecord] = {}  # by deployment label
         self._shares: dict[tuple[str, ...], RecentShare] = {}  # by the pool's labels
 
@@ -75,11 +86,13 @@ class AffinityRouter:
         choice = decision.choice
         winner = choice.order[0]
         share.add(winner, key.anchor)
-        matched = 0
+        matched: int | None = 0
         for candidate in decision.candidates:
             if candidate.label == winner:
                 matched = candidate.matched
                 break
+        if winner in decision.exact:  # the backend's figure, not the record's: looked up
+            matched = None
         # Spilled off its pin for load: the pin stays home (see the module's docstring).
         keep = decision.pinned is not None and decision.pinned in choice.spilled
         await self.served(
@@ -96,16 +109,23 @@ class AffinityRouter:
             in_flight = {}
         pinned = await self._pin(key, pool)
         backend, full = self._backend(labels)
+        asks = self._asks(labels, key)  # none in a pool of remote APIs: nothing awaited
+        exact = await backend_figures(asks, key.body or {}) if asks else _NONE
         share = self._share(labels)
         recent = share.counts
         candidates = []
         for label in labels:
             record = self._records.get(label)
             load = max(in_flight.get(label, 0), backend.get(label, 0), self._local_load(label) or 0)
+            held = exact.get(label)
+            if held is not None:
+                matched = exact_blocks(held[0], held[1], len(key.blocks))
+            else:
+                matched = record.matched(key.blocks) if record is not None else 0
             candidates.append(
                 Candidate(
                     label,
-                    record.matched(key.blocks) if record is not None else 0,
+                    matched,
                     load,
                     rendezvous(key.anchor, label),
                     recent.get(label, 0),
@@ -118,8 +138,18 @@ class AffinityRouter:
         choice = choose(
             candidates, pin, key.settings.max_load, share.size, spread=hot, blocks=len(key.blocks)
         )
-        decision = Decision(choice, tuple(candidates), pinned, in_flight, backend, prefix, hot)
+        decision = Decision(
+            choice, tuple(candidates), pinned, in_flight, backend, prefix, hot, exact
+        )
         return decision, share
+
+    def _asks(self, labels: Sequence[str], key: AffinityKey) -> list[tuple[str, Probe]]:
+        """The deployments whose backend can say what its prefix cache holds of this
+        prompt, with their hooks."""
+        probe_of = self._probes
+        if probe_of is None or key.body is None:
+            return []
+        return [(label, probe) for label in labels if (probe := probe_of(label)) is not None]
 
     async def served(
         self,

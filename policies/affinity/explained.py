@@ -1,6 +1,7 @@
 """The affinity part of an explanation: the session found (its source and a short hash,
-never its value), each deployment's matched prefix, load and share of recent decisions,
-and why the winner won."""
+never its value), each deployment's matched prefix (and whether it is the backend's exact
+figure or the record's estimate), load and share of recent decisions, and why the winner
+won."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def explained(key: AffinityKey, decision: Decision) -> dict[str, Any]:
                 "deployment": c.label,
                 "matched_blocks": c.matched,
                 "matched_chars": c.matched * size,
+                **_source(decision, c.label),
                 "load": c.load,
                 "in_flight": decision.in_flight.get(c.label, 0),
                 "backend_queue": decision.backend.get(c.label),
@@ -49,6 +51,16 @@ def explained(key: AffinityKey, decision: Decision) -> dict[str, Any]:
     }
 
 
+def _source(decision: Decision, label: str) -> dict[str, Any]:
+    """`backend`: the deployment's own prefix cache was asked (policies/affinity/exact.py):
+    its tokens held of the prompt's, which `matched_blocks` converts; `record`: Turnout's
+    estimate from what it sent there."""
+    held = decision.exact.get(label)
+    if held is None:
+        return {"matched_source": "record"}
+    return {"matched_source": "backend", "cached_tokens": held[0], "prompt_tokens": held[1]}
+
+
 def _over_share(recent: int, label: str, decision: Decision) -> bool:
     cap = decision.choice.share_capacity
     return cap is not None and label != decision.pinned and recent + 1 > cap
@@ -67,6 +79,12 @@ def _note(reason: str, winner: str, decision: Decision, key: AffinityKey) -> str
             "full and it holds less than half of this prompt: the next in order took the request"
         )
     matched = next(c.matched for c in decision.candidates if c.label == winner)
+    held = decision.exact.get(winner)
+    if matched and held is not None:
+        return (
+            f"`{winner}`'s prefix cache holds the longest part of this prompt ({held[0]} of "
+            f"its {held[1]} tokens, {matched} blocks: the backend's exact figure)"
+        )
     if matched:
         return f"`{winner}` was sent the longest part of this prompt ({matched} blocks)"
     return f"no deployment holds this prompt: `{winner}` by rendezvous hashing of its first block"

@@ -5,7 +5,7 @@ every Turnout process hashes alike, and the `prompt_cache_key` to set, if any.""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from policies.affinity.blocks import chained_hashes, prompt_text, stable_digest
@@ -25,6 +25,9 @@ class AffinityKey:
     anchor: bytes  # the first block's stable hash (else the session's): rendezvous key
     cache_key: str | None = None  # `prompt_cache_key` to set where the client set none
     cache_key_labels: frozenset[str] = frozenset()  # the deployments it is set for
+    # The request itself, for the backends that count what their prefix cache holds of it
+    # (policies/affinity/exact.py); a reference, never compared.
+    body: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 def affinity_key(
@@ -53,6 +56,7 @@ def affinity_key(
         anchor,
         cache_key,
         frozenset(openai_labels) if cache_key else frozenset(),
+        body,
     )
 
 

@@ -82,6 +82,28 @@ class LocalGenerator(Provider):
         ids = await asyncio.to_thread(model.adapter.render_chat, messages, tools)
         return len(ids)
 
+    async def cached_prompt_tokens(self, body: Mapping[str, Any]) -> tuple[int, int] | None:
+        """(Leading tokens of `body`'s prompt this engine's prefix store holds, the prompt's
+        tokens), the prompt rendered and checked as a request renders it: affinity routing
+        asks before it sends. None until the model is loaded, for a batch of completions
+        prompts, and for a request this deployment would refuse (its own call says why).
+        Templating, tokenizing and the lookup run on a worker thread; the lookup reads the
+        index while the engine's thread may write it (one dict read per block: at worst
+        the answer is a step old)."""
+        model, engine = self._model, self._engine
+        if model is None or engine is None:
+            return None
+        try:
+            if "messages" in body:
+                gen = GenerationRequest.from_chat(body)
+            else:
+                gen = GenerationRequest.from_completions(body)
+        except UpstreamError:
+            return None
+        if gen.kind != "chat" and len(gen.prompts) != 1:
+            return None
+        return await asyncio.to_thread(_held, gen, model, engine)
+
     async def start(self) -> None:
         await self._loaded.run(self._start())
 
@@ -208,6 +230,14 @@ def _prepare_prompts(
             raise _context_error(gen, len(ids), wanted, context)
         prepared.append(PreparedPrompt(ids, text, wanted))
     return prepared
+
+
+def _held(gen: GenerationRequest, model: LocalModel, engine: Engine) -> tuple[int, int] | None:
+    try:
+        [prompt] = _prepare_prompts(gen, model.adapter, model.runner.max_context)
+    except UpstreamError:
+        return None
+    return engine.prefix_cache.cached_tokens(prompt.ids), len(prompt.ids)
 
 
 def _context_error(gen: GenerationRequest, prompt: int, wanted: int, context: int) -> UpstreamError:
