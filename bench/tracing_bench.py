@@ -3,12 +3,15 @@
 the mock upstream directly, interleaved in one run as `gateway_bench.py` does.
 
     python bench/tracing_bench.py [--sequential 2000] [--rounds 3] [--baseline DIR]
+        [--baseline-on DIR]
     python bench/tracing_bench.py --micro     # per-span costs, in process
 
 Variants, each its own `turnout serve` (granian) process:
 - `off`: no `telemetry:` section (the gateway bench's configuration): no tracer at all;
 - `on`: `telemetry: {otlp_endpoint: <receiver>, sample_ratio: 1.0}`: a server span and a
   client span per request, exported in batches by the SDK's thread;
+- `on@base` (with `--baseline-on DIR`): another checkout's Turnout with tracing on, to
+  compare two versions of tracing within one run (`on - on@base`);
 - `off@base` (with `--baseline DIR`, a checkout from before tracing, e.g. `git worktree
   add /tmp/base <commit>`): whether tracing being off costs anything at all.
 
@@ -43,7 +46,8 @@ from gateway_bench import (  # noqa: E402 - the bench's own helpers, beside this
     ROOT,
     check_imports_from,
     free_port,
-    sequential,
+    one_request,
+    summarize,
     wait_ready,
 )
 
@@ -95,8 +99,10 @@ def sink(port: int) -> None:
 
 @contextmanager
 def running(
-    mock_port: int, sink_port: int, turnouts: dict[str, int], baseline: Path | None
+    mock_port: int, sink_port: int, turnouts: dict[str, int], bases: dict[str, Path]
 ) -> Iterator[None]:
+    """The mock, the receiver and a Turnout per variant; `bases`: the checkout a variant
+    runs from, where not this one."""
     base_url = f"http://127.0.0.1:{mock_port}/v1"
     plain: dict[str, Any] = {
         "providers": {"mock": {"kind": "openai", "base_url": base_url}},
@@ -111,12 +117,11 @@ def running(
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     for name, port in turnouts.items():
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            json.dump(traced if name == "on" else plain, f)  # JSON is YAML
+            json.dump(traced if name.startswith("on") else plain, f)  # JSON is YAML
             files.append(f.name)
         root, own_env = ROOT, env
-        if name.endswith("@base"):
-            assert baseline is not None
-            root, own_env = baseline, {**env, "PYTHONPATH": str(baseline)}
+        if name in bases:
+            root, own_env = bases[name], {**env, "PYTHONPATH": str(bases[name])}
             check_imports_from(root, own_env)
         command = ["-m", "router", "serve", "--config", f.name, "--port", str(port)]
         procs.append(
@@ -141,6 +146,34 @@ def running(
             os.unlink(path)
 
 
+def sequential(ports: dict[str, int], count: int, stream: bool) -> dict[str, dict[str, float]]:
+    """`count` requests per target (after 200 of warm-up), interleaved request by request
+    in a shuffled order (seeded), never asking one target twice in a row: every target
+    takes every place, after every other, about equally often. (`gateway_bench.sequential`
+    alternates the order and its reverse, so the first and last targets are asked twice in
+    a row, warm, every other time: on this machine the variants in the middle of four read
+    ~0.25 ms slower than the same code at an end, measured by swapping them.)"""
+    import http.client
+    import random
+
+    conns = {name: http.client.HTTPConnection("127.0.0.1", port) for name, port in ports.items()}
+    names = list(ports)
+    shuffler = random.Random(20)
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    last = ""
+    for i in range(count + 200):
+        order = names[:]
+        shuffler.shuffle(order)
+        if order[0] == last:
+            order.append(order.pop(0))
+        last = order[-1]
+        for name in order:
+            sample = one_request(conns[name], stream)
+            if i >= 200:
+                samples[name].append(sample)
+    return {name: summarize(values) for name, values in samples.items()}
+
+
 def spans_received(sink_port: int) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/count", timeout=5) as answer:
         return int(answer.read())
@@ -151,21 +184,14 @@ def micro(count: int = 5000) -> None:
     the exporter package's encoder against Turnout's OTLP writer (µs, best of 3)."""
     sys.path.insert(0, str(ROOT))
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import SpanKind
 
+    from policies.telemetry.exporter import readable
     from policies.telemetry.otlp_wire import WireEncoder
-    from policies.telemetry.settings import TelemetrySettings, trace_export
-    from policies.telemetry.tracing import Tracing
+    from policies.telemetry.recorder import CLIENT, RecordedSpan, SpanRecorder
 
-    settings = TelemetrySettings(
-        otlp_endpoint="http://127.0.0.1:9",  # never reached: nothing is exported
-        schedule_delay_ms=10**8,
-        max_queue_size=10**6,
-        max_export_batch_size=10**6,
-    )
-    export = trace_export(settings, {})
-    assert export is not None
-    tracing = Tracing(export)
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
         "gen_ai.request.model": "mock-model",
@@ -189,16 +215,19 @@ def micro(count: int = 5000) -> None:
             times.append((time.perf_counter() - start) / n * 1e6)
         return min(times)
 
-    tracer = tracing._provider.get_tracer("bench")
-    recorder = tracing._spans
+    resource = Resource.create({"service.name": "turnout"})
+    tracer = TracerProvider(resource=resource, shutdown_on_exit=False).get_tracer("bench")
+    ended: list[RecordedSpan] = []
+    recorder = SpanRecorder(ended.append, 1 << 64)
 
     def sdk() -> None:
         for _ in range(count):
             tracer.start_span("chat mock-model", None, SpanKind.CLIENT, attributes).end()
 
     def ours() -> None:
+        ended.clear()
         for _ in range(count):
-            span = recorder.root("chat mock-model", SpanKind.CLIENT, None)
+            span = recorder.root("chat mock-model", CLIENT)
             span.set_attributes(attributes)
             span.end()
 
@@ -206,16 +235,15 @@ def micro(count: int = 5000) -> None:
         f"span start + 12 attributes + end: SDK tracer {best(sdk, count):.1f} µs, "
         f"Turnout's recorder {best(ours, count):.1f} µs"
     )
-    queued = list(tracing._processor._batch_processor._queue)[:1024]
-    wire = WireEncoder()
-    package = best(lambda: encode_spans(queued).SerializePartialToString(), len(queued))
+    queued = ended[:1024]
+    readables = [readable(span, resource) for span in queued]
+    wire = WireEncoder(resource.attributes)
+    package = best(lambda: encode_spans(readables).SerializePartialToString(), len(queued))
     written = best(lambda: wire.encode(queued), len(queued))
     print(
         f"OTLP protobuf, per span: exporter package {package:.1f} µs, Turnout's writer "
         f"{written:.1f} µs"
     )
-    tracing._processor._batch_processor._queue.clear()  # nothing to send at shutdown
-    tracing._provider.shutdown()
 
 
 def main() -> None:
@@ -223,6 +251,9 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="a checkout from before tracing")
+    parser.add_argument(
+        "--baseline-on", type=Path, help="a checkout whose tracing to run beside this one's"
+    )
     parser.add_argument("--micro", action="store_true", help="per-span costs in process")
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -233,11 +264,15 @@ def main() -> None:
         micro()
         return
     names = ["off", "on"] + (["off@base"] if args.baseline else [])
+    if args.baseline_on:
+        names.append("on@base")
     turnouts = {name: free_port() for name in names}
     mock_port, sink_port = free_port(), free_port()
     ports = {"direct": mock_port, **turnouts}
     rows: list[dict[str, Any]] = []
-    with running(mock_port, sink_port, turnouts, args.baseline):
+    bases = {"off@base": args.baseline, "on@base": args.baseline_on}
+    bases = {name: root for name, root in bases.items() if root is not None}
+    with running(mock_port, sink_port, turnouts, bases):
         for round_ in range(args.rounds):
             for stream in (False, True):
                 kind = "stream" if stream else "json"
@@ -249,6 +284,8 @@ def main() -> None:
                 extra = f"  on-off {added['on'] - added['off']:+.3f}"
                 if "off@base" in added:
                     extra += f"  off-base {added['off'] - added['off@base']:+.3f}"
+                if "on@base" in added:
+                    extra += f"  on@base-off {added['on@base'] - added['off']:+.3f}"
                 print(
                     f"round {round_} {kind:6} {key}: direct {seq['direct'][key]:.3f}  "
                     f"added: {cells}{extra}",
@@ -263,6 +300,11 @@ def main() -> None:
         if args.baseline:
             off_base = sorted(r["off"] - r["off@base"] for r in mine)
             print(f"{kind}: off - base per round (ms): {', '.join(f'{d:+.3f}' for d in off_base)}")
+        if args.baseline_on:
+            base_on = sorted(r["on@base"] - r["off"] for r in mine)
+            print(
+                f"{kind}: on@base - off per round (ms): {', '.join(f'{d:+.3f}' for d in base_on)}"
+            )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A client request's server span (while tracing is on, policies/telemetry/): begun
 when the pipeline has the request's body and headers (a client's `traceparent` continues
-its trace), ended with the request's record, its final attributes read from it here."""
+its trace), ended with the request's record: the facts its final attributes are made of
+are taken from the record here, and the attributes worked out on the export thread."""
 
 from __future__ import annotations
 
