@@ -48,7 +48,8 @@ def workload(requests: int, chars: int, seed: int) -> list[dict[str, Any]]:
 
 async def warmed(chars: int) -> Orderer:
     """An orderer whose four records are full (10,000 blocks each)."""
-    order = Orderer(MemoryStore(), random.Random(1), lambda _: None)
+    # As the gateway builds it: remote deployments have no prefix-cache hook (None).
+    order = Orderer(MemoryStore(), random.Random(1), lambda _: None, None, None, lambda _: None)
     filler = workload(4000, chars, seed=2)
     for body in filler:
         await order.order(POOL, Strategy.AFFINITY, affinity_key(SETTINGS, body, {}, "t"))

@@ -50,12 +50,12 @@ class Orderer:
         self._by_label: dict[str, Target] = {}  # the targets affinity has seen, by label
         self._probe_of = probe_of
         # Each seen target's hook, looked up once (a decision reads it per deployment).
-        self._probes: dict[str, CachedPromptTokens | None] = {}
+        self._probes: dict[str, CachedPromptTokens] = {}  # only those that have one
         self._affinity = AffinityRouter(
             store,
             lambda label: load_of(self._by_label[label]),
             (lambda label: report_of(self._by_label[label])) if report_of is not None else None,
-            probes=self._probes.get if probe_of is not None else None,
+            probes=self._probes,
         )
 
     async def order(
@@ -91,8 +91,9 @@ class Orderer:
         if target.label in self._by_label:
             return
         self._by_label[target.label] = target
-        if self._probe_of is not None:
-            self._probes[target.label] = self._probe_of(target)
+        probe = self._probe_of(target) if self._probe_of is not None else None
+        if probe is not None:
+            self._probes[target.label] = probe
 
     async def _order_group(
         self,

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from policies.affinity.choice import KV_FULL, Candidate, Choice, choose, rendezvous
-from policies.affinity.exact import ProbeOf, backend_figures, exact_blocks
+from policies.affinity.exact import backend_figures, exact_blocks
 from policies.affinity.key import AffinityKey
 from policies.affinity.record import PrefixRecord
 from policies.affinity.share import RecentShare
@@ -60,15 +60,16 @@ class AffinityRouter:
         local_load: LocalLoad,
         reports: Reports | None = None,
         clock: Callable[[], float] = time.time,
-        probes: ProbeOf | None = None,
+        probes: Mapping[str, Probe] | None = None,
     ) -> None:
-        """`probes`: a deployment's `cached_prompt_tokens` hook (providers/base.py), None
-        where its backend has none: those deployments' matched prefix is the record's."""
+        """`probes`: by label, the deployments whose backend says what its prefix cache
+        holds (`cached_prompt_tokens`, providers/base.py); the others' matched prefix is
+        the record's."""
         self._store = store
         self._local_load = local_load
         self._reports = reports
         self._clock = clock
-        self._probes = probes
+        self._probes: Mapping[str, Probe] = probes if probes is not None else {}
         self._records: dict[str, PrefixRecord] = {}  # by deployment label
         self._shares: dict[tuple[str, ...], RecentShare] = {}  # by the pool's labels
 
@@ -109,15 +110,18 @@ class AffinityRouter:
             in_flight = {}
         pinned = await self._pin(key, pool)
         backend, full = self._backend(labels)
-        asks = self._asks(labels, key)  # none in a pool of remote APIs: nothing awaited
-        exact = await backend_figures(asks, key.body or {}) if asks else _NONE
+        # Asked only where some deployment has the hook: a pool of remote APIs awaits
+        # nothing and pays a dict lookup a deployment at most (the 50 µs budget).
+        probes, body = self._probes, key.body
+        asks = [(n, probes[n]) for n in labels if n in probes] if probes and body else None
+        exact = await backend_figures(asks, body) if asks and body else None
         share = self._share(labels)
         recent = share.counts
         candidates = []
         for label in labels:
             record = self._records.get(label)
             load = max(in_flight.get(label, 0), backend.get(label, 0), self._local_load(label) or 0)
-            held = exact.get(label)
+            held = exact.get(label) if exact is not None else None
             if held is not None:
                 matched = exact_blocks(held[0], held[1], len(key.blocks))
             else:
@@ -139,17 +143,9 @@ class AffinityRouter:
             candidates, pin, key.settings.max_load, share.size, spread=hot, blocks=len(key.blocks)
         )
         decision = Decision(
-            choice, tuple(candidates), pinned, in_flight, backend, prefix, hot, exact
+            choice, tuple(candidates), pinned, in_flight, backend, prefix, hot, exact or _NONE
         )
         return decision, share
-
-    def _asks(self, labels: Sequence[str], key: AffinityKey) -> list[tuple[str, Probe]]:
-        """The deployments whose backend can say what its prefix cache holds of this
-        prompt, with their hooks."""
-        probe_of = self._probes
-        if probe_of is None or key.body is None:
-            return []
-        return [(label, probe) for label in labels if (probe := probe_of(label)) is not None]
 
     async def served(
         self,

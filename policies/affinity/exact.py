@@ -14,13 +14,10 @@ APIs asks nothing and awaits nothing (the decision's budget is 50 µs)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from providers.base import CachedPromptTokens
-
-# A deployment's hook by label, None where its backend has none.
-ProbeOf = Callable[[str], CachedPromptTokens | None]
 
 
 def exact_blocks(held_tokens: int, prompt_tokens: int, blocks: int) -> int:
