@@ -11,9 +11,9 @@ Then, interleaved round by round (the order rotates):
 1. `model.generate()`, greedy, exactly N new tokens (`min_new_tokens=N` keeps EOS away)
    → tokens/s of one stream: the baseline every ratio is taken against;
 2. engine at 1, 4 and 16 streams, engine32 at 16 and 32, before at 1 and 16, all jobs
-   submitted at once,
-   greedy, sinks that ignore EOS so each stream makes exactly N tokens → aggregate tokens/s
-   (all tokens / submit-to-last-finish), per-stream tokens/s, time to first token. The
+   submitted at once, greedy, sinks that ignore EOS so each stream makes exactly N tokens
+   → aggregate tokens/s (all tokens / submit-to-last-finish), per-stream tokens/s, time to
+   first token. The
    prompt is the same in every run, so from the second run on the engine loads its two
    whole blocks (32 of its 39 tokens) from the prefix store; `engine_x16_cold` empties the
    prefix index first, so it shows chunked batched prefill alone;
