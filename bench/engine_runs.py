@@ -55,7 +55,7 @@ def engine_streams(
 ) -> tuple[list[list[int]], dict[str, Any]]:
     """One greedy job per prompt, exactly `tokens` new tokens each (EOS ignored), all
     submitted at once → (each stream's tokens, the run's figures)."""
-    from providers.local.engine import Job
+    from providers.local.job import Job
     from providers.local.runner import RowSampling
 
     done = _Countdown(len(prompts))

@@ -25,54 +25,24 @@ from __future__ import annotations
 import heapq
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
+from providers.local.job import CandidateSink, Job
 from providers.local.prefilling import PromptPrefill, plan_chunks
 from providers.local.prefix_cache import PrefixIndex
 from providers.local.runner import (
     CacheLost,
     ModelRunner,
-    PromptScores,
     RowSampling,
     Sampled,
     Sampler,
 )
 
 log = structlog.get_logger("turnout.providers.local.engine")
-
-
-class CandidateSink(Protocol):
-    """Receives one candidate's tokens on the worker thread; must not block."""
-
-    def on_token(self, sampled: Sampled) -> str | None:
-        """Take a token; return a finish reason ("stop") to end the candidate now."""
-        ...
-
-    def on_finish(self, reason: str) -> None:
-        """The candidate ended: "stop", "length", or "cancelled"."""
-        ...
-
-
-@dataclass(slots=True)
-class Job:
-    """One prompt and its candidates. `rows[i]` and `sinks[i]` belong to candidate i."""
-
-    prompt: Sequence[int]
-    rows: Sequence[RowSampling]
-    sinks: Sequence[CandidateSink]
-    max_new_tokens: int
-    score_prompt: int | None = None  # top alternatives per prompt position, None: no scores
-    on_prompt_scores: Callable[[PromptScores], None] | None = None
-    on_error: Callable[[BaseException], None] | None = None
-    background: bool = False  # waits behind every live job (a batch line)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-    def cancel(self) -> None:
-        self.cancelled.set()
 
 
 @dataclass(slots=True)

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from providers.local.job import Job
 from providers.local.runner import PrefillChunk, PromptScores, Sampler
-
-if TYPE_CHECKING:
-    from providers.local.engine import Job
 
 
 @dataclass(slots=True)

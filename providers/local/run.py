@@ -10,7 +10,8 @@ from functools import partial
 
 from providers.errors import Failure, UpstreamError
 from providers.local.candidate import CandidateOutput, Delta, Event, Failed, Finished
-from providers.local.engine import Engine, Job
+from providers.local.engine import Engine
+from providers.local.job import Job
 from providers.local.params import GenerationRequest
 from providers.local.runner import PromptScores
 from providers.local.tokenizer import TokenizerAdapter

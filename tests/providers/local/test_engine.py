@@ -12,7 +12,8 @@ import pytest
 
 pytest.importorskip("torch", reason="the engine tests run the real model ('local' extra)")
 
-from providers.local.engine import Engine, Job
+from providers.local.engine import Engine
+from providers.local.job import Job
 from providers.local.runner import CacheLost, PrefillChunk, PromptScores, RowSampling, Sampled
 from tests import local_model
 from tests.local_tokenizer import smollm2_dir
