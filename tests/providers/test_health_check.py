@@ -114,7 +114,8 @@ async def test_anthropic_gets_its_models_api_with_key_and_version() -> None:
 
 
 async def test_a_local_generator_is_healthy_while_its_engine_runs() -> None:
-    runner = SimpleNamespace(max_slots=1, max_context=8)  # the engine idles: never called
+    # The engine idles: never called. No prefix store (store_blocks 0).
+    runner = SimpleNamespace(max_slots=1, max_context=8, block_tokens=16, store_blocks=0)
     model = LocalModel(runner, sampler=None, adapter=None)
     provider = LocalGenerator("local", lambda: model, Capabilities())
 
