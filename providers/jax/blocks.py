@@ -12,17 +12,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from providers.jax.forward import KVCache
+from providers.jax.forward import KVCache, empty_cache
 from providers.torch.llama_weights import LlamaShape
 
 
 def empty_store(
     shape: LlamaShape, *, blocks: int, block_tokens: int, dtype: jnp.dtype, device: jax.Device
 ) -> KVCache:
-    """Zeros (`blocks` may be 0: no prefix cache)."""
-    dims = (shape.layers, blocks, block_tokens, shape.kv_heads, shape.head_dim)
-    zeros = jax.device_put(jnp.zeros(dims, dtype), device)
-    return KVCache(zeros, jnp.zeros_like(zeros))
+    """Zeros (`blocks` may be 0: no prefix cache), laid out as the slots' cache is: a block
+    is a slot of `block_tokens` positions."""
+    return empty_cache(shape, slots=blocks, context=block_tokens, dtype=dtype, device=device)
 
 
 def save_blocks(
