@@ -34,6 +34,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import re
 import socket
 import statistics
@@ -186,10 +187,23 @@ def one_request(conn: http.client.HTTPConnection, stream: bool) -> tuple[float, 
 
 
 def sequential(ports: dict[str, int], count: int, stream: bool) -> dict[str, dict[str, float]]:
+    """`count` requests per target (after 200 of warm-up), interleaved request by request
+    in a shuffled order (seeded), never asking one target twice in a row: every target
+    takes every place, after every other, about equally often. (This used to alternate the
+    order and its reverse, so the first and last targets were asked twice in a row, warm,
+    every other time: on this machine the variants in the middle of four read ~0.25 ms
+    slower than the same code at an end, measured by swapping them.)"""
     conns = {name: http.client.HTTPConnection("127.0.0.1", port) for name, port in ports.items()}
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in ports}
+    names = list(ports)
+    shuffler = random.Random(20)
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    last = ""
     for i in range(count + 200):
-        order = list(ports) if i % 2 == 0 else list(reversed(ports))
+        order = names[:]
+        shuffler.shuffle(order)
+        if order[0] == last:
+            order.append(order.pop(0))
+        last = order[-1]
         for name in order:
             sample = one_request(conns[name], stream)
             if i >= 200:  # warm-up discarded

@@ -46,8 +46,7 @@ from gateway_bench import (  # noqa: E402 - the bench's own helpers, beside this
     ROOT,
     check_imports_from,
     free_port,
-    one_request,
-    summarize,
+    sequential,
     wait_ready,
 )
 
@@ -144,34 +143,6 @@ def running(
             p.wait(timeout=10)
         for path in files:
             os.unlink(path)
-
-
-def sequential(ports: dict[str, int], count: int, stream: bool) -> dict[str, dict[str, float]]:
-    """`count` requests per target (after 200 of warm-up), interleaved request by request
-    in a shuffled order (seeded), never asking one target twice in a row: every target
-    takes every place, after every other, about equally often. (`gateway_bench.sequential`
-    alternates the order and its reverse, so the first and last targets are asked twice in
-    a row, warm, every other time: on this machine the variants in the middle of four read
-    ~0.25 ms slower than the same code at an end, measured by swapping them.)"""
-    import http.client
-    import random
-
-    conns = {name: http.client.HTTPConnection("127.0.0.1", port) for name, port in ports.items()}
-    names = list(ports)
-    shuffler = random.Random(20)
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
-    last = ""
-    for i in range(count + 200):
-        order = names[:]
-        shuffler.shuffle(order)
-        if order[0] == last:
-            order.append(order.pop(0))
-        last = order[-1]
-        for name in order:
-            sample = one_request(conns[name], stream)
-            if i >= 200:
-                samples[name].append(sample)
-    return {name: summarize(values) for name, values in samples.items()}
 
 
 def spans_received(sink_port: int) -> int:
