@@ -142,8 +142,10 @@ class Deployment(_Strict):
     weight: float = Field(1.0, gt=0, description="For the `weighted` strategy")
     price: Price | None = None  # for the `cost` strategy
 
-    @property
+    @cached_property
     def label(self) -> str:
+        """`provider/model`, the deployment's name in headers, metrics and the state store;
+        kept once made (a request asks for it a dozen times; the model is frozen)."""
         return f"{self.provider}/{self.model}"
 
 
