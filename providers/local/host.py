@@ -183,6 +183,10 @@ async def _dispatch(provider: Provider, frame: JSONObject, writer: asyncio.Strea
         await write_frame(writer, {"end": True})
     elif op == "count_chat_tokens":
         await write_frame(writer, {"result": await provider.count_chat_tokens(frame["body"])})
+    elif op == "cached_prompt_tokens":
+        probe = provider.cached_prompt_tokens
+        held = await probe(frame["body"]) if probe is not None else None
+        await write_frame(writer, {"result": list(held) if held is not None else None})
     elif op == "check":
         await provider.check()
         await write_frame(writer, {"result": None})

@@ -50,6 +50,10 @@ START_WAIT_S = 120.0  # a host that has not answered at all by then will not: st
 # A host too busy to count a prompt within this long is answered as one that cannot:
 # the caller estimates instead of holding the request (count_tokens has no deadline).
 COUNT_TIMEOUT_S = 10.0
+# Affinity routing asks what the engine's prefix cache holds before it sends a request:
+# an answer later than this is none (the router falls back to its own record), so a busy
+# host never holds a routing decision for longer (the in-process ask takes ~5 ms here).
+PROBE_TIMEOUT_S = 0.5
 
 
 class RemoteSampler(Provider):
@@ -60,8 +64,14 @@ class RemoteSampler(Provider):
         endpoints: frozenset[Endpoint],
         capabilities: Capabilities,
         fingerprint: str,
+        *,
+        prefix_probe: bool = False,
     ) -> None:
+        """`prefix_probe`: the sampler stood in for has `cached_prompt_tokens` (an engine
+        with a prefix cache), which this then asks the host for."""
         super().__init__(name)
+        if prefix_probe:
+            self.cached_prompt_tokens = self._cached_prompt_tokens
         self._path = socket_path
         self._endpoints = endpoints
         self._capabilities = capabilities
@@ -72,7 +82,15 @@ class RemoteSampler(Provider):
 
     @classmethod
     def standing_in_for(cls, local: Provider, socket_path: str, fingerprint: str) -> RemoteSampler:
-        return cls(local.name, socket_path, local.endpoints, local.capabilities, fingerprint)
+        probe = local.cached_prompt_tokens is not None
+        return cls(
+            local.name,
+            socket_path,
+            local.endpoints,
+            local.capabilities,
+            fingerprint,
+            prefix_probe=probe,
+        )
 
     @property
     def endpoints(self) -> frozenset[Endpoint]:
@@ -113,6 +131,28 @@ class RemoteSampler(Provider):
             return None
         result = frame.get("result")
         return result if isinstance(result, int) else None
+
+    async def _cached_prompt_tokens(self, body: Mapping[str, Any]) -> tuple[int, int] | None:
+        """What the host's engine holds of `body`'s prompt, as the sampler answers in one
+        process: (held tokens, prompt tokens), or None before the model is loaded, for a
+        prompt it cannot tell about, when the host is out of reach or slower than
+        `PROBE_TIMEOUT_S`."""
+        if not self._gate.started:
+            return None
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                async with self._call({"op": "cached_prompt_tokens", "body": dict(body)}) as r:
+                    frame = await self._next(r, started=False)
+        except (UpstreamError, TimeoutError):
+            return None
+        result = frame.get("result")
+        if (
+            isinstance(result, list)
+            and len(result) == 2
+            and all(type(n) is int and n >= 0 for n in result)
+        ):
+            return result[0], result[1]
+        return None
 
     async def check(self) -> None:
         try:

@@ -176,3 +176,54 @@ async def test_a_provider_the_host_does_not_serve_so_fails_to_start(
         await proxy.complete(ProviderRequest(Endpoint.CHAT, {}))
     assert raised.value.failure is Failure.OWN_LIMIT
     await proxy.aclose()
+
+
+class Probed(Recording):
+    """A backend with a prefix cache: it holds the first 16 tokens of any prompt of 40;
+    `slow` makes it answer after the probe's deadline."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[JSONObject] = []
+        self.slow = False
+        self.cached_prompt_tokens = self._held
+
+    async def _held(self, body: object) -> tuple[int, int] | None:
+        assert isinstance(body, dict)
+        self.asked.append(body)
+        if self.slow:
+            await asyncio.sleep(5)
+        return None if body.get("batch") else (16, 40)
+
+
+async def test_a_prefix_cache_probe_crosses_to_the_host_and_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker's affinity probe (`cached_prompt_tokens`) is the host engine's answer; a
+    sampler without the hook stands in without one (no await for it); a host that does not
+    answer within `PROBE_TIMEOUT_S` counts as no answer, as does one that cannot tell."""
+    import providers.local.remote as remote_module
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "s.sock")
+        backend = Probed()
+        host = SamplerHost({"local": backend}, {"local": "same"})
+        await host.listen(path)
+        await host.start_providers()
+        try:
+            plain = remote(path)
+            assert plain.cached_prompt_tokens is None
+            proxy = RemoteSampler.standing_in_for(backend, path, "same")
+            assert proxy.cached_prompt_tokens is not None
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            assert await proxy.cached_prompt_tokens(body) is None  # not started yet
+            await proxy.start()
+            assert await proxy.cached_prompt_tokens(body) == (16, 40)
+            assert backend.asked == [body]
+            assert await proxy.cached_prompt_tokens({**body, "batch": True}) is None
+            monkeypatch.setattr(remote_module, "PROBE_TIMEOUT_S", 0.05)
+            backend.slow = True
+            assert await proxy.cached_prompt_tokens(body) is None
+            await proxy.aclose()
+        finally:
+            await host.aclose()
