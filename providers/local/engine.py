@@ -7,7 +7,11 @@ of their prompt's leading blocks that the prefix store holds into the job's firs
 (3) runs one batched decode step over every active candidate and hands each sampled token
 to the candidate's sink; (4) runs one batched prefill over the admitted prompts, oldest
 first, within `prefill_chunk_tokens` (`providers.local.prefilling`): a long prompt takes
-several steps, and the streams decoding beside it get a token every step meanwhile. A
+several steps, and the streams decoding beside it get a token every step meanwhile. While
+no stream decodes there is no one to stall, so the step prefills within the larger
+`cold_prefill_tokens` instead: a burst of short prompts arriving at an idle engine goes in
+one batched pass, and every one of them has its first token after one step, not after as
+many steps as their tokens make chunks. A
 completed prompt's whole blocks go into the prefix store, its first slot is copied to the
 slots of its other candidates (n, best_of), so a prompt is never computed twice, and each
 candidate samples its first token. Candidates finish on a sink's word (stop string,
@@ -64,6 +68,14 @@ class _Candidate:
 
 
 DEFAULT_PREFILL_CHUNK_TOKENS = 256
+# The prefill budget of a step with no stream decoding, in padded tokens (rows x the
+# longest chunk: what a padded batched pass computes). It bounds that pass's transient
+# memory: attention scores are rows x length x heads x the positions attended, at most
+# 1,024 x 9 x 2,048 float32 = 72 MiB for SmolLM2-135M at the default context, against
+# the 1.4 GiB a full KV cache holds; and it bounds how long a prompt arriving meanwhile
+# waits for the engine, to one pass of 4x the decode-time budget. Sixteen chat prompts of
+# ~40 tokens (640 padded) fit in one pass.
+DEFAULT_COLD_PREFILL_TOKENS = 1024
 
 
 class Engine:
@@ -74,6 +86,7 @@ class Engine:
         name: str = "local",
         *,
         prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS,
+        cold_prefill_tokens: int = DEFAULT_COLD_PREFILL_TOKENS,
     ) -> None:
         if prefill_chunk_tokens < 1:
             raise ValueError(f"prefill_chunk_tokens must be at least 1, got {prefill_chunk_tokens}")
@@ -81,6 +94,8 @@ class Engine:
         self._sampler = sampler
         self._name = name
         self._chunk_tokens = prefill_chunk_tokens
+        # Never below the decode-time budget (a test passes it equal, to keep chunking).
+        self._cold_tokens = max(cold_prefill_tokens, prefill_chunk_tokens)
         # Which prefixes the runner's store holds; a router may ask `cached_tokens`.
         self.prefix_cache = PrefixIndex(runner.block_tokens, runner.store_blocks)
         self.steps = 0  # engine steps run (tests count in steps, never in seconds)
@@ -119,13 +134,20 @@ class Engine:
         return self._runner.max_slots
 
     def submit(self, job: Job) -> None:
-        if len(job.rows) > self._runner.max_slots:
-            raise ValueError(
-                f"{len(job.rows)} candidates need more slots than this model has "
-                f"({self._runner.max_slots})"
-            )
+        self.submit_all([job])
+
+    def submit_all(self, jobs: Sequence[Job]) -> None:
+        """Queue `jobs` at once: the engine's next step sees all of them (a request's
+        prompts are admitted, and prefilled cold, together), or none if one is refused."""
+        for job in jobs:
+            if len(job.rows) > self._runner.max_slots:
+                raise ValueError(
+                    f"{len(job.rows)} candidates need more slots than this model has "
+                    f"({self._runner.max_slots})"
+                )
         with self._wake:
-            (self._background if job.background else self._waiting).append(job)
+            for job in jobs:
+                (self._background if job.background else self._waiting).append(job)
             self._wake.notify()
 
     def close(self) -> None:
@@ -201,20 +223,27 @@ class Engine:
                 self._abort(prefill, exc)
 
     def _load_prefix(self, prefill: PromptPrefill) -> None:
-        """Load the longest run of the prompt's leading blocks the store holds (at most
-        all but its last token: the last position's logits must be computed)."""
+        """Load the longest run of the prompt's leading blocks the store holds, and take
+        all but the last token from them: the last position's logits must be computed,
+        so a prompt held whole (a length that is a whole number of blocks) recomputes
+        that one token over its loaded copy, not its whole last block."""
         prompt = prefill.job.prompt
         if prefill.scoring or not self.prefix_cache.capacity:
             return
-        blocks = self.prefix_cache.match(prompt, len(prompt) - 1)
+        blocks = self.prefix_cache.match(prompt, len(prompt))
         if blocks:
             self._runner.load_blocks(prefill.slots[0], blocks)
-            prefill.done = prefill.reused = len(blocks) * self.prefix_cache.block_tokens
+            held = len(blocks) * self.prefix_cache.block_tokens
+            prefill.done = prefill.reused = min(held, len(prompt) - 1)
+            prefill.job.cached_tokens = prefill.reused
 
     def _prefill(self) -> None:
         # Live prompts before background ones (batch lines), each kind oldest first.
         queue = sorted(self._prefilling, key=lambda prefill: prefill.job.background)
-        planned = plan_chunks(queue, self._chunk_tokens)
+        if self._active:  # streams decode beside this prefill: keep their steps short
+            planned = plan_chunks(queue, self._chunk_tokens)
+        else:  # no one to stall: as much as one bounded padded pass takes
+            planned = plan_chunks(queue, self._cold_tokens, padded=True)
         try:
             logits = self._runner.prefill_chunks([chunk for _, chunk in planned])
         except CacheLost:

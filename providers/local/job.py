@@ -37,6 +37,9 @@ class Job:
     on_prompt_scores: Callable[[PromptScores], None] | None = None
     on_error: Callable[[BaseException], None] | None = None
     background: bool = False  # waits behind every live job (a batch line)
+    # Prompt tokens taken from the prefix store, not computed: set on the engine's thread
+    # before the first token is delivered, so a sink's reader sees it (usage reports it).
+    cached_tokens: int = 0
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def cancel(self) -> None:

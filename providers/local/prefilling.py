@@ -1,6 +1,7 @@
 """A prompt on its way into the KV cache: admitted to slots, its prefix loaded from the
 prefix store, the rest prefilled a chunk per engine step within a token budget that the
-waiting prompts share, oldest first.
+waiting prompts share, oldest first: `prefill_chunk_tokens` while streams decode beside
+the prefill, the engine's larger cold budget, counted in padded tokens, while none do.
 
 A prompt-scoring job (echo with logprobs) needs every position's logits and reuses no
 prefix. Its chunks after the first also recompute their previous position (a chunk may
@@ -62,16 +63,25 @@ class PromptPrefill:
 
 
 def plan_chunks(
-    prefills: Sequence[PromptPrefill], budget: int
+    prefills: Sequence[PromptPrefill], budget: int, *, padded: bool = False
 ) -> list[tuple[PromptPrefill, PrefillChunk]]:
     """One step's chunks: the oldest prompts first, until `budget` tokens are spent (the
-    oldest always gets at least one token)."""
+    oldest always gets at least one token). `padded`: count what a padded batched pass
+    computes, rows x its longest chunk, not the chunks' own tokens; a prompt that would
+    widen the pass past `budget` is cut to fit, or waits for the next step."""
     planned: list[tuple[PromptPrefill, PrefillChunk]] = []
-    left = budget
+    left, width = budget, 0
     for prefill in prefills:
-        if left <= 0:
-            break
-        chunk = prefill.next_chunk(left)
+        if padded:
+            room = budget // (len(planned) + 1)  # the widest row that keeps rows x width
+            if room < max(width, 1):
+                break
+            chunk = prefill.next_chunk(room)
+            width = max(width, len(chunk.tokens))
+        else:
+            if left <= 0:
+                break
+            chunk = prefill.next_chunk(left)
+            left -= len(chunk.tokens)
         planned.append((prefill, chunk))
-        left -= len(chunk.tokens)
     return planned

@@ -60,12 +60,14 @@ class PrefixIndex:
 
     def match(self, tokens: Sequence[int], limit: int) -> list[int]:
         """Store block ids holding the longest run of whole blocks at the head of
-        `tokens`, covering at most `limit` tokens; the run is marked recently used."""
+        `tokens`, covering at most `limit` tokens; the run is marked recently used.
+        `stats.reused` counts at most all but the last of `tokens`: a prompt's last
+        position is computed even when the store holds it (its logits are needed)."""
         found = self._chain(tokens, limit)
         for block_id in reversed(found):
             self._blocks.move_to_end(block_id)
         self.stats.looked_up += len(tokens)
-        self.stats.reused += len(found) * self.block_tokens
+        self.stats.reused += min(len(found) * self.block_tokens, max(0, len(tokens) - 1))
         return found
 
     def cached_tokens(self, tokens: Sequence[int]) -> int:

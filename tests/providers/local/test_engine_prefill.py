@@ -1,6 +1,11 @@
 """`Engine` chunked prefill and prefix cache with the real SmolLM2 `TorchRunner`: greedy
 outputs and logprobs do not depend on the chunk budget or on what the prefix store holds,
-counted prefill tokens prove reuse, and a long prompt does not stall decoding streams."""
+counted prefill tokens prove reuse, a long prompt does not stall decoding streams, and a
+burst of prompts arriving at an idle engine is prefilled in one step.
+
+`make_engine` keeps the chunk budget even with no stream decoding (its cold budget equals
+the chunk budget) unless a test asks for the engine's default, so that the tests of
+chunking chunk whether or not a stream happens to be decoding."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import pytest
 
 pytest.importorskip("torch", reason="the engine tests run the real model ('local' extra)")
 
-from providers.local.engine import Engine
+from providers.local.engine import DEFAULT_COLD_PREFILL_TOKENS, Engine
 from providers.local.job import Job
 from providers.local.runner import PromptScores, RowSampling, Sampled
 from tests import local_model
@@ -74,10 +79,23 @@ def make_runner(loaded: LoadedModel, prefix_tokens: int, slots: int = 3) -> Torc
     )
 
 
-def make_engine(runner: TorchRunner, chunk_tokens: int) -> Engine:
+def make_engine(runner: TorchRunner, chunk_tokens: int, cold_tokens: int | None = None) -> Engine:
+    """`cold_tokens`: the budget while no stream decodes; None: the chunk budget."""
     from providers.torch.sampling import TorchSampler
 
-    return Engine(runner, TorchSampler(), name="prefill-test", prefill_chunk_tokens=chunk_tokens)
+    return Engine(
+        runner,
+        TorchSampler(),
+        name="prefill-test",
+        prefill_chunk_tokens=chunk_tokens,
+        cold_prefill_tokens=chunk_tokens if cold_tokens is None else cold_tokens,
+    )
+
+
+def computed_when_held(prompt: Sequence[int]) -> int:
+    """The prompt tokens computed when the store holds all of the prompt's whole blocks:
+    those after the last whole block, and at least the last token (its logits)."""
+    return len(prompt) - min(len(prompt) // BLOCK * BLOCK, len(prompt) - 1)
 
 
 @pytest.fixture
@@ -196,8 +214,8 @@ def test_greedy_outputs_do_not_depend_on_the_prefix_cache_or_the_chunk_budget(
     before = runner.counts.prefill_tokens
     assert_same_outputs(outputs(engine, prompts, together=True), reference)
     computed = runner.counts.prefill_tokens - before
-    if prefix_tokens:  # every whole block but the one holding the last token was reused
-        assert computed == sum(len(p) - (len(p) - 1) // BLOCK * BLOCK for p in prompts)
+    if prefix_tokens:  # every whole block was reused, and all but the last token
+        assert computed == sum(computed_when_held(p) for p in prompts)
     else:
         assert computed == sum(len(prompt) for prompt in prompts)
 
@@ -229,11 +247,94 @@ def test_a_repeated_prompt_computes_only_its_last_tokens(
     (again,) = run(engine, prompt, max_new_tokens=3)
     computed = runner.counts.prefill_tokens - before
     # All but the last token could come from the store, in whole blocks.
-    assert computed == len(prompt) - (len(prompt) - 1) // BLOCK * BLOCK
+    assert computed == computed_when_held(prompt)
     assert 1 <= computed <= BLOCK
     assert again.tokens == first.tokens
     assert stats.reused >= len(prompt) - BLOCK
     assert stats.looked_up >= 2 * len(prompt)
+
+
+def test_a_prompt_of_whole_blocks_held_whole_computes_only_its_last_token(
+    smollm2: LoadedModel, prompts: list[list[int]], engines: list[Engine]
+) -> None:
+    runner = make_runner(smollm2, prefix_tokens=512)
+    engine = make_engine(runner, chunk_tokens=256)
+    engines.append(engine)
+    prompt = (prompts[0] + prompts[2])[: 3 * BLOCK]  # exactly three blocks
+    (first,) = run(engine, prompt, max_new_tokens=4)
+    assert engine.prefix_cache.cached_tokens(prompt) == len(prompt)
+    before = runner.counts.prefill_tokens
+    errors: list[BaseException] = []
+    again = TokenSink()
+    row = RowSampling(temperature=0, top_logprobs=2)
+    job = Job(prompt, [row], [again], max_new_tokens=4, on_error=errors.append)
+    engine.submit(job)
+    assert again.finished.wait(WAIT)
+    assert not errors
+    # The three blocks loaded, the last position recomputed over its loaded copy: one token,
+    # not the last block's eight; the answer is the same.
+    assert runner.counts.prefill_tokens - before == 1
+    assert job.cached_tokens == len(prompt) - 1
+    assert again.tokens == first.tokens
+    assert [x.logprob for x in again.sampled] == pytest.approx(
+        [x.logprob for x in first.sampled], abs=2e-3
+    )
+
+
+def test_a_cold_burst_of_prompts_is_prefilled_in_one_step(
+    smollm2: LoadedModel, prompts: list[list[int]], reference: list[Any], engines: list[Engine]
+) -> None:
+    """Sixteen prompts reach an idle engine: nothing decodes, so the chunk budget (8
+    tokens here: dozens of steps) gives way to the cold one, and all sixteen are
+    prefilled in one batched pass, each sampling its first token in the same step."""
+    runner = make_runner(smollm2, prefix_tokens=0, slots=16)
+    engine = make_engine(runner, chunk_tokens=8, cold_tokens=DEFAULT_COLD_PREFILL_TOKENS)
+    engines.append(engine)
+    burst = [prompts[index % len(prompts)] for index in range(16)]
+    assert 16 * max(len(p) for p in burst) <= DEFAULT_COLD_PREFILL_TOKENS  # one padded pass
+    sinks = [TokenSink(engine) for _ in burst]
+    errors: list[BaseException] = []
+    rows = [RowSampling(temperature=0, top_logprobs=2) for _ in burst]
+    jobs = [
+        Job(prompt, [row], [sink], max_new_tokens=5, on_error=errors.append)
+        for prompt, row, sink in zip(burst, rows, sinks, strict=True)
+    ]
+    engine.submit_all(jobs)
+    assert all(sink.finished.wait(WAIT) for sink in sinks), errors
+    assert not errors
+    assert runner.counts.prefills == 1
+    assert runner.counts.prefill_tokens == sum(len(p) for p in burst)
+    assert len({sink.steps[0] for sink in sinks}) == 1
+    tokenizer = local_model.smollm2().tokenizer
+    got = [
+        (tokenizer.decode(s.tokens), s.tokens, [x.logprob for x in s.sampled], s.reason)
+        for s in sinks
+    ]
+    assert_same_outputs(got, [reference[index % len(prompts)] for index in range(16)])
+
+
+def test_the_cold_budget_bounds_a_burst_in_padded_tokens(
+    smollm2: LoadedModel, prompts: list[list[int]], engines: list[Engine]
+) -> None:
+    """A cold budget of two rows of the longest prompt: four prompts take two steps."""
+    runner = make_runner(smollm2, prefix_tokens=0, slots=4)
+    longest = max(len(p) for p in prompts)
+    engine = make_engine(runner, chunk_tokens=4, cold_tokens=2 * longest)
+    engines.append(engine)
+    ordered = sorted(prompts, key=len, reverse=True)  # every pass as wide as its first row
+    sinks = [TokenSink(engine) for _ in ordered]
+    jobs = [
+        Job(prompt, [RowSampling(temperature=0)], [sink], max_new_tokens=1)
+        for prompt, sink in zip(ordered, sinks, strict=True)
+    ]
+    engine.submit_all(jobs)
+    assert all(sink.finished.wait(WAIT) for sink in sinks)
+    # Two rows a pass (2 x longest padded tokens), the prompts whole: two passes, no stream
+    # decoding between them (every job makes one token, sampled from its prefill).
+    assert runner.counts.prefills == 2
+    assert runner.counts.prefill_tokens == sum(len(p) for p in prompts)
+    assert sinks[0].steps == sinks[1].steps
+    assert sinks[2].steps == sinks[3].steps == [sinks[0].steps[0] + 1]
 
 
 def test_n_candidates_share_one_prefill_and_store_their_answers(
@@ -294,14 +395,24 @@ def test_a_long_prompt_does_not_stall_decoding_streams(
 ) -> None:
     chunk, chunks, tokens = 32, 5, 16
     runner = make_runner(smollm2, prefix_tokens=0, slots=9)
-    engine = make_engine(runner, chunk_tokens=chunk)
+    # The default cold budget: the eight streams go in one pass, the long prompt, which
+    # arrives while they decode, in chunks.
+    engine = make_engine(runner, chunk_tokens=chunk, cold_tokens=DEFAULT_COLD_PREFILL_TOKENS)
     engines.append(engine)
     streams = [TokenSink(engine) for _ in range(8)]
-    for index, sink in enumerate(streams):
-        prompt = prompts[2 + index % 2]  # short prompts: all eight prefill in a few steps
-        rows = [RowSampling(temperature=0)]
-        engine.submit(Job(prompt=prompt, rows=rows, sinks=[sink], max_new_tokens=tokens))
+    engine.submit_all(
+        [
+            Job(
+                prompt=prompts[2 + index % 2],
+                rows=[RowSampling(temperature=0)],
+                sinks=[sink],
+                max_new_tokens=tokens,
+            )
+            for index, sink in enumerate(streams)
+        ]
+    )
     wait_for(lambda: all(len(sink.sampled) >= 2 for sink in streams), "8 streams decoding")
+    assert runner.counts.prefills == 1  # the eight short prompts, cold, in one pass
     long_prompt = [(7 * i) % 5000 + 100 for i in range(chunk * chunks)]
     prefills, prefill_tokens = runner.counts.prefills, runner.counts.prefill_tokens
     late = TokenSink(engine)

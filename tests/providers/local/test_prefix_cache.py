@@ -120,6 +120,13 @@ def test_stats_count_tokens_looked_up_and_reused_and_clear_forgets_all() -> None
     assert len(index.claim(tokens(1, 2, 3, 4, 5, 6, 7, 8), 32)) == 8  # every id is free again
 
 
+def test_a_prompt_held_whole_counts_all_but_its_last_token_reused() -> None:
+    index = PrefixIndex(SIZE, capacity=8)
+    index.claim(tokens(1, 2), 8)
+    assert len(index.match(tokens(1, 2), 8)) == 2  # both blocks load ...
+    assert index.stats.reused == 2 * SIZE - 1  # ... and the last token is recomputed
+
+
 def test_block_tokens_must_be_positive() -> None:
     with pytest.raises(ValueError, match="block_tokens"):
         PrefixIndex(0, capacity=4)
