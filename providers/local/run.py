@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from providers.errors import Failure, UpstreamError
 from providers.local.candidate import CandidateOutput, Delta, Event, Failed, Finished
@@ -66,8 +67,7 @@ class GenerationRun:
         self._engine = engine
 
     def start(self) -> None:
-        for job in self._jobs:
-            self._engine.submit(job)
+        self._engine.submit_all(self._jobs)
         self._open = len(self._jobs) * self.candidates
 
     def cancel(self) -> None:
@@ -89,13 +89,17 @@ class GenerationRun:
                 self._open -= 1
             yield prompt, event
 
-    def usage(self) -> dict[str, int]:
+    def usage(self) -> dict[str, Any]:
+        """OpenAI's usage, with `prompt_tokens_details.cached_tokens`: the prompt tokens the
+        engine loaded from its prefix store instead of computing (read once every candidate
+        has finished: the engine sets them before a job's first token)."""
         prompt_tokens = sum(len(p.ids) for p in self.prompts)
         completion_tokens = sum(o.generated for outputs in self.outputs for o in outputs)
         return {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": sum(j.cached_tokens for j in self._jobs)},
         }
 
     def _emit(self, prompt: int, event: Event) -> None:

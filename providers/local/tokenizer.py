@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from providers.local.bad_request import bad_request
+from providers.local.recent_encodings import RecentEncodings
 from providers.local.text import IncrementalDetokenizer
 
 # Special tokens that end a text or a turn in common vocabularies, besides `eos_token`.
@@ -80,6 +81,9 @@ class TokenizerAdapter:
         self._bytes_cache: dict[int, bytes] = {}
         self.eos_ids: frozenset[int] = self._find_eos_ids()
         self.bos_prefix: tuple[int, ...] = self._find_bos_prefix()
+        # A prompt rendered twice (affinity routing's probe, then the request) is
+        # tokenized once.
+        self.recent = RecentEncodings()
 
     @classmethod
     def load(cls, path: str, gguf_file: str | None = None) -> TokenizerAdapter:
@@ -117,7 +121,7 @@ class TokenizerAdapter:
         """A completions prompt as token ids: text gets the tokenizer's BOS (if any); ids
         are checked against the vocabulary. An empty prompt starts from BOS, if there is one."""
         if isinstance(prompt, str):
-            ids = [*self.bos_prefix, *self.encode_text(prompt)]
+            ids = [*self.bos_prefix, *self.recent.encode(prompt, self.encode_text)]
         else:
             ids = self.check_ids(prompt, "prompt")
         if not ids:
@@ -152,7 +156,7 @@ class TokenizerAdapter:
         them is the template's business."""
         # The template writes its own special tokens (BOS included) into the text.
         text = self.chat_text(messages, tools, tool_choice, continue_final=continue_final)
-        return self.encode_text(text)
+        return self.recent.encode(text, self.encode_text)
 
     def chat_text(
         self,

@@ -1,7 +1,9 @@
 """`LocalGenerator.cached_prompt_tokens` with the real SmolLM2 `TorchRunner`: what its
 engine's prefix store holds of a request's prompt, rendered as the request renders it
 (chat template, completions prompt), whole blocks only; nothing before the model loads,
-for a batch of prompts, or for a request the deployment would refuse; off the event loop."""
+for a batch of prompts, or for a request the deployment would refuse; off the event loop;
+the probe and the request that follows it tokenize the prompt once. And what a request's
+usage reports of it: `prompt_tokens_details.cached_tokens`, whole and streamed."""
 
 from __future__ import annotations
 
@@ -36,15 +38,20 @@ def smollm2() -> LoadedModel:
 
 
 class RecordingAdapter(TokenizerAdapter):
-    """Records the threads prompts are rendered on."""
+    """Records the threads prompts are rendered on, and the texts it tokenizes."""
 
     def __init__(self, tokenizer: Any) -> None:
         super().__init__(tokenizer)
         self.threads: list[threading.Thread] = []
+        self.encoded: list[str] = []
 
     def chat_text(self, *args: Any, **kwargs: Any) -> str:
         self.threads.append(threading.current_thread())
         return super().chat_text(*args, **kwargs)
+
+    def encode_text(self, text: str) -> list[int]:
+        self.encoded.append(text)
+        return super().encode_text(text)
 
 
 def generator(loaded: LoadedModel) -> LocalGenerator:
@@ -122,3 +129,47 @@ async def test_a_completions_prompt_and_what_is_not_told(local: LocalGenerator) 
     too_long = {**body, "prompt": "word " * MAX_CONTEXT}  # refused: context_length_exceeded
     assert await local.cached_prompt_tokens(too_long) is None
     assert await local.cached_prompt_tokens({"model": "smol", "messages": []}) is None  # a 400
+
+
+def adapter_of(local: LocalGenerator) -> RecordingAdapter:
+    model = local._model
+    assert model is not None
+    assert isinstance(model.adapter, RecordingAdapter)
+    return model.adapter
+
+
+async def test_usage_counts_the_prompt_tokens_taken_from_the_prefix_store(
+    local: LocalGenerator,
+) -> None:
+    first, second = chat("What is the leave policy?"), chat("Who approves expenses?")
+    answer = await local.complete(ProviderRequest(Endpoint.CHAT, first))
+    usage = answer.body["usage"]
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 0}  # nothing stored yet
+    ids = [adapter_of(local).render_chat(body["messages"]) for body in (first, second)]
+    assert usage["prompt_tokens"] == len(ids[0])
+
+    again = await local.complete(ProviderRequest(Endpoint.CHAT, first))
+    # Every whole block loaded; all but the last token counted (that one is recomputed).
+    held = min(len(ids[0]) // BLOCK * BLOCK, len(ids[0]) - 1)
+    assert again.body["usage"]["prompt_tokens_details"] == {"cached_tokens": held}
+
+    streamed = {**second, "stream": True, "stream_options": {"include_usage": True}}
+    chunks = [chunk async for chunk in local.stream(ProviderRequest(Endpoint.CHAT, streamed))]
+    assert all(chunk["usage"] is None for chunk in chunks[:-1])
+    shared = shared_head(*ids) // BLOCK * BLOCK
+    assert shared >= 2 * BLOCK  # the system prompt: the test means something
+    assert chunks[-1]["usage"]["prompt_tokens_details"] == {"cached_tokens": shared}
+
+
+async def test_a_probe_and_its_request_tokenize_the_prompt_once(local: LocalGenerator) -> None:
+    adapter = adapter_of(local)
+    body = chat("How many days of leave carry over to next year?")
+    text = adapter.chat_text(body["messages"])
+    adapter.encoded.clear()
+    hits = adapter.recent.hits
+    held = await local.cached_prompt_tokens(body)
+    assert held is not None
+    await local.complete(ProviderRequest(Endpoint.CHAT, body))
+    assert adapter.encoded.count(text) == 1  # by the probe; the request found its ids
+    assert adapter.recent.hits == hits + 1
+    assert held[1] == len(adapter.render_chat(body["messages"]))
