@@ -18,7 +18,14 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from policies.affinity.choice import KV_FULL, Candidate, Choice, choose, rendezvous
+from policies.affinity.choice import (
+    KV_FULL,
+    Candidate,
+    Choice,
+    choose,
+    rendezvous,
+    share_capacity,
+)
 from policies.affinity.exact import backend_figures, exact_blocks
 from policies.affinity.key import AffinityKey
 from policies.affinity.record import PrefixRecord
@@ -72,6 +79,7 @@ class AffinityRouter:
         self._probes: Mapping[str, Probe] = probes if probes is not None else {}
         self._records: dict[str, PrefixRecord] = {}  # by deployment label
         self._shares: dict[tuple[str, ...], RecentShare] = {}  # by the pool's labels
+        self._slots: dict[str, int] = {}  # by label: the most its backend reported running
 
     async def decide(self, labels: Sequence[str], key: AffinityKey, pool: str = "") -> Decision:
         """The choice among `labels` for the request `key` describes; nothing recorded.
@@ -86,7 +94,8 @@ class AffinityRouter:
         decision, share = await self._decide(labels, key, pool)
         choice = decision.choice
         winner = choice.order[0]
-        share.add(winner, key.anchor)
+        pinned = decision.pinned
+        share.add(winner, key.anchor, len(key.blocks), pinned is None or pinned not in labels)
         matched: int | None = 0
         for candidate in decision.candidates:
             if candidate.label == winner:
@@ -116,7 +125,8 @@ class AffinityRouter:
         asks = [(n, probes[n]) for n in labels if n in probes] if probes and body else None
         exact = await backend_figures(asks, body) if asks and body else None
         share = self._share(labels)
-        recent = share.counts
+        recent, footprint, placed = share.counts, share.footprint, share.placed
+        home, anchor, slots = share.home, key.anchor, self._slots
         candidates = []
         for label in labels:
             record = self._records.get(label)
@@ -131,16 +141,28 @@ class AffinityRouter:
                     label,
                     matched,
                     load,
-                    rendezvous(key.anchor, label),
+                    rendezvous(anchor, label),
                     recent.get(label, 0),
                     label in full,
+                    footprint.get(label, 0),
+                    home(label, anchor),
+                    placed.get(label, 0),
+                    slots.get(label, 0),
                 )
             )
         pin = pinned if pinned in labels else None
-        prefix = share.anchors.get(key.anchor, 0)
+        prefix = share.anchors.get(anchor, 0)
         hot = share.is_hot(prefix)
+        settings = key.settings
         choice = choose(
-            candidates, pin, key.settings.max_load, share.size, spread=hot, blocks=len(key.blocks)
+            candidates,
+            pin,
+            settings.max_load,
+            share.size,
+            spread=hot,
+            blocks=len(key.blocks),
+            headroom=settings.held_headroom,
+            placed_cap=share_capacity(share.size, len(labels), settings.max_load),
         )
         decision = Decision(
             choice, tuple(candidates), pinned, in_flight, backend, prefix, hot, exact or _NONE
@@ -197,10 +219,14 @@ class AffinityRouter:
         if self._reports is None:
             return figures, frozenset()
         full = []
+        slots = self._slots
         for label in labels:
             report = self._reports(label)
             if report is not None and getattr(report, "fresh", False):
-                figures[label] = int(report.waiting) + int(report.running)
+                running = int(report.running)
+                figures[label] = int(report.waiting) + running
+                if running > slots.get(label, 0):
+                    slots[label] = running
                 usage = getattr(report, "kv_cache_usage", None)
                 if usage is not None and usage >= KV_FULL:
                     full.append(label)

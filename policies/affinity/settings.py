@@ -37,6 +37,15 @@ class AffinitySettings(BaseModel):
         description="No deployment is chosen above this times the pool's mean load, nor "
         "above this times its mean share of recent decisions",
     )
+    held_headroom: float = Field(
+        1.0,
+        ge=0.0,
+        le=100.0,
+        description="How many times the load cap more a deployment holding the whole prompt "
+        "may take before the prompt spills elsewhere (in proportion for part of it): a spill "
+        "costs the held part's cold prefill there and, as the copy evicts a prompt of like "
+        "size, that prompt's next cold prefill",
+    )
     set_prompt_cache_key: bool = Field(
         False, description="Set `prompt_cache_key` for OpenAI deployments when the client did not"
     )

@@ -11,7 +11,22 @@ used often enough to stay cached there; an ordinary prefix passed over for its s
 only where it is already held, else stays (a copy would put a whole prompt into a second
 cache for a few requests and evict others there). The window is per process and shares
 nothing: with several Turnout processes each bounds its own share, so the sum is bounded
-alike."""
+alike.
+
+The window also gives each deployment's cache footprint: the blocks of the distinct
+prefixes (anchors) it took, each counted once at the longest prompt it took under that
+anchor. A cache holds what it was recently sent; two deployments taking alike many
+requests may hold very different working sets, and a prompt placed where the working set
+is already large evicts another there. And `home(label, anchor)`, the decisions for one
+prefix a deployment took: of two deployments holding a prompt alike, the one that keeps
+taking it is the one whose cache still holds it (a copy a spill made ages out unused).
+
+Placements (decisions for a request no session pin decided: a conversation's first turn,
+a request without a session) are counted apart, over the last `size` of them: a
+placement brings the conversation's later turns with it, so bounding placements bounds
+the conversations a deployment is given, which a window of all decisions sees only once
+their turns have come (a burst of new conversations would all land on the deployment
+that was idle in the last window)."""
 
 from __future__ import annotations
 
@@ -29,12 +44,26 @@ class RecentShare:
         self._window: deque[tuple[str, bytes]] = deque()
         self.counts: dict[str, int] = {}  # decisions in the window, by deployment
         self.anchors: dict[bytes, int] = {}  # decisions in the window, by prompt anchor
+        # By deployment: the blocks of the distinct prefixes it took in the window.
+        self.footprint: dict[str, int] = {}
+        # By (deployment, anchor): [decisions in the window, the longest prompt's blocks].
+        self._held: dict[tuple[str, bytes], list[int]] = {}
+        self._placements: deque[str] = deque()
+        self.placed: dict[str, int] = {}  # placements among the last `size`, by deployment
 
     def __len__(self) -> int:
         return len(self._window)
 
     def count(self, label: str) -> int:
         return self.counts.get(label, 0)
+
+    def home(self, label: str, anchor: bytes) -> int:
+        """The window's decisions for prompts under `anchor` that `label` took."""
+        held = self._held.get((label, anchor))
+        return held[0] if held is not None else 0
+
+    def placements(self) -> int:
+        return len(self._placements)
 
     def prefix_count(self, anchor: bytes) -> int:
         return self.anchors.get(anchor, 0)
@@ -46,16 +75,41 @@ class RecentShare:
         """More than half a deployment's mean share of the whole window."""
         return prefix_count * 2 * self.deployments > self.size
 
-    def add(self, label: str, anchor: bytes) -> None:
+    def add(self, label: str, anchor: bytes, blocks: int = 0, placement: bool = False) -> None:
+        """`label` took a request whose prompt has `blocks` blocks under `anchor`;
+        `placement`: no session pin decided it."""
         window, counts, anchors = self._window, self.counts, self.anchors
         window.append((label, anchor))
         counts[label] = counts.get(label, 0) + 1
         anchors[anchor] = anchors.get(anchor, 0) + 1
+        footprint = self.footprint
+        held = self._held.get((label, anchor))
+        if held is None:
+            self._held[(label, anchor)] = [1, blocks]
+            footprint[label] = footprint.get(label, 0) + blocks
+        else:
+            held[0] += 1
+            if blocks > held[1]:
+                footprint[label] += blocks - held[1]
+                held[1] = blocks
+        if placement:
+            placements, placed = self._placements, self.placed
+            placements.append(label)
+            placed[label] = placed.get(label, 0) + 1
+            if len(placements) > self.size:
+                placed[placements.popleft()] -= 1
         if len(window) > self.size:
-            gone, old = window.popleft()
-            counts[gone] -= 1
-            left = anchors[old] - 1
-            if left:
-                anchors[old] = left
-            else:
-                del anchors[old]
+            self._forget(*window.popleft())
+
+    def _forget(self, gone: str, old: bytes) -> None:
+        self.counts[gone] -= 1
+        left = self.anchors[old] - 1
+        if left:
+            self.anchors[old] = left
+        else:
+            del self.anchors[old]
+        held = self._held[(gone, old)]
+        held[0] -= 1
+        if not held[0]:
+            del self._held[(gone, old)]
+            self.footprint[gone] -= held[1]
