@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from policies.affinity.choice import PINNED, SPILLED, held_capacity
+from policies.affinity.choice import FOOTPRINT, PINNED, SPILLED, Candidate, held_capacity
 from policies.affinity.engine import Decision
 from policies.affinity.key import AffinityKey
 
 
 def explained(key: AffinityKey, decision: Decision) -> dict[str, Any]:
     choice, size = decision.choice, key.settings.block_chars
+    headroom, blocks = key.settings.held_headroom, len(key.blocks)
     session = key.session
     winner = choice.order[0]
     return {
@@ -25,6 +26,7 @@ def explained(key: AffinityKey, decision: Decision) -> dict[str, Any]:
         "prefix_recent_decisions": decision.prefix_recent,
         "hot_prefix": decision.hot,
         "share_capacity": choice.share_capacity,
+        "placement_capacity": choice.placement_capacity,
         "deployments": [
             {
                 "deployment": c.label,
@@ -34,12 +36,15 @@ def explained(key: AffinityKey, decision: Decision) -> dict[str, Any]:
                 "load": c.load,
                 "in_flight": decision.in_flight.get(c.label, 0),
                 "backend_queue": decision.backend.get(c.label),
-                "load_capacity": held_capacity(choice.capacity, c.matched, len(key.blocks)),
-                "overloaded": c.load + 1
-                > held_capacity(choice.capacity, c.matched, len(key.blocks)),
+                "load_capacity": held_capacity(choice.capacity, c.matched, blocks, headroom),
+                "backend_slots": c.slots or None,
+                "overloaded": _overloaded(c, choice.capacity, blocks, headroom),
                 "kv_cache_full": c.full,
                 "recent_decisions": c.recent,
-                "over_share": _over_share(c.recent, c.label, decision),
+                "recent_placements": c.placed,
+                "prefix_decisions": c.home,
+                "footprint_blocks": c.footprint,
+                "over_share": _over_share(c, decision),
             }
             for c in decision.candidates
         ],
@@ -61,9 +66,21 @@ def _source(decision: Decision, label: str) -> dict[str, Any]:
     return {"matched_source": "backend", "cached_tokens": held[0], "prompt_tokens": held[1]}
 
 
-def _over_share(recent: int, label: str, decision: Decision) -> bool:
-    cap = decision.choice.share_capacity
-    return cap is not None and label != decision.pinned and recent + 1 > cap
+def _overloaded(c: Candidate, cap: int, blocks: int, headroom: float) -> bool:
+    """As the choice judges it (policies/affinity/choice.py, rule 4): past its capacity,
+    unless it holds half the prompt or more and its backend has a free slot."""
+    if 2 * c.matched >= blocks > 0 and c.load < c.slots:
+        return False
+    return c.load + 1 > held_capacity(cap, c.matched, blocks, headroom)
+
+
+def _over_share(c: Candidate, decision: Decision) -> bool:
+    if c.label == decision.pinned:
+        return False
+    share, placed = decision.choice.share_capacity, decision.choice.placement_capacity
+    return (share is not None and c.recent + 1 > share) or (
+        placed is not None and c.placed + 1 > placed
+    )
 
 
 def _note(reason: str, winner: str, decision: Decision, key: AffinityKey) -> str:
@@ -73,10 +90,17 @@ def _note(reason: str, winner: str, decision: Decision, key: AffinityKey) -> str
         passed = ", ".join(f"`{label}`" for label in decision.choice.spilled)
         return (
             f"{passed} would be preferred but each has load above its share "
-            f"({decision.choice.capacity} calls, more by the part of the prompt it holds: "
-            "up to twice that for all of it) or took its share of this process's recent "
-            f"decisions ({decision.choice.share_capacity}), or its backend's KV cache is "
+            f"({decision.choice.capacity} calls, more by the part of the prompt it holds, "
+            "none while its backend has a free slot and it holds half the prompt) or took its "
+            f"share of this process's recent decisions ({decision.choice.share_capacity}) or "
+            f"placements ({decision.choice.placement_capacity}), or its backend's KV cache is "
             "full and it holds less than half of this prompt: the next in order took the request"
+        )
+    if reason == FOOTPRINT:
+        return (
+            f"no deployment holds this prompt: `{winner}`, the first in its rendezvous order "
+            "whose cache footprint (blocks of the distinct prompts it took recently) is not "
+            "above the pool's mean"
         )
     matched = next(c.matched for c in decision.candidates if c.label == winner)
     held = decision.exact.get(winner)
