@@ -31,9 +31,11 @@ from router.exposure import Listener
 from router.gateway import Gateway
 from router.metrics import Metrics
 from router.status.reloads import ReloadLog
+from router.task_stop import cancel_until_done
 
 log = structlog.get_logger("turnout.reload")
 
+STOP_WAIT_S = 5.0  # the longest `aclose` waits for the reloader's tasks (router/task_stop.py)
 DRAIN_GRACE_S = 5.0  # past the old config's total deadline, a request cannot still be running
 
 
@@ -150,9 +152,7 @@ class Reloader:
         if self._sighup and self._loop is not None:
             remove_sighup(self._loop)
             self._sighup = False
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_until_done(list(self._tasks), "reloader", STOP_WAIT_S)
 
     def _check_exposure(self, config: TurnoutConfig) -> None:
         """The rules `turnout serve` enforced at start-up hold for every reload: a config

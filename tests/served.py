@@ -86,7 +86,17 @@ def served_turnout(
         yield served
     finally:
         process.terminate()
-        process.wait(timeout=stop_timeout)
+        try:
+            process.wait(timeout=stop_timeout)
+        except subprocess.TimeoutExpired:
+            # A shutdown that hangs fails the test, and leaves nothing running for the rest
+            # of the suite (a worker whose server process is gone ends: router/orphan_guard).
+            if own_group:
+                os.killpg(process.pid, signal.SIGKILL)
+            else:
+                process.kill()
+            process.wait(timeout=stop_timeout)
+            raise
 
 
 def _wait_ready(served: ServedTurnout, *, http2: bool, timeout: float) -> None:

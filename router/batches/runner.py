@@ -34,10 +34,12 @@ from router.batches.lifecycle import Lifecycle, missing_input, read_chunk
 from router.batches.line import LineRun, crashed_line
 from router.gateway import Gateway
 from router.metrics import Metrics
+from router.task_stop import cancel_until_done
 
 log = structlog.get_logger("turnout.batches")
 SWEEP_S = 60.0  # how often expired files (and stored responses) are deleted
 SWEEP_RESPONSES = 2000  # at most this many expired responses deleted a sweep
+STOP_WAIT_S = 5.0  # the longest a stop waits for its tasks to end (see `aclose`)
 
 
 @dataclass(slots=True)
@@ -55,6 +57,7 @@ class BatchRunner:
     _per_batch: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _swept: float = 0.0
+    _stopping: bool = False  # set by `aclose`: the loop ends at its next turn
 
     def start(self) -> None:
         self._lines = asyncio.Semaphore(self.gateway().config.batches.max_in_flight)
@@ -62,13 +65,17 @@ class BatchRunner:
 
     async def aclose(self) -> None:
         """Stop: lines in flight are cancelled, not recorded; their chunks' leases run out
-        and they are run again (here after a restart, or by another replica)."""
-        tasks = [t for chunk in self._chunks.values() for t in chunk]
+        and they are run again (here after a restart, or by another replica).
+
+        The loop also ends at its next turn (`_stopping`), and each task is cancelled
+        again until it ends, for at most `STOP_WAIT_S` (router/task_stop.py: a lost
+        cancellation held a server's shutdown forever)."""
+        self._stopping = True
+        self._wake.set()
+        tasks: set[asyncio.Task[None]] = {t for chunk in self._chunks.values() for t in chunk}
         if self._task is not None:
-            tasks.append(self._task)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            tasks.add(self._task)
+        await cancel_until_done(tasks, "batch_runner", STOP_WAIT_S)
 
     def wake(self) -> None:
         self._wake.set()
@@ -81,7 +88,7 @@ class BatchRunner:
         self.wake()
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()  # a wake during the look below brings the next one at once
             try:
                 await self.look()
@@ -89,8 +96,10 @@ class BatchRunner:
                 log.warning("batch_storage_unavailable", error=str(exc))
             except Exception as exc:  # a bug: logged, and the runner carries on
                 log.error("batch_runner_error", exc_info=exc)
+            # asyncio.timeout, not wait_for: it never takes a cancellation for a timeout.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.gateway().config.batches.poll_s)
+                async with asyncio.timeout(self.gateway().config.batches.poll_s):
+                    await self._wake.wait()
 
     async def look(self) -> None:
         """One pass over the active batches."""
