@@ -65,6 +65,8 @@ FOOTPRINT = "cache footprint"
 SPILLED = "spilled due to load"
 # The KV-cache use (0..1, as the engines publish it) at which a backend takes no new prefix.
 KV_FULL = 0.9
+# Why a deployment is passed over (`choose`).
+_LOADED, _OVER_SHARE, _OVER_PLACEMENTS = 1, 2, 3
 
 
 class Candidate(NamedTuple):
@@ -131,70 +133,74 @@ def choose(
     prompt's length in blocks; 0 gives a held prefix no headroom. `headroom`: caps more
     load for a deployment holding the whole prompt (rule 4). `placed_cap`: the recent
     placements above which a deployment takes no new one (rule 5); None: unbounded."""
-    cap = capacity([c.load for c in candidates], max_load)
-    share = share_capacity(window, len(candidates), max_load) if window else None
     n = len(candidates)
-    total = 0
+    loads = footprints = 0
     for c in candidates:
-        total += c.footprint
-    preference = sorted(
-        candidates,
-        key=lambda c: (
-            c.label != pinned,
-            -c.matched,
-            c.home == 0 and c.footprint * n > total,  # rule 3: above the mean footprint
-            c.placed if spread else -c.home,
-            -c.score,
-        ),
-    )
+        loads += c.load
+        footprints += c.footprint
+    cap = math.ceil(max_load * (loads + 1) / n)  # capacity(), summed once with the footprint
+    share = share_capacity(window, n, max_load) if window else None
+    # Why each deployment is passed over, computed once for the preference and the rest:
+    # LOADED (rules 4, 6), OVER_SHARE or OVER_PLACEMENTS (rule 5); absent: eligible.
+    passed: dict[str, int] = {}
+    for c in candidates:
+        load, matched = c.load, c.matched
+        # held_capacity(...) >= cap: computed only past the cap (the decision's budget).
+        if (
+            load >= cap
+            and load + 1 > held_capacity(cap, matched, blocks, headroom)
+            and not (2 * matched >= blocks > 0 and load < c.slots)
+        ) or (c.full and 2 * matched < blocks):
+            passed[c.label] = _LOADED
+        elif c.label != pinned:
+            if placed_cap is not None and c.placed >= placed_cap:
+                passed[c.label] = _OVER_PLACEMENTS
+            elif share is not None and c.recent >= share:
+                passed[c.label] = _OVER_SHARE
+    # Rule 2's holders, rule 3's footprint (a deployment above the mean, for a prompt it
+    # did not take recently, goes after those under it), then rendezvous.
+    if spread:
+        preference = sorted(
+            candidates,
+            key=lambda c: (
+                c.label != pinned,
+                -c.matched,
+                not c.home and c.footprint * n > footprints,
+                c.placed,
+                -c.score,
+            ),
+        )
+    else:
+        preference = sorted(
+            candidates,
+            key=lambda c: (
+                c.label != pinned,
+                -c.matched,
+                not c.home and c.footprint * n > footprints,
+                -c.home,
+                -c.score,
+            ),
+        )
     spilled: list[str] = []
     winner: Candidate | None = None
     held: Candidate | None = None  # the first passed over for its share alone
     for candidate in preference:
-        # held_capacity(...) >= cap: computed only past the cap (the decision's budget).
-        if (
-            candidate.load >= cap
-            and candidate.load + 1 > held_capacity(cap, candidate.matched, blocks, headroom)
-            and not (2 * candidate.matched >= blocks > 0 and candidate.load < candidate.slots)
-        ) or (candidate.full and 2 * candidate.matched < blocks):
-            spilled.append(candidate.label)
-        elif candidate.label != pinned and (
-            (share is not None and candidate.recent >= share)
-            or (placed_cap is not None and candidate.placed >= placed_cap)
-        ):
-            if placed_cap is not None and candidate.placed >= placed_cap:
-                spread = True  # too many conversations for a while: it may be copied
-            held = held or candidate
-            spilled.append(candidate.label)
-        else:
+        why = passed.get(candidate.label)
+        if why is None:
             winner = candidate
             break
+        if why == _OVER_PLACEMENTS:
+            spread = True  # too many conversations for a while: it may be copied
+        if why != _LOADED:
+            held = held or candidate
+        spilled.append(candidate.label)
     if held is not None and not spread and (winner is None or winner.matched == 0):
         winner = held  # no copy of the prompt made for the share alone
         spilled = spilled[: spilled.index(held.label)]
     if winner is None:  # every one over (backend queues beyond Turnout's own): least loaded
         winner = min(preference, key=lambda c: (c.load, c.recent))
     others = (c for c in candidates if c is not winner)
-    rest = sorted(
-        others,
-        key=lambda c: (
-            (
-                c.load >= cap
-                and c.load + 1 > held_capacity(cap, c.matched, blocks, headroom)
-                and not (2 * c.matched >= blocks > 0 and c.load < c.slots)
-            )
-            or (c.full and 2 * c.matched < blocks)
-            or (
-                c.label != pinned
-                and (
-                    (share is not None and c.recent >= share)
-                    or (placed_cap is not None and c.placed >= placed_cap)
-                )
-            ),
-            c.load,
-            -c.score,
-        ),
-    )
+    rest = sorted(others, key=lambda c: (c.label in passed, c.load, -c.score))
     order = (winner.label, *(c.label for c in rest))
     reason = _reason(winner, pinned, spilled, preference)
     return Choice(order, reason, cap, tuple(spilled), share, placed_cap)

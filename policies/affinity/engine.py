@@ -126,7 +126,8 @@ class AffinityRouter:
         exact = await backend_figures(asks, body) if asks and body else None
         share = self._share(labels)
         recent, footprint, placed = share.counts, share.footprint, share.placed
-        home, anchor, slots = share.home, key.anchor, self._slots
+        anchor, slots = key.anchor, self._slots
+        homes = share.homes(anchor)
         candidates = []
         for label in labels:
             record = self._records.get(label)
@@ -145,7 +146,7 @@ class AffinityRouter:
                     recent.get(label, 0),
                     label in full,
                     footprint.get(label, 0),
-                    home(label, anchor),
+                    homes[label][0] if label in homes else 0,
                     placed.get(label, 0),
                     slots.get(label, 0),
                 )

@@ -31,10 +31,13 @@ that was idle in the last window)."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
+from types import MappingProxyType
 
 # Decisions remembered per deployment of the pool (the window is at least MIN_WINDOW).
 PER_DEPLOYMENT = 32
 MIN_WINDOW = 128
+_NONE: Mapping[str, list[int]] = MappingProxyType({})  # no deployment took the prefix
 
 
 class RecentShare:
@@ -46,8 +49,8 @@ class RecentShare:
         self.anchors: dict[bytes, int] = {}  # decisions in the window, by prompt anchor
         # By deployment: the blocks of the distinct prefixes it took in the window.
         self.footprint: dict[str, int] = {}
-        # By (deployment, anchor): [decisions in the window, the longest prompt's blocks].
-        self._held: dict[tuple[str, bytes], list[int]] = {}
+        # By anchor, then deployment: [decisions in the window, the longest prompt's blocks].
+        self._held: dict[bytes, dict[str, list[int]]] = {}
         self._placements: deque[str] = deque()
         self.placed: dict[str, int] = {}  # placements among the last `size`, by deployment
 
@@ -59,8 +62,13 @@ class RecentShare:
 
     def home(self, label: str, anchor: bytes) -> int:
         """The window's decisions for prompts under `anchor` that `label` took."""
-        held = self._held.get((label, anchor))
+        held = self._held.get(anchor, _NONE).get(label)
         return held[0] if held is not None else 0
+
+    def homes(self, anchor: bytes) -> Mapping[str, list[int]]:
+        """By deployment, [decisions, blocks] for prompts under `anchor` in the window
+        (one lookup a decision; read, never change)."""
+        return self._held.get(anchor, _NONE)
 
     def placements(self) -> int:
         return len(self._placements)
@@ -83,9 +91,12 @@ class RecentShare:
         counts[label] = counts.get(label, 0) + 1
         anchors[anchor] = anchors.get(anchor, 0) + 1
         footprint = self.footprint
-        held = self._held.get((label, anchor))
+        by_label = self._held.get(anchor)
+        if by_label is None:
+            by_label = self._held[anchor] = {}
+        held = by_label.get(label)
         if held is None:
-            self._held[(label, anchor)] = [1, blocks]
+            by_label[label] = [1, blocks]
             footprint[label] = footprint.get(label, 0) + blocks
         else:
             held[0] += 1
@@ -108,8 +119,11 @@ class RecentShare:
             self.anchors[old] = left
         else:
             del self.anchors[old]
-        held = self._held[(gone, old)]
+        by_label = self._held[old]
+        held = by_label[gone]
         held[0] -= 1
         if not held[0]:
-            del self._held[(gone, old)]
+            del by_label[gone]
+            if not by_label:
+                del self._held[old]
             self.footprint[gone] -= held[1]
