@@ -2,8 +2,9 @@
 
 Loads SmolLM2-135M-Instruct once (float32, CPU) and builds three continuous-batching
 `Engine`s over its weights (TorchRunner, TorchSampler, `max_context` the default 2,048):
-- **engine**: the default config (`max_slots` 16, `prefill_chunk_tokens` 256,
-  `prefix_cache` 8,192 tokens in blocks of 16);
+- **engine**: the default config (`max_slots` 16, `prefill_chunk_tokens` 256 while a
+  stream decodes, 1,024 padded tokens while none does, `prefix_cache` 8,192 tokens in
+  blocks of 16);
 - **engine32**: the same with `max_slots` 32, so that it can take 32 streams;
 - **before**: the prefix cache off and chunking effectively off (`prefill_chunk_tokens`
   2**30: every waiting prompt whole, in one batched pass), `max_slots` 16.
