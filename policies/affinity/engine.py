@@ -42,6 +42,8 @@ _NONE: Mapping[str, tuple[int, int]] = MappingProxyType({})  # no backend's figu
 
 # Share windows kept at once (each holds up to a few hundred recent decisions).
 MAX_POOLS = 256
+# Rendezvous weights remembered (a prefix's weight over a pool's deployments).
+MAX_WEIGHTS = 4096
 
 
 class Decision(NamedTuple):
@@ -80,6 +82,9 @@ class AffinityRouter:
         self._records: dict[str, PrefixRecord] = {}  # by deployment label
         self._shares: dict[tuple[str, ...], RecentShare] = {}  # by the pool's labels
         self._slots: dict[str, int] = {}  # by label: the most its backend reported running
+        # Rendezvous weights by (anchor, the pool's labels): a prefix comes back turn after
+        # turn, and hashing it with each label is a few µs of the decision's 50.
+        self._weights: dict[tuple[bytes, tuple[str, ...]], tuple[int, ...]] = {}
 
     async def decide(self, labels: Sequence[str], key: AffinityKey, pool: str = "") -> Decision:
         """The choice among `labels` for the request `key` describes; nothing recorded.
@@ -124,12 +129,19 @@ class AffinityRouter:
         probes, body = self._probes, key.body
         asks = [(n, probes[n]) for n in labels if n in probes] if probes and body else None
         exact = await backend_figures(asks, body) if asks and body else None
-        share = self._share(labels)
+        pool_labels = tuple(labels)
+        share = self._share(pool_labels)
+        weights = self._weights.get((key.anchor, pool_labels))
+        if weights is None:
+            weights = tuple(rendezvous(key.anchor, label) for label in labels)
+            if len(self._weights) >= MAX_WEIGHTS:
+                self._weights.clear()  # bounded; recomputed as prefixes come back
+            self._weights[(key.anchor, pool_labels)] = weights
         recent, footprint, placed = share.counts, share.footprint, share.placed
         anchor, slots = key.anchor, self._slots
         homes = share.homes(anchor)
         candidates = []
-        for label in labels:
+        for label, weight in zip(labels, weights, strict=True):
             record = self._records.get(label)
             load = max(in_flight.get(label, 0), backend.get(label, 0), self._local_load(label) or 0)
             held = exact.get(label) if exact is not None else None
@@ -142,7 +154,7 @@ class AffinityRouter:
                     label,
                     matched,
                     load,
-                    rendezvous(anchor, label),
+                    weight,
                     recent.get(label, 0),
                     label in full,
                     footprint.get(label, 0),
@@ -194,8 +206,7 @@ class AffinityRouter:
                 _pin_id(key.session.digest, pool), label, self._clock(), key.settings.session_ttl_s
             )
 
-    def _share(self, labels: Sequence[str]) -> RecentShare:
-        pool = tuple(labels)
+    def _share(self, pool: tuple[str, ...]) -> RecentShare:
         share = self._shares.get(pool)
         if share is None:
             # One window per set of deployments a plan offers; a client narrowing its plan

@@ -18,6 +18,7 @@ from policies.affinity.choice import (
     capacity,
     choose,
     held_capacity,
+    rendezvous,
 )
 from policies.affinity.engine import AffinityRouter
 from policies.affinity.explained import explained
@@ -230,3 +231,17 @@ async def test_explain_shows_footprint_placements_and_the_footprint_reason() -> 
     assert all(d["prefix_decisions"] == 0 for d in rows)
     if answer["why"] == FOOTPRINT:
         assert "footprint" in answer["note"]
+
+
+async def test_rendezvous_weights_are_remembered_per_prefix_and_bounded() -> None:
+    from policies.affinity import engine
+
+    router = AffinityRouter(MemoryStore(), lambda _: None)
+    key = _key("a prefix that comes back " * 10)
+    first = await router.decide(LABELS, key)
+    assert await router.decide(LABELS, key) == first  # the remembered weights: same choice
+    assert [c.score for c in first.candidates] == [rendezvous(key.anchor, x) for x in LABELS]
+    for i in range(engine.MAX_WEIGHTS - len(router._weights)):
+        router._weights[(b"%d" % i, tuple(LABELS))] = (0, 0, 0, 0)
+    await router.decide(LABELS, _key("another prefix " * 10))  # full: cleared, then kept
+    assert len(router._weights) == 1
