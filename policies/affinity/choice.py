@@ -157,6 +157,15 @@ def choose(
                 passed[c.label] = _OVER_PLACEMENTS
             elif share is not None and c.recent >= share:
                 passed[c.label] = _OVER_SHARE
+    if pinned is not None and pinned not in passed:  # rule 1, the common case: no ranking
+        for c in candidates:
+            if c.label == pinned:
+                rest = sorted(
+                    (o for o in candidates if o is not c),
+                    key=lambda o: (o.label in passed, o.load, -o.score),
+                )
+                order = (pinned, *(o.label for o in rest))
+                return Choice(order, PINNED, cap, (), share, placed_cap)
     # Rule 2's holders, rule 3's footprint (a deployment above the mean, for a prompt it
     # did not take recently, goes after those under it), then rendezvous.
     if spread:
