@@ -168,28 +168,17 @@ def choose(
                 return Choice(order, PINNED, cap, (), share, placed_cap)
     # Rule 2's holders, rule 3's footprint (a deployment above the mean, for a prompt it
     # did not take recently, goes after those under it), then rendezvous.
-    if spread:
-        preference = sorted(
-            candidates,
-            key=lambda c: (
-                c.label != pinned,
-                -c.matched,
-                not c.home and c.footprint * n > footprints,
-                c.placed,
-                -c.score,
-            ),
-        )
-    else:
-        preference = sorted(
-            candidates,
-            key=lambda c: (
-                c.label != pinned,
-                -c.matched,
-                not c.home and c.footprint * n > footprints,
-                -c.home,
-                -c.score,
-            ),
-        )
+    # Among holders alike, a hot prefix goes where it was placed least, another to its home.
+    preference = sorted(
+        candidates,
+        key=lambda c: (
+            c.label != pinned,
+            -c.matched,
+            not c.home and c.footprint * n > footprints,
+            c.placed if spread else -c.home,
+            -c.score,
+        ),
+    )
     spilled: list[str] = []
     winner: Candidate | None = None
     held: Candidate | None = None  # the first passed over for its share alone
