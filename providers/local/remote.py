@@ -121,15 +121,7 @@ class RemoteSampler(Provider):
     async def count_chat_tokens(self, body: Mapping[str, Any]) -> int | None:
         """As in one process: None until the model is loaded (the caller then estimates),
         and None too while the host cannot be reached."""
-        if not self._gate.started:
-            return None
-        try:
-            async with asyncio.timeout(COUNT_TIMEOUT_S):
-                async with self._call({"op": "count_chat_tokens", "body": dict(body)}) as reader:
-                    frame = await self._next(reader, started=False)
-        except (UpstreamError, TimeoutError):
-            return None
-        result = frame.get("result")
+        result = await self._ask("count_chat_tokens", body, COUNT_TIMEOUT_S)
         return result if isinstance(result, int) else None
 
     async def _cached_prompt_tokens(self, body: Mapping[str, Any]) -> tuple[int, int] | None:
@@ -137,15 +129,7 @@ class RemoteSampler(Provider):
         process: (held tokens, prompt tokens), or None before the model is loaded, for a
         prompt it cannot tell about, when the host is out of reach or slower than
         `PROBE_TIMEOUT_S`."""
-        if not self._gate.started:
-            return None
-        try:
-            async with asyncio.timeout(PROBE_TIMEOUT_S):
-                async with self._call({"op": "cached_prompt_tokens", "body": dict(body)}) as r:
-                    frame = await self._next(r, started=False)
-        except (UpstreamError, TimeoutError):
-            return None
-        result = frame.get("result")
+        result = await self._ask("cached_prompt_tokens", body, PROBE_TIMEOUT_S)
         if (
             isinstance(result, list)
             and len(result) == 2
@@ -153,6 +137,20 @@ class RemoteSampler(Provider):
         ):
             return result[0], result[1]
         return None
+
+    async def _ask(self, op: str, body: Mapping[str, Any], within_s: float) -> Any:
+        """The host's `result` for a question about `body`; None before the model is
+        loaded, while the host cannot be reached, or past `within_s`: a caller that asks
+        can always do without the answer."""
+        if not self._gate.started:
+            return None
+        try:
+            async with asyncio.timeout(within_s):
+                async with self._call({"op": op, "body": dict(body)}) as reader:
+                    frame = await self._next(reader, started=False)
+        except (UpstreamError, TimeoutError):
+            return None
+        return frame.get("result")
 
     async def check(self) -> None:
         try:
