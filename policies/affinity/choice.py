@@ -102,7 +102,23 @@ def rendezvous(anchor: bytes, label: str) -> int:
 
 
 def capacity(loads: Sequence[int], max_load: float) -> int:
-    return math.ceil(max_load * (sum(loads) + 1) / len(loads))
+    return capacity_of(sum(loads), len(loads), max_load)
+
+
+def capacity_of(total: int, deployments: int, max_load: float) -> int:
+    """Rule 4's cap from the pool's total load over its `deployments`."""
+    return math.ceil(max_load * (total + 1) / deployments)
+
+
+def overloaded(c: Candidate, cap: int, blocks: int, headroom: float) -> bool:
+    """Rule 4: one more call would put `c` past its capacity (`cap`, more for the part of
+    the prompt's `blocks` it holds), unless it holds half the prompt or more and its
+    backend has a free slot."""
+    return (
+        c.load >= cap  # held_capacity(...) >= cap: computed only past the cap
+        and c.load + 1 > held_capacity(cap, c.matched, blocks, headroom)
+        and not (2 * c.matched >= blocks > 0 and c.load < c.slots)
+    )
 
 
 def held_capacity(cap: int, matched: int, blocks: int, headroom: float = 1.0) -> int:
@@ -138,19 +154,13 @@ def choose(
     for c in candidates:
         loads += c.load
         footprints += c.footprint
-    cap = math.ceil(max_load * (loads + 1) / n)  # capacity(), summed once with the footprint
+    cap = capacity_of(loads, n, max_load)  # summed in one loop with the footprint
     share = share_capacity(window, n, max_load) if window else None
     # Why each deployment is passed over, computed once for the preference and the rest:
     # LOADED (rules 4, 6), OVER_SHARE or OVER_PLACEMENTS (rule 5); absent: eligible.
     passed: dict[str, int] = {}
     for c in candidates:
-        load, matched = c.load, c.matched
-        # held_capacity(...) >= cap: computed only past the cap (the decision's budget).
-        if (
-            load >= cap
-            and load + 1 > held_capacity(cap, matched, blocks, headroom)
-            and not (2 * matched >= blocks > 0 and load < c.slots)
-        ) or (c.full and 2 * matched < blocks):
+        if overloaded(c, cap, blocks, headroom) or (c.full and 2 * c.matched < blocks):
             passed[c.label] = _LOADED
         elif c.label != pinned:
             if placed_cap is not None and c.placed >= placed_cap:

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from policies.affinity.choice import FOOTPRINT, PINNED, SPILLED, Candidate, held_capacity
+from policies.affinity.choice import (
+    FOOTPRINT,
+    PINNED,
+    SPILLED,
+    Candidate,
+    held_capacity,
+    overloaded,
+)
 from policies.affinity.engine import Decision
 from policies.affinity.key import AffinityKey
 
@@ -38,7 +45,7 @@ def explained(key: AffinityKey, decision: Decision) -> dict[str, Any]:
                 "backend_queue": decision.backend.get(c.label),
                 "load_capacity": held_capacity(choice.capacity, c.matched, blocks, headroom),
                 "backend_slots": c.slots or None,
-                "overloaded": _overloaded(c, choice.capacity, blocks, headroom),
+                "overloaded": overloaded(c, choice.capacity, blocks, headroom),
                 "kv_cache_full": c.full,
                 "recent_decisions": c.recent,
                 "recent_placements": c.placed,
@@ -64,14 +71,6 @@ def _source(decision: Decision, label: str) -> dict[str, Any]:
     if held is None:
         return {"matched_source": "record"}
     return {"matched_source": "backend", "cached_tokens": held[0], "prompt_tokens": held[1]}
-
-
-def _overloaded(c: Candidate, cap: int, blocks: int, headroom: float) -> bool:
-    """As the choice judges it (policies/affinity/choice.py, rule 4): past its capacity,
-    unless it holds half the prompt or more and its backend has a free slot."""
-    if 2 * c.matched >= blocks > 0 and c.load < c.slots:
-        return False
-    return c.load + 1 > held_capacity(cap, c.matched, blocks, headroom)
 
 
 def _over_share(c: Candidate, decision: Decision) -> bool:
