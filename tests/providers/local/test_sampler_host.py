@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -73,16 +74,25 @@ class Recording(Provider):
         pass
 
 
-@pytest.fixture
-async def hosted() -> AsyncIterator[tuple[Recording, SamplerHost, str]]:
+@asynccontextmanager
+async def serving(backend: Provider) -> AsyncIterator[tuple[SamplerHost, str]]:
+    """A sampler host serving `backend` as `local` on a socket of its own."""
     with tempfile.TemporaryDirectory() as folder:
         path = str(Path(folder) / "s.sock")
-        backend = Recording()
         host = SamplerHost({"local": backend}, {"local": "same"})
         await host.listen(path)
         await host.start_providers()
+        try:
+            yield host, path
+        finally:
+            await host.aclose()
+
+
+@pytest.fixture
+async def hosted() -> AsyncIterator[tuple[Recording, SamplerHost, str]]:
+    backend = Recording()
+    async with serving(backend) as (host, path):
         yield backend, host, path
-        await host.aclose()
 
 
 async def until(check: Callable[[], bool]) -> None:
@@ -204,26 +214,19 @@ async def test_a_prefix_cache_probe_crosses_to_the_host_and_is_bounded(
     answer within `PROBE_TIMEOUT_S` counts as no answer, as does one that cannot tell."""
     import providers.local.remote as remote_module
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = str(Path(folder) / "s.sock")
-        backend = Probed()
-        host = SamplerHost({"local": backend}, {"local": "same"})
-        await host.listen(path)
-        await host.start_providers()
-        try:
-            plain = remote(path)
-            assert plain.cached_prompt_tokens is None
-            proxy = RemoteSampler.standing_in_for(backend, path, "same")
-            assert proxy.cached_prompt_tokens is not None
-            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-            assert await proxy.cached_prompt_tokens(body) is None  # not started yet
-            await proxy.start()
-            assert await proxy.cached_prompt_tokens(body) == (16, 40)
-            assert backend.asked == [body]
-            assert await proxy.cached_prompt_tokens({**body, "batch": True}) is None
-            monkeypatch.setattr(remote_module, "PROBE_TIMEOUT_S", 0.05)
-            backend.slow = True
-            assert await proxy.cached_prompt_tokens(body) is None
-            await proxy.aclose()
-        finally:
-            await host.aclose()
+    backend = Probed()
+    async with serving(backend) as (_, path):
+        plain = remote(path)
+        assert plain.cached_prompt_tokens is None
+        proxy = RemoteSampler.standing_in_for(backend, path, "same")
+        assert proxy.cached_prompt_tokens is not None
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        assert await proxy.cached_prompt_tokens(body) is None  # not started yet
+        await proxy.start()
+        assert await proxy.cached_prompt_tokens(body) == (16, 40)
+        assert backend.asked == [body]
+        assert await proxy.cached_prompt_tokens({**body, "batch": True}) is None
+        monkeypatch.setattr(remote_module, "PROBE_TIMEOUT_S", 0.05)
+        backend.slow = True
+        assert await proxy.cached_prompt_tokens(body) is None
+        await proxy.aclose()
